@@ -1,0 +1,28 @@
+"""Exception types shared by the library; the CLI maps them to exit codes.
+
+BadInputError (and subclasses) -> exit 2, StrictFailure -> exit 3, anything else -> exit 1.
+"""
+
+
+class TagconsError(Exception):
+    """Base class of every error tagcons raises on purpose."""
+
+
+class BadInputError(TagconsError):
+    """The user's input (file, column, flag, path) is wrong; the message says what and how to fix it."""
+
+
+class CacheBusyError(BadInputError):
+    """Another writer holds the cache lock."""
+
+
+class FingerprintMismatchError(BadInputError):
+    """A cache was produced with other settings than the ones asked for."""
+
+
+class BackboneUnavailableError(BadInputError):
+    """A backbone could not be loaded (hub unreachable, bad local directory)."""
+
+
+class StrictFailure(TagconsError):
+    """--strict was given and some items failed; everything else was saved."""
