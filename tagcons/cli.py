@@ -1,0 +1,148 @@
+"""The `tagcons` command line: parse flags into a config dataclass, call the library, report.
+
+This is the only module that configures logging, prints, and turns exceptions into exit codes:
+0 ok, 2 bad input or usage (one line, no traceback), 3 `--strict` failures, 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from tagcons import __version__
+from tagcons.errors import BadInputError, StrictFailure
+
+log = logging.getLogger("tagcons")
+EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tagcons: %(message)s" if verbosity <= 0 else
+                                           "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger("tagcons")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    _quiet_third_party()
+
+
+def _quiet_third_party() -> None:
+    """transformers' own progress bars and advice would drown ours."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def pair_columns(command):
+    """--image-col / --text-col / --label-col on every command that reads pairs."""
+    command = click.option("--label-col", default="Score", show_default=True, help="Column with the 1-5 score.")(command)
+    command = click.option("--text-col", default="Hashtag", show_default=True, help="Column with the hashtag.")(command)
+    command = click.option("--image-col", default="Image Filename", show_default=True,
+                           help="Column with the image path, relative to --images.")(command)
+    return command
+
+
+def _columns(image_col: str, text_col: str, label_col: str):
+    from tagcons.data import PairColumns
+
+    return PairColumns(image=image_col, text=text_col, label=label_col)
+
+
+def _shard(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter("use K/N, e.g. 0/4 for the first of four shards") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise click.BadParameter(f"{value}: K must be in 0..N-1")
+    return k, n
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tagcons")
+@click.option("-v", "--verbose", count=True, help="More detail (-v debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Score how well a hashtag fits an image (1-5) with CLIP-family models: embed once, fit many."""
+    _configure_logging(-1 if quiet else verbose)
+
+
+@cli.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file (CSV, TSV or parquet).")
+@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to.")
+@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--workers", default=None, type=int, help="DataLoader workers decoding images [cores - 1, max 8].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
+@click.option("--text-template", default="{}", show_default=True, help="Text given to the model; {} is the hashtag.")
+@click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
+@click.option("--shard", callback=_shard, default=None, help="K/N: encode only shard K of N (job arrays).")
+@pair_columns
+def embed(data, images, backbone, out, revision, batch_size, workers, device, dtype, text_template, strip_hash,
+          store_dtype, strict, shard, image_col, text_col, label_col):
+    """Encode every unique image and hashtag once into an HDF5 cache."""
+    from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
+
+    config = EmbedConfig(data=data, images=images, backbone=backbone, out=out, revision=revision,
+                         batch_size=batch_size, workers=default_workers() if workers is None else workers,
+                         device=device, dtype=dtype, text_template=text_template, strip_hash=strip_hash,
+                         store_dtype=store_dtype, strict=strict, shard=shard,
+                         columns=_columns(image_col, text_col, label_col), progress=True)
+    summary = run_embed(config)
+    click.echo(f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
+               f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
+               f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
+               f"{summary.texts_per_second:.1f} txt/s)")
+
+
+@cli.group()
+def cache() -> None:
+    """Maintain cache files."""
+
+
+@cache.command("merge")
+@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(path_type=Path))
+def cache_merge(cache_path):
+    """Consolidate the part files that sharded or interrupted runs left beside CACHE.h5."""
+    from tagcons.cache import merge_parts
+
+    merge_parts(cache_path, progress=True)
+    click.echo(f"{cache_path}: merged")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: exceptions become exit codes and one-line messages."""
+    try:
+        cli.main(args=argv, prog_name="tagcons", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("tagcons: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except StrictFailure as e:
+        click.echo(f"tagcons: {e}", err=True)
+        sys.exit(EXIT_STRICT)
+    except BadInputError as e:
+        click.echo(f"tagcons: error: {e}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("tagcons: interrupted; what was committed is kept, rerun to continue", err=True)
+        sys.exit(130)
+    except Exception:  # the last resort: an unexpected error is a bug, so show the traceback for a report
+        traceback.print_exc()
+        click.echo("tagcons: unexpected error (a bug); please report it with the traceback above", err=True)
+        sys.exit(EXIT_UNEXPECTED)

@@ -1,0 +1,33 @@
+"""Shared fixtures: no network, small files written on the fly."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never touch the hub from tests: a failed lookup must fail at once, not after retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_CSV = REPO_ROOT.parent / "shared" / "data" / "combined_data.csv"
+
+
+@pytest.fixture
+def write_csv(tmp_path):
+    """Write rows (list of lists) under a header to a CSV file and return its path."""
+
+    def write(rows, header=("Image Filename", "Hashtag", "Score"), name="pairs.csv", encoding="utf-8", sep=","):
+        lines = [sep.join(header)] + [sep.join(str(cell) for cell in row) for row in rows]
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n", encoding=encoding)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def reference_csv():
+    if not REFERENCE_CSV.is_file():
+        pytest.skip("reference data ../shared/data/combined_data.csv is not present (only beside the project)")
+    return REFERENCE_CSV

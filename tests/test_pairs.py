@@ -1,0 +1,95 @@
+import unicodedata
+
+import pandas as pd
+import pytest
+
+from tagcons.data import PairColumns, load_pairs, normalise_text
+from tagcons.errors import BadInputError
+
+
+def test_reads_study_columns_and_normalises(write_csv):
+    table = load_pairs(write_csv([["a.png", " #바다 ", 5], ["b.png", "sky", "3"]]))
+    assert list(table.texts) == ["#바다", "sky"]
+    assert list(table.labels) == [5, 3]
+    assert list(table.frame["line"]) == [2, 3]
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(write_csv):
+    table = load_pairs(write_csv([["a.png", "x", 1]], encoding="utf-8-sig"))
+    assert list(table.images) == ["a.png"]
+
+
+def test_nfd_and_nfc_hashtags_become_one_key(write_csv):
+    nfc = "바다"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfd != nfc
+    table = load_pairs(write_csv([["a.png", nfc, 5], ["b.png", nfd, 4]]))
+    assert table.unique_texts() == [nfc]
+
+
+def test_strip_hash_only_when_asked(write_csv):
+    path = write_csv([["a.png", "#일상", 2]])
+    assert load_pairs(path).unique_texts() == ["#일상"]
+    assert load_pairs(path, strip_hash=True).unique_texts() == ["일상"]
+    assert normalise_text("  #ootd ", strip_hash=True) == "ootd"
+
+
+def test_tsv_and_parquet_and_custom_columns(tmp_path, write_csv):
+    tsv = write_csv([["a.png", "x", 1]], name="p.tsv", sep="\t")
+    assert len(load_pairs(tsv)) == 1
+    frame = pd.DataFrame({"img": ["a.png", "b.png"], "tag": ["x", "y"], "y": [1, 5]})
+    frame.to_parquet(tmp_path / "p.parquet")
+    table = load_pairs(tmp_path / "p.parquet", PairColumns("img", "tag", "y"))
+    assert list(table.labels) == [1, 5]
+
+
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        ([["a.png", "x", 6]], r"outside 1-5 at lines 2"),
+        ([["a.png", "x", 0], ["b.png", "y", 2], ["c.png", "z", 9]], r"outside 1-5 at lines 2, 4"),
+        ([["a.png", "x", 2.5]], r"not an integer at lines 2"),
+        ([["a.png", "x", "high"]], r"not an integer"),
+        ([["a.png", "x", ""]], r"empty label .* lines 2"),
+        ([["a.png", "", 3]], r"empty cell in column 'Hashtag' at lines 2"),
+        ([["", "x", 3]], r"empty cell in column 'Image Filename'"),
+        ([["a.png", "nan", 3], ["a.png", "NA", 3]], None),  # 'nan' and 'NA' are real hashtags, not missing
+    ],
+)
+def test_bad_cells_name_file_and_line(write_csv, rows, expected):
+    path = write_csv(rows)
+    if expected is None:
+        assert list(load_pairs(path).texts) == ["nan", "NA"]
+        return
+    with pytest.raises(BadInputError, match=expected) as info:
+        load_pairs(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_column_and_empty_table(tmp_path, write_csv):
+    with pytest.raises(BadInputError, match="not found"):
+        load_pairs(tmp_path / "nope.csv")
+    with pytest.raises(BadInputError, match=r"missing column 'Score' \(--label-col\)"):
+        load_pairs(write_csv([["a.png", "x"]], header=("Image Filename", "Hashtag")))
+    with pytest.raises(BadInputError, match="no rows"):
+        load_pairs(write_csv([]))
+
+
+def test_labels_optional_for_scoring(write_csv):
+    table = load_pairs(write_csv([["a.png", "x"]], header=("Image Filename", "Hashtag")), require_labels=False)
+    assert not table.has_labels and list(table.labels) == [-1]
+
+
+def test_duplicates_counted_and_conflicts_warned(write_csv, caplog):
+    path = write_csv([["a.png", "x", 5], ["a.png", "x", 5], ["a.png", "y", 1], ["a.png", "y", 2]])
+    with caplog.at_level("INFO", logger="tagcons"):
+        load_pairs(path)
+    assert "1 duplicate pair rows" in caplog.text
+    assert "1 pairs appear with different scores" in caplog.text
+
+
+def test_reference_table(reference_csv):
+    table = load_pairs(reference_csv)
+    assert len(table) == 2022
+    assert len(table.unique_images()) == 172
+    assert sorted(pd.Series(table.labels).value_counts().to_dict().items()) == [(1, 78), (2, 205), (3, 315), (4, 551), (5, 873)]
