@@ -1,0 +1,344 @@
+"""`tagcons embed`: encode each unique image and text once into the HDF5 cache.
+
+Reader / compute / writer are separate: `ImageFiles` + `BatchPreprocessor` decode and preprocess in
+DataLoader workers (the encoder never sees a path), `encode_*` run the model, and the cache's
+`CacheWriter` owns the file layout and commits each chunk atomically, so a crash loses at most the
+chunk in flight and a rerun encodes only what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
+from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
+from tagcons.data.pairs import PairColumns, load_pairs
+from tagcons.embed.backbones import Backbone, load_backbone, resolve_device, resolve_dtype
+from tagcons.embed.features import image_features, text_features, tokenize
+from tagcons import distributed
+from tagcons.errors import BadInputError, StrictFailure
+
+log = logging.getLogger(__name__)
+MISSING_FILE = ""  # sha256 recorded for a file that does not exist
+
+
+def default_workers() -> int:
+    """Leave a core to the model: decoding competes with it for the CPU."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass
+class EmbedConfig:
+    data: Path
+    images: Path
+    backbone: str
+    out: Path
+    revision: str | None = None
+    batch_size: int = 64
+    workers: int = field(default_factory=default_workers)
+    device: str = "auto"
+    dtype: str = "auto"
+    text_template: str = "{}"
+    strip_hash: bool = False
+    store_dtype: str = "float32"
+    strict: bool = False
+    shard: tuple[int, int] | None = None
+    columns: PairColumns = field(default_factory=PairColumns)
+    commit_rows: int = 1024
+    progress: bool = False
+
+
+@dataclass
+class EmbedSummary:
+    cache: Path
+    images_new: int = 0
+    images_cached: int = 0
+    images_failed: int = 0
+    texts_new: int = 0
+    texts_cached: int = 0
+    image_seconds: float = 0.0
+    text_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_new / self.image_seconds if self.image_seconds else 0.0
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.texts_new / self.text_seconds if self.text_seconds else 0.0
+
+
+def run_embed(config: EmbedConfig) -> EmbedSummary:
+    """Embed what the cache lacks; raise StrictFailure (after saving) when --strict and images failed."""
+    started = time.perf_counter()
+    _check_config(config)
+    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash)
+    check_image_keys(config.images, table.unique_images())
+    context = distributed.setup(config.device)
+    try:
+        summary = _embed_with_context(config, table, context)
+    finally:
+        context.close()
+    summary.elapsed_seconds = time.perf_counter() - started
+    _log_summary(summary)
+    if config.strict and summary.images_failed:
+        raise StrictFailure(f"{summary.images_failed} image(s) could not be embedded (--strict); see the cache's "
+                            f"failed group, e.g. {next(iter(summary.failures.items()))}")
+    return summary
+
+
+@dataclass
+class _Job:
+    """What one process needs to encode its share."""
+
+    config: EmbedConfig
+    backbone: Backbone
+    writer: CacheWriter
+    shard: tuple[int, int] | None
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
+    shard = context.shard or config.shard
+    backbone = load_backbone(config.backbone, config.revision)
+    device = context.device or resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    backbone.model.to(device=device, dtype=dtype)
+    summary = EmbedSummary(Path(config.out), shard=shard)
+    with CacheWriter(config.out, cache_meta(backbone, config, dtype), shard=shard) as writer:
+        job = _Job(config, backbone, writer, shard, device, dtype)
+        _embed_images(job, table.unique_images(), summary)
+        _embed_texts(job, table.unique_texts(), summary)
+        if shard is None:
+            writer.consolidate(progress=config.progress)
+    if context.world_size > 1:
+        _merge_after_all_ranks(context, config)
+    return summary
+
+
+def _check_config(config: EmbedConfig) -> None:
+    if "{}" not in config.text_template:
+        raise BadInputError(f"--text-template '{config.text_template}' has no '{{}}' where the hashtag goes")
+    if config.batch_size < 1 or config.workers < 0:
+        raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
+    if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
+        raise BadInputError(f"--shard {config.shard[0]}/{config.shard[1]}: K must be in 0..N-1")
+
+
+def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
+    settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
+    return CacheMeta(backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
+                     model_id=backbone.model_id, revision=backbone.revision,
+                     projection_dim=backbone.projection_dim, text_template=config.text_template,
+                     store_dtype=config.store_dtype, settings=settings)
+
+
+def _in_shard(keys: list[str], shard: tuple[int, int] | None) -> list[str]:
+    return keys if shard is None else [k for k in keys if shard_of(k, shard[1]) == shard[0]]
+
+
+# --- images -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImagePlan:
+    """Which images of this run's share to encode, and which are settled already."""
+
+    todo: list[str]
+    hashes: list[str]
+    cached: int
+    failed_before: list[str]  # failed in an earlier run and unchanged since: not retried
+
+
+def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int) -> ImagePlan:
+    known, known_failed = writer.known_images(), writer.known_failures()
+    with ThreadPoolExecutor(max_workers=max(2, workers)) as pool:  # hashing releases the GIL
+        hashes = list(pool.map(lambda key: _sha256_or_missing(root, key), keys))
+    plan = ImagePlan([], [], 0, [])
+    for key, digest in zip(keys, hashes):
+        if known.get(key) == digest:
+            plan.cached += 1
+        elif digest != MISSING_FILE and known_failed.get(key) == digest:
+            plan.failed_before.append(key)
+        else:
+            plan.todo.append(key)
+            plan.hashes.append(digest)
+    return plan
+
+
+def _sha256_or_missing(root: Path, key: str) -> str:
+    try:
+        return file_sha256(resolve_image_path(root, key))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return MISSING_FILE
+
+
+class ImageFiles(Dataset):
+    """Decoded RGB images by key; a file that cannot be decoded yields its reason instead."""
+
+    def __init__(self, root: Path, keys: list[str]):
+        self.root, self.keys = Path(root), keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int):
+        key = self.keys[index]
+        try:
+            return index, load_rgb(resolve_image_path(self.root, key), key), None
+        except ImageLoadError as e:
+            return index, None, e.reason
+
+
+class BatchPreprocessor:
+    """collate_fn: one processor call per batch, in the worker; failures travel beside the tensor."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, batch):
+        failed = [(index, reason) for index, image, reason in batch if image is None]
+        loaded = [(index, image) for index, image, _ in batch if image is not None]
+        try:
+            pixels = self._pixels([image for _, image in loaded]) if loaded else None
+        except (ValueError, OSError) as e:  # one odd image (e.g. 1x1) breaks the batch: isolate it
+            return self._one_by_one(loaded, failed, e)
+        return [index for index, _ in loaded], pixels, failed
+
+    def _pixels(self, images) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.image_processor(images=images, return_tensors="np")["pixel_values"]))
+
+    def _one_by_one(self, loaded, failed, batch_error):
+        indices, tensors = [], []
+        for index, image in loaded:
+            try:
+                tensors.append(self._pixels([image]))
+                indices.append(index)
+            except (ValueError, OSError) as e:
+                failed.append((index, f"preprocessing failed ({type(e).__name__}: {e})"))
+        log.debug("batch preprocessing failed (%s); retried image by image", batch_error)
+        return indices, (torch.cat(tensors) if tensors else None), failed
+
+
+def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
+    config, backbone, device = job.config, job.backbone, job.device
+    plan = plan_images(job.writer, config.images, _in_shard(keys, job.shard), config.workers)
+    summary.images_cached = plan.cached
+    summary.failures = {key: "failed in an earlier run; the file has not changed since" for key in plan.failed_before}
+    summary.images_failed = len(plan.failed_before)
+    todo = plan.todo
+    if not todo:
+        return
+    started = time.perf_counter()
+    loader = DataLoader(ImageFiles(config.images, todo), batch_size=config.batch_size, num_workers=config.workers,
+                        collate_fn=BatchPreprocessor(backbone.image_processor),
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    pending = _PendingImages(job.writer, todo, plan.hashes, config.commit_rows)
+    bar = tqdm(total=len(todo), desc="images", unit="img", disable=not config.progress, dynamic_ncols=True)
+    with torch.inference_mode(), bar:
+        for indices, pixels, failed in loader:
+            if pixels is not None:
+                features = image_features(backbone.model, pixels.to(device, job.dtype, non_blocking=True))
+                pending.add_features(indices, features.float().cpu().numpy())
+            pending.add_failures(failed)
+            bar.update(len(indices) + len(failed))
+    pending.flush()
+    summary.images_new = pending.n_encoded
+    summary.images_failed += len(pending.failures)
+    summary.failures.update(pending.failures)
+    summary.image_seconds = time.perf_counter() - started
+
+
+class _PendingImages:
+    """Buffers encoded rows and failures; commits a part every `commit_rows` rows."""
+
+    def __init__(self, writer, keys, hashes, commit_rows):
+        self.writer, self.keys, self.hashes, self.commit_rows = writer, keys, hashes, commit_rows
+        self.indices, self.arrays, self.failed = [], [], []
+        self.n_encoded, self.failures = 0, {}
+
+    def add_features(self, indices, features: np.ndarray) -> None:
+        self.indices.extend(indices)
+        self.arrays.append(features)
+        if len(self.indices) >= self.commit_rows:
+            self.flush()
+
+    def add_failures(self, failed) -> None:
+        self.failed.extend(failed)
+        for index, reason in failed:
+            self.failures[self.keys[index]] = reason
+            log.warning("image %s failed: %s", self.keys[index], reason)
+
+    def flush(self) -> None:
+        if self.indices:
+            self.writer.commit_images([self.keys[i] for i in self.indices], [self.hashes[i] for i in self.indices],
+                                      np.concatenate(self.arrays))
+            self.n_encoded += len(self.indices)
+        if self.failed:
+            self.writer.commit_failures([self.keys[i] for i, _ in self.failed],
+                                        [self.hashes[i] for i, _ in self.failed], [r for _, r in self.failed])
+        self.indices, self.arrays, self.failed = [], [], []
+
+
+# --- texts ------------------------------------------------------------------------------------------
+
+
+def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
+    config = job.config
+    texts = _in_shard(texts, job.shard)
+    known = job.writer.known_texts()
+    todo = [t for t in texts if t not in known]
+    summary.texts_cached = len(texts) - len(todo)
+    if not todo:
+        return
+    started = time.perf_counter()
+    # Length-sorted batches pad least; padding never changes a text's features (tested), only cost.
+    todo.sort(key=lambda t: (len(t.encode("utf-8")), t))
+    bar = tqdm(total=len(todo), desc="texts", unit="txt", disable=not config.progress, dynamic_ncols=True)
+    with torch.inference_mode(), bar:
+        for start in range(0, len(todo), config.commit_rows):
+            chunk = todo[start:start + config.commit_rows]
+            features = encode_texts(job.backbone, chunk, config.text_template, config.batch_size, job.device)
+            job.writer.commit_texts(chunk, features)
+            bar.update(len(chunk))
+    summary.texts_new = len(todo)
+    summary.text_seconds = time.perf_counter() - started
+
+
+def encode_texts(backbone: Backbone, texts: list[str], template: str, batch_size: int, device) -> np.ndarray:
+    """Projected text features, float32 [len(texts), d], in the order given."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = [template.format(t) for t in texts[start:start + batch_size]]
+        tokens = tokenize(backbone.tokenizer, batch, backbone.max_text_tokens)
+        features = text_features(backbone.model, tokens["input_ids"].to(device),
+                                 tokens.get("attention_mask").to(device))
+        out.append(features.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, backbone.projection_dim), np.float32)
+
+
+def _merge_after_all_ranks(context, config: EmbedConfig) -> None:
+    context.barrier()
+    if context.rank == 0:
+        merge_parts(config.out, progress=config.progress)
+    context.barrier()
+
+
+def _log_summary(s: EmbedSummary) -> None:
+    log.info("images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached (%.1f txt/s); %.1f s",
+             s.images_new, s.images_cached, s.images_failed, s.images_per_second, s.texts_new, s.texts_cached,
+             s.texts_per_second, s.elapsed_seconds)

@@ -1,0 +1,56 @@
+"""Small image sets and embed runs shared by the embed and sharding tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tagcons.embed.extractor import EmbedConfig, run_embed
+
+COLOURS = [(220, 30, 30), (30, 200, 40), (30, 40, 220), (240, 220, 30), (20, 20, 20), (240, 240, 240)]
+TAGS = ["#빨강", "초록", "#파랑 하늘", "노랑", "#밤", "#일상", "ootd", "맞팔"]
+
+
+def make_image_set(root: Path, n_images: int = 12, tags_per_image: int = 3) -> tuple[Path, Path]:
+    """(pairs.csv, images dir): coloured squares with a few hashtags each."""
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = ["Image Filename,Hashtag,Score"]
+    for i in range(n_images):
+        name = f"cat_{i:02d}.png"
+        image = Image.new("RGB", (48 + i, 40), COLOURS[i % len(COLOURS)])
+        image.paste(COLOURS[(i + 2) % len(COLOURS)], (5, 5, 20, 20))
+        image.save(images / name)
+        for j in range(tags_per_image):
+            rows.append(f"{name},{TAGS[(i + j) % len(TAGS)]},{1 + (i + j) % 5}")
+    pairs = root / "pairs.csv"
+    pairs.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return pairs, images
+
+
+def embed(pairs: Path, images: Path, out: Path, **overrides):
+    options = dict(data=pairs, images=images, backbone="tiny", out=out, workers=0, batch_size=4)
+    options.update(overrides)
+    return run_embed(EmbedConfig(**options))
+
+
+def cache_contents(path: Path) -> dict:
+    """{'images': {key: row}, 'texts': {key: row}, 'failed': {key: reason}} of a consolidated cache."""
+    import tagcons.cache
+
+    with tagcons.cache.open(path) as cache:
+        return {
+            "images": dict(zip(cache.image_keys, cache.image_embeddings())),
+            "texts": dict(zip(cache.text_keys, cache.text_embeddings())),
+            "failed": dict(cache.failed),
+        }
+
+
+def assert_same_contents(a: dict, b: dict, atol: float = 1e-5) -> None:
+    for group in ("images", "texts"):
+        assert sorted(a[group]) == sorted(b[group]), group
+        for key in a[group]:
+            np.testing.assert_allclose(a[group][key], b[group][key], atol=atol, err_msg=f"{group}/{key}")
+    assert a["failed"] == b["failed"]
