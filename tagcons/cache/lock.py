@@ -1,0 +1,74 @@
+"""flock-based writer locks. The kernel drops an flock when its process dies (even on kill -9), so
+a crashed writer never leaves a stale lock behind and a rerun can resume at once.
+
+Scheme: `<cache>.lock` is held exclusively by a plain writer and by merge/consolidation, and shared
+by shard writers (so several shards run together but never beside a plain writer or a merge);
+each shard also holds `<cache>.parts/<tag>.lock` exclusively so one shard cannot run twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from tagcons.errors import BadInputError, CacheBusyError
+
+UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+
+
+class FileLock:
+    """A non-blocking flock on `lock_path`; `target` is the cache named in messages."""
+
+    def __init__(self, lock_path: Path, target: Path, shared: bool = False):
+        self.lock_path = Path(lock_path)
+        self.target = Path(target)
+        self.shared = shared
+        self._fd: int | None = None
+
+    def acquire(self) -> "FileLock":
+        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._flock(fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except BlockingIOError as e:
+            self.release()
+            raise CacheBusyError(
+                f"another tagcons embed or cache merge is writing {self.target} (lock {self.lock_path} is held); "
+                "wait for it to finish, or write to another --out") from e
+        except OSError as e:
+            self.release()
+            if e.errno in UNSUPPORTED:
+                raise BadInputError(_unsupported_message(self.lock_path, e)) from e
+            raise
+        return self
+
+    def try_exclusive(self) -> bool:
+        """Trade a shared lock for an exclusive one if nobody else holds it. Linux drops the old lock
+        before taking the new one, so on failure this lock is simply no longer held."""
+        try:
+            self._flock(fcntl.LOCK_UN)
+            self._flock(fcntl.LOCK_EX)
+        except BlockingIOError:
+            self.release()
+            return False
+        self.shared = False
+        return True
+
+    def _flock(self, operation: int) -> None:
+        fcntl.flock(self._fd, operation | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def _unsupported_message(lock_path: Path, error: OSError) -> str:
+    return (f"cannot lock {lock_path}: {os.strerror(error.errno)}. This file system does not support file "
+            "locks (common on network file systems such as NFS or SMB); write the cache to a local disk. "
+            "(HDF5_USE_FILE_LOCKING=FALSE only silences HDF5's own locking; tagcons still needs flock.)")

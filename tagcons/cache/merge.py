@@ -1,0 +1,173 @@
+"""Consolidation: replay the main file and its parts (oldest first, newer entries win) into one new
+file, streamed chunk by chunk, then swap it in with an atomic rename.
+
+Replaying is idempotent for any suffix of the parts (each key's last event decides), so parts are
+deleted oldest first after the swap: a crash mid-delete leaves parts that are merged again harmlessly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tagcons.cache.parts import TMP_SUFFIX, parts_dir
+from tagcons.cache.rows import read_rows
+from tagcons.cache.schema import create_layout, fsync_path, now_iso, open_h5, read_strings, write_attrs
+
+log = logging.getLogger(__name__)
+
+OUT_CHUNK = 65536
+OPEN_SOURCES = 8
+
+
+@dataclass
+class Replay:
+    """Final state after replaying sources: key -> (source index, row[, sha256]) in first-seen order."""
+
+    images: dict = field(default_factory=dict)  # key -> (src, row, sha256)
+    texts: dict = field(default_factory=dict)  # key -> (src, row)
+    failed: dict = field(default_factory=dict)  # key -> (sha256, reason)
+
+    def add_source(self, src: int, f: h5py.File) -> None:
+        for key, sha, reason in zip(*(read_strings(f[f"failed/{n}"]) for n in ("keys", "sha256", "reasons"))):
+            self.images.pop(key, None)  # the file changed and now fails: its old embedding is stale
+            self.failed[key] = (sha, reason)
+        keys, shas = read_strings(f["images/keys"]), read_strings(f["images/sha256"])
+        for row, (key, sha) in enumerate(zip(keys, shas)):
+            self.failed.pop(key, None)
+            self.images[key] = (src, row, sha)
+        for row, key in enumerate(read_strings(f["texts/keys"])):
+            self.texts[key] = (src, row)
+
+
+def replay(paths: list[Path]) -> Replay:
+    state = Replay()
+    for src, path in enumerate(paths):
+        with open_h5(path, "r") as f:
+            state.add_source(src, f)
+    return state
+
+
+@dataclass
+class ConsolidateStats:
+    parts: int
+    images: int
+    texts: int
+    failed: int
+    seconds: float
+
+
+class _SourcePool:
+    """A few open source files at a time: thousands of parts must not exhaust file descriptors."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.open: OrderedDict[int, h5py.File] = OrderedDict()
+
+    def get(self, src: int) -> h5py.File:
+        if src in self.open:
+            self.open.move_to_end(src)
+        else:
+            if len(self.open) >= OPEN_SOURCES:
+                self.open.popitem(last=False)[1].close()
+            self.open[src] = open_h5(self.paths[src], "r")
+        return self.open[src]
+
+    def close(self) -> None:
+        for f in self.open.values():
+            f.close()
+        self.open.clear()
+
+
+def consolidate_files(cache: Path, sources: list[Path], attrs: dict, dim: int, dtype: str,
+                      progress: bool = False) -> ConsolidateStats:
+    """Merge `sources` (the main file first if it exists, then parts oldest first) into `cache`.
+    The caller holds the exclusive cache lock."""
+    start = time.perf_counter()
+    state = replay(sources)
+    tmp = cache.with_name(f"{cache.name}.consolidate-{os.getpid()}{TMP_SUFFIX}")
+    counts = {"images": len(state.images), "texts": len(state.texts), "failed": len(state.failed)}
+    pool = _SourcePool(sources)
+    try:
+        with open_h5(tmp, "w") as out:
+            write_attrs(out, {**attrs, "updated_at": now_iso()})
+            create_layout(out, counts, dim, dtype)
+            _write_failed(out, state.failed)
+            _copy_group(out, "texts", state.texts, pool, progress)
+            _copy_group(out, "images", state.images, pool, progress)
+    finally:
+        pool.close()
+    fsync_path(tmp)
+    os.replace(tmp, cache)
+    fsync_path(cache.parent)
+    n_parts = _delete_merged_parts(cache, sources)
+    return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"],
+                            time.perf_counter() - start)
+
+
+def _write_failed(out: h5py.File, failed: dict) -> None:
+    if failed:
+        out["failed/keys"][:] = np.asarray(list(failed), dtype=object)
+        out["failed/sha256"][:] = np.asarray([v[0] for v in failed.values()], dtype=object)
+        out["failed/reasons"][:] = np.asarray([v[1] for v in failed.values()], dtype=object)
+
+
+def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, progress: bool) -> None:
+    """Write keys (+sha256) and gather embedding rows from the sources, OUT_CHUNK rows at a time."""
+    keys = list(entries)
+    src = np.fromiter((v[0] for v in entries.values()), dtype=np.int64, count=len(keys))
+    row = np.fromiter((v[1] for v in entries.values()), dtype=np.int64, count=len(keys))
+    if group == "images":
+        _write_strings(out["images/sha256"], [v[2] for v in entries.values()])
+    entries.clear()  # free the dict early: the arrays above hold what is still needed
+    _write_strings(out[f"{group}/keys"], keys)
+    del keys
+    embeds = out[f"{group}/embeds"]
+    for lo in _progress(range(0, len(src), OUT_CHUNK), progress, f"consolidate {group}"):
+        hi = min(lo + OUT_CHUNK, len(src))
+        embeds[lo:hi] = _gather(pool, group, src[lo:hi], row[lo:hi], embeds.dtype)
+
+
+def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dtype) -> np.ndarray:
+    buf = np.empty((len(src), pool.get(int(src[0]))[f"{group}/embeds"].shape[1]), dtype=dtype)
+    for s in np.unique(src):
+        mask = src == s
+        buf[mask] = read_rows(pool.get(int(s))[f"{group}/embeds"], row[mask])
+    return buf
+
+
+def _write_strings(ds: h5py.Dataset, values: list[str]) -> None:
+    for lo in range(0, len(values), OUT_CHUNK):
+        ds[lo:lo + OUT_CHUNK] = np.asarray(values[lo:lo + OUT_CHUNK], dtype=object)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="chunk")
+
+
+def _delete_merged_parts(cache: Path, sources: list[Path]) -> int:
+    """Oldest first (see module docstring); then tidy the parts folder if nothing else is in it."""
+    parts = [p for p in sources if p != cache]
+    for path in parts:
+        path.unlink(missing_ok=True)
+    folder = parts_dir(cache)
+    if folder.is_dir():
+        for name in os.listdir(folder):
+            if name.endswith(".lock"):  # only shard tag locks; no shard can hold one now (we hold the cache lock)
+                (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+        except OSError:
+            log.debug("%s not empty after consolidation; left in place", folder)
+    return len(parts)

@@ -1,0 +1,190 @@
+"""Reading a consolidated cache: keys, whole matrices, chosen rows, chunked scans and pair lookups.
+
+Only the consolidated file is read. Pending part files (a crashed or unmerged run) are reported in a
+warning, never read: they may belong to a run still in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from tagcons.cache.parts import parts_dir, pending_parts
+from tagcons.cache.rows import l2_normalise, read_rows
+from tagcons.cache.schema import check_schema, open_h5, plain_attr, read_strings
+from tagcons.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("images", "texts")
+
+
+@dataclass
+class PairLookup:
+    """Features of the pairs whose image and text are both in the cache (rows where `present`)."""
+
+    image_embeds: np.ndarray  # float32 [n_present, d]
+    text_embeds: np.ndarray  # float32 [n_present, d]
+    present: np.ndarray  # bool [n_rows]
+    missing_images: list[str]  # neither embedded nor failed; unique, in order of first appearance
+    missing_texts: list[str]
+    failed_images: list[str]  # recorded as failed at embed time; unique, in order
+
+
+class CacheReader:
+    """An open cache file; use as a context manager (or call close())."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._check_exists()
+        try:
+            self._file = open_h5(self.path, "r")
+        except OSError as e:
+            raise BadInputError(f"{self.path}: not a readable HDF5 file ({e}); pass a cache written by tagcons embed") from e
+        self.attrs = {k: plain_attr(v) for k, v in self._file.attrs.items()}
+        try:
+            check_schema(self.path, self.attrs)
+            _check_layout(self.path, self._file)
+        except BadInputError:
+            self.close()
+            raise
+        self._warn_pending()
+        self._keys: dict[str, list[str]] = {}
+        self._index: dict[str, dict[str, int]] = {}
+        self._failed: dict[str, str] | None = None
+
+    def _check_exists(self) -> None:
+        if self.path.is_file():
+            return
+        if parts_dir(self.path).is_dir():
+            raise BadInputError(f"{self.path}: cache not consolidated yet (part files in {parts_dir(self.path)}); "
+                                f"run `tagcons cache merge {self.path}` or rerun tagcons embed")
+        raise BadInputError(f"{self.path}: cache file not found; create it with `tagcons embed ... --out {self.path}`")
+
+    def _warn_pending(self) -> None:
+        if parts_dir(self.path).is_dir() and (pending := pending_parts(self.path)):
+            log.warning("%s has %d part file(s) not merged yet (an interrupted or sharded embed); reading only the "
+                        "consolidated file. Run `tagcons cache merge %s` (or rerun tagcons embed) to include them.",
+                        self.path, len(pending), self.path)
+
+    # -- metadata -------------------------------------------------------------------------------------
+    fingerprint = property(lambda self: str(self.attrs["fingerprint"]))
+    backbone = property(lambda self: str(self.attrs["backbone"]))
+    model_id = property(lambda self: str(self.attrs["model_id"]))
+    projection_dim = property(lambda self: int(self.attrs["projection_dim"]))
+    revision = property(lambda self: self.attrs.get("revision") or None)
+
+    @property
+    def settings(self) -> dict:
+        return json.loads(self.attrs.get("settings", "{}"))
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def keys(self, group: str) -> list[str]:
+        if group not in self._keys:
+            self._keys[group] = read_strings(self._dataset(group, "keys"))
+        return self._keys[group]
+
+    image_keys = property(lambda self: self.keys("images"))
+    text_keys = property(lambda self: self.keys("texts"))
+
+    def index(self, group: str) -> dict[str, int]:
+        """key -> row of `group`."""
+        if group not in self._index:
+            self._index[group] = {k: i for i, k in enumerate(self.keys(group))}
+        return self._index[group]
+
+    @property
+    def image_sha256(self) -> dict[str, str]:
+        return dict(zip(self.image_keys, read_strings(self._file["images/sha256"])))
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """image key -> why it could not be embedded."""
+        if self._failed is None:
+            f = self._file["failed"]
+            self._failed = dict(zip(read_strings(f["keys"]), read_strings(f["reasons"])))
+        return self._failed
+
+    # -- embeddings -----------------------------------------------------------------------------------
+    def image_embeddings(self, normalise: bool = False) -> np.ndarray:
+        return _finish(self._dataset("images", "embeds")[()], normalise)
+
+    def text_embeddings(self, normalise: bool = False) -> np.ndarray:
+        return _finish(self._dataset("texts", "embeds")[()], normalise)
+
+    def read_rows(self, group: str, indices, normalise: bool = False) -> np.ndarray:
+        """float32 rows at `indices` (any order, repeats allowed) without loading the whole matrix."""
+        return _finish(read_rows(self._dataset(group, "embeds"), indices), normalise)
+
+    def iter_rows(self, group: str, chunk_rows: int = 65536, normalise: bool = False
+                  ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(keys, float32 embeds) in file order, `chunk_rows` at a time."""
+        keys_ds, embeds = self._dataset(group, "keys"), self._dataset(group, "embeds")
+        for lo in range(0, embeds.shape[0], chunk_rows):
+            hi = min(lo + chunk_rows, embeds.shape[0])
+            yield read_strings(keys_ds, lo, hi), _finish(embeds[lo:hi], normalise)
+
+    def lookup(self, images: Sequence[str], texts: Sequence[str], normalise: bool = True) -> PairLookup:
+        """Features for pairs (images[i], texts[i]); pairs with an absent or failed side are left out."""
+        if len(images) != len(texts):
+            raise ValueError(f"lookup needs as many images as texts, got {len(images)} and {len(texts)}")
+        img_rows = _rows_of(images, self.index("images"))
+        txt_rows = _rows_of(texts, self.index("texts"))
+        present = (img_rows >= 0) & (txt_rows >= 0)
+        failed = self.failed
+        absent_images = _unique(k for k, r in zip(images, img_rows) if r < 0)
+        return PairLookup(
+            image_embeds=self.read_rows("images", img_rows[present], normalise),
+            text_embeds=self.read_rows("texts", txt_rows[present], normalise),
+            present=present,
+            missing_images=[k for k in absent_images if k not in failed],
+            missing_texts=_unique(k for k, r in zip(texts, txt_rows) if r < 0),
+            failed_images=[k for k in absent_images if k in failed],
+        )
+
+    def _dataset(self, group: str, name: str) -> h5py.Dataset:
+        if group not in GROUPS:
+            raise ValueError(f"group must be one of {GROUPS}, got {group!r}")
+        return self._file[f"{group}/{name}"]
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> "CacheReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike) -> CacheReader:  # noqa: A001 - `tagcons.cache.open(path)` reads naturally
+    """Open a consolidated cache for reading; BadInputError if missing or not a tagcons cache."""
+    return CacheReader(path)
+
+
+def _check_layout(path: Path, f: h5py.File) -> None:
+    needed = ("images/keys", "images/sha256", "images/embeds", "texts/keys", "texts/embeds", "failed/keys",
+              "failed/reasons")
+    missing = [name for name in needed if name not in f]
+    if missing:
+        raise BadInputError(f"{path}: damaged tagcons cache, datasets missing: {', '.join(missing)}; re-embed it")
+
+
+def _finish(x: np.ndarray, normalise: bool) -> np.ndarray:
+    return l2_normalise(x) if normalise else np.asarray(x, dtype=np.float32)
+
+
+def _rows_of(keys: Sequence[str], index: dict[str, int]) -> np.ndarray:
+    return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+
+def _unique(keys) -> list[str]:
+    return list(dict.fromkeys(keys))

@@ -1,0 +1,47 @@
+"""Reading chosen rows of an HDF5 matrix without loading all of it.
+
+Indices are sorted and deduplicated, grouped into runs whose gaps are small, and each run is read as
+one contiguous slice (h5py's fancy indexing is slow for many indices); rows are then put back in
+the caller's order.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+MAX_GAP = 16  # reading up to this many unneeded rows beats one more read call
+
+
+def read_rows(ds: h5py.Dataset, indices) -> np.ndarray:
+    """Rows `indices` (any order, repeats allowed) of the 2-D dataset `ds`, in the dataset's dtype."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= ds.shape[0]):
+        raise IndexError(f"row index out of range for {ds.name} with {ds.shape[0]} rows")
+    unique, inverse = np.unique(idx, return_inverse=True)
+    rows = read_sorted_rows(ds, unique)
+    return rows if unique.size == idx.size and np.array_equal(unique, idx) else rows[inverse]
+
+
+def read_sorted_rows(ds: h5py.Dataset, idx: np.ndarray) -> np.ndarray:
+    """Rows at strictly increasing `idx`, one slice read per run of nearby indices."""
+    out = np.empty((idx.size, ds.shape[1]), dtype=ds.dtype)
+    if idx.size == 0:
+        return out
+    breaks = np.flatnonzero(np.diff(idx) > MAX_GAP) + 1
+    starts = np.concatenate(([0], breaks))
+    ends = np.concatenate((breaks, [idx.size]))
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        lo, hi = int(idx[s]), int(idx[e - 1]) + 1
+        if hi - lo == e - s:
+            out[s:e] = ds[lo:hi]
+        else:
+            out[s:e] = ds[lo:hi][idx[s:e] - lo]
+    return out
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32; all-zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)

@@ -1,0 +1,195 @@
+"""The cache file layout (schema `tagcons.cache/1`), its metadata and fingerprint.
+
+Every file the cache package writes -- the consolidated cache and each part file -- has this same
+layout, so one set of helpers reads both:
+
+    /images/keys, /images/sha256, /images/embeds [n, d]
+    /texts/keys, /texts/embeds [n, d]
+    /failed/keys, /failed/sha256, /failed/reasons
+    root attrs: schema, backbone, model_id, revision, projection_dim, text_template, fingerprint,
+                store_dtype, settings (JSON), created_with (JSON), updated_at
+
+The fingerprint hashes everything that changes the numbers, so a cache is never silently extended
+with features computed another way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from tagcons.errors import BadInputError
+
+SCHEMA = "tagcons.cache/1"
+STORE_DTYPES = ("float32", "float16")
+FINGERPRINT_CHARS = 20
+STR_DTYPE = h5py.string_dtype("utf-8")
+CHUNK_BYTES = 1 << 20  # ~1 MiB chunks: cheap random row reads, still large sequential I/O
+KEY_CHUNK = 65536
+
+
+@dataclass
+class CacheMeta:
+    """How the features in a cache were computed; `settings` holds anything else that changes them
+    (processor/tokenizer settings, dtype policy, strip_hash, ...) and must be JSON-serialisable."""
+
+    backbone: str
+    model_id: str
+    revision: str | None
+    projection_dim: int
+    text_template: str = "{}"
+    store_dtype: str = "float32"
+    settings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.store_dtype not in STORE_DTYPES:
+            raise ValueError(f"store_dtype must be one of {STORE_DTYPES}, got {self.store_dtype!r}")
+        if int(self.projection_dim) <= 0:
+            raise ValueError(f"projection_dim must be positive, got {self.projection_dim}")
+        try:
+            json.dumps(self.settings, sort_keys=True)
+        except TypeError as e:
+            raise ValueError(f"CacheMeta.settings must be JSON-serialisable: {e}") from e
+
+
+def compute_fingerprint(meta: CacheMeta) -> str:
+    """Hex digest of everything that changes the numbers (the backbone's short name is not one)."""
+    payload = {
+        "schema": SCHEMA,
+        "model_id": meta.model_id,
+        "revision": meta.revision,
+        "projection_dim": int(meta.projection_dim),
+        "text_template": meta.text_template,
+        "store_dtype": meta.store_dtype,
+        "settings": meta.settings,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def created_with() -> str:
+    """Versions that produced the numbers, read without importing torch (slow)."""
+    from tagcons import __version__
+
+    versions = {"tagcons": __version__, "torch": _version("torch"), "transformers": _version("transformers")}
+    return json.dumps(versions, sort_keys=True)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def meta_attrs(meta: CacheMeta) -> dict:
+    """Root attributes for a file written with `meta` (HDF5 attrs cannot hold None: revision -> '')."""
+    return {
+        "schema": SCHEMA,
+        "backbone": meta.backbone,
+        "model_id": meta.model_id,
+        "revision": meta.revision or "",
+        "projection_dim": int(meta.projection_dim),
+        "text_template": meta.text_template,
+        "fingerprint": compute_fingerprint(meta),
+        "store_dtype": meta.store_dtype,
+        "settings": json.dumps(meta.settings, sort_keys=True, ensure_ascii=False),
+        "created_with": created_with(),
+        "updated_at": now_iso(),
+    }
+
+
+def open_h5(path: str | os.PathLike, mode: str = "r") -> h5py.File:
+    """HDF5's own file locking breaks on some network file systems; we lock with flock instead,
+    and never modify a finished file in place (it is replaced atomically), so readers are safe."""
+    return h5py.File(path, mode, locking=False)
+
+
+def plain_attr(value):
+    """HDF5 attrs come back as bytes or numpy scalars; callers want str / int / float."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def read_attrs(path: Path, names: Sequence[str] | None = None) -> dict:
+    """Root attrs (all, or just `names`) of a cache or part file; BadInputError if it is not a
+    readable tagcons cache."""
+    try:
+        with open_h5(path, "r") as f:
+            attrs = {k: plain_attr(f.attrs[k]) for k in (names or f.attrs.keys()) if k in f.attrs}
+    except OSError as e:
+        raise BadInputError(f"{path}: not a readable HDF5 file ({e}); delete it or pass another path") from e
+    check_schema(path, attrs)
+    return attrs
+
+
+def check_schema(path: Path, attrs: dict) -> None:
+    schema = attrs.get("schema")
+    if schema is None:
+        raise BadInputError(f"{path}: not a tagcons cache (no 'schema' attribute); pass a file written by tagcons embed")
+    if schema != SCHEMA:
+        raise BadInputError(f"{path}: cache schema {schema!r} is not supported (this tagcons reads {SCHEMA!r}); "
+                            "re-embed with this version")
+
+
+def write_attrs(f: h5py.File, attrs: dict) -> None:
+    for name, value in attrs.items():
+        f.attrs[name] = np.int64(value) if isinstance(value, (int, np.integer)) else value
+
+
+def chunk_rows(n: int, dim: int, dtype: str) -> int:
+    rows = max(1, CHUNK_BYTES // (dim * np.dtype(dtype).itemsize))
+    return min(n, rows)
+
+
+def create_layout(f: h5py.File, counts: dict[str, int], dim: int, dtype: str) -> None:
+    """Empty datasets for `counts` = {'images': n, 'texts': n, 'failed': n} rows."""
+    _strings(f, "images/keys", counts["images"])
+    _strings(f, "images/sha256", counts["images"])
+    _embeds(f, "images/embeds", counts["images"], dim, dtype)
+    _strings(f, "texts/keys", counts["texts"])
+    _embeds(f, "texts/embeds", counts["texts"], dim, dtype)
+    for name in ("keys", "sha256", "reasons"):
+        _strings(f, f"failed/{name}", counts["failed"])
+
+
+def _strings(f: h5py.File, name: str, n: int) -> None:
+    f.create_dataset(name, shape=(n,), dtype=STR_DTYPE, chunks=(min(n, KEY_CHUNK),) if n else None)
+
+
+def _embeds(f: h5py.File, name: str, n: int, dim: int, dtype: str) -> None:
+    chunks = (chunk_rows(n, dim, dtype), dim) if n else None
+    f.create_dataset(name, shape=(n, dim), dtype=dtype, chunks=chunks)
+
+
+def read_strings(ds: h5py.Dataset, lo: int = 0, hi: int | None = None) -> list[str]:
+    return ds.asstr()[lo:hi].tolist() if ds.shape[0] else []
+
+
+def shard_of(key: str, n: int) -> int:
+    """Stable shard of `key` in 0..n-1, the same on every machine and process (unlike hash())."""
+    digest = hashlib.sha1(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a directory's entries, after a rename) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
