@@ -1,0 +1,398 @@
+"""A deterministic synthetic demo set in the study's format: drawn images plus scored Korean hashtags.
+
+`make_demo_set(out_dir, DemoConfig())` writes `out_dir/pairs.csv` (UTF-8, columns
+`Image Filename, Hashtag, Score, Hashtag_en`, like the study's file) and `out_dir/images/`
+(`<scene>_<nn>.png`, e.g. `sea_01.png`). The same config always gives byte-identical files.
+
+What an image shows (all drawn with PIL, large flat colour regions so that even a randomly
+initialised encoder sees them):
+
+- a **scene**, which fills the background and names the file: 바다 (sea: pale sky over a blue sea
+  with white waves), 하늘 (sky: blue gradient with white clouds), 밤 (night: near-black with a
+  moon), 숲 (forest: green with dark trees), 노을 (sunset: orange gradient with a low sun),
+  눈 (snow: white with grey flakes). Each scene has a **scene colour** (파랑, 파랑, 검정, 초록,
+  주황, 하양) and a drawn **scene element** (파도, 구름, 달, 나무, 석양, 겨울);
+- one large centred **object** whose colour is the **object colour** (one of 빨강 주황 노랑 초록
+  파랑 보라 검정 하양, never the scene colour) and whose **shape** is one of 동그라미 네모 세모
+  별 줄무늬;
+- on about one image in five, a white label with **text-like marks** (글씨).
+
+Scoring rule (how well the hashtag describes the picture; the tag's '#' and spelling variant do
+not matter: '#빨강' and '빨간색', or '#주황' and '#orange', name the same concept):
+
+====  =====================================================================================
+5     names the object colour, the scene (바다, '바다view', ...) or the scene's element (파도)
+4     names a secondary attribute: the object's shape, the scene colour (파랑 on a sea
+      image), or 글씨 when the image has text marks
+3     related but absent: a colour-wheel neighbour of the object colour (빨강-주황-노랑-초록-
+      파랑-보라-빨강), a near-miss scene or its element (바다~하늘, 하늘~노을, 노을~밤); or a
+      mild generic tag (#일상 #데일리 #소통 #daily)
+2     absent: another scene or element, another shape, 글씨 without text marks; or an
+      engagement tag (#좋아요 #맞팔 #선팔 #ootd)
+1     contradicts the picture: any other colour (다른 색)
+====  =====================================================================================
+
+Rules are checked top-down, so a colour that is both the scene colour and a neighbour scores 4.
+Each image gets `pairs_per_image` distinct tags; how many of each score is drawn so that the whole
+set follows the study's skew (1: 4%, 2: 10%, 3: 16%, 4: 27%, 5: 43%), then the tags are picked
+at random within each score (generic tags four times as likely as others). About 1% of rows are
+then repeated verbatim (`duplicate_fraction`), as in the study.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tagcons.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+PAIRS_FILE = "pairs.csv"
+IMAGES_DIR = "images"
+CSV_COLUMNS = ("Image Filename", "Hashtag", "Score", "Hashtag_en")
+# The study's score distribution (scores 1..5), which the tag sampling reproduces.
+TARGET_SHARE = np.array([0.04, 0.10, 0.16, 0.27, 0.43])
+
+COLOUR_RGB = {
+    "빨강": (220, 30, 30), "주황": (245, 130, 20), "노랑": (245, 215, 30), "초록": (40, 170, 60),
+    "파랑": (30, 70, 220), "보라": (130, 50, 180), "검정": (20, 20, 20), "하양": (245, 245, 245),
+}
+# Neighbours on the colour wheel: "related but absent" (score 3). 검정/하양 have none.
+COLOUR_NEIGHBOURS = {
+    "빨강": ("주황", "보라"), "주황": ("빨강", "노랑"), "노랑": ("주황", "초록"), "초록": ("노랑", "파랑"),
+    "파랑": ("초록", "보라"), "보라": ("파랑", "빨강"), "검정": (), "하양": (),
+}
+# scene -> (file category, scene colour, element concept)
+SCENES = {
+    "바다": ("sea", "파랑", "파도"), "하늘": ("sky", "파랑", "구름"), "밤": ("night", "검정", "달"),
+    "숲": ("forest", "초록", "나무"), "노을": ("sunset", "주황", "석양"), "눈": ("snow", "하양", "겨울"),
+}
+NEAR_SCENES = {"바다": ("하늘",), "하늘": ("바다", "노을"), "노을": ("하늘", "밤"), "밤": ("노을",), "숲": (), "눈": ()}
+SHAPES = ("동그라미", "네모", "세모", "별", "줄무늬")
+GENERIC_SCORES = {"#일상": 3, "#데일리": 3, "#소통": 3, "#daily": 3, "#좋아요": 2, "#맞팔": 2, "#선팔": 2, "#ootd": 2}
+# Within a score, generic tags are drawn more often: Instagram captions are full of them.
+SAMPLING_WEIGHT = {"generic": 4.0}
+GENERIC_GLOSS = {"#일상": "#everyday", "#데일리": "#daily", "#소통": "#communication", "#daily": "#daily",
+                 "#좋아요": "#like", "#맞팔": "#follow_back", "#선팔": "#follow_first", "#ootd": "#ootd"}
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One hashtag spelling: its text, English gloss, what kind of concept it names, and which."""
+
+    text: str
+    gloss: str
+    kind: str  # colour | scene | element | shape | text | generic
+    concept: str
+
+
+def _tags(kind: str, concept: str, *spellings: tuple[str, str]) -> list[Tag]:
+    return [Tag(text, gloss, kind, concept) for text, gloss in spellings]
+
+
+VOCABULARY: tuple[Tag, ...] = tuple(
+    _tags("colour", "빨강", ("#빨강", "#red"), ("빨간색", "red_colour"))
+    + _tags("colour", "주황", ("#주황", "#orange"), ("#orange", "#orange"))
+    + _tags("colour", "노랑", ("#노랑", "#yellow"), ("노란색", "yellow_colour"))
+    + _tags("colour", "초록", ("#초록", "#green"), ("초록색", "green_colour"))
+    + _tags("colour", "파랑", ("#파랑", "#blue"), ("#blue", "#blue"))
+    + _tags("colour", "보라", ("#보라", "#purple"), ("보라색", "purple_colour"))
+    + _tags("colour", "검정", ("#검정", "#black"), ("black", "black"))
+    + _tags("colour", "하양", ("#하양", "#white"), ("흰색", "white_colour"))
+    + _tags("scene", "바다", ("#바다", "#sea"), ("바다", "sea"), ("바다view", "sea_view"))
+    + _tags("scene", "하늘", ("#하늘", "#sky"), ("하늘", "sky"), ("#하늘스타그램", "#skystagram"))
+    + _tags("scene", "밤", ("#밤", "#night"), ("밤", "night"), ("#야경", "#night_view"))
+    + _tags("scene", "숲", ("#숲", "#forest"), ("숲", "forest"), ("#forest", "#forest"))
+    + _tags("scene", "노을", ("#노을", "#sunset_glow"), ("노을", "sunset_glow"), ("#sunset", "#sunset"))
+    + _tags("scene", "눈", ("#눈", "#snow"), ("눈", "snow"), ("#눈오는날", "#snowy_day"))
+    + _tags("element", "파도", ("#파도", "#waves")) + _tags("element", "구름", ("#구름", "#clouds"))
+    + _tags("element", "달", ("#달", "#moon")) + _tags("element", "나무", ("#나무", "#trees"))
+    + _tags("element", "석양", ("#석양", "#setting_sun")) + _tags("element", "겨울", ("#겨울", "#winter"))
+    + _tags("shape", "동그라미", ("#동그라미", "#circle"), ("원", "circle"))
+    + _tags("shape", "네모", ("#네모", "#square"), ("사각형", "rectangle"))
+    + _tags("shape", "세모", ("#세모", "#triangle"), ("삼각형", "triangle"))
+    + _tags("shape", "별", ("#별", "#star"), ("별모양", "star_shape"))
+    + _tags("shape", "줄무늬", ("#줄무늬", "#stripes"), ("#stripes", "#stripes"))
+    + _tags("text", "글씨", ("#글씨", "#lettering"), ("#손글씨", "#handwriting"))
+    + [Tag(text, GENERIC_GLOSS[text], "generic", text) for text in GENERIC_SCORES]
+)
+ELEMENT_SCENE = {element: scene for scene, (_, _, element) in SCENES.items()}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size and seed of the demo set; the same config always gives the same files."""
+
+    n_images: int = 150
+    pairs_per_image: int = 12
+    image_size: int = 224
+    seed: int = 0
+    duplicate_fraction: float = 0.01  # share of rows repeated verbatim (the study has such rows)
+
+
+@dataclass(frozen=True)
+class DemoSet:
+    pairs_csv: Path
+    images_dir: Path
+    n_pairs: int
+    n_images: int
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What one demo image shows; the scoring rule reads only these fields."""
+
+    filename: str
+    scene: str
+    colour: str
+    shape: str
+    has_text: bool
+
+
+def score(tag: Tag, spec: ImageSpec) -> int:
+    """The documented rule (module docstring): how well `tag` describes an image showing `spec`."""
+    if tag.kind == "colour":
+        return _colour_score(tag.concept, spec)
+    if tag.kind in ("scene", "element"):
+        scene = tag.concept if tag.kind == "scene" else ELEMENT_SCENE[tag.concept]
+        return 5 if scene == spec.scene else 3 if scene in NEAR_SCENES[spec.scene] else 2
+    if tag.kind == "shape":
+        return 4 if tag.concept == spec.shape else 2
+    if tag.kind == "text":
+        return 4 if spec.has_text else 2
+    return GENERIC_SCORES[tag.concept]
+
+
+def _colour_score(colour: str, spec: ImageSpec) -> int:
+    if colour == spec.colour:
+        return 5
+    if colour == SCENES[spec.scene][1]:
+        return 4
+    return 3 if colour in COLOUR_NEIGHBOURS[spec.colour] else 1
+
+
+def make_demo_set(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> DemoSet:
+    """Draw the images and write the scored pairs under `out_dir`; returns where they are."""
+    _check_config(config)
+    out_dir = Path(out_dir)
+    images_dir = out_dir / IMAGES_DIR
+    images_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, int, str]] = []
+    for index, spec in enumerate(image_specs(config)):
+        rng = np.random.default_rng([config.seed, index, 1])
+        draw_image(spec, config.image_size, rng).save(images_dir / spec.filename, format="PNG", optimize=False)
+        rows.extend((spec.filename, tag.text, s, tag.gloss) for tag, s in _pick_tags(spec, config.pairs_per_image, rng))
+    rows = _add_duplicates(rows, config)
+    pairs_csv = out_dir / PAIRS_FILE
+    _write_csv(pairs_csv, rows)
+    log.info("demo set: %d images, %d pairs in %s", config.n_images, len(rows), out_dir)
+    return DemoSet(pairs_csv, images_dir, len(rows), config.n_images)
+
+
+def _check_config(config: DemoConfig) -> None:
+    if config.n_images < 1:
+        raise BadInputError(f"demo: n_images is {config.n_images}; it must be at least 1")
+    if not 1 <= config.pairs_per_image <= len(VOCABULARY):
+        raise BadInputError(f"demo: pairs_per_image is {config.pairs_per_image}; it must be 1-{len(VOCABULARY)}")
+    if config.image_size < 32:
+        raise BadInputError(f"demo: image_size is {config.image_size}; it must be at least 32 pixels")
+    if not 0 <= config.duplicate_fraction < 1:
+        raise BadInputError(f"demo: duplicate_fraction is {config.duplicate_fraction}; it must be in [0, 1)")
+
+
+def image_specs(config: DemoConfig) -> list[ImageSpec]:
+    """The content of every image: scenes in turn, object colour/shape/text drawn from the seed."""
+    rng = np.random.default_rng([config.seed, 0])
+    scenes = list(SCENES)
+    per_scene = [config.n_images // len(scenes) + (j < config.n_images % len(scenes)) for j in range(len(scenes))]
+    specs = []
+    for scene, count in zip(scenes, per_scene):
+        colours = [c for c in COLOUR_RGB if c != SCENES[scene][1]]  # the object stands out from its scene
+        for number in range(1, count + 1):
+            specs.append(ImageSpec(
+                filename=f"{SCENES[scene][0]}_{number:02d}.png", scene=scene,
+                colour=colours[rng.integers(len(colours))], shape=SHAPES[rng.integers(len(SHAPES))],
+                has_text=bool(rng.random() < 0.2),
+            ))
+    return specs
+
+
+def _pick_tags(spec: ImageSpec, n: int, rng: np.random.Generator) -> list[tuple[Tag, int]]:
+    """`n` distinct tags for one image, with per-score counts that follow TARGET_SHARE."""
+    pools = [[t for t in VOCABULARY if score(t, spec) == s] for s in range(1, 6)]
+    counts = _fit_to_pools(_score_counts(n, rng), [len(p) for p in pools])
+    picked = []
+    for s, (pool, k) in enumerate(zip(pools, counts), start=1):
+        if k == 0:
+            continue
+        weights = np.array([SAMPLING_WEIGHT.get(t.kind, 1.0) for t in pool])
+        picked.extend((pool[i], s) for i in rng.choice(len(pool), size=k, replace=False, p=weights / weights.sum()))
+    return [picked[i] for i in rng.permutation(len(picked))]
+
+
+def _score_counts(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Whole counts per score: the floor of n*share plus one more with probability equal to the
+    fractional part (systematic sampling), so the expected count is exactly n*share."""
+    exact = n * TARGET_SHARE
+    counts = np.floor(exact).astype(int)
+    edges = np.concatenate([[0.0], np.cumsum(exact - counts)])
+    return counts + np.diff(np.floor(edges - rng.random())).astype(int)
+
+
+def _fit_to_pools(counts: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """Move counts a pool cannot supply to the next lower score, then to any score with room."""
+    counts, spill = counts.copy(), 0
+    for i in reversed(range(5)):
+        counts[i] += spill
+        spill = max(0, counts[i] - sizes[i])
+        counts[i] -= spill
+    for i in reversed(range(5)):
+        moved = min(spill, sizes[i] - counts[i])
+        counts[i] += moved
+        spill -= moved
+    return counts
+
+
+def _add_duplicates(rows: list, config: DemoConfig) -> list:
+    """Repeat a few rows right after themselves, as the study's file does."""
+    n_dup = round(len(rows) * config.duplicate_fraction)
+    if not n_dup:
+        return rows
+    chosen = set(np.random.default_rng([config.seed, 2]).choice(len(rows), size=n_dup, replace=False).tolist())
+    return [copy for i, row in enumerate(rows) for copy in ([row, row] if i in chosen else [row])]
+
+
+def _write_csv(path: Path, rows: list) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+
+
+def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int = 12) -> tuple[int, ...]:
+    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
+
+
+def draw_image(spec: ImageSpec, size: int, rng: np.random.Generator) -> Image.Image:
+    """Scene background, then the object, then (sometimes) a text label."""
+    image = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(image)
+    SCENE_PAINTERS[spec.scene](draw, size, rng)
+    centre = size / 2 + rng.uniform(-0.06, 0.06, size=2) * size
+    radius = size * rng.uniform(0.30, 0.36)
+    SHAPE_PAINTERS[spec.shape](draw, centre, radius, _jitter(COLOUR_RGB[spec.colour], rng))
+    if spec.has_text:
+        _draw_text_marks(draw, size, rng)
+    return image
+
+
+def _gradient(draw: ImageDraw.ImageDraw, size: int, top: tuple, bottom: tuple, y0: int = 0) -> None:
+    for y in range(y0, size):
+        t = (y - y0) / max(1, size - 1 - y0)
+        draw.line([(0, y), (size, y)], fill=tuple(round(a + (b - a) * t) for a, b in zip(top, bottom)))
+
+
+def _paint_sea(draw, size, rng):
+    horizon = int(size * 0.45)
+    draw.rectangle([0, 0, size, horizon], fill=_jitter((170, 210, 240), rng))
+    draw.rectangle([0, horizon, size, size], fill=_jitter((25, 75, 170), rng))
+    step = size // 6
+    for row, y in enumerate(range(horizon + step // 2, size, step // 2 + 4)):
+        for x in range(-step + (row % 2) * step // 2, size, step):
+            draw.arc([x, y, x + step, y + step // 2], 200, 340, fill=(235, 245, 255), width=max(1, size // 75))
+
+
+def _paint_sky(draw, size, rng):
+    _gradient(draw, size, _jitter((110, 170, 235), rng), _jitter((190, 225, 250), rng))
+    for _ in range(3):
+        x, y = rng.uniform(0, 0.8) * size, rng.choice([0.02, 0.75]) * size
+        draw.ellipse([x, y, x + size * 0.3, y + size * 0.16], fill=(250, 250, 252))
+
+
+def _paint_night(draw, size, rng):
+    draw.rectangle([0, 0, size, size], fill=_jitter((12, 14, 35), rng, 8))
+    x, y = rng.uniform(0.04, 0.16, size=2) * size
+    draw.ellipse([x, y, x + size * 0.16, y + size * 0.16], fill=(240, 230, 150))
+
+
+def _paint_forest(draw, size, rng):
+    draw.rectangle([0, 0, size, size], fill=_jitter((35, 120, 45), rng))
+    for i in range(6):
+        x, top = (i + rng.uniform(0, 0.5)) * size / 6, (0.0 if i % 2 else 0.62) * size
+        draw.polygon([(x, top), (x - size * 0.09, top + size * 0.28), (x + size * 0.09, top + size * 0.28)],
+                     fill=(15, 70, 25))
+        draw.rectangle([x - size * 0.015, top + size * 0.28, x + size * 0.015, top + size * 0.36], fill=(90, 60, 30))
+
+
+def _paint_sunset(draw, size, rng):
+    _gradient(draw, size, _jitter((250, 160, 60), rng), _jitter((235, 95, 40), rng))
+    x = rng.uniform(0.0, 0.15) * size
+    draw.pieslice([x, size * 0.78, x + size * 0.3, size * 1.08], 180, 360, fill=(255, 215, 90))
+
+
+def _paint_snow(draw, size, rng):
+    draw.rectangle([0, 0, size, size], fill=_jitter((238, 242, 248), rng, 6))
+    r = max(1, size // 90)
+    for x, y in rng.uniform(0, size, size=(40, 2)):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(175, 188, 205))
+
+
+SCENE_PAINTERS = {"바다": _paint_sea, "하늘": _paint_sky, "밤": _paint_night, "숲": _paint_forest,
+                  "노을": _paint_sunset, "눈": _paint_snow}
+
+
+def _star_points(centre, radius, points=5, inner=0.5):
+    cx, cy = centre
+    out = []
+    for i in range(2 * points):
+        r, angle = radius * (1 if i % 2 == 0 else inner), -math.pi / 2 + i * math.pi / points
+        out.append((cx + r * math.cos(angle), cy + r * math.sin(angle)))
+    return out
+
+
+def _paint_circle(draw, c, r, fill):
+    draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=fill)
+
+
+def _paint_square(draw, c, r, fill):
+    draw.rectangle([c[0] - 0.9 * r, c[1] - 0.9 * r, c[0] + 0.9 * r, c[1] + 0.9 * r], fill=fill)
+
+
+def _paint_triangle(draw, c, r, fill):
+    draw.polygon([(c[0], c[1] - r), (c[0] - r, c[1] + 0.8 * r), (c[0] + r, c[1] + 0.8 * r)], fill=fill)
+
+
+def _paint_star(draw, c, r, fill):
+    draw.polygon(_star_points(c, r * 1.1), fill=fill)
+
+
+def _paint_stripes(draw, c, r, fill):
+    # Seven bands, four in the object colour: the colour still covers most of the object's box.
+    top, height = c[1] - 0.95 * r, 1.9 * r / 7
+    for band in range(0, 7, 2):
+        y = top + band * height
+        draw.rectangle([c[0] - 0.95 * r, y, c[0] + 0.95 * r, y + height], fill=fill)
+
+
+SHAPE_PAINTERS = {"동그라미": _paint_circle, "네모": _paint_square, "세모": _paint_triangle, "별": _paint_star,
+                  "줄무늬": _paint_stripes}
+
+
+def _draw_text_marks(draw, size, rng):
+    """A white label with rows of dark dashes: text-like marks without depending on any font."""
+    left, top, right, bottom = 0.08 * size, 0.82 * size, 0.92 * size, 0.97 * size
+    draw.rectangle([left, top, right, bottom], fill=(250, 250, 250), outline=(30, 30, 30))
+    glyph_h = (bottom - top) / 4
+    for row in range(2):
+        y, x = top + glyph_h * (0.7 + 1.6 * row), left + 0.03 * size
+        while x < right - 0.05 * size:
+            width = rng.uniform(0.01, 0.035) * size
+            draw.rectangle([x, y, x + width, y + glyph_h], fill=(25, 25, 25))
+            x += width + rng.uniform(0.01, 0.03) * size
