@@ -58,6 +58,9 @@ def test_float16_store_and_normalise(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["images/embeds"].dtype == np.float16
     with tc.open(path) as c:
+        (keys, raw), = c.iter_rows("images", dtype=None)
+        assert raw.dtype == np.float16 and keys == list("abcd")
+        np.testing.assert_array_equal(next(c.iter_rows("images"))[1], raw.astype(np.float32))
         out = c.image_embeddings()
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, img, rtol=1e-3, atol=1e-2)

@@ -12,6 +12,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import count, repeat
 from pathlib import Path
 
 import h5py
@@ -40,11 +41,11 @@ class Replay:
             self.images.pop(key, None)  # the file changed and now fails: its old embedding is stale
             self.failed[key] = (sha, reason)
         keys, shas = read_strings(f["images/keys"]), read_strings(f["images/sha256"])
-        for row, (key, sha) in enumerate(zip(keys, shas)):
-            self.failed.pop(key, None)
-            self.images[key] = (src, row, sha)
-        for row, key in enumerate(read_strings(f["texts/keys"])):
-            self.texts[key] = (src, row)
+        if self.failed:
+            for key in keys:
+                self.failed.pop(key, None)
+        self.images.update(zip(keys, zip(repeat(src), count(), shas)))  # C-speed loop: 1M keys per part
+        self.texts.update(zip(read_strings(f["texts/keys"]), zip(repeat(src), count())))
 
 
 def replay(paths: list[Path]) -> Replay:
@@ -136,7 +137,10 @@ def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, pr
 
 
 def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dtype) -> np.ndarray:
-    buf = np.empty((len(src), pool.get(int(src[0]))[f"{group}/embeds"].shape[1]), dtype=dtype)
+    first = pool.get(int(src[0]))[f"{group}/embeds"]
+    if (src == src[0]).all() and (np.diff(row) == 1).all():  # the usual case: one run of one source
+        return first[int(row[0]):int(row[-1]) + 1]
+    buf = np.empty((len(src), first.shape[1]), dtype=dtype)
     for s in np.unique(src):
         mask = src == s
         buf[mask] = read_rows(pool.get(int(s))[f"{group}/embeds"], row[mask])

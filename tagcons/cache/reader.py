@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from tagcons.cache.parts import parts_dir, pending_parts
-from tagcons.cache.rows import l2_normalise, read_rows
+from tagcons.cache.rows import l2_normalise, read_range, read_rows
 from tagcons.cache.schema import check_schema, open_h5, plain_attr, read_strings
 from tagcons.errors import BadInputError
 
@@ -114,22 +114,28 @@ class CacheReader:
 
     # -- embeddings -----------------------------------------------------------------------------------
     def image_embeddings(self, normalise: bool = False) -> np.ndarray:
-        return _finish(self._dataset("images", "embeds")[()], normalise)
+        return self._all("images", normalise)
 
     def text_embeddings(self, normalise: bool = False) -> np.ndarray:
-        return _finish(self._dataset("texts", "embeds")[()], normalise)
+        return self._all("texts", normalise)
+
+    def _all(self, group: str, normalise: bool) -> np.ndarray:
+        embeds = self._dataset(group, "embeds")
+        return _finish(read_range(embeds, 0, embeds.shape[0]), normalise)
 
     def read_rows(self, group: str, indices, normalise: bool = False) -> np.ndarray:
         """float32 rows at `indices` (any order, repeats allowed) without loading the whole matrix."""
         return _finish(read_rows(self._dataset(group, "embeds"), indices), normalise)
 
-    def iter_rows(self, group: str, chunk_rows: int = 65536, normalise: bool = False
+    def iter_rows(self, group: str, chunk_rows: int = 65536, normalise: bool = False, dtype=np.float32
                   ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(keys, float32 embeds) in file order, `chunk_rows` at a time."""
+        """(keys, embeds) in file order, `chunk_rows` at a time; embeds are float32, or as stored
+        (float16 halves memory and skips a slow conversion) with dtype=None and normalise=False."""
         keys_ds, embeds = self._dataset(group, "keys"), self._dataset(group, "embeds")
         for lo in range(0, embeds.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, embeds.shape[0])
-            yield read_strings(keys_ds, lo, hi), _finish(embeds[lo:hi], normalise)
+            rows = read_range(embeds, lo, hi, np.float32 if normalise else dtype)
+            yield read_strings(keys_ds, lo, hi), l2_normalise(rows, inplace=True) if normalise else rows
 
     def lookup(self, images: Sequence[str], texts: Sequence[str], normalise: bool = True) -> PairLookup:
         """Features for pairs (images[i], texts[i]); pairs with an absent or failed side are left out."""
@@ -179,7 +185,8 @@ def _check_layout(path: Path, f: h5py.File) -> None:
 
 
 def _finish(x: np.ndarray, normalise: bool) -> np.ndarray:
-    return l2_normalise(x) if normalise else np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    return l2_normalise(x, inplace=True) if normalise else x
 
 
 def _rows_of(keys: Sequence[str], index: dict[str, int]) -> np.ndarray:

@@ -138,12 +138,14 @@ class CacheWriter:
         return rows
 
     def _update_state(self, rows: Rows) -> None:
-        for key, sha in zip(rows.failed_keys, rows.failed_sha256):
+        """Same rules as merge.Replay: failures first, then successes; the last event per key wins."""
+        for key in rows.failed_keys:
             self._images.pop(key, None)
-            self._failed[key] = sha
-        for key, sha in zip(rows.image_keys, rows.image_sha256):
-            self._failed.pop(key, None)
-            self._images[key] = sha
+        self._failed.update(zip(rows.failed_keys, rows.failed_sha256))
+        if self._failed:
+            for key in rows.image_keys:
+                self._failed.pop(key, None)
+        self._images.update(zip(rows.image_keys, rows.image_sha256))
         self._texts.update(rows.text_keys)
 
     # -- consolidation ------------------------------------------------------------------------------
