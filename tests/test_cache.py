@@ -278,3 +278,16 @@ def test_shard_of_is_stable_and_balanced():
     assert tc.shard_of("img/0001.jpg", 7) == 1  # fixed value: the same on every machine and Python
     counts = np.bincount([tc.shard_of(f"img/{i}.jpg", 4) for i in range(4000)], minlength=4)
     assert counts.min() > 900
+
+
+def test_filesystem_without_locks_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(BadInputError, match="NFS") as err:
+        tc.CacheWriter(tmp_path / "c.h5", meta())
+    assert "HDF5_USE_FILE_LOCKING" in str(err.value) and not isinstance(err.value, CacheBusyError)
