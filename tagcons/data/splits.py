@@ -1,0 +1,124 @@
+"""Train/test splits, cross-validation folds and validation parts, shared by heads and finetune.
+
+Two kinds of split:
+- ``"pairs"`` reproduces the study: scikit-learn's ``train_test_split(np.arange(n), stratify=labels,
+  test_size=0.2, random_state=42)``; the test rows are exactly the ones it returns. Pairs of one image
+  land on both sides, so scores are optimistic (the image leaks).
+- ``"images"`` (the default) keeps every image wholly on one side: a stratified grouped split, the
+  first fold of ``StratifiedGroupKFold(n_splits=round(1/test_size), shuffle=True, random_state=seed)``.
+
+Every function returns sorted integer index arrays into the rows it was given. ``validation_indices``
+carves a validation part out of a *training* index set only, so early stopping and hyperparameter
+choice never see the test rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from tagcons.errors import BadInputError
+
+SPLIT_KINDS = ("images", "pairs")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in SPLIT_KINDS:
+        raise BadInputError(f"unknown split '{kind}'; choose one of {', '.join(SPLIT_KINDS)}")
+
+
+def _n_splits(test_size: float) -> int:
+    if not 0.0 < test_size < 1.0:
+        raise BadInputError(f"test size {test_size} must be between 0 and 1 (e.g. 0.2)")
+    return max(2, int(round(1.0 / test_size)))
+
+
+def _grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise BadInputError(
+            f"only {n_groups} distinct images for {k} image-grouped folds; use fewer folds or --split pairs"
+        )
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # "least populated class has only N members": expected for rare scores; stratification is best effort.
+        warnings.simplefilter("ignore", UserWarning)
+        folds = list(splitter.split(np.zeros(len(labels)), labels, groups))
+    return [(np.sort(tr), np.sort(te)) for tr, te in folds]
+
+
+def train_test_split_indices(
+    labels: np.ndarray, groups: np.ndarray | None = None, kind: str = "images", test_size: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (train_idx, test_idx). ``groups`` (e.g. image keys) is required for kind "images"."""
+    _check_kind(kind)
+    labels = np.asarray(labels)
+    if kind == "pairs":
+        return _pair_split(labels, test_size, seed)
+    if groups is None:
+        raise BadInputError("an images split needs the image of every row (groups)")
+    return _grouped_folds(labels, np.asarray(groups), _n_splits(test_size), seed)[0]
+
+
+def _pair_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        train, test = train_test_split(np.arange(len(labels)), stratify=labels, test_size=test_size, random_state=seed)
+    except ValueError as e:  # a score with a single row cannot be stratified
+        raise BadInputError(f"cannot make a stratified pairs split ({e}); every score needs at least 2 rows") from e
+    return np.sort(train), np.sort(test)
+
+
+def cv_fold_indices(
+    labels: np.ndarray, groups: np.ndarray | None = None, kind: str = "images", k: int = 5, seed: int = 42
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K stratified folds as (train_idx, test_idx); grouped by ``groups`` for kind "images"."""
+    _check_kind(kind)
+    if k < 2:
+        raise BadInputError(f"--cv {k}: cross-validation needs at least 2 folds")
+    labels = np.asarray(labels)
+    if kind == "images":
+        if groups is None:
+            raise BadInputError("image-grouped folds need the image of every row (groups)")
+        return _grouped_folds(labels, np.asarray(groups), k, seed)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return [(np.sort(tr), np.sort(te)) for tr, te in splitter.split(np.zeros(len(labels)), labels)]
+    except ValueError as e:
+        raise BadInputError(f"cannot make {k} stratified folds ({e}); use fewer folds") from e
+
+
+def validation_indices(
+    train_idx: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    kind: str = "images",
+    val_size: float = 0.1,
+    seed: int = 42,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a training index set into (fit_idx, val_idx), both subsets of ``train_idx``.
+
+    ``labels``/``groups`` are indexed by the full table (the same arrays the train/test split used).
+    With kind "images" no image is on both sides. Falls back to a plain stratified split when the
+    training part holds too few images to group, and to an unstratified one when a score is too rare.
+    """
+    train_idx = np.asarray(train_idx)
+    sub_labels = np.asarray(labels)[train_idx]
+    if kind == "images" and groups is not None:
+        sub_groups = np.asarray(groups)[train_idx]
+        if len(np.unique(sub_groups)) >= _n_splits(val_size):
+            fit, val = _grouped_folds(sub_labels, sub_groups, _n_splits(val_size), seed)[0]
+            return train_idx[fit], train_idx[val]
+    return _plain_validation(train_idx, sub_labels, val_size, seed)
+
+
+def _plain_validation(train_idx: np.ndarray, sub_labels: np.ndarray, val_size: float, seed: int):
+    positions = np.arange(len(train_idx))
+    try:
+        fit, val = train_test_split(positions, stratify=sub_labels, test_size=val_size, random_state=seed)
+    except ValueError:  # a score too rare, or fewer validation rows than scores: stratifying is impossible
+        fit, val = train_test_split(positions, test_size=val_size, random_state=seed)
+    return train_idx[np.sort(fit)], train_idx[np.sort(val)]

@@ -1,0 +1,57 @@
+"""Confusion matrix and training-curve PNGs (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+from tagcons.evaluate.metrics import LABELS  # noqa: E402
+
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
+
+
+def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "") -> Path:
+    """Counts in the cells, colour by row-normalised share (recall per true score); labels 1-5."""
+    counts = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), labels=list(LABELS))
+    rows = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(len(LABELS)):
+        for j in range(len(LABELS)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+    ax.set(xticks=range(5), yticks=range(5), xticklabels=LABELS, yticklabels=LABELS,
+           xlabel="predicted score", ylabel="true score", title=title or "confusion matrix")
+    fig.colorbar(image, ax=ax, label="share of true score")
+    return _save(fig, path)
+
+
+def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Path:
+    """Losses on the left axis, validation metrics on the right; any subset of CURVE_KEYS."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for key in ("train_loss", "val_loss"):
+        if history.get(key):
+            left.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
+    for key in ("val_accuracy", "val_macro_f1", "val_qwk"):
+        if history.get(key):
+            right.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
+    left.set(xlabel="epoch", ylabel="loss", title=title or "training curves")
+    right.set(xlabel="epoch", ylabel="validation metric")
+    for ax in (left, right):
+        if ax.lines:
+            ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

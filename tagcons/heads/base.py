@@ -1,0 +1,126 @@
+"""Common behaviour of heads: scikit-learn estimator rules, fixed 1-5 classes, pickle-free persistence.
+
+A head's ``fit(X, y, groups=None)`` takes features X (a numpy array or a `PairFeatures`, which
+builds rows on demand), integer scores y in 1..5 and optionally the image of each row, so inner
+validation splits can be grouped by image. Saved state is ``head.json`` (name, hyperparameters,
+small learned values) plus at most one data file per head (npz, safetensors or LightGBM text);
+loading never executes code from the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from threadpoolctl import threadpool_limits
+
+from tagcons.errors import BadInputError
+from tagcons.evaluate.metrics import LABELS
+from tagcons.heads.registry import get_head_class
+
+HEAD_FILE = "head.json"
+SMALL_TABLE_ROWS = 50_000
+PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
+CLASSES = np.asarray(LABELS)
+
+
+class Head(BaseEstimator):
+    """Base class; subclasses implement fit, predict_proba, _state and _restore."""
+
+    name = "head"
+    OBJECTIVES: tuple[str, ...] = ()
+
+    def predict(self, X) -> np.ndarray:
+        return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _state(self, run_dir: Path) -> dict:
+        """Write data files into run_dir; return the small JSON-able learned values."""
+        raise NotImplementedError
+
+    def _restore(self, run_dir: Path, state: dict) -> None:
+        raise NotImplementedError
+
+    def save(self, run_dir: str | Path) -> Path:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"head": self.name, "params": self.get_params(), "state": self._state(run_dir)}
+        path = run_dir / HEAD_FILE
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def load_head(run_dir: str | Path) -> Head:
+    """Rebuild a fitted head from ``run_dir/head.json`` and its data file."""
+    run_dir = Path(run_dir)
+    path = run_dir / HEAD_FILE
+    if not path.is_file():
+        raise BadInputError(f"{run_dir}: no {HEAD_FILE}; pass a run directory written by `tagcons fit-head`")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        head = get_head_class(payload["head"])(**payload["params"])
+        head._restore(run_dir, payload["state"])
+    except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
+        raise BadInputError(f"{path}: cannot be read as a saved head ({e}); refit the run") from e
+    return head
+
+
+def full_proba(proba: np.ndarray, classes) -> np.ndarray:
+    """Spread columns for ``classes`` (a subset of 1..5 seen in training) into 5 columns."""
+    out = np.zeros((len(proba), len(LABELS)), dtype=np.float64)
+    out[:, np.asarray(classes).astype(int) - 1] = proba
+    return out
+
+
+def one_hot(pred: np.ndarray) -> np.ndarray:
+    """Probabilities for heads that only rank: all mass on the predicted score."""
+    out = np.zeros((len(pred), len(LABELS)), dtype=np.float64)
+    out[np.arange(len(pred)), np.asarray(pred).astype(int) - 1] = 1.0
+    return out
+
+
+def chunked(fn, X, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    """Apply ``fn`` to row blocks of X so a PairFeatures table is never built whole."""
+    if len(X) <= chunk:
+        return fn(X[np.arange(len(X))] if not isinstance(X, np.ndarray) else X)
+    return np.concatenate([fn(X[np.arange(s, min(s + chunk, len(X)))]) for s in range(0, len(X), chunk)])
+
+
+def check_labels(y) -> np.ndarray:
+    y = np.asarray(y).astype(int)
+    if len(y) == 0:
+        raise BadInputError("no training rows: the training part is empty")
+    if y.min() < LABELS[0] or y.max() > LABELS[-1]:
+        raise BadInputError(f"training labels must be scores 1-5; found {sorted(set(y.tolist()))}")
+    if len(np.unique(y)) < 2:
+        raise BadInputError(f"the training part holds only score {y[0]}; a head needs at least two scores")
+    return y
+
+
+def auto_threads(n_rows: int, threads: int | None) -> int | None:
+    """Threads for a fit: as asked, else 1 for small tables (None = library default for large ones).
+
+    On a few thousand rows thread synchronisation costs more than it saves, and on a busy machine
+    spinning OpenMP/BLAS threads make a 2-thread fit 10x slower than a 1-thread one (measured).
+    """
+    if threads is not None:
+        return threads
+    return 1 if n_rows < SMALL_TABLE_ROWS else None
+
+
+@contextlib.contextmanager
+def limited_threads(threads: int | None):
+    """Limit BLAS/OpenMP and torch intra-op threads inside the block; restore them afterwards."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,98 @@
+"""LightGBM head, set up for ~2,000 rows of dense embeddings: small trees, strong feature subsampling,
+early stopping on an inner validation part carved from the training rows (grouped by image when
+groups are given).
+
+``objective="multiclass"`` (default) predicts class probabilities with balanced class weights.
+``objective="regression"`` fits the score as a number and rounds it with four cut-points chosen on
+the training part by the threshold head's exact search (macro-F1); its predict_proba is one-hot.
+The model is saved as LightGBM's text format, which loads without executing code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from tagcons.data.splits import validation_indices
+from tagcons.evaluate.metrics import LABELS
+from tagcons.heads.base import Head, auto_threads, check_labels, one_hot
+from tagcons.heads.mlp import class_weights
+from tagcons.heads.registry import register_head
+from tagcons.heads.threshold import scores_from_cuts, search_cuts
+
+MODEL_FILE = "lgbm.txt"
+
+
+@register_head("lgbm")
+class LGBMHead(Head):
+    OBJECTIVES = ("multiclass", "regression")
+
+    def __init__(self, objective="multiclass", num_leaves=15, max_depth=6, learning_rate=0.05, n_estimators=1000,
+                 early_stopping_rounds=50, feature_fraction=0.2, bagging_fraction=0.8, min_data_in_leaf=20,
+                 lambda_l2=1.0, val_size=0.1, threads=None, seed=42):
+        self.objective = objective
+        self.num_leaves = num_leaves
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.n_estimators = n_estimators
+        self.early_stopping_rounds = early_stopping_rounds
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.min_data_in_leaf = min_data_in_leaf
+        self.lambda_l2 = lambda_l2
+        self.val_size = val_size
+        self.threads = threads
+        self.seed = seed
+
+    def _params(self, n_rows: int) -> dict:
+        params = dict(
+            num_leaves=self.num_leaves, max_depth=self.max_depth, learning_rate=self.learning_rate,
+            feature_fraction=self.feature_fraction, bagging_fraction=self.bagging_fraction, bagging_freq=1,
+            min_data_in_leaf=self.min_data_in_leaf, lambda_l2=self.lambda_l2, num_threads=auto_threads(n_rows, self.threads) or 0,
+            seed=self.seed, deterministic=True, force_col_wise=True, verbosity=-1,
+        )
+        if self.objective == "multiclass":
+            return {**params, "objective": "multiclass", "num_class": len(LABELS), "metric": "multi_logloss"}
+        return {**params, "objective": "regression", "metric": "l2"}
+
+    def fit(self, X, y, groups=None):
+        y = check_labels(y)
+        X = np.asarray(X, dtype=np.float32)
+        kind = "images" if groups is not None else "pairs"
+        fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
+        target = y - 1 if self.objective == "multiclass" else y.astype(np.float64)
+        weight = class_weights(y[fit_idx]).numpy()[y - 1] if self.objective == "multiclass" else None
+        train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
+        valid = lgb.Dataset(X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train)
+        self.booster_ = lgb.train(self._params(len(y)), train, num_boost_round=self.n_estimators, valid_sets=[valid],
+                                  callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.cuts_ = None
+        if self.objective == "regression":
+            self.cuts_, _ = search_cuts(self._raw(X), y, "macro_f1")
+        return self
+
+    def _raw(self, X) -> np.ndarray:
+        threads = auto_threads(len(X), self.threads) or 0
+        return self.booster_.predict(np.asarray(X, dtype=np.float32), num_iteration=self.best_iteration_, num_threads=threads)
+
+    def predict_proba(self, X) -> np.ndarray:
+        raw = self._raw(X)
+        return one_hot(scores_from_cuts(raw, self.cuts_)) if self.objective == "regression" else raw
+
+    def predict(self, X) -> np.ndarray:
+        if self.objective == "regression":
+            return scores_from_cuts(self._raw(X), self.cuts_)
+        return super().predict(X)
+
+    def _state(self, run_dir: Path) -> dict:
+        self.booster_.save_model(str(run_dir / MODEL_FILE), num_iteration=self.best_iteration_)
+        cuts = None if self.cuts_ is None else [float(c) for c in self.cuts_]
+        return {"best_iteration": self.best_iteration_, "cuts": cuts}
+
+    def _restore(self, run_dir: Path, state: dict) -> None:
+        self.booster_ = lgb.Booster(model_file=str(run_dir / MODEL_FILE))
+        self.best_iteration_ = int(state["best_iteration"])
+        self.cuts_ = None if state["cuts"] is None else np.asarray(state["cuts"])

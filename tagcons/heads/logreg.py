@@ -1,0 +1,123 @@
+"""Logistic-regression head: standardised features, multinomial L-BFGS, C chosen by inner CV.
+
+The inner cross-validation runs on the training part only (grouped by image when the caller passes
+groups). Above ``cv_max_rows`` training rows the C search uses a random subsample of that size, and
+when a dense float32 copy of the features would exceed ``max_dense_bytes`` the final fit streams
+mini-batches instead: the scaler by ``partial_fit`` and a one-vs-rest SGD logistic model
+(``alpha = 1 / (C * n)``, the same penalty scale), so a million pairs never sit in memory at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.metrics import f1_score
+from sklearn.preprocessing import StandardScaler
+
+from tagcons.data.splits import cv_fold_indices
+from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, chunked, full_proba, limited_threads
+from tagcons.heads.registry import register_head
+
+STREAM_CHUNK = 8192
+
+
+@register_head("logreg")
+class LogregHead(Head):
+    def __init__(self, C=None, Cs=(0.001, 0.01, 0.1, 1.0), inner_folds=3, max_iter=500, cv_max_rows=20000,
+                 max_dense_bytes=2 * 1024**3, sgd_epochs=5, threads=None, seed=42):
+        self.C = C
+        self.Cs = Cs
+        self.inner_folds = inner_folds
+        self.max_iter = max_iter
+        self.cv_max_rows = cv_max_rows
+        self.max_dense_bytes = max_dense_bytes
+        self.sgd_epochs = sgd_epochs
+        self.threads = threads
+        self.seed = seed
+
+    def fit(self, X, y, groups=None):
+        y = check_labels(y)
+        with limited_threads(auto_threads(len(y), self.threads)):
+            self.C_, self.cv_scores_ = (self.C, {}) if self.C is not None else self._search_C(X, y, groups)
+            if _nbytes(X) <= self.max_dense_bytes:
+                self._fit_dense(np.asarray(X, dtype=np.float32), y)
+            else:
+                self._fit_streaming(X, y)
+        return self
+
+    def _search_C(self, X, y, groups):
+        rows = np.arange(len(y))
+        if len(rows) > self.cv_max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(rows, self.cv_max_rows, replace=False))
+        dense, sub_y = np.asarray(X[rows], dtype=np.float32), y[rows]
+        sub_groups = None if groups is None else np.asarray(groups)[rows]
+        folds = cv_fold_indices(sub_y, sub_groups, "images" if groups is not None else "pairs", self.inner_folds, self.seed)
+        scores = {float(C): float(np.mean([self._fold_score(dense, sub_y, tr, te, C) for tr, te in folds])) for C in self.Cs}
+        return max(scores, key=lambda C: (scores[C], -C)), scores  # ties: the stronger penalty
+
+    def _fold_score(self, X, y, train, test, C) -> float:
+        scaler = StandardScaler().fit(X[train])
+        model = self._lbfgs(C).fit(scaler.transform(X[train]), y[train])
+        return f1_score(y[test], model.predict(scaler.transform(X[test])), average="macro", zero_division=0)
+
+    def _lbfgs(self, C) -> LogisticRegression:
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter)
+
+    def _fit_dense(self, X, y):
+        scaler = StandardScaler().fit(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
+            model = self._lbfgs(self.C_).fit(scaler.transform(X), y)
+        self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=True)
+
+    def _fit_streaming(self, X, y):
+        scaler = StandardScaler()
+        for start in range(0, len(y), STREAM_CHUNK):
+            scaler.partial_fit(X[np.arange(start, min(start + STREAM_CHUNK, len(y)))])
+        model = SGDClassifier(loss="log_loss", alpha=1.0 / (self.C_ * len(y)), random_state=self.seed)
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.sgd_epochs):
+            order = rng.permutation(len(y))
+            for start in range(0, len(y), STREAM_CHUNK):
+                batch = np.sort(order[start : start + STREAM_CHUNK])
+                model.partial_fit(scaler.transform(X[batch]), y[batch], classes=CLASSES)
+        self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=False)
+
+    def _set(self, mean, scale, coef, intercept, classes, multinomial):
+        self.mean_, self.scale_ = mean.astype(np.float64), scale.astype(np.float64)
+        self.coef_, self.intercept_ = coef.astype(np.float64), intercept.astype(np.float64)
+        self.classes_, self.multinomial_ = np.asarray(classes).astype(int), bool(multinomial)
+
+    def predict_proba(self, X) -> np.ndarray:
+        with limited_threads(auto_threads(len(X), self.threads)):
+            return chunked(self._proba_block, X)
+
+    def _proba_block(self, block: np.ndarray) -> np.ndarray:
+        block = (block - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
+        logits = block @ self.coef_.T.astype(np.float32) + self.intercept_
+        if self.multinomial_:
+            proba = softmax(logits, axis=1)
+        else:  # one-vs-rest, normalised as SGDClassifier.predict_proba does
+            proba = expit(logits)
+            proba /= np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
+        return full_proba(proba, self.classes_)
+
+    def _state(self, run_dir: Path) -> dict:
+        np.savez(run_dir / "logreg.npz", mean=self.mean_, scale=self.scale_, coef=self.coef_,
+                 intercept=self.intercept_, classes=self.classes_)
+        return {"C": self.C_, "cv_scores": {str(k): v for k, v in self.cv_scores_.items()}, "multinomial": self.multinomial_}
+
+    def _restore(self, run_dir: Path, state: dict) -> None:
+        with np.load(run_dir / "logreg.npz", allow_pickle=False) as data:
+            self._set(data["mean"], data["scale"], data["coef"], data["intercept"], data["classes"], state["multinomial"])
+        self.C_ = state["C"]
+        self.cv_scores_ = {float(k): v for k, v in state["cv_scores"].items()}
+
+
+def _nbytes(X) -> int:
+    return X.dense_nbytes if hasattr(X, "dense_nbytes") else np.asarray(X).nbytes

@@ -1,0 +1,166 @@
+"""MLP head (torch): the study's d -> 256 -> ReLU -> dropout 0.3 -> 5, class-weighted cross-entropy.
+
+Recipes hold the optimiser settings; any explicit argument overrides its recipe's value.
+- ``study`` (default, as the issue asks): Adam lr 5e-5, weight decay 1e-4, StepLR(5, 0.1), batch 32,
+  at most 20 epochs. With the rate cut tenfold after 5 epochs the head moves little; it reproduces
+  the study, it does not get the most out of the features.
+- ``robust``: Adam lr 1e-3, StepLR(10, 0.5), batch 64, at most 60 epochs. Learns planted and real
+  signal in seconds; early stopping keeps it from overfitting.
+
+Early stopping watches the validation loss on a part carved from the *training* rows (grouped by
+image when groups are given), and the best epoch's weights are restored. Batches are built from X
+row by row index, so a `PairFeatures` table of a million pairs is read by mini-batches, never
+densely. A fixed seed gives the same weights: all randomness comes from one seeded generator
+inside ``torch.random.fork_rng``, leaving the caller's global RNG untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tagcons.data.splits import validation_indices
+from tagcons.errors import BadInputError
+from tagcons.evaluate.metrics import LABELS, quick_scores
+from tagcons.heads.base import Head, auto_threads, check_labels, chunked, limited_threads
+from tagcons.heads.registry import register_head
+
+MLP_RECIPES = {
+    "study": dict(lr=5e-5, weight_decay=1e-4, step_size=5, gamma=0.1, batch_size=32, max_epochs=20, patience=5),
+    "robust": dict(lr=1e-3, weight_decay=1e-4, step_size=10, gamma=0.5, batch_size=64, max_epochs=60, patience=10),
+}
+EVAL_BATCH = 8192
+
+
+def build_mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(LABELS)))
+
+
+def class_weights(y: np.ndarray) -> torch.Tensor:
+    """Balanced weights n / (K * count); a score absent from training gets weight 0."""
+    counts = np.bincount(y - 1, minlength=len(LABELS)).astype(np.float64)
+    weights = np.divide(len(y), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@register_head("mlp")
+class MLPHead(Head):
+    def __init__(self, recipe="study", hidden=256, dropout=0.3, lr=None, weight_decay=None, step_size=None,
+                 gamma=None, batch_size=None, max_epochs=None, patience=None, val_size=0.1, threads=None, seed=42, progress=False):
+        self.recipe = recipe
+        self.hidden = hidden
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.step_size = step_size
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_size = val_size
+        self.threads = threads
+        self.seed = seed
+        self.progress = progress
+
+    def settings(self) -> dict:
+        """The recipe's optimiser settings with explicit arguments on top."""
+        if self.recipe not in MLP_RECIPES:
+            raise BadInputError(f"unknown mlp recipe '{self.recipe}'; choose one of {', '.join(MLP_RECIPES)}")
+        own = {k: getattr(self, k) for k in MLP_RECIPES[self.recipe] if getattr(self, k) is not None}
+        return {**MLP_RECIPES[self.recipe], **own}
+
+    def fit(self, X, y, groups=None):
+        y = check_labels(y)
+        self.settings_ = self.settings()
+        kind = "images" if groups is not None else "pairs"
+        fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
+        self.in_dim_ = int(X.shape[1])
+        with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
+            torch.manual_seed(self.seed)
+            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+            self._train(X, y, fit_idx, val_idx)
+        return self
+
+    def _train(self, X, y, fit_idx, val_idx):
+        s = self.settings_
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(y[fit_idx]))
+        optimiser = torch.optim.Adam(self.model_.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
+        rng = np.random.default_rng(self.seed)
+        self.history_ = {k: [] for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")}
+        best_loss, best_state, waited = np.inf, None, 0
+        for epoch in self._epochs(s["max_epochs"]):
+            self.history_["train_loss"].append(self._epoch(X, y, rng.permutation(fit_idx), loss_fn, optimiser))
+            scheduler.step()
+            val_loss = self._validate(X, y, val_idx, loss_fn)
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_state, waited, self.best_epoch_ = val_loss, copy.deepcopy(self.model_.state_dict()), 0, epoch + 1
+            else:
+                waited += 1
+                if waited >= s["patience"]:
+                    break
+        self.model_.load_state_dict(best_state)
+        self.model_.eval()
+
+    def _epochs(self, n: int):
+        if not self.progress:
+            return range(n)
+        from tqdm.auto import tqdm
+
+        return tqdm(range(n), desc="mlp epochs", unit="epoch")
+
+    def _epoch(self, X, y, order, loss_fn, optimiser) -> float:
+        self.model_.train()
+        total, size = 0.0, self.settings_["batch_size"]
+        targets = torch.from_numpy(y - 1).long()
+        for start in range(0, len(order), size):
+            batch = order[start : start + size]
+            loss = loss_fn(self.model_(torch.from_numpy(np.asarray(X[batch], dtype=np.float32))), targets[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        return total / len(order)
+
+    def _validate(self, X, y, val_idx, loss_fn) -> float:
+        logits = torch.from_numpy(self._logits(X, val_idx))
+        loss = float(loss_fn(logits, torch.from_numpy(y[val_idx] - 1).long()))
+        scores = quick_scores(y[val_idx], logits.argmax(dim=1).numpy() + 1)
+        self.history_["val_loss"].append(loss)
+        for name, value in scores.items():
+            self.history_[f"val_{name}"].append(value)
+        return loss
+
+    def _logits(self, X, rows: np.ndarray) -> np.ndarray:
+        self.model_.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(rows), EVAL_BATCH):
+                block = np.asarray(X[rows[start : start + EVAL_BATCH]], dtype=np.float32)
+                out.append(self.model_(torch.from_numpy(block)).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+    def predict_proba(self, X) -> np.ndarray:
+        with limited_threads(auto_threads(len(X), self.threads)):
+            return chunked(self._proba_block, X)
+
+    def _proba_block(self, block: np.ndarray) -> np.ndarray:
+        self.model_.eval()
+        with torch.no_grad():
+            return torch.softmax(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32))), dim=1).double().numpy()
+
+    def _state(self, run_dir: Path) -> dict:
+        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / "mlp.safetensors"))
+        return {"in_dim": self.in_dim_, "settings": self.settings_, "best_epoch": self.best_epoch_, "history": self.history_}
+
+    def _restore(self, run_dir: Path, state: dict) -> None:
+        self.in_dim_, self.settings_ = state["in_dim"], state["settings"]
+        self.best_epoch_, self.history_ = state["best_epoch"], state["history"]
+        self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+        self.model_.load_state_dict(load_file(str(run_dir / "mlp.safetensors")))
+        self.model_.eval()

@@ -1,0 +1,92 @@
+"""`predict`: score a pairs file with a saved fit-head run.
+
+The cache must carry the fingerprint the run was trained on (other features would give silent
+nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
+adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tagcons.data.pairs import PairColumns, load_pairs
+from tagcons.errors import BadInputError, FingerprintMismatchError
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
+from tagcons.heads.base import load_head
+from tagcons.heads.join import describe_missing, join_pairs, open_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictConfig:
+    run: str | Path
+    cache: str | Path
+    data: str | Path
+    out: str | Path
+    columns: PairColumns | None = None  # None: the columns the run was fitted with
+    strip_hash: bool | None = None  # None: as the run was fitted
+    images: str | Path | None = None  # the images folder, only to spell out the embed command
+    progress: bool = False
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    n_scored: int
+    n_missing: int
+    metrics: dict | None  # when the pairs file has labels
+
+
+def predict(config: PredictConfig) -> PredictResult:
+    run_dir = Path(config.run)
+    run_config = read_json(run_dir / CONFIG_FILE)
+    head = load_head(run_dir)
+    columns = config.columns or PairColumns(**run_config.get("columns", {}))
+    strip_hash = run_config.get("strip_hash", False) if config.strip_hash is None else config.strip_hash
+    table = load_pairs(config.data, columns, strip_hash, require_labels=False)
+    with open_cache(config.cache) as cache:
+        check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
+        joined = join_pairs(cache, table, run_config.get("features", "concat"))
+    if joined.n_missing:
+        _report_missing(joined, table, config, run_config, strip_hash)
+    present = np.flatnonzero(joined.present)
+    table = table.subset(present)
+    proba, pred = head.predict_proba(joined.features), head.predict(joined.features)
+    y_true = table.labels.astype(int) if table.has_labels else None
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictions_frame(table, pred, proba, y_true).to_csv(out, index=False)
+    metrics = compute_metrics(y_true, pred, proba) if y_true is not None else None
+    return PredictResult(out, len(present), joined.n_missing, metrics)
+
+
+def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:
+    expected = run_config.get("cache_fingerprint")
+    if fingerprint != expected:
+        raise FingerprintMismatchError(
+            f"{cache_path}: cache fingerprint {fingerprint} differs from {expected}, the one run {run_dir} was "
+            f"trained on (backbone {run_config.get('backbone')}); use a cache embedded with that backbone and settings"
+        )
+
+
+def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> str:
+    parts = ["tagcons", "embed", "--data", str(config.data), "--images", str(config.images or "IMAGES_DIR"),
+             "--backbone", str(run_config.get("backbone") or run_config.get("model_id")), "--out", str(config.cache)]
+    if strip_hash:
+        parts.append("--strip-hash")
+    return shlex.join(parts)
+
+
+def _report_missing(joined, table, config: PredictConfig, run_config: dict, strip_hash: bool) -> None:
+    hint = f"; add them with: {embed_command(config, run_config, strip_hash)}"
+    message = describe_missing(joined, len(table)) + hint
+    if not joined.present.any():
+        raise BadInputError(f"{config.data}: {message}")
+    log.warning("%s: %s", table.source, message)

@@ -1,0 +1,47 @@
+"""Head registry: `@register_head("name")` on a Head subclass; the CLI builds its choices from it."""
+
+from __future__ import annotations
+
+from tagcons.errors import BadInputError
+
+HEADS: dict[str, type] = {}
+
+
+def register_head(name: str):
+    def decorate(cls):
+        if name in HEADS:
+            raise ValueError(f"head '{name}' registered twice")  # a programming error, not user input
+        cls.name = name
+        HEADS[name] = cls
+        return cls
+
+    return decorate
+
+
+def head_names() -> list[str]:
+    return sorted(HEADS)
+
+
+def get_head_class(name: str) -> type:
+    try:
+        return HEADS[name]
+    except KeyError:
+        raise BadInputError(f"unknown head '{name}'; choose one of {', '.join(head_names())}") from None
+
+
+def make_head(name: str, objective: str | None = None, seed: int = 42, params: dict | None = None):
+    """Build a head from its name plus the common settings and any head-specific hyperparameters."""
+    cls = get_head_class(name)
+    params = dict(params or {})
+    if objective is not None:
+        if objective not in cls.OBJECTIVES:
+            raise BadInputError(
+                f"--objective {objective} does not apply to head '{name}'; choose one of {', '.join(cls.OBJECTIVES)}"
+            )
+        params["objective"] = objective
+    if "seed" in cls._get_param_names():
+        params.setdefault("seed", seed)
+    unknown = sorted(set(params) - set(cls._get_param_names()))
+    if unknown:
+        raise BadInputError(f"head '{name}' has no setting {', '.join(unknown)}; it has {', '.join(cls._get_param_names())}")
+    return cls(**params)

@@ -1,0 +1,115 @@
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tagcons.errors import BadInputError, FingerprintMismatchError
+from tagcons.evaluate.compare import compare_runs, render_markdown
+from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, predict
+from test_heads_support import planted, write_cache, write_pairs
+
+METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman", "n_train", "n_test"}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads_fit")
+    data = planted(n_images=30, per_image=10, dim=16, seed=5)
+    pairs = write_pairs(data, root / "pairs.csv")
+    cache = write_cache(data, root / "cache.h5", skip_images=["cat_000.png"], failed_images=["cat_001.png"])
+    other = write_cache(data, root / "other.h5", backbone="clip")
+    return {"root": root, "pairs": pairs, "cache": cache, "other": other, "data": data}
+
+
+def _fit(files, out, **kw):
+    return fit_head(FitHeadConfig(cache=files["cache"], data=files["pairs"], out=files["root"] / out, **kw))
+
+
+def test_fit_head_writes_a_complete_run_and_excludes_missing_pairs(files, caplog):
+    with caplog.at_level(logging.WARNING):
+        result = _fit(files, "thr", head="threshold", split="images")
+    assert "20 of 300 pairs have no embedding" in caplog.text and "cat_000.png" in caplog.text and "cat_001.png" in caplog.text
+    run = result.run_dir
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.json", "predictions.csv", "confusion_matrix.png", "head.json"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics) and metrics["n_train"] + metrics["n_test"] == 280
+    assert metrics["macro_f1"] > metrics["baseline"]["macro_f1"] + 0.2
+    assert "study_fixed_interval" in metrics
+    config = json.loads((run / "config.json").read_text())
+    assert config["head"] == "threshold" and config["backbone"] == "tiny" and config["cache_fingerprint"]
+    assert set(config["versions"]) >= {"tagcons", "torch", "scikit-learn", "lightgbm", "numpy"}
+    test_images = set(pd.read_csv(run / "predictions.csv")["image"])
+    assert not test_images & {"cat_000.png", "cat_001.png"}
+
+
+def test_same_seed_gives_identical_metrics(files):
+    kw = dict(head="mlp", head_params={"recipe": "robust", "max_epochs": 8}, seed=11)
+    first = _fit(files, "mlp_a", **kw).metrics
+    second = _fit(files, "mlp_b", **kw).metrics
+    assert first == second
+    assert (files["root"] / "mlp_a" / "training_curves.png").is_file()
+
+
+def test_pairs_split_and_cv_report_pooled_and_per_fold(files):
+    metrics = _fit(files, "cv", head="logreg", head_params={"Cs": (0.1,)}, cv=3, split="images").metrics
+    assert len(metrics["per_fold"]) == 3 and metrics["n_test"] == 280 and metrics["cv"] == 3
+    pairs = _fit(files, "pairs", head="threshold", split="pairs", features="rich").metrics
+    assert pairs["n_test"] == 56
+
+
+def test_predict_scores_pairs_and_names_missing_ones_with_embed_command(files, caplog):
+    run = _fit(files, "lgbm", head="lgbm", head_params={"n_estimators": 60}).run_dir
+    out = files["root"] / "out" / "pred.csv"
+    with caplog.at_level(logging.WARNING):
+        result = predict(PredictConfig(run=run, cache=files["cache"], data=files["pairs"], out=out, images="imgs"))
+    assert "tagcons embed --data" in caplog.text and "--images imgs --backbone tiny" in caplog.text
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["image", "text", "true", "pred", "expected", "p1", "p2", "p3", "p4", "p5"]
+    assert result.n_scored == len(frame) == 280 and result.n_missing == 20
+    assert np.allclose(frame[["p1", "p2", "p3", "p4", "p5"]].sum(axis=1), 1.0)
+    test_rows = pd.read_csv(run / "predictions.csv")
+    merged = test_rows.merge(frame, on=["image", "text"], suffixes=("_fit", "_predict"))
+    assert (merged["pred_fit"] == merged["pred_predict"]).all()  # the saved head reproduces the run
+
+
+def test_predict_without_labels(files):
+    run = _fit(files, "thr_nolabel", head="threshold").run_dir
+    unlabelled = write_pairs(files["data"], files["root"] / "nolabel.csv", labels=False)
+    result = predict(PredictConfig(run=run, cache=files["cache"], data=unlabelled, out=files["root"] / "p2.csv"))
+    assert result.metrics is None and "true" not in pd.read_csv(result.out).columns
+
+
+def test_predict_refuses_a_cache_with_another_fingerprint(files):
+    run = _fit(files, "thr_fp", head="threshold").run_dir
+    with pytest.raises(FingerprintMismatchError, match="differs from"):
+        predict(PredictConfig(run=run, cache=files["other"], data=files["pairs"], out=files["root"] / "x.csv"))
+
+
+def test_bad_inputs_raise_clear_errors(files, tmp_path):
+    with pytest.raises(BadInputError, match="unknown head"):
+        _fit(files, "bad1", head="svm")
+    with pytest.raises(BadInputError, match="unknown --split"):
+        _fit(files, "bad2", head="threshold", split="rows")
+    with pytest.raises(BadInputError, match="cache file not found"):
+        fit_head(FitHeadConfig(cache=tmp_path / "none.h5", data=files["pairs"], head="threshold", out=tmp_path / "r"))
+    stranger = planted(n_images=3, per_image=4, dim=16, seed=9)
+    stranger.images = np.array([f"zz_{k}" for k in stranger.images])
+    strange_pairs = write_pairs(stranger, tmp_path / "strange.csv")
+    with pytest.raises(BadInputError, match="none of the 12 pairs"):
+        fit_head(FitHeadConfig(cache=files["cache"], data=strange_pairs, head="threshold", out=tmp_path / "r"))
+    with pytest.raises(BadInputError, match="already holds a run"):
+        _fit(files, "thr", head="threshold")
+    with pytest.raises(BadInputError, match="a tagcons run directory"):
+        predict(PredictConfig(run=tmp_path, cache=files["cache"], data=files["pairs"], out=tmp_path / "p.csv"))
+
+
+def test_compare_runs_from_fit_head(files):
+    runs = [files["root"] / name for name in ("thr", "lgbm")]
+    for run in runs:
+        if not run.exists():
+            pytest.skip("depends on runs written by earlier tests in this module")
+    frame = compare_runs(runs)
+    assert list(frame["head"]) == ["threshold", "lgbm"] and set(frame["split"]) == {"images"}
+    assert render_markdown(frame).count("**") >= 2 * 7

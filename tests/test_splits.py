@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from tagcons.data.splits import cv_fold_indices, train_test_split_indices, validation_indices
+from tagcons.errors import BadInputError
+
+
+def _table(n_images=60, seed=0):
+    rng = np.random.default_rng(seed)
+    per_image = rng.integers(3, 20, n_images)
+    groups = np.repeat([f"img_{i}.png" for i in range(n_images)], per_image)
+    labels = rng.choice([1, 2, 3, 4, 5], size=len(groups), p=[0.05, 0.1, 0.15, 0.3, 0.4])
+    return labels, groups
+
+
+def test_pairs_split_has_exactly_sklearns_test_rows():
+    labels, groups = _table()
+    _, expected = train_test_split(np.arange(len(labels)), stratify=labels, test_size=0.2, random_state=42)
+    train, test = train_test_split_indices(labels, groups, kind="pairs", test_size=0.2, seed=42)
+    assert np.array_equal(test, np.sort(expected))
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(len(labels)))
+
+
+def test_pairs_split_on_reference_data(reference_csv):
+    from tagcons.data.pairs import load_pairs
+
+    table = load_pairs(reference_csv)
+    _, expected = train_test_split(np.arange(len(table)), stratify=table.labels, test_size=0.2, random_state=42)
+    _, test = train_test_split_indices(table.labels, table.images, kind="pairs")
+    assert np.array_equal(test, np.sort(expected)) and len(test) == 405
+
+
+def test_images_split_keeps_every_image_on_one_side_and_is_stratified():
+    labels, groups = _table()
+    train, test = train_test_split_indices(labels, groups, kind="images", test_size=0.2, seed=7)
+    assert not set(groups[train]) & set(groups[test])
+    assert len(train) + len(test) == len(labels)
+    assert 0.1 < len(test) / len(labels) < 0.3
+    for score in (4, 5):  # common scores land on both sides in roughly their overall share
+        share = np.mean(labels[test] == score) - np.mean(labels == score)
+        assert abs(share) < 0.1
+
+
+def test_images_split_is_reproducible_and_depends_on_seed():
+    labels, groups = _table()
+    a = train_test_split_indices(labels, groups, "images", seed=1)[1]
+    assert np.array_equal(a, train_test_split_indices(labels, groups, "images", seed=1)[1])
+    assert not np.array_equal(a, train_test_split_indices(labels, groups, "images", seed=2)[1])
+
+
+@pytest.mark.parametrize("kind", ["images", "pairs"])
+def test_cv_folds_partition_rows_and_images_never_span_folds(kind):
+    labels, groups = _table()
+    folds = cv_fold_indices(labels, groups, kind, k=5, seed=3)
+    tests = np.concatenate([te for _, te in folds])
+    assert np.array_equal(np.sort(tests), np.arange(len(labels)))
+    for train, test in folds:
+        assert not set(train) & set(test)
+    if kind == "images":
+        fold_of_image = {}
+        for i, (_, test) in enumerate(folds):
+            for image in set(groups[test]):
+                assert fold_of_image.setdefault(image, i) == i
+
+
+def test_validation_part_comes_from_training_rows_grouped_by_image():
+    labels, groups = _table()
+    train, test = train_test_split_indices(labels, groups, "images")
+    fit, val = validation_indices(train, labels, groups, "images", val_size=0.1, seed=42)
+    assert set(fit) | set(val) == set(train) and not set(val) & set(test)
+    assert not set(groups[fit]) & set(groups[val])
+
+
+def test_validation_falls_back_to_rows_with_too_few_images():
+    labels = np.array([1, 2, 3, 4, 5] * 4)
+    groups = np.array(["a"] * 10 + ["b"] * 10)
+    fit, val = validation_indices(np.arange(20), labels, groups, "images", val_size=0.2)
+    assert len(fit) + len(val) == 20 and len(val) == 4
+
+
+def test_bad_split_requests_raise_bad_input():
+    labels, groups = _table(n_images=3)
+    with pytest.raises(BadInputError, match="distinct images"):
+        train_test_split_indices(labels, groups, "images", test_size=0.2)
+    with pytest.raises(BadInputError, match="unknown split"):
+        train_test_split_indices(labels, groups, "rows")
+    with pytest.raises(BadInputError, match="at least 2 folds"):
+        cv_fold_indices(labels, groups, "pairs", k=1)
+    with pytest.raises(BadInputError, match="at least 2 rows"):
+        train_test_split_indices(np.array([1, 2, 2, 3, 3, 4, 4, 5, 5, 5]), kind="pairs", test_size=0.2)
