@@ -102,10 +102,11 @@ def embed(data, images, backbone, out, revision, batch_size, workers, device, dt
                          store_dtype=store_dtype, strict=strict, shard=shard,
                          columns=_columns(image_col, text_col, label_col), progress=True)
     summary = run_embed(config)
-    click.echo(f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-               f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
-               f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
-               f"{summary.texts_per_second:.1f} txt/s)")
+    if summary.rank == 0:
+            click.echo(f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
+                   f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
+                   f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
+                   f"{summary.texts_per_second:.1f} txt/s)")
 
 
 @cli.group()

@@ -36,6 +36,14 @@ class DistContext:
         if self.world_size > 1:
             dist.barrier()
 
+    def sum_counts(self, counts: list[int]) -> list[int]:
+        """Totals over all ranks (each rank passes its own counts)."""
+        if self.world_size == 1:
+            return counts
+        tensor = torch.tensor(counts, dtype=torch.int64, device=self.device or "cpu")
+        dist.all_reduce(tensor)
+        return [int(v) for v in tensor.tolist()]
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()

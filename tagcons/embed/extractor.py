@@ -54,7 +54,10 @@ class EmbedConfig:
     strict: bool = False
     shard: tuple[int, int] | None = None
     columns: PairColumns = field(default_factory=PairColumns)
-    commit_rows: int = 1024
+    # A crash loses at most one uncommitted chunk: commit every `commit_rows` rows or `commit_seconds`,
+    # whichever comes first (few part files on a GPU, little lost work on a slow CPU).
+    commit_rows: int = 16384
+    commit_seconds: float = 30.0
     progress: bool = False
 
 
@@ -71,6 +74,9 @@ class EmbedSummary:
     elapsed_seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
     shard: tuple[int, int] | None = None
+    rank: int = 0  # under torchrun the counts are totals over all ranks; only rank 0 reports them
+
+    COUNTS = ("images_new", "images_cached", "images_failed", "texts_new", "texts_cached")
 
     @property
     def images_per_second(self) -> float:
@@ -93,7 +99,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     finally:
         context.close()
     summary.elapsed_seconds = time.perf_counter() - started
-    _log_summary(summary)
+    if summary.rank == 0:
+        _log_summary(summary)
     if config.strict and summary.images_failed:
         raise StrictFailure(f"{summary.images_failed} image(s) could not be embedded (--strict); see the cache's "
                             f"failed group, e.g. {next(iter(summary.failures.items()))}")
@@ -127,6 +134,10 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
             writer.consolidate(progress=config.progress)
     if context.world_size > 1:
         _merge_after_all_ranks(context, config)
+        totals = context.sum_counts([getattr(summary, name) for name in EmbedSummary.COUNTS])
+        for name, total in zip(EmbedSummary.COUNTS, totals):
+            setattr(summary, name, total)
+        summary.rank = context.rank
     return summary
 
 
@@ -247,7 +258,7 @@ def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
     loader = DataLoader(ImageFiles(config.images, todo), batch_size=config.batch_size, num_workers=config.workers,
                         collate_fn=BatchPreprocessor(backbone.image_processor),
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    pending = _PendingImages(job.writer, todo, plan.hashes, config.commit_rows)
+    pending = _PendingImages(job.writer, todo, plan.hashes, config.commit_rows, config.commit_seconds)
     bar = tqdm(total=len(todo), desc="images", unit="img", disable=not config.progress, dynamic_ncols=True)
     with torch.inference_mode(), bar:
         for indices, pixels, failed in loader:
@@ -264,17 +275,19 @@ def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
 
 
 class _PendingImages:
-    """Buffers encoded rows and failures; commits a part every `commit_rows` rows."""
+    """Buffers encoded rows and failures; commits a part every `commit_rows` rows or `commit_seconds`."""
 
-    def __init__(self, writer, keys, hashes, commit_rows):
-        self.writer, self.keys, self.hashes, self.commit_rows = writer, keys, hashes, commit_rows
+    def __init__(self, writer, keys, hashes, commit_rows, commit_seconds):
+        self.writer, self.keys, self.hashes = writer, keys, hashes
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.indices, self.arrays, self.failed = [], [], []
         self.n_encoded, self.failures = 0, {}
+        self.last_commit = time.monotonic()
 
     def add_features(self, indices, features: np.ndarray) -> None:
         self.indices.extend(indices)
         self.arrays.append(features)
-        if len(self.indices) >= self.commit_rows:
+        if len(self.indices) >= self.commit_rows or time.monotonic() - self.last_commit >= self.commit_seconds:
             self.flush()
 
     def add_failures(self, failed) -> None:
@@ -292,6 +305,7 @@ class _PendingImages:
             self.writer.commit_failures([self.keys[i] for i, _ in self.failed],
                                         [self.hashes[i] for i, _ in self.failed], [r for _, r in self.failed])
         self.indices, self.arrays, self.failed = [], [], []
+        self.last_commit = time.monotonic()
 
 
 # --- texts ------------------------------------------------------------------------------------------
@@ -309,12 +323,18 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
     # Length-sorted batches pad least; padding never changes a text's features (tested), only cost.
     todo.sort(key=lambda t: (len(t.encode("utf-8")), t))
     bar = tqdm(total=len(todo), desc="texts", unit="txt", disable=not config.progress, dynamic_ncols=True)
+    keys, arrays, last_commit = [], [], time.monotonic()
     with torch.inference_mode(), bar:
-        for start in range(0, len(todo), config.commit_rows):
-            chunk = todo[start:start + config.commit_rows]
-            features = encode_texts(job.backbone, chunk, config.text_template, config.batch_size, job.device)
-            job.writer.commit_texts(chunk, features)
-            bar.update(len(chunk))
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start:start + config.batch_size]
+            keys.extend(batch)
+            arrays.append(encode_texts(job.backbone, batch, config.text_template, config.batch_size, job.device))
+            bar.update(len(batch))
+            if len(keys) >= config.commit_rows or time.monotonic() - last_commit >= config.commit_seconds:
+                job.writer.commit_texts(keys, np.concatenate(arrays))
+                keys, arrays, last_commit = [], [], time.monotonic()
+    if keys:
+        job.writer.commit_texts(keys, np.concatenate(arrays))
     summary.texts_new = len(todo)
     summary.text_seconds = time.perf_counter() - started
 
