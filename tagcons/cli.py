@@ -18,6 +18,8 @@ from tagcons.errors import BadInputError, StrictFailure
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
+# The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
+HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm")
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -100,7 +102,7 @@ def embed(data, images, backbone, out, revision, batch_size, workers, device, dt
                          batch_size=batch_size, workers=default_workers() if workers is None else workers,
                          device=device, dtype=dtype, text_template=text_template, strip_hash=strip_hash,
                          store_dtype=store_dtype, strict=strict, shard=shard,
-                         columns=_columns(image_col, text_col, label_col), progress=True)
+                         columns=_columns(image_col, text_col, label_col), progress=_progress())
     summary = run_embed(config)
     if summary.rank == 0:
             click.echo(f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
@@ -120,8 +122,100 @@ def cache_merge(cache_path):
     """Consolidate the part files that sharded or interrupted runs left beside CACHE.h5."""
     from tagcons.cache import merge_parts
 
-    merge_parts(cache_path, progress=True)
+    merge_parts(cache_path, progress=_progress())
     click.echo(f"{cache_path}: merged")
+
+
+def _head_params(_ctx, _param, values):
+    """--param key=value pairs; numbers become numbers, the rest stay strings."""
+    params = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}': use KEY=VALUE, e.g. --param max_epochs=40")
+        params[key.strip().replace("-", "_")] = _parse_value(raw.strip())
+    return params
+
+
+def _parse_value(raw: str):
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+
+
+@cli.command("fit-head")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
+@click.option("--head", required=True, type=click.Choice(HEAD_NAMES))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option("--split", type=click.Choice(["images", "pairs"]), default="images", show_default=True,
+              help="images: no image on both sides (honest); pairs: the study's split.")
+@click.option("--cv", type=int, default=None, help="K-fold cross-validation instead of one 80/20 split.")
+@click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--objective", default=None, help="threshold: macro_f1|qwk; lgbm: multiclass|regression.")
+@click.option("--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE",
+              help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@pair_columns
+def fit_head_command(cache_path, data, head, out, split, cv, features, seed, objective, params, overwrite,
+                     image_col, text_col, label_col):
+    """Fit a light head on cached features and evaluate it honestly."""
+    from tagcons.heads import FitHeadConfig, fit_head
+
+    config = FitHeadConfig(cache=cache_path, data=data, head=head, out=out, split=split, cv=cv, features=features,
+                           seed=seed, objective=objective, head_params=params, overwrite=overwrite,
+                           columns=_columns(image_col, text_col, label_col), progress=_progress())
+    result = fit_head(config)
+    click.echo(_headline(result.run_dir, result.metrics))
+
+
+def _headline(run_dir: Path, metrics: dict) -> str:
+    keys = ("accuracy", "macro_f1", "qwk", "mae")
+    values = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
+    return f"{run_dir}: {values} (n_test {metrics.get('n_test', '?')})"
+
+
+def _progress() -> bool:
+    """Progress bars unless --quiet."""
+    return logging.getLogger("tagcons").level <= logging.INFO
+
+
+@cli.command("predict")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="A fit-head run directory.")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs to score (scores optional).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions CSV to write.")
+@click.option("--images", default=None, type=click.Path(path_type=Path),
+              help="Images folder (only used to spell out the embed command for missing pairs).")
+@pair_columns
+def predict_command(run_dir, cache_path, data, out, images, image_col, text_col, label_col):
+    """Score a pairs file with a saved run."""
+    from tagcons.heads import PredictConfig, predict
+
+    result = predict(PredictConfig(run=run_dir, cache=cache_path, data=data, out=out, images=images,
+                                   columns=_columns(image_col, text_col, label_col), progress=_progress()))
+    click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
+    if result.metrics:
+        click.echo(_headline(result.out, result.metrics))
+
+
+@cli.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Write TABLE.md and TABLE.csv beside it.")
+def compare_command(run_dirs, out):
+    """One table of runs (fit-head and finetune), best value per column in bold."""
+    from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
+
+    frame = compare_runs(run_dirs)
+    click.echo(render_markdown(frame))
+    if out:
+        markdown, csv = write_comparison(frame, out)
+        click.echo(f"written {markdown} and {csv}")
 
 
 def main(argv: list[str] | None = None) -> None:
