@@ -1,0 +1,104 @@
+"""The README cannot drift from the code: every command in it parses, the short ones run, the snippet works."""
+
+import glob
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+
+import tagcons.cache
+from tagcons.cli import cli, main
+from tagcons.data.demo import DemoConfig, make_demo_set
+from tagcons.embed.extractor import EmbedConfig, run_embed
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# Commands that need the hub, a GPU cluster or minutes of training are parsed, not run; `make demo` runs
+# the demo path end to end and the finetune tests run fine-tuning.
+NOT_RUN = ("embed", "finetune", "cache")
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+
+
+def tagcons_commands() -> list[list[str]]:
+    """Argument lists after `tagcons` (also inside `torchrun ... -m tagcons`), from bash blocks and tables."""
+    table_rows = [line for line in README.read_text().splitlines() if line.startswith("|")]
+    text = "\n".join(code_blocks("bash")) + "\n" + "\n".join(re.findall(r"`(tagcons [^`]+)`", "\n".join(table_rows)))
+    commands = []
+    for line in text.splitlines():
+        line = line.split("#")[0].strip() if not line.strip().startswith("tagcons") else line.strip()
+        words = shlex.split(line, comments=True) if line else []
+        if "tagcons" in words and words[0] in ("tagcons", "torchrun"):
+            commands.append(words[words.index("tagcons") + 1:])
+    return commands
+
+
+def parse(args: list[str]) -> None:
+    """Resolve the subcommand chain and parse its options exactly as the CLI would (no execution)."""
+    args = [a for a in args if a not in ("-q", "-v", "--quiet", "--verbose")]
+    command, context = cli, click.Context(cli, info_name="tagcons")
+    while isinstance(command, click.Group):
+        name, args = args[0], args[1:]
+        command = command.commands[name]
+        if isinstance(command, click.Group):
+            context = click.Context(command, info_name=name, parent=context)
+    command.make_context(name, args, parent=context)
+
+
+def test_readme_has_the_two_setup_commands():
+    text = README.read_text()
+    assert "make demo" in text and "make test" in text
+    assert "BENCHMARK_TABLE" not in text
+
+
+@pytest.mark.parametrize("args", tagcons_commands(), ids=lambda a: " ".join(a[:2]))
+def test_every_readme_command_parses(args):
+    parse(args)
+
+
+@pytest.fixture(scope="module")
+def readme_workspace(tmp_path_factory):
+    """The files the README's commands name, made from a small demo set and the tiny backbone."""
+    root = tmp_path_factory.mktemp("readme")
+    demo = make_demo_set(root / "demo", DemoConfig(n_images=40, pairs_per_image=10))
+    shutil.copy(demo.pairs_csv, root / "combined_data.csv")
+    shutil.copy(demo.pairs_csv, root / "new_pairs.csv")
+    shutil.copytree(demo.images_dir, root / "images")
+    run_embed(EmbedConfig(data=root / "combined_data.csv", images=root / "images", backbone="tiny",
+                          out=root / "clip.h5", workers=0))
+    shutil.copy(root / "clip.h5", root / "koclip.h5")
+    return root
+
+
+def test_short_readme_commands_run(readme_workspace, monkeypatch, capsys):
+    monkeypatch.chdir(readme_workspace)
+    ran = 0
+    for args in tagcons_commands():
+        if args[0] in NOT_RUN:
+            continue
+        expanded = [match for word in args for match in (sorted(glob.glob(word)) if "*" in word else [word])]
+        try:
+            main(expanded)
+        except SystemExit as exit_info:
+            pytest.fail(f"`tagcons {' '.join(args)}` exited {exit_info.code}: {capsys.readouterr().err[-500:]}")
+        ran += 1
+    assert ran >= 8
+    assert Path("results.md").is_file() and Path("scored.csv").is_file()
+
+
+def test_readme_python_snippet_reads_the_cache(readme_workspace, monkeypatch):
+    monkeypatch.chdir(readme_workspace)
+    (snippet,) = [block for block in code_blocks("python") if "h5py" in block]
+    namespace = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    pairs = namespace["pairs"]
+    assert len(pairs) > 300 and np.isfinite(pairs["cosine"]).all()
+    with tagcons.cache.open("clip.h5") as cache:
+        lookup = cache.lookup(list(pairs["Image Filename"]), list(pairs["Hashtag"].str.strip()), normalise=True)
+    expected = (lookup.image_embeds * lookup.text_embeds).sum(1)
+    np.testing.assert_allclose(pairs["cosine"].to_numpy(), expected, atol=1e-5)
