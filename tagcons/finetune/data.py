@@ -1,0 +1,148 @@
+"""Pairs to batches: safe image loading and the backbone's processor in DataLoader workers.
+
+Texts are tokenised once for the whole table (`TokenTable`); a batch picks its rows and trims the
+padding to its longest text. Images are decoded and processed per batch in `collate`, which runs
+in the workers, so the training loop never calls the processor per sample. Images that cannot be
+decoded are found once, before training (`exclude_unloadable`), instead of failing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
+from tagcons.data.pairs import PairTable
+from tagcons.embed.features import tokenize
+from tagcons.errors import BadInputError
+
+log = logging.getLogger(__name__)
+SHOWN_FAILURES = 5
+
+
+@dataclass
+class TokenTable:
+    """Token ids of every unique text, padded to the longest; `index` maps a pair row to its text."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    index: np.ndarray
+
+    @classmethod
+    def build(cls, texts: np.ndarray, tokenizer, max_tokens: int) -> "TokenTable":
+        unique, index = np.unique(texts.astype(str), return_inverse=True)
+        tokens = tokenize(tokenizer, list(unique), max_tokens)
+        return cls(tokens["input_ids"], tokens["attention_mask"], index)
+
+    def rows(self, pair_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        at = torch.as_tensor(self.index[pair_rows])
+        mask = self.attention_mask[at]
+        width = int(mask.sum(dim=1).max())
+        return self.input_ids[at, :width], mask[:, :width]
+
+
+def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int = 8) -> tuple[PairTable, dict[str, str]]:
+    """Decode every unique image once; drop the pairs of those that fail and return why they failed."""
+    keys = table.unique_images()
+    paths = [resolve_image_path(images_root, key) for key in keys]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        reasons = list(pool.map(_load_reason, paths, keys))
+    failed = {key: reason for key, reason in zip(keys, reasons) if reason}
+    shown = "; ".join(f"{k}: {r}" for k, r in list(failed.items())[:SHOWN_FAILURES])
+    if failed:
+        log.warning("%d of %d images cannot be loaded; their pairs are left out (%s)", len(failed), len(keys), shown)
+    keep = ~table.frame["image"].isin(list(failed)).to_numpy()
+    if not keep.any():
+        raise BadInputError(f"{table.source}: none of the {len(keys)} images under {images_root} could be loaded "
+                            f"({shown}); check the --images folder")
+    return table.subset(np.flatnonzero(keep)), failed
+
+
+def _load_reason(path: Path, key: str) -> str:
+    try:
+        load_rgb(path, key)
+    except ImageLoadError as e:
+        return e.reason
+    return ""
+
+
+class PairRows(Dataset):
+    """Yields row numbers only; the collate function does the work for the whole batch."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.rows[i])
+
+
+class Collate:
+    """Row numbers -> pixel_values, input_ids, attention_mask, labels, rows (picklable for workers)."""
+
+    def __init__(self, table: PairTable, images_root: str | Path, image_processor, tokens: TokenTable):
+        self.images = table.images
+        self.labels = table.labels
+        self.root = Path(images_root)
+        self.processor = image_processor
+        self.tokens = tokens
+
+    def __call__(self, rows: list[int]) -> dict:
+        rows = np.asarray(rows)
+        keys = self.images[rows]
+        decoded = {key: load_rgb(resolve_image_path(self.root, key), key) for key in dict.fromkeys(keys)}
+        pixels = self.processor(images=[decoded[k] for k in keys], return_tensors="pt")["pixel_values"]
+        input_ids, attention_mask = self.tokens.rows(rows)
+        labels = torch.as_tensor(self.labels[rows].astype(np.int64) - 1)  # scores 1-5 -> classes 0-4
+        return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention_mask,
+                "labels": labels, "rows": torch.as_tensor(rows)}
+
+
+class ShardSampler(Sampler):
+    """Every world_size-th row for this rank, no padding: evaluation sees each row exactly once."""
+
+    def __init__(self, n: int, rank: int, world_size: int):
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class LoaderSettings:
+    batch_size: int
+    workers: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    pin_memory: bool = False
+
+
+def train_loader(rows: np.ndarray, collate: Collate, settings: LoaderSettings) -> DataLoader:
+    """Shuffled batches; under DDP a DistributedSampler (call `set_epoch`) gives each rank its share."""
+    dataset = PairRows(rows)
+    sampler = DistributedSampler(dataset, settings.world_size, settings.rank, shuffle=True, seed=settings.seed,
+                                 drop_last=False)
+    return _loader(dataset, sampler, collate, settings)
+
+
+def eval_loader(rows: np.ndarray, collate: Collate, settings: LoaderSettings) -> DataLoader:
+    dataset = PairRows(rows)
+    return _loader(dataset, ShardSampler(len(dataset), settings.rank, settings.world_size), collate, settings)
+
+
+def _loader(dataset: Dataset, sampler: Sampler, collate: Collate, settings: LoaderSettings) -> DataLoader:
+    return DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate,
+                      num_workers=settings.workers, pin_memory=settings.pin_memory,
+                      persistent_workers=False, prefetch_factor=4 if settings.workers else None)

@@ -1,0 +1,103 @@
+"""LP-FT's first stage: a linear probe on frozen features, as the head's starting point.
+
+Either read from a `fit-head` run (`--init-head RUN_DIR`, a logreg or mlp head on concat
+features) or fitted here: multinomial logistic regression (full-batch L-BFGS in torch) on the
+frozen backbone's features of the fit part. A linear probe enters the MLP head exactly
+(`StudyHead.load_linear`); an mlp run of the same shape is copied as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tagcons.errors import BadInputError
+from tagcons.finetune.model import N_CLASSES, FinetuneModel
+
+log = logging.getLogger(__name__)
+ABSENT_CLASS_BIAS = -20.0  # a score the probe never saw: never predicted at the start
+PROBE_L2 = 1e-3
+PROBE_STEPS = 100
+
+
+class EmbedOnly(nn.Module):
+    """Makes `predict` return the [image, text] features instead of logits."""
+
+    def __init__(self, model: FinetuneModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        return self.model.embed(pixel_values, input_ids, attention_mask)
+
+
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, weights: torch.Tensor, seed: int) -> tuple:
+    """(weight [5, 2d], bias [5]) of a class-weighted, L2-penalised softmax regression on standardised features."""
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(labels).astype(np.int64) - 1)
+    mean, scale = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
+    z = (x - mean) / scale
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(N_CLASSES, z.shape[1], generator=generator) * 0.01).requires_grad_()
+    bias = torch.zeros(N_CLASSES, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=PROBE_STEPS, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(z @ weight.T + bias, y, weight=weights) + PROBE_L2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return _fold_standardisation(weight.detach(), bias.detach(), mean, scale)
+
+
+def _fold_standardisation(weight, bias, mean, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """W((x - m) / s) + b == (W / s) x + (b - (W / s) m): the head sees raw features."""
+    folded = weight / scale
+    return folded, bias - folded @ mean
+
+
+def load_init_head(model: FinetuneModel, run_dir: str | Path) -> str:
+    """Start the head from a fit-head run; returns the kind of head read. BadInputError if it does not fit."""
+    from tagcons.heads import load_head  # heads pull in sklearn/lightgbm: only when asked for
+
+    head = load_head(run_dir)
+    dim = model.head.net[0].in_features
+    if head.name == "mlp":
+        _copy_mlp(model, head, dim, run_dir)
+    elif head.name == "logreg":
+        model.head.load_linear(*_logreg_linear(head, dim, run_dir))
+    else:
+        raise BadInputError(f"--init-head {run_dir}: a '{head.name}' head cannot start a fine-tuning head; "
+                            "pass a logreg or mlp run (fit-head --features concat)")
+    log.info("head initialised from %s run %s", head.name, run_dir)
+    return head.name
+
+
+def _copy_mlp(model: FinetuneModel, head, dim: int, run_dir) -> None:
+    if head.in_dim_ != dim or head.hidden != model.head.net[0].out_features:
+        raise BadInputError(
+            f"--init-head {run_dir}: its mlp takes {head.in_dim_} features with {head.hidden} hidden units, "
+            f"this backbone's head needs {dim} (concat features) and --hidden {model.head.net[0].out_features}")
+    model.head.net.load_state_dict(head.model_.state_dict())
+
+
+def _logreg_linear(head, dim: int, run_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    if head.coef_.shape[1] != dim:
+        raise BadInputError(f"--init-head {run_dir}: its logreg takes {head.coef_.shape[1]} features, this backbone's "
+                            f"head needs {dim}; fit the head on this backbone's cache with --features concat")
+    weight = torch.zeros(N_CLASSES, dim, dtype=torch.float64)
+    bias = torch.full((N_CLASSES,), ABSENT_CLASS_BIAS, dtype=torch.float64)
+    at = torch.as_tensor(head.classes_.astype(np.int64) - 1)
+    coef, intercept = torch.as_tensor(head.coef_), torch.as_tensor(head.intercept_)
+    if len(at) == 2 and coef.shape[0] == 1:  # binary logistic regression: one row for the second class
+        coef, intercept = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros(1, dtype=coef.dtype), intercept])
+    folded, folded_bias = _fold_standardisation(coef, intercept, torch.as_tensor(head.mean_), torch.as_tensor(head.scale_))
+    weight[at], bias[at] = folded, folded_bias
+    return weight.float(), bias.float()

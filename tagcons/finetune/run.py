@@ -1,0 +1,254 @@
+"""`run_finetune(config)`: the whole fine-tuning run, single process or one rank of torchrun.
+
+Order matters for honesty: split -> (linear probe on the fit part) -> epochs of training with
+validation after each -> best weights back -> only then is the test part's loader built and
+evaluated, once. Rank 0 writes the run directory; every rank computes the same decisions from
+gathered validation outputs, so they stop at the same epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from tagcons.embed.backbones import Backbone, load_backbone
+from tagcons.errors import BadInputError
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.plots import plot_training_curves
+from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
+from tagcons.finetune import checkpoint
+from tagcons.finetune.config import FinetuneConfig, resolve
+from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
+from tagcons.finetune.distributed import Dist, start
+from tagcons.finetune.export import export_backbone
+from tagcons.finetune.loop import Trainer, class_weights, make_optimizer, make_precision, make_schedule, predict
+from tagcons.finetune.model import FinetuneModel, freeze
+from tagcons.finetune.parts import Parts, load_parts
+from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+CURVES_FILE = "training_curves.png"
+HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk", "samples_per_s")
+
+
+@dataclass
+class Hooks:
+    """Optional observers (tests, notebooks): which rows each part fed, and the end of each epoch."""
+
+    on_batch: Callable[[str, np.ndarray], None] | None = None  # (part, row numbers into the used pairs)
+    on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch index, history so far)
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    metrics: dict
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    backbone_dir: Path
+    history: dict
+    model: FinetuneModel | None = field(default=None, repr=False)  # as exported (WiSE-mixed backbone)
+
+
+@dataclass
+class Progress:
+    """What `last/state.pt` records besides the optimiser: where training is and the best so far."""
+
+    epoch: int = 0  # epochs completed
+    best_score: tuple[float, float] | None = None  # (validation QWK, -validation loss)
+    best_epoch: int = 0
+    waited: int = 0
+    stopped: bool = False
+    history: dict = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
+
+
+def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> FinetuneResult:
+    config = resolve(config)
+    dist = start(config.device)
+    try:
+        return _run(config, dist, hooks or Hooks())
+    finally:
+        dist.close()
+
+
+def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
+    _check_run_dir(config)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    parts = load_parts(config, dist)
+    backbone = load_backbone(config.backbone, config.revision)
+    model = FinetuneModel(backbone.model, config.hidden, config.dropout).to(dist.device)
+    collate = Collate(parts.table, config.images, backbone.image_processor,
+                      TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens))
+    settings = LoaderSettings(config.batch_size, config.workers, config.seed, dist.rank, dist.world_size,
+                              pin_memory=dist.device.type == "cuda")
+    precision = make_precision(config.precision, dist.device)
+    head_init = _resumed_head_init(config) if config.resume else _init_head(config, model, parts, collate, settings, precision, dist, hooks)
+    freeze(model.clip, config.unfreeze_vision, config.unfreeze_text)
+    zero_shot = {n: p.detach().cpu().clone() for n, p in model.clip.named_parameters() if p.requires_grad}
+    if config.grad_checkpointing:
+        model.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if dist.is_main:
+        write_config(config.run_dir, _config_record(config, backbone, parts, precision.name, head_init, dist))
+    progress = _train(config, model, parts, collate, settings, precision, dist, hooks)
+    metrics = _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress)
+    backbone_dir = Path(config.run_dir) / "backbone"
+    if dist.is_main:
+        export_backbone(backbone, zero_shot, config.wise_alpha, config.run_dir,
+                        {"backbone": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
+                         "best_epoch": progress.best_epoch}, config.progress)
+    dist.barrier()
+    return FinetuneResult(Path(config.run_dir), metrics, progress.best_epoch, progress.epoch,
+                          progress.stopped, backbone_dir, progress.history, model.cpu())
+
+
+def _check_run_dir(config: FinetuneConfig) -> None:
+    last = config.run_dir / CHECKPOINTS / "last"
+    if config.resume and not last.is_dir():
+        raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
+    if not config.resume and last.is_dir():
+        raise BadInputError(f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it "
+                            "or choose another --out")
+
+
+RESUME_MAY_CHANGE = {"epochs", "patience", "device", "workers", "out", "data", "images", "init_head"}
+
+
+def _resumed_head_init(config: FinetuneConfig) -> str:
+    """The interrupted run's head_init; refuses a resume whose settings differ from the run's."""
+    saved = read_json(config.run_dir / CONFIG_FILE)
+    changed = sorted(k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
+    if changed:
+        shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
+        raise BadInputError(f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
+                            "resume with the same flags or start a new --out")
+    return saved.get("head_init", "resumed")
+
+
+def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
+    """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
+    if config.init_head:
+        return "fit-head:" + load_init_head(model, config.init_head)
+    if not config.lp_init:
+        return "random"
+    features_model = EmbedOnly(model)
+    rows, features = predict(features_model, eval_loader(parts.fit, collate, settings), precision, dist.device,
+                             dist, "fit", hooks.on_batch, config.progress)
+    weights = class_weights(parts.table.labels[parts.fit]) if config.class_weights else None
+    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed)
+    model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
+    return "linear-probe"
+
+
+def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: Dist) -> dict:
+    """config.json: the resolved settings plus the keys `tagcons compare` reads."""
+    return {**config.to_dict(), "head": "finetune", "backbone": backbone.name, "model_id": backbone.model_id,
+            "backbone_revision": backbone.revision, "features": "end-to-end", "precision_used": precision,
+            "head_init": head_init, "world_size": dist.world_size, "data_summary": parts.summary()}
+
+
+def _train(config, model, parts, collate, settings, precision, dist, hooks) -> Progress:
+    ddp = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None) \
+        if dist.active else model
+    loader = train_loader(parts.fit, collate, settings)
+    steps_per_epoch = -(-len(loader) // config.grad_accum)
+    optimizer = make_optimizer(model, config)
+    weights = class_weights(parts.table.labels[parts.fit]).to(dist.device) if config.class_weights else None
+    trainer = Trainer(ddp, optimizer, make_schedule(optimizer, config, steps_per_epoch), precision,
+                      torch.nn.CrossEntropyLoss(weight=weights), config.grad_accum, config.grad_clip, dist.device)
+    progress = _resume(config, model, trainer) if config.resume else Progress()
+    val_loader = eval_loader(parts.val, collate, settings)
+    while progress.epoch < config.epochs and not progress.stopped:
+        record = trainer.train_epoch(loader, progress.epoch, dist, config.progress, hooks.on_batch)
+        record.update(_validate(model, val_loader, parts, trainer, dist, hooks, config.progress))
+        _advance(progress, record, config.patience)
+        _save_epoch(config, model, trainer, progress, dist)
+        log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in record.items()})
+        if hooks.on_epoch_end:
+            hooks.on_epoch_end(progress.epoch - 1, progress.history)
+    if progress.best_epoch:
+        checkpoint.load_weights(config.run_dir / CHECKPOINTS / "best", model)
+    return progress
+
+
+def _validate(model, loader, parts, trainer, dist, hooks, show) -> dict:
+    rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, "val", hooks.on_batch, show)
+    labels = parts.table.labels[rows].astype(int)
+    weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
+    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels - 1), weight=weight))
+    metrics = compute_metrics(labels, logits.argmax(axis=1) + 1)
+    return {"val_loss": loss, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
+            "val_qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0}
+
+
+def _advance(progress: Progress, record: dict, patience: int) -> None:
+    """Append the epoch; a better (QWK, then lower loss) validation score becomes the best."""
+    for key in HISTORY_KEYS:
+        progress.history[key].append(float(record[key]))
+    progress.epoch += 1
+    score = (record["val_qwk"], -record["val_loss"])
+    if progress.best_score is None or score > progress.best_score:
+        progress.best_score, progress.best_epoch, progress.waited = score, progress.epoch, 0
+    else:
+        progress.waited += 1
+        progress.stopped = patience > 0 and progress.waited >= patience
+
+
+def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: Dist) -> None:
+    if dist.is_main:
+        root = config.run_dir / CHECKPOINTS
+        if progress.best_epoch == progress.epoch:
+            checkpoint.save_checkpoint(root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score)})
+        checkpoint.save_checkpoint(root / "last", model, _state(trainer, progress))
+        write_json(config.run_dir / "history.json", progress.history)
+    dist.barrier()
+
+
+def _state(trainer: Trainer, progress: Progress) -> dict:
+    return {"optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
+            "scaler": trainer.precision.scaler.state_dict(), "rng": checkpoint.rng_state(),
+            "progress": {"epoch": progress.epoch, "best_score": list(progress.best_score or []),
+                         "best_epoch": progress.best_epoch, "waited": progress.waited, "stopped": progress.stopped,
+                         "history": progress.history}}
+
+
+def _resume(config, model, trainer: Trainer) -> Progress:
+    last = config.run_dir / CHECKPOINTS / "last"
+    checkpoint.load_weights(last, model)
+    state = checkpoint.load_state(last)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.schedule.load_state_dict(state["schedule"])
+    trainer.precision.scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    saved = state["progress"]
+    log.info("resuming %s after epoch %d", config.run_dir, saved["epoch"])
+    return Progress(saved["epoch"], tuple(saved["best_score"]) or None, saved["best_epoch"], saved["waited"],
+                    saved["stopped"], saved["history"])
+
+
+def _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress) -> dict:
+    """The only look at the test part: its loader is built here, after training ended."""
+    started = time.perf_counter()
+    rows, logits = predict(model, eval_loader(parts.test, collate, settings), precision, dist.device, dist, "test",
+                           hooks.on_batch, config.progress)
+    proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    extra = {**parts.summary(), "n_train": len(parts.fit), "best_epoch": progress.best_epoch,
+             "epochs_run": progress.epoch, "stopped_early": progress.stopped, "history": progress.history,
+             "best_val_qwk": progress.best_score[0] if progress.best_score else None,
+             "test_seconds": time.perf_counter() - started}
+    metrics = None
+    if dist.is_main:
+        title = f"finetune {config.recipe} ({Path(config.backbone).name})"
+        metrics = write_evaluation(config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title)
+        plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
+    return dist.broadcast(metrics)
