@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from tagcons.errors import BadInputError
 
@@ -80,23 +84,38 @@ def normalise_image_key(key: str) -> str:
     return unicodedata.normalize("NFC", str(key)).strip().replace("\\", "/")
 
 
+def _normalise_texts(values: pa.Array, strip_hash: bool) -> pa.Array:
+    """normalise_text over a whole column, in Arrow (no Python object per row)."""
+    values = pc.utf8_trim_whitespace(pc.utf8_normalize(values, "NFC"))
+    return pc.utf8_trim_whitespace(pc.utf8_ltrim(values, "#")) if strip_hash else values
+
+
+def _normalise_image_keys(values: pa.Array) -> pa.Array:
+    return pc.replace_substring(pc.utf8_trim_whitespace(pc.utf8_normalize(values, "NFC")), "\\", "/")
+
+
 def load_pairs(
     path: str | Path,
     columns: PairColumns = PairColumns(),
     strip_hash: bool = False,
     require_labels: bool = True,
 ) -> PairTable:
-    """Read, validate and normalise a pairs file. Raises BadInputError on any problem."""
+    """Read, validate and normalise a pairs file. Raises BadInputError on any problem.
+
+    Columns stay Arrow strings end to end, so a 10-million-row table loads without a Python
+    object per cell.
+    """
     path = Path(path)
-    raw = _read_table(path)
+    raw = _read_table(path, columns)
     _check_columns(raw, path, columns, require_labels)
-    has_labels = columns.label in raw.columns
+    has_labels = columns.label in raw.column_names
+    n = raw.num_rows
     frame = pd.DataFrame(
         {
-            "image": _required_strings(raw, columns.image, path).map(normalise_image_key),
-            "text": _required_strings(raw, columns.text, path).map(lambda t: normalise_text(t, strip_hash)),
-            "label": _labels(raw, columns.label, path) if has_labels else np.full(len(raw), NO_LABEL, np.int8),
-            "line": np.arange(len(raw)) + _first_data_line(path),
+            "image": _as_series(_normalise_image_keys(_required_strings(raw, columns.image, path))),
+            "text": _as_series(_normalise_texts(_required_strings(raw, columns.text, path), strip_hash)),
+            "label": _labels(raw, columns.label, path) if has_labels else np.full(n, NO_LABEL, np.int8),
+            "line": np.arange(n) + _first_data_line(path),
         }
     )
     _check_not_blank_after_normalising(frame, path, columns)
@@ -105,24 +124,39 @@ def load_pairs(
     return table
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _as_series(values: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowExtensionArray(values))
+
+
+def _read_table(path: Path, columns: PairColumns) -> pa.Table:
     if not path.is_file():
         raise BadInputError(f"{path}: pairs file not found; check the --data path")
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            sep = "\t" if suffix in (".tsv", ".tab") else ","
-            # utf-8-sig strips the byte-order mark that Excel (and the study's CSV) writes.
-            frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig", dtype=str, keep_default_na=False,
-                                na_values=[""])
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
-        raise BadInputError(f"{path}: cannot be read as a pairs table ({e}); save it as UTF-8 CSV, TSV or parquet") from e
-    if frame.empty:
+        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, columns)
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
+        raise BadInputError(f"{path}: cannot be read as a pairs table ({_first_line(e)}); "
+                            "save it as UTF-8 CSV, TSV or parquet") from e
+    if table.num_rows == 0:
         raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    return table.rename_columns([str(name).strip() for name in table.column_names])
+
+
+def _read_delimited(path: Path, columns: PairColumns) -> pa.Table:
+    """CSV/TSV with every wanted column read as text: 'NA' or 'nan' are hashtags, not missing values.
+
+    Arrow skips a UTF-8 byte-order mark (Excel and the study's CSV write one)."""
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    as_text = {name: pa.string() for name in (columns.image, columns.text, columns.label)}
+    return pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(column_types=as_text, null_values=[""], strings_can_be_null=True,
+                                             quoted_strings_can_be_null=True),
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _first_data_line(path: Path) -> int:
@@ -130,15 +164,15 @@ def _first_data_line(path: Path) -> int:
     return 0 if path.suffix.lower() == ".parquet" else 2
 
 
-def _check_columns(raw: pd.DataFrame, path: Path, columns: PairColumns, require_labels: bool) -> None:
+def _check_columns(raw: pa.Table, path: Path, columns: PairColumns, require_labels: bool) -> None:
     wanted = {"--image-col": columns.image, "--text-col": columns.text}
     if require_labels:
         wanted["--label-col"] = columns.label
-    missing = [(flag, name) for flag, name in wanted.items() if name not in raw.columns]
+    missing = [(flag, name) for flag, name in wanted.items() if name not in raw.column_names]
     if missing:
         names = ", ".join(f"'{name}' ({flag})" for flag, name in missing)
         raise BadInputError(
-            f"{path}: missing column {names}; the file has {list(raw.columns)}; "
+            f"{path}: missing column {names}; the file has {raw.column_names}; "
             f"name the right columns with {' / '.join(flag for flag, _ in missing)}"
         )
 
@@ -151,20 +185,30 @@ def _lines(path: Path, mask: np.ndarray) -> str:
     return f"{what} {shown}{more}"
 
 
-def _required_strings(raw: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    values = raw[column]
-    empty = values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy()
+def _text_column(raw: pa.Table, column: str) -> pa.Array:
+    values = raw.column(column).combine_chunks()
+    return values if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) else pc.cast(values, pa.string())
+
+
+def _blank(values: pa.Array) -> np.ndarray:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")).fill_null(True).to_numpy(zero_copy_only=False)
+
+
+def _required_strings(raw: pa.Table, column: str, path: Path) -> pa.Array:
+    values = _text_column(raw, column)
+    empty = _blank(values)
     if empty.any():
         raise BadInputError(f"{path}: empty cell in column '{column}' at {_lines(path, empty)}; fill or delete those rows")
-    return values.astype(str)
+    return values
 
 
-def _labels(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    text = raw[column].astype(str).str.strip()
-    numbers = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
-    missing = raw[column].isna().to_numpy() | (text == "").to_numpy()
+def _labels(raw: pa.Table, column: str, path: Path) -> np.ndarray:
+    text = _text_column(raw, column)
+    missing = _blank(text)
     if missing.any():
         raise BadInputError(f"{path}: empty label in column '{column}' at {_lines(path, missing)}; every pair needs a score 1-5")
+    numbers = _to_float(pc.utf8_trim_whitespace(text))
     not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
     if not_integer.any():
         raise BadInputError(
@@ -178,8 +222,16 @@ def _labels(raw: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return numbers.astype(np.int8)
 
 
+def _to_float(text: pa.Array) -> np.ndarray:
+    """Numbers from text; what is not a number becomes NaN (Arrow's fast cast, pandas only on failure)."""
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        return pd.to_numeric(_as_series(text), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
 def _check_not_blank_after_normalising(frame: pd.DataFrame, path: Path, columns: PairColumns) -> None:
-    blank = (frame["text"] == "").to_numpy()
+    blank = (frame["text"] == "").to_numpy(dtype=bool, na_value=True)
     if blank.any():
         raise BadInputError(
             f"{path}: hashtag in column '{columns.text}' is empty after normalising at {_lines(path, blank)} "
@@ -189,18 +241,27 @@ def _check_not_blank_after_normalising(frame: pd.DataFrame, path: Path, columns:
 
 def report_duplicates(table: PairTable) -> tuple[int, int]:
     """Log exact duplicate pairs (count) and warn about conflicting labels; return (duplicates, conflicts)."""
-    frame = table.frame
-    duplicate_rows = int(frame.duplicated(["image", "text", "label"]).sum())
+    pair_codes = _pair_codes(table.frame)
+    labelled = pair_codes * 8 + table.labels.astype(np.int64) + 1  # label -1..5 -> 0..6
+    unique_labelled, first_rows = np.unique(labelled, return_index=True)
+    duplicate_rows = len(labelled) - len(unique_labelled)
     if duplicate_rows:
         log.info("%s: %d duplicate pair rows (same image, hashtag and score)", table.source, duplicate_rows)
     if not table.has_labels:
         return duplicate_rows, 0
-    labels_per_pair = frame.groupby(["image", "text"], sort=False)["label"].nunique()
+    pairs_of_unique, labels_per_pair = np.unique(unique_labelled // 8, return_counts=True)
     conflicts = int((labels_per_pair > 1).sum())
     if conflicts:
-        example = labels_per_pair[labels_per_pair > 1].index[0]
+        example = first_rows[np.isin(unique_labelled // 8, pairs_of_unique[labels_per_pair > 1])][0]
         log.warning(
             "%s: %d pairs appear with different scores (e.g. image '%s', hashtag '%s'); they are kept as separate rows",
-            table.source, conflicts, example[0], example[1],
+            table.source, conflicts, table.frame["image"].iloc[example], table.frame["text"].iloc[example],
         )
     return duplicate_rows, conflicts
+
+
+def _pair_codes(frame: pd.DataFrame) -> np.ndarray:
+    """One int64 per row that is equal exactly when (image, text) is equal."""
+    image_codes, _ = pd.factorize(frame["image"])
+    text_codes, texts = pd.factorize(frame["text"])
+    return image_codes.astype(np.int64) * len(texts) + text_codes
