@@ -127,12 +127,25 @@ def main() -> None:
         steps = args.gpu_steps if device == "cuda" else args.steps
         print(json.dumps(run_case(key, recipe, device, precision, ckpt == "1", args.batch_size, steps)))
         return
-    rows = [_subprocess(case, args) for case in cases(args)]
+    rows = _merge(_previous_rows(), [_subprocess(case, args) for case in cases(args)])
     payload = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                            "torch": torch.__version__}, "results": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(table(rows))
+
+
+def _previous_rows() -> list[dict]:
+    """Rows of earlier runs (other models or recipes) stay in the file; a rerun case replaces its row."""
+    return json.loads(RESULTS.read_text())["results"] if RESULTS.is_file() else []
+
+
+def _merge(old: list[dict], new: list[dict]) -> list[dict]:
+    def key(row):
+        return tuple(row.get(k) for k in ("model", "recipe", "device", "precision", "grad_checkpointing", "batch_size"))
+
+    fresh = {key(r) for r in new if "error" not in r}
+    return [r for r in old if "error" not in r and key(r) not in fresh] + new
 
 
 def _subprocess(case: list[str], args) -> dict:

@@ -142,17 +142,20 @@ class Interrupt(Exception):
     pass
 
 
-def test_paper_recipe_resumes_after_an_interruption_to_the_same_result(small, tmp_path):
+def test_paper_recipe_killed_mid_epoch_resumes_to_the_same_result(small, tmp_path):
     pairs, images = small
     common = dict(recipe="paper", epochs=2, val_size=0.25)
     whole = run_finetune(config(pairs, images, tmp_path / "whole", **common))
 
-    def stop_after_first(epoch, history):
-        if epoch == 0:
+    ended = []
+
+    def kill_mid_second_epoch(part, rows):  # the second epoch dies after its first batch
+        if part == "fit" and ended:
             raise Interrupt
 
+    hooks = Hooks(on_batch=kill_mid_second_epoch, on_epoch_end=lambda epoch, history: ended.append(epoch))
     with pytest.raises(Interrupt):
-        run_finetune(config(pairs, images, tmp_path / "cut", **common), Hooks(on_epoch_end=stop_after_first))
+        run_finetune(config(pairs, images, tmp_path / "cut", **common), hooks)
     assert not (tmp_path / "cut" / "metrics.json").exists()
     with pytest.raises(BadInputError, match="--resume"):
         run_finetune(config(pairs, images, tmp_path / "cut", **common))
