@@ -193,19 +193,26 @@ def main(argv=None) -> int:
     small = [{"head": h, "n_pairs": 2022} for h in heads] + [{"head": "mlp", "n_pairs": 2022, "params": {"recipe": "robust"}}]
     report["small"] = [run_isolated(spec) for spec in small]
     print(table(report["small"]), flush=True)
+    save = lambda: _save(report, Path(args.out))  # noqa: E731  (after each part: a long run keeps what it has)
+    save()
     report["threshold_search"] = threshold_comparison()
     print(json.dumps(report["threshold_search"], indent=2), flush=True)
     if not args.skip_large:
         report["large"] = [run_isolated({"head": h, "n_pairs": 200_000, "params": LARGE_PARAMS.get(h, {})}) for h in heads]
         print(table(report["large"]), flush=True)
+        save()
     if args.million:
         report["million"] = million_from_cache()
         print(table(report["million"]), flush=True)
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    save()
     print(f"saved {args.out}")
     return 0
+
+
+def _save(report: dict, out: Path) -> None:
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

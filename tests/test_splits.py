@@ -89,3 +89,16 @@ def test_bad_split_requests_raise_bad_input():
         cv_fold_indices(labels, groups, "pairs", k=1)
     with pytest.raises(BadInputError, match="at least 2 rows"):
         train_test_split_indices(np.array([1, 2, 2, 3, 3, 4, 4, 5, 5, 5]), kind="pairs", test_size=0.2)
+
+
+def test_many_images_use_the_vectorised_grouped_split(monkeypatch):
+    import tagcons.data.splits as splits
+
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 10)
+    labels, groups = _table(n_images=200)
+    train, test = train_test_split_indices(labels, groups, "images", test_size=0.2, seed=1)
+    assert not set(groups[train]) & set(groups[test]) and len(train) + len(test) == len(labels)
+    assert abs(len(set(groups[test])) - 40) <= 5
+    folds = cv_fold_indices(labels, groups, "images", k=4, seed=1)
+    assert np.array_equal(np.sort(np.concatenate([te for _, te in folds])), np.arange(len(labels)))
+    assert sum(len(set(groups[te])) for _, te in folds) == 200

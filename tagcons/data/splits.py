@@ -22,6 +22,9 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from tagcons.errors import BadInputError
 
 SPLIT_KINDS = ("images", "pairs")
+# StratifiedGroupKFold loops over groups in Python (83 s for 60,000 images on a busy 2-core box);
+# above this many images a vectorised grouped split stratified by each image's dominant score is used.
+SKLEARN_MAX_GROUPS = 5000
 
 
 def _check_kind(kind: str) -> None:
@@ -37,6 +40,8 @@ def _n_splits(test_size: float) -> int:
 
 def _grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     n_groups = len(np.unique(groups))
+    if n_groups > SKLEARN_MAX_GROUPS:
+        return _dealt_grouped_folds(labels, groups, k, seed)
     if n_groups < k:
         raise BadInputError(
             f"only {n_groups} distinct images for {k} image-grouped folds; use fewer folds or --split pairs"
@@ -47,6 +52,21 @@ def _grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) ->
         warnings.simplefilter("ignore", UserWarning)
         folds = list(splitter.split(np.zeros(len(labels)), labels, groups))
     return [(np.sort(tr), np.sort(te)) for tr, te in folds]
+
+
+def _dealt_grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int):
+    """Grouped folds for many groups: shuffle the groups, order them by dominant score, deal them
+    round-robin into k folds. Every score's images spread evenly; O(n log n), no Python loop per group."""
+    _, group_of_row = np.unique(groups, return_inverse=True)
+    _, label_of_row = np.unique(labels, return_inverse=True)
+    counts = np.zeros((group_of_row.max() + 1, label_of_row.max() + 1), dtype=np.int64)
+    np.add.at(counts, (group_of_row, label_of_row), 1)
+    order = np.random.default_rng(seed).permutation(len(counts))
+    order = order[np.argsort(counts.argmax(axis=1)[order], kind="stable")]
+    fold_of_group = np.empty(len(counts), dtype=np.int64)
+    fold_of_group[order] = np.arange(len(counts)) % k
+    fold = fold_of_group[group_of_row]
+    return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(k)]
 
 
 def train_test_split_indices(
