@@ -7,6 +7,7 @@ This is the only module that configures logging, prints, and turns exceptions in
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -216,6 +217,93 @@ def compare_command(run_dirs, out):
     if out:
         markdown, csv = write_comparison(frame, out)
         click.echo(f"written {markdown} and {csv}")
+
+
+# `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
+# left out takes the recipe's value (see tagcons/finetune/config.py RECIPES).
+FINETUNE_OPTIONS = [
+    ("--recipe", click.Choice(["robust", "paper"]), "robust (default): LP-FT, AdamW, layer decay, cosine; "
+     "paper: the study's Adam 5e-5, StepLR(5, 0.1), batch 8 x 2."),
+    ("--revision", str, "Hub revision of the backbone."),
+    ("--epochs", int, "Maximum epochs [recipe]."),
+    ("--batch-size", int, "Batch size per process [recipe]."),
+    ("--grad-accum", int, "Gradient accumulation steps [recipe]."),
+    ("--split", click.Choice(["images", "pairs"]), "images (default, no leak) or pairs (the study's)."),
+    ("--test-size", float, "Share held out for the final test [0.2]."),
+    ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
+    ("--seed", int, "Random seed [42]."),
+    ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
+    ("--lr", float, "Backbone learning rate [recipe]."),
+    ("--head-lr", float, "Head learning rate [recipe]."),
+    ("--weight-decay", float, "[recipe]"),
+    ("--layer-decay", float, "Layer-wise lr decay per block, 1 = none [recipe]."),
+    ("--schedule", click.Choice(["cosine", "step"]), "[recipe]"),
+    ("--warmup", float, "Share of steps spent warming up (cosine) [recipe]."),
+    ("--step-size", int, "Epochs per StepLR step [recipe]."),
+    ("--gamma", float, "StepLR factor [recipe]."),
+    ("--grad-clip", float, "Gradient norm clip, 0 = off [recipe]."),
+    ("--patience", int, "Epochs without better validation QWK before stopping, 0 = never [recipe]."),
+    ("--unfreeze-vision", int, "Last N vision blocks train, -1 = all [recipe]."),
+    ("--unfreeze-text", int, "Last N text blocks train, -1 = all [recipe]."),
+    ("--init-head", click.Path(path_type=Path), "A fit-head run (logreg or mlp) to start the head from (LP-FT)."),
+    ("--dropout", float, "Head dropout [0.3]."),
+    ("--hidden", int, "Head hidden units [256]."),
+    ("--precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "auto: bf16 autocast on GPUs that support it."),
+    ("--wise-alpha", float, "Export (1-A)*zero-shot + A*fine-tuned weights (WiSE-FT) [1.0]."),
+    ("--device", str, "auto, cpu, cuda or mps."),
+    ("--workers", int, "DataLoader workers [2]."),
+]
+FINETUNE_FLAGS = [
+    ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),
+    ("--lp-init/--no-lp-init", "Start the head from a linear probe on frozen features [recipe]."),
+]
+
+
+def finetune_options(command):
+    for flag, kind, help_text in reversed(FINETUNE_OPTIONS):
+        command = click.option(flag, type=kind, default=None, help=help_text)(command)
+    for flag, help_text in reversed(FINETUNE_FLAGS):
+        command = click.option(flag, default=None, help=help_text)(command)
+    return command
+
+
+@cli.command("finetune")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
+@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to.")
+@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
+@click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@finetune_options
+@pair_columns
+def finetune_command(**options):
+    """Fine-tune a backbone and the study's head end to end (also under torchrun)."""
+    from tagcons.finetune import FinetuneConfig, run_finetune
+
+    settings = {name: value for name, value in options.items() if value is not None}
+    settings.update(data=str(options["data"]), images=str(options["images"]), out=str(options["out"]))
+    if options["init_head"] is not None:
+        settings["init_head"] = str(options["init_head"])
+    result = run_finetune(FinetuneConfig(**settings, progress=_progress()))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        click.echo(_headline(result.run_dir, result.metrics))
+        click.echo(f"fine-tuned backbone for `tagcons embed --backbone`: {result.backbone_dir}")
+
+
+@cli.command("demo")
+@click.option("--out", default="demo_out", show_default=True, type=click.Path(path_type=Path))
+@click.option("--finetune-epochs", default=3, show_default=True, type=int, help="0 skips the fine-tune.")
+def demo_command(out, finetune_epochs):
+    """The whole job offline: demo set -> tiny embed -> four heads -> short fine-tune -> table."""
+    from tagcons.demo import DemoRunConfig, run_demo
+
+    report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
+    click.echo(report.markdown)
+    click.echo(f"\ndemo set: {report.pairs_csv} (images in {report.images_dir}); cache: {report.cache}")
+    click.echo(f"runs, plots and predictions: {report.out / 'runs'}/<run>/ "
+               "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)")
+    click.echo(f"comparison table: {report.table_path} (and .csv)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -181,6 +183,21 @@ def resolve_device(requested: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@contextmanager
+def compute_threads(workers: int):
+    """Give torch the cores the DataLoader workers leave free, for the duration of a run.
+
+    On a small machine torch's thread pool and the decoding workers otherwise spin against each
+    other: on 2 cores with one worker, the tiny backbone ran 15x slower with 2 torch threads than 1.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -19,7 +19,8 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tagcons.embed.backbones import Backbone, load_backbone
+from tagcons.evaluate.metrics import majority_baseline
+from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
@@ -76,7 +77,8 @@ def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> Finetune
     config = resolve(config)
     dist = start(config.device)
     try:
-        return _run(config, dist, hooks or Hooks())
+        with compute_threads(config.workers):
+            return _run(config, dist, hooks or Hooks())
     finally:
         dist.close()
 
@@ -245,7 +247,8 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
     extra = {**parts.summary(), "n_train": len(parts.fit), "best_epoch": progress.best_epoch,
              "epochs_run": progress.epoch, "stopped_early": progress.stopped, "history": progress.history,
              "best_val_qwk": progress.best_score[0] if progress.best_score else None,
-             "test_seconds": time.perf_counter() - started}
+             "test_seconds": time.perf_counter() - started,
+             "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test])}
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
