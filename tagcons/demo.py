@@ -22,7 +22,7 @@ from tagcons.evaluate.compare import compare_runs, render_markdown, write_compar
 log = logging.getLogger(__name__)
 
 # The study's head settings barely move in 20 epochs on the tiny backbone's features; the demo shows
-# the mlp with its `robust` recipe (the study's recipe is one `--param recipe=study` away).
+# the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
 DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm")
 

@@ -1,5 +1,6 @@
 """The command line contract: exit codes, one-line errors, commands wired to the library."""
 
+import json
 import subprocess
 import sys
 
@@ -81,3 +82,18 @@ def test_embed_strict_exits_3_after_saving_then_fit_predict_compare(tmp_path, ca
 def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "tagcons", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "tagcons" in result.stdout
+
+
+def test_fit_head_and_predict_follow_the_caches_strip_hash(tmp_path, capsys):
+    pairs, images = make_image_set(tmp_path, n_images=30, tags_per_image=4)
+    cache = tmp_path / "c.h5"
+    assert run_cli(["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache,
+                    "--workers", "0", "--strip-hash"], capsys)[0] == 0
+    code, out, _ = run_cli(["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "threshold",
+                            "--out", tmp_path / "run"], capsys)
+    assert code == 0 and "n_test" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_excluded"] == 0  # '#빨강' in the pairs file found as '빨강' in the cache
+    code, out, _ = run_cli(["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs,
+                            "--out", tmp_path / "pred.csv"], capsys)
+    assert code == 0 and "0 missing" in out

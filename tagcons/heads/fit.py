@@ -23,7 +23,7 @@ from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.features import PairFeatures, check_kind, cosine_of
-from tagcons.heads.join import join_pairs, open_cache, report_missing
+from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
 from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts
 
@@ -44,7 +44,7 @@ class FitHeadConfig:
     objective: str | None = None  # threshold: macro_f1|qwk; lgbm: multiclass|regression
     test_size: float = 0.2
     columns: PairColumns = field(default_factory=PairColumns)
-    strip_hash: bool = False
+    strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
     overwrite: bool = False
     progress: bool = False
@@ -100,8 +100,9 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
 
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
-    table = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True)
     with open_cache(config.cache) as cache:
+        strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
+        table = load_pairs(config.data, config.columns, strip_hash, require_labels=True)
         joined = join_pairs(cache, table, config.features)
         provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
     if not joined.present.any():

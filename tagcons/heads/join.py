@@ -31,6 +31,11 @@ def open_cache(path):
     return tagcons.cache.open(path)
 
 
+def cache_strip_hash(cache) -> bool:
+    """Whether the cache's text keys were embedded with --strip-hash (pairs must be normalised alike)."""
+    return bool(getattr(cache, "settings", {}).get("strip_hash", False))
+
+
 @dataclass
 class JoinedPairs:
     features: PairFeatures  # one row per present pair, in table order

@@ -19,7 +19,7 @@ from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import load_head
-from tagcons.heads.join import describe_missing, join_pairs, open_cache
+from tagcons.heads.join import cache_strip_hash, describe_missing, join_pairs, open_cache
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class PredictConfig:
     data: str | Path
     out: str | Path
     columns: PairColumns | None = None  # None: the columns the run was fitted with
-    strip_hash: bool | None = None  # None: as the run was fitted
+    strip_hash: bool | None = None  # None: as the cache was embedded
     images: str | Path | None = None  # the images folder, only to spell out the embed command
     progress: bool = False
 
@@ -49,10 +49,11 @@ def predict(config: PredictConfig) -> PredictResult:
     run_config = read_json(run_dir / CONFIG_FILE)
     head = load_head(run_dir)
     columns = config.columns or PairColumns(**run_config.get("columns", {}))
-    strip_hash = run_config.get("strip_hash", False) if config.strip_hash is None else config.strip_hash
-    table = load_pairs(config.data, columns, strip_hash, require_labels=False)
     with open_cache(config.cache) as cache:
         check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
+        # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
+        strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
+        table = load_pairs(config.data, columns, strip_hash, require_labels=False)
         joined = join_pairs(cache, table, run_config.get("features", "concat"))
     if joined.n_missing:
         _report_missing(joined, table, config, run_config, strip_hash)
