@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -159,7 +160,7 @@ def benchmark_model(name: str, work: Path, inputs, args) -> dict:
           f"for {facts['pairs']} pairs; tagcons embed {ours['seconds']:.1f} s "
           f"({ours['images_per_second']:.1f} img/s, {ours['texts_per_second']:.1f} txt/s); speedup {speedup:.1f}x")
     return dict(model=name, device=str(device), dtype=str(dtype).replace("torch.", ""), study=study, tagcons=ours,
-                speedup=speedup)
+                speedup=speedup, workers=args.workers, load_average=os.getloadavg())
 
 
 def save_figure(results: list[dict], path: Path) -> None:
@@ -198,6 +199,7 @@ def main() -> None:
         work = Path(tmp)
         inputs = build_inputs(work)
         results = [benchmark_model(name, work, inputs, args) for name in args.models]
+    results = _merge_with_earlier(args.out, results)
     report = dict(benchmark="embed_throughput", inputs=inputs[2], machine=_machine(), settings=vars(args) | {"out": None},
                   results=results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,9 +208,16 @@ def main() -> None:
     print(f"saved {args.out} and {args.out.with_suffix('.png')}")
 
 
-def _machine() -> dict:
-    import os
+def _merge_with_earlier(path: Path, results: list[dict]) -> list[dict]:
+    """Keep the rows of models this run did not measure (each row records its own settings)."""
+    if not path.is_file():
+        return results
+    measured = {r["model"] for r in results}
+    earlier = [r for r in json.loads(path.read_text()).get("results", []) if r["model"] not in measured]
+    return sorted(earlier + results, key=lambda r: list(ARCHITECTURES).index(r["model"]))
 
+
+def _machine() -> dict:
     import transformers
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import Backbone, compute_threads, load_backbone, resolve_device, resolve_dtype
+from tagcons.embed.backbones import Backbone, load_backbone, resolve_device, resolve_dtype
 from tagcons.embed.features import image_features, text_features, tokenize
 from tagcons import distributed
 from tagcons.errors import BadInputError, StrictFailure
@@ -95,8 +95,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     check_image_keys(config.images, table.unique_images())
     context = distributed.setup(config.device)
     try:
-        with compute_threads(config.workers):
-            summary = _embed_with_context(config, table, context)
+        summary = _embed_with_context(config, table, context)
     finally:
         context.close()
     summary.elapsed_seconds = time.perf_counter() - started
