@@ -53,7 +53,6 @@ def parse(args: list[str]) -> None:
 def test_readme_has_the_two_setup_commands():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
-    assert "BENCHMARK_TABLE" not in text
 
 
 @pytest.mark.parametrize("args", tagcons_commands(), ids=lambda a: " ".join(a[:2]))
