@@ -102,8 +102,9 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     if summary.rank == 0:
         _log_summary(summary)
     if config.strict and summary.images_failed:
+        example = next(iter(summary.failures.items()), None)  # under torchrun this rank may have none
         raise StrictFailure(f"{summary.images_failed} image(s) could not be embedded (--strict); see the cache's "
-                            f"failed group, e.g. {next(iter(summary.failures.items()))}")
+                            f"failed group" + (f", e.g. {example}" if example else ""))
     return summary
 
 
