@@ -28,7 +28,8 @@ def code_blocks(language: str) -> list[str]:
 def tagcons_commands() -> list[list[str]]:
     """Argument lists after `tagcons` (also inside `torchrun ... -m tagcons`), from bash blocks and tables."""
     table_rows = [line for line in README.read_text().splitlines() if line.startswith("|")]
-    text = "\n".join(code_blocks("bash")) + "\n" + "\n".join(re.findall(r"`(tagcons [^`]+)`", "\n".join(table_rows)))
+    inline = [c for c in re.findall(r"`(tagcons [^`]+)`", "\n".join(table_rows)) if " --" in c]  # not bare names
+    text = "\n".join(code_blocks("bash")) + "\n" + "\n".join(inline)
     commands = []
     for line in text.splitlines():
         line = line.split("#")[0].strip() if not line.strip().startswith("tagcons") else line.strip()
