@@ -49,10 +49,9 @@ class JoinedPairs:
         return int((~self.present).sum())
 
 
-def _positions(values: np.ndarray, keys: list[str], excluded) -> tuple[np.ndarray, list, list]:
+def _positions(values: np.ndarray, lookup: dict[str, int], excluded) -> tuple[np.ndarray, list, list]:
     """Cache row of each table value (-1 if absent or excluded), plus absent and excluded uniques."""
     codes, uniques = pd.factorize(values)
-    lookup = {k: i for i, k in enumerate(keys)}
     rows = np.array([-1 if u in excluded else lookup.get(u, -1) for u in uniques], dtype=np.int64)
     absent = [u for u in uniques if u not in lookup and u not in excluded]
     hit_excluded = [u for u in uniques if u in excluded]
@@ -82,8 +81,8 @@ def load_normalised(cache, group: str, rows: np.ndarray, dim: int) -> np.ndarray
 
 def join_pairs(cache, table: PairTable, kind: str = "concat") -> JoinedPairs:
     failed = dict(cache.failed)
-    image_rows, missing_images, failed_hit = _positions(table.images, cache.image_keys, failed)
-    text_rows, missing_texts, _ = _positions(table.texts, cache.text_keys, ())
+    image_rows, missing_images, failed_hit = _positions(table.images, cache.index("images"), failed)
+    text_rows, missing_texts, _ = _positions(table.texts, cache.index("texts"), ())
     present = (image_rows >= 0) & (text_rows >= 0)
     used_images, image_index = np.unique(image_rows[present], return_inverse=True)
     used_texts, text_index = np.unique(text_rows[present], return_inverse=True)
