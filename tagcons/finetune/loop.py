@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.distributed import Dist
 from tagcons.finetune.model import N_CLASSES, FinetuneModel, param_groups
+from tagcons.heads.mlp import class_weights
 
 
 @dataclass
@@ -46,13 +47,6 @@ def make_precision(requested: str, device: torch.device) -> Precision:
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16" and device.type == "cuda")
     return Precision(name, device.type, dtype, scaler)
-
-
-def class_weights(labels: np.ndarray) -> torch.Tensor:
-    """n / (5 * count) per class (sklearn's 'balanced'); classes absent from training get weight 0."""
-    counts = np.bincount(np.asarray(labels).astype(int) - 1, minlength=N_CLASSES).astype(np.float64)
-    weights = np.divide(len(labels), N_CLASSES * counts, out=np.zeros(N_CLASSES), where=counts > 0)
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def make_optimizer(model: FinetuneModel, config: FinetuneConfig) -> torch.optim.Optimizer:

@@ -15,10 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from tagcons.embed.features import image_features, text_features
+from tagcons.evaluate.metrics import LABELS
 from tagcons.finetune.config import ALL_LAYERS
+from tagcons.heads.mlp import build_mlp
 
 log = logging.getLogger(__name__)
-N_CLASSES = 5
+N_CLASSES = len(LABELS)
 _LAYER = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.")
 _TOWER_TOP = {"vision_model": ("vision_model.post_layernorm", "visual_projection"),
               "text_model": ("text_model.final_layer_norm", "text_projection")}
@@ -29,7 +31,7 @@ class StudyHead(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.3):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, N_CLASSES))
+        self.net = build_mlp(2 * dim, hidden, dropout)  # the fit-head mlp's layers, so --init-head maps 1:1
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)

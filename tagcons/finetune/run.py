@@ -19,10 +19,9 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tagcons.evaluate.metrics import majority_baseline
 from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.metrics import compute_metrics, majority_baseline
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
 from tagcons.finetune import checkpoint
@@ -30,10 +29,11 @@ from tagcons.finetune.config import FinetuneConfig, resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
 from tagcons.finetune.distributed import Dist, start
 from tagcons.finetune.export import export_backbone
-from tagcons.finetune.loop import Trainer, class_weights, make_optimizer, make_precision, make_schedule, predict
+from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_schedule, predict
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+from tagcons.heads.mlp import class_weights
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
