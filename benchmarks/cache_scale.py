@@ -32,8 +32,14 @@ N_TEXTS = 1000
 
 
 def bench_meta(dim: int, store_dtype: str = "float16") -> tc.CacheMeta:
-    return tc.CacheMeta(backbone="synthetic", model_id="synthetic/bench", revision=None, projection_dim=dim,
-                        store_dtype=store_dtype, settings={"benchmark": True})
+    return tc.CacheMeta(
+        backbone="synthetic",
+        model_id="synthetic/bench",
+        revision=None,
+        projection_dim=dim,
+        store_dtype=store_dtype,
+        settings={"benchmark": True},
+    )
 
 
 def image_key(i: int) -> str:
@@ -47,8 +53,9 @@ def _part(lo: int, hi: int, dim: int, rng: np.random.Generator):
     return keys, shas, embeds
 
 
-def build_cache(path: Path, rows: int, dim: int, part_rows: int = 65536, store_dtype: str = "float16",
-                seed: int = 0) -> dict:
+def build_cache(
+    path: Path, rows: int, dim: int, part_rows: int = 65536, store_dtype: str = "float16", seed: int = 0
+) -> dict:
     """Write `rows` synthetic images (+ N_TEXTS texts) as embed would: one commit per `part_rows`,
     then consolidate. Returns timings; data generation is not timed."""
     rng = np.random.default_rng(seed)
@@ -140,9 +147,15 @@ def _rows_in(path: Path) -> int:
 
 
 def machine() -> dict:
-    return {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "numpy": np.__version__,
-            "tagcons": tagcons.__version__}
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "numpy": np.__version__,
+        "tagcons": tagcons.__version__,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -161,9 +174,21 @@ def run(rows: int, dim: int, part_rows: int, n_lookup: int, base: str | None) ->
         shutil.rmtree(folder, ignore_errors=True)
     write["commit_MBps"] = write["commit_bytes"] / write["commit_s"] / 1e6
     write["consolidate_MBps"] = write["commit_bytes"] / write["consolidate_s"] / 1e6
-    return {"rows": rows, "dim": dim, "load_average_at_end": os.getloadavg(), "store_dtype": "float16", "part_rows": part_rows, "n_lookup": n_lookup,
-            "cache_bytes": file_bytes, "disk": disk, "write": write, "read": reads, "peak_rss_MB": peak_rss_mb(),
-            "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "rows": rows,
+        "dim": dim,
+        "load_average_at_end": os.getloadavg(),
+        "store_dtype": "float16",
+        "part_rows": part_rows,
+        "n_lookup": n_lookup,
+        "cache_bytes": file_bytes,
+        "disk": disk,
+        "write": write,
+        "read": reads,
+        "peak_rss_MB": peak_rss_mb(),
+        "machine": machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def table(r: dict) -> str:

@@ -39,16 +39,30 @@ from tagcons.embed.tiny import build_tiny_tokenizer  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "data" / "combined_data.csv"
 ARCHITECTURES = {
-    "vit-b-32": dict(text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8,
-                                      num_hidden_layers=12),
-                     vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                        num_hidden_layers=12, patch_size=32, image_size=224),
-                     projection_dim=512),
-    "vit-l-14": dict(text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                      num_hidden_layers=12),
-                     vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
-                                        num_hidden_layers=24, patch_size=14, image_size=224),
-                     projection_dim=768),
+    "vit-b-32": dict(
+        text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8, num_hidden_layers=12),
+        vision_config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            patch_size=32,
+            image_size=224,
+        ),
+        projection_dim=512,
+    ),
+    "vit-l-14": dict(
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
+        vision_config=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_attention_heads=16,
+            num_hidden_layers=24,
+            patch_size=14,
+            image_size=224,
+        ),
+        projection_dim=768,
+    ),
 }
 
 
@@ -62,11 +76,17 @@ def build_checkpoint(name: str, directory: Path) -> Path:
         from transformers import CLIPImageProcessor as Processor
     spec = ARCHITECTURES[name]
     tokenizer = build_tiny_tokenizer()  # byte-level: longer sequences than CLIP's BPE, so texts cost a bit more
-    text = dict(spec["text_config"], vocab_size=len(tokenizer), max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=spec["vision_config"],
-                                 projection_dim=spec["projection_dim"]))
+    text = dict(
+        spec["text_config"],
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = CLIPModel(
+        CLIPConfig(text_config=text, vision_config=spec["vision_config"], projection_dim=spec["projection_dim"])
+    )
     tokenizer.model_max_length = 77
     path = directory / name
     model.save_pretrained(path)
@@ -89,12 +109,18 @@ def build_inputs(directory: Path) -> tuple[Path, Path, dict]:
     images.mkdir()
     rng = np.random.default_rng(0)
     keys = list(dict.fromkeys(frame["Image Filename"]))
-    for i, key in enumerate(keys):
+    for key in keys:
         _photo_like(rng).save(images / key, **({"quality": 90} if key.lower().endswith((".jpg", ".jpeg")) else {}))
     pairs = directory / "pairs.csv"
     frame.to_csv(pairs, index=False)
-    facts = dict(source=source, pairs=len(frame), images=len(keys), texts=int(frame["Hashtag"].nunique()),
-                 image_size="1080x1080", image_formats=sorted({Path(k).suffix for k in keys}))
+    facts = dict(
+        source=source,
+        pairs=len(frame),
+        images=len(keys),
+        texts=int(frame["Hashtag"].nunique()),
+        image_size="1080x1080",
+        image_formats=sorted({Path(k).suffix for k in keys}),
+    )
     return pairs, images, facts
 
 
@@ -129,21 +155,41 @@ def time_study_loop(checkpoint: Path, pairs: Path, images: Path, n_pairs: int, d
             image = Image.open(images / key).convert("RGB")
             pixels = backbone.image_processor(images=image, return_tensors="pt")["pixel_values"]
             tokens = backbone.tokenizer([str(text)], padding=True, return_tensors="pt")
-            model(input_ids=tokens["input_ids"].to(device), attention_mask=tokens["attention_mask"].to(device),
-                  pixel_values=pixels.to(device, dtype))
+            model(
+                input_ids=tokens["input_ids"].to(device),
+                attention_mask=tokens["attention_mask"].to(device),
+                pixel_values=pixels.to(device, dtype),
+            )
     seconds = time.perf_counter() - started
     return dict(pairs_timed=len(frame), seconds=seconds, seconds_per_pair=seconds / len(frame))
 
 
-def time_tagcons(checkpoint: Path, pairs: Path, images: Path, out: Path, batch_size: int, workers: int,
-                 device: str, dtype: str) -> dict:
+def time_tagcons(
+    checkpoint: Path, pairs: Path, images: Path, out: Path, batch_size: int, workers: int, device: str, dtype: str
+) -> dict:
     started = time.perf_counter()
-    summary = run_embed(EmbedConfig(data=pairs, images=images, backbone=str(checkpoint), out=out,
-                                    batch_size=batch_size, workers=workers, device=device, dtype=dtype))
+    summary = run_embed(
+        EmbedConfig(
+            data=pairs,
+            images=images,
+            backbone=str(checkpoint),
+            out=out,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            dtype=dtype,
+        )
+    )
     seconds = time.perf_counter() - started
-    return dict(seconds=seconds, images=summary.images_new, texts=summary.texts_new,
-                images_per_second=summary.images_per_second, texts_per_second=summary.texts_per_second,
-                image_phase_seconds=summary.image_seconds, text_phase_seconds=summary.text_seconds)
+    return dict(
+        seconds=seconds,
+        images=summary.images_new,
+        texts=summary.texts_new,
+        images_per_second=summary.images_per_second,
+        texts_per_second=summary.texts_per_second,
+        image_phase_seconds=summary.image_seconds,
+        text_phase_seconds=summary.text_seconds,
+    )
 
 
 def benchmark_model(name: str, work: Path, inputs, args) -> dict:
@@ -153,14 +199,25 @@ def benchmark_model(name: str, work: Path, inputs, args) -> dict:
     dtype = resolve_dtype(args.dtype, device)
     study = time_study_loop(checkpoint, pairs, images, args.study_pairs, device, dtype)
     study["extrapolated_seconds"] = study["seconds_per_pair"] * facts["pairs"]
-    ours = time_tagcons(checkpoint, pairs, images, work / f"{name}.h5", args.batch_size, args.workers,
-                        args.device, args.dtype)
+    ours = time_tagcons(
+        checkpoint, pairs, images, work / f"{name}.h5", args.batch_size, args.workers, args.device, args.dtype
+    )
     speedup = study["extrapolated_seconds"] / ours["seconds"]
-    print(f"{name}: study loop {study['seconds_per_pair'] * 1000:.0f} ms/pair -> {study['extrapolated_seconds']:.0f} s "
-          f"for {facts['pairs']} pairs; tagcons embed {ours['seconds']:.1f} s "
-          f"({ours['images_per_second']:.1f} img/s, {ours['texts_per_second']:.1f} txt/s); speedup {speedup:.1f}x")
-    return dict(model=name, device=str(device), dtype=str(dtype).replace("torch.", ""), study=study, tagcons=ours,
-                speedup=speedup, workers=args.workers, load_average=os.getloadavg())
+    print(
+        f"{name}: study loop {study['seconds_per_pair'] * 1000:.0f} ms/pair -> {study['extrapolated_seconds']:.0f} s "
+        f"for {facts['pairs']} pairs; tagcons embed {ours['seconds']:.1f} s "
+        f"({ours['images_per_second']:.1f} img/s, {ours['texts_per_second']:.1f} txt/s); speedup {speedup:.1f}x"
+    )
+    return dict(
+        model=name,
+        device=str(device),
+        dtype=str(dtype).replace("torch.", ""),
+        study=study,
+        tagcons=ours,
+        speedup=speedup,
+        workers=args.workers,
+        load_average=os.getloadavg(),
+    )
 
 
 def save_figure(results: list[dict], path: Path) -> None:
@@ -200,8 +257,13 @@ def main() -> None:
         inputs = build_inputs(work)
         results = [benchmark_model(name, work, inputs, args) for name in args.models]
     results = _merge_with_earlier(args.out, results)
-    report = dict(benchmark="embed_throughput", inputs=inputs[2], machine=_machine(), settings=vars(args) | {"out": None},
-                  results=results)
+    report = dict(
+        benchmark="embed_throughput",
+        inputs=inputs[2],
+        machine=_machine(),
+        settings=vars(args) | {"out": None},
+        results=results,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     save_figure(results, args.out.with_suffix(".png"))
@@ -221,8 +283,14 @@ def _machine() -> dict:
     import transformers
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return dict(cpu_cores=os.cpu_count(), gpu=gpu, python=platform.python_version(), torch=torch.__version__,
-                transformers=transformers.__version__, platform=platform.platform())
+    return dict(
+        cpu_cores=os.cpu_count(),
+        gpu=gpu,
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        platform=platform.platform(),
+    )
 
 
 if __name__ == "__main__":

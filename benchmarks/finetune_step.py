@@ -37,10 +37,22 @@ def build_clip(key: str):
     size = SIZES[key]
     (vh, vl, vn, patch), (th, tl, tn) = size["vision"], size["text"]
     config = CLIPConfig(
-        vision_config=dict(hidden_size=vh, intermediate_size=4 * vh, num_hidden_layers=vl, num_attention_heads=vn,
-                           patch_size=patch, image_size=224),
-        text_config=dict(hidden_size=th, intermediate_size=4 * th, num_hidden_layers=tl, num_attention_heads=tn,
-                         max_position_embeddings=77, vocab_size=49408),
+        vision_config=dict(
+            hidden_size=vh,
+            intermediate_size=4 * vh,
+            num_hidden_layers=vl,
+            num_attention_heads=vn,
+            patch_size=patch,
+            image_size=224,
+        ),
+        text_config=dict(
+            hidden_size=th,
+            intermediate_size=4 * th,
+            num_hidden_layers=tl,
+            num_attention_heads=tn,
+            max_position_embeddings=77,
+            vocab_size=49408,
+        ),
         projection_dim=size["projection"],
     )
     return CLIPModel(config)
@@ -51,8 +63,19 @@ def make_trainer(key: str, recipe: str, device: torch.device, precision: str, ch
     from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_schedule
     from tagcons.finetune.model import FinetuneModel, freeze
 
-    config = resolve(FinetuneConfig(data="-", images="-", backbone=key, out="-", recipe=recipe, batch_size=batch,
-                                    grad_accum=1, precision=precision, grad_checkpointing=checkpointing))
+    config = resolve(
+        FinetuneConfig(
+            data="-",
+            images="-",
+            backbone=key,
+            out="-",
+            recipe=recipe,
+            batch_size=batch,
+            grad_accum=1,
+            precision=precision,
+            grad_checkpointing=checkpointing,
+        )
+    )
     model = FinetuneModel(build_clip(key), config.hidden, config.dropout)
     freeze(model.clip, config.unfreeze_vision, config.unfreeze_text)
     if checkpointing:
@@ -60,20 +83,32 @@ def make_trainer(key: str, recipe: str, device: torch.device, precision: str, ch
     model.to(device)
     optimizer = make_optimizer(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    trainer = Trainer(model, optimizer, make_schedule(optimizer, config, 100), make_precision(precision, device),
-                      torch.nn.CrossEntropyLoss(), 1, config.grad_clip, device)
+    trainer = Trainer(
+        model,
+        optimizer,
+        make_schedule(optimizer, config, 100),
+        make_precision(precision, device),
+        torch.nn.CrossEntropyLoss(),
+        1,
+        config.grad_clip,
+        device,
+    )
     return trainer, trainable, sum(p.numel() for p in model.parameters())
 
 
 def random_batch(batch: int) -> dict:
     generator = torch.Generator().manual_seed(0)
-    return {"pixel_values": torch.randn(batch, 3, 224, 224, generator=generator),
-            "input_ids": torch.randint(0, 49406, (batch, TEXT_TOKENS), generator=generator),
-            "attention_mask": torch.ones(batch, TEXT_TOKENS, dtype=torch.long),
-            "labels": torch.randint(0, 5, (batch,), generator=generator)}
+    return {
+        "pixel_values": torch.randn(batch, 3, 224, 224, generator=generator),
+        "input_ids": torch.randint(0, 49406, (batch, TEXT_TOKENS), generator=generator),
+        "attention_mask": torch.ones(batch, TEXT_TOKENS, dtype=torch.long),
+        "labels": torch.randint(0, 5, (batch,), generator=generator),
+    }
 
 
-def run_case(key: str, recipe: str, device_name: str, precision: str, checkpointing: bool, batch: int, steps: int) -> dict:
+def run_case(
+    key: str, recipe: str, device_name: str, precision: str, checkpointing: bool, batch: int, steps: int
+) -> dict:
     """One warm-up step, then `steps` timed steps (forward, backward, clip, optimiser, schedule)."""
     device = torch.device(device_name)
     trainer, trainable, total = make_trainer(key, recipe, device, precision, checkpointing, batch)
@@ -90,11 +125,20 @@ def run_case(key: str, recipe: str, device_name: str, precision: str, checkpoint
         trainer.update()
     _sync(device)
     seconds = time.perf_counter() - started
-    result = {"model": SIZES[key]["name"], "recipe": recipe, "device": device_name, "precision": trainer.precision.name,
-              "grad_checkpointing": checkpointing, "batch_size": batch, "steps": steps,
-              "seconds_per_step": seconds / steps, "samples_per_s": batch * steps / seconds,
-              "params_total": total, "params_trainable": trainable,
-              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    result = {
+        "model": SIZES[key]["name"],
+        "recipe": recipe,
+        "device": device_name,
+        "precision": trainer.precision.name,
+        "grad_checkpointing": checkpointing,
+        "batch_size": batch,
+        "steps": steps,
+        "seconds_per_step": seconds / steps,
+        "samples_per_s": batch * steps / seconds,
+        "params_total": total,
+        "params_trainable": trainable,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
     if device.type == "cuda":
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         result["gpu"] = torch.cuda.get_device_name(device)
@@ -128,8 +172,14 @@ def main() -> None:
         print(json.dumps(run_case(key, recipe, device, precision, ckpt == "1", args.batch_size, steps)))
         return
     rows = _merge(_previous_rows(), [_subprocess(case, args) for case in cases(args)])
-    payload = {"machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
-                           "torch": torch.__version__}, "results": rows}
+    payload = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "results": rows,
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(table(rows))
@@ -149,8 +199,18 @@ def _merge(old: list[dict], new: list[dict]) -> list[dict]:
 
 
 def _subprocess(case: list[str], args) -> dict:
-    command = [sys.executable, __file__, "--case", *case, "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--gpu-steps", str(args.gpu_steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--case",
+        *case,
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--gpu-steps",
+        str(args.gpu_steps),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"case": case, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
@@ -160,16 +220,21 @@ def _subprocess(case: list[str], args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| model | recipe | device | precision | ckpt | batch | samples/s | s/step | trainable M | peak RSS GiB | peak GPU GiB |"
+    head = (
+        "| model | recipe | device | precision | ckpt | batch | samples/s | s/step | trainable M "
+        "| peak RSS GiB | peak GPU GiB |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         if "error" in r:
             lines.append(f"| {' '.join(r['case'])} | error: {r['error']} |")
             continue
         gpu = f"{r['peak_gpu_gib']:.1f}" if "peak_gpu_gib" in r else "-"
-        lines.append(f"| {r['model']} | {r['recipe']} | {r['device']} | {r['precision']} | {int(r['grad_checkpointing'])} "
-                     f"| {r['batch_size']} | {r['samples_per_s']:.2f} | {r['seconds_per_step']:.1f} "
-                     f"| {r['params_trainable'] / 1e6:.1f} | {r['peak_rss_gib']:.1f} | {gpu} |")
+        lines.append(
+            f"| {r['model']} | {r['recipe']} | {r['device']} | {r['precision']} | {int(r['grad_checkpointing'])} "
+            f"| {r['batch_size']} | {r['samples_per_s']:.2f} | {r['seconds_per_step']:.1f} "
+            f"| {r['params_trainable'] / 1e6:.1f} | {r['peak_rss_gib']:.1f} | {gpu} |"
+        )
     return "\n".join(lines)
 
 

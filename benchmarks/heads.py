@@ -30,8 +30,10 @@ HERE = Path(__file__).resolve().parent
 SHARES = np.array([78, 205, 315, 551, 873]) / 2022  # the study's score distribution
 TARGETS_S = {"threshold": 0.2, "mlp": 5.0, "logreg": 10.0, "lgbm": 15.0}
 # Settings at 200k+ rows: the study's batch of 32 would mean 5,000 steps per epoch; documented here.
-LARGE_PARAMS = {"mlp": {"recipe": "robust", "batch_size": 1024, "max_epochs": 10, "patience": 3},
-                "lgbm": {"n_estimators": 300}}
+LARGE_PARAMS = {
+    "mlp": {"recipe": "robust", "batch_size": 1024, "max_epochs": 10, "patience": 3},
+    "lgbm": {"n_estimators": 300},
+}
 
 
 def synthetic(n_pairs: int, dim: int = 768, seed: int = 0):
@@ -85,16 +87,27 @@ def worker(spec: dict) -> dict:
     proba, pred = head.predict_proba(X.subset(test)), head.predict(X.subset(test))
     metrics = compute_metrics(y[test], pred, proba)
     total_s = time.perf_counter() - start
-    return {**spec, "fit_s": fit_s, "fit_evaluate_s": total_s, "one_off_import_s": import_s, "peak_mb": _status_mb("VmHWM"),
-            "peak_over_start_mb": _status_mb("VmHWM") - base_mb, "macro_f1": metrics["macro_f1"],
-            "baseline_macro_f1": majority_baseline(y[train], y[test])["macro_f1"], "qwk": metrics["qwk"],
-            "epochs": len(getattr(head, "history_", {}).get("train_loss", [])) or None}
+    return {
+        **spec,
+        "fit_s": fit_s,
+        "fit_evaluate_s": total_s,
+        "one_off_import_s": import_s,
+        "peak_mb": _status_mb("VmHWM"),
+        "peak_over_start_mb": _status_mb("VmHWM") - base_mb,
+        "macro_f1": metrics["macro_f1"],
+        "baseline_macro_f1": majority_baseline(y[train], y[test])["macro_f1"],
+        "qwk": metrics["qwk"],
+        "epochs": len(getattr(head, "history_", {}).get("train_loss", [])) or None,
+    }
 
 
 def run_isolated(spec: dict) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
     if out.returncode != 0:
-        return {**spec, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+        return {
+            **spec,
+            "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}",
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -124,8 +137,14 @@ def threshold_comparison() -> dict:
     start = time.perf_counter()
     study = study_threshold_search(similarity, y)
     study_s = time.perf_counter() - start
-    return {"ours_s": ours_s, "ours_train_macro_f1": ours, "study_s": study_s, "study_train_macro_f1": study,
-            "speedup": study_s / ours_s, "ours_at_least_as_good": bool(ours >= study - 1e-12)}
+    return {
+        "ours_s": ours_s,
+        "ours_train_macro_f1": ours,
+        "study_s": study_s,
+        "study_train_macro_f1": study,
+        "speedup": study_s / ours_s,
+        "ours_at_least_as_good": bool(ours >= study - 1e-12),
+    }
 
 
 def million_from_cache(rows: int = 1_000_000) -> list[dict]:
@@ -141,9 +160,13 @@ def million_from_cache(rows: int = 1_000_000) -> list[dict]:
         rng = np.random.default_rng(0)
         import pandas as pd
 
-        pd.DataFrame({"Image Filename": [image_key(i) for i in range(rows)],
-                      "Hashtag": [f"#tag{j}" for j in rng.integers(0, N_TEXTS, rows)],
-                      "Score": rng.choice(np.arange(1, 6), rows, p=SHARES)}).to_parquet(pairs)
+        pd.DataFrame(
+            {
+                "Image Filename": [image_key(i) for i in range(rows)],
+                "Hashtag": [f"#tag{j}" for j in rng.integers(0, N_TEXTS, rows)],
+                "Score": rng.choice(np.arange(1, 6), rows, p=SHARES),
+            }
+        ).to_parquet(pairs)
         # A few passes bound the time: one epoch over 1M pairs is 1,000 batches of 1,024.
         million_mlp = {**LARGE_PARAMS["mlp"], "max_epochs": 3, "patience": 1}
         for head, params in (("logreg", {"Cs": (0.01, 0.1)}), ("mlp", million_mlp)):
@@ -159,22 +182,38 @@ def cache_worker(spec: dict) -> dict:
     base_mb = peak_reset()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        result = fit_head(FitHeadConfig(cache=spec["cache"], data=spec["pairs"], head=spec["head"],
-                                        out=Path(out) / "run", head_params=spec["params"]))
-    return {**spec, "fit_evaluate_s": time.perf_counter() - start, "peak_mb": _status_mb("VmHWM"),
-            "peak_over_start_mb": _status_mb("VmHWM") - base_mb, "macro_f1": result.metrics["macro_f1"]}
+        result = fit_head(
+            FitHeadConfig(
+                cache=spec["cache"],
+                data=spec["pairs"],
+                head=spec["head"],
+                out=Path(out) / "run",
+                head_params=spec["params"],
+            )
+        )
+    return {
+        **spec,
+        "fit_evaluate_s": time.perf_counter() - start,
+        "peak_mb": _status_mb("VmHWM"),
+        "peak_over_start_mb": _status_mb("VmHWM") - base_mb,
+        "macro_f1": result.metrics["macro_f1"],
+    }
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'head':<10}{'pairs':>10}{'fit+eval s':>12}{'target s':>10}{'peak MB':>10}{'macro-F1':>10}{'baseline':>10}"]
+    lines = [
+        f"{'head':<10}{'pairs':>10}{'fit+eval s':>12}{'target s':>10}{'peak MB':>10}{'macro-F1':>10}{'baseline':>10}"
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"{r['head']:<10}{r['n_pairs']:>10}  ERROR {r['error']}")
             continue
         target = TARGETS_S.get(r["head"]) if r["n_pairs"] == 2022 and not r.get("params") else None
         name = r["head"] + ("*" if r.get("params") else "")
-        lines.append(f"{name:<10}{r['n_pairs']:>10}{r['fit_evaluate_s']:>12.2f}{target or '-':>10}"
-                     f"{r['peak_mb']:>10.0f}{r['macro_f1']:>10.3f}{r.get('baseline_macro_f1') or float('nan'):>10.3f}")
+        lines.append(
+            f"{name:<10}{r['n_pairs']:>10}{r['fit_evaluate_s']:>12.2f}{target or '-':>10}"
+            f"{r['peak_mb']:>10.0f}{r['macro_f1']:>10.3f}{r.get('baseline_macro_f1') or float('nan'):>10.3f}"
+        )
     return "\n".join(lines + ["* = non-default settings (see params in the JSON)"])
 
 
@@ -183,8 +222,9 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--skip-large", action="store_true", help="only the 2,022-pair runs")
     parser.add_argument("--million", action="store_true", help="also 1,000,000 pairs from a cache file")
-    parser.add_argument("--million-only", action="store_true",
-                        help="only the 1,000,000-pair runs, added to the existing --out JSON")
+    parser.add_argument(
+        "--million-only", action="store_true", help="only the 1,000,000-pair runs, added to the existing --out JSON"
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "heads.json"))
     args = parser.parse_args(argv)
     if args.worker:
@@ -197,10 +237,18 @@ def main(argv=None) -> int:
         print(table(report["million"]), flush=True)
         _save(report, Path(args.out))
         return 0
-    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "load_average_at_start": os.getloadavg()}}
+    report = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        }
+    }
     heads = ("threshold", "logreg", "mlp", "lgbm")
-    small = [{"head": h, "n_pairs": 2022} for h in heads] + [{"head": "mlp", "n_pairs": 2022, "params": {"recipe": "robust"}}]
+    small = [{"head": h, "n_pairs": 2022} for h in heads] + [
+        {"head": "mlp", "n_pairs": 2022, "params": {"recipe": "robust"}}
+    ]
     report["small"] = [run_isolated(spec) for spec in small]
     print(table(report["small"]), flush=True)
     save = lambda: _save(report, Path(args.out))  # noqa: E731  (after each part: a long run keeps what it has)
@@ -208,7 +256,9 @@ def main(argv=None) -> int:
     report["threshold_search"] = threshold_comparison()
     print(json.dumps(report["threshold_search"], indent=2), flush=True)
     if not args.skip_large:
-        report["large"] = [run_isolated({"head": h, "n_pairs": 200_000, "params": LARGE_PARAMS.get(h, {})}) for h in heads]
+        report["large"] = [
+            run_isolated({"head": h, "n_pairs": 200_000, "params": LARGE_PARAMS.get(h, {})}) for h in heads
+        ]
         print(table(report["large"]), flush=True)
         save()
     if args.million:

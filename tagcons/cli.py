@@ -26,8 +26,11 @@ HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm")
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("tagcons: %(message)s" if verbosity <= 0 else
-                                           "%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(
+            "tagcons: %(message)s" if verbosity <= 0 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
+        )
+    )
     root = logging.getLogger("tagcons")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -44,10 +47,16 @@ def _quiet_third_party() -> None:
 
 def pair_columns(command):
     """--image-col / --text-col / --label-col on every command that reads pairs."""
-    command = click.option("--label-col", default="Score", show_default=True, help="Column with the 1-5 score.")(command)
+    command = click.option("--label-col", default="Score", show_default=True, help="Column with the 1-5 score.")(
+        command
+    )
     command = click.option("--text-col", default="Hashtag", show_default=True, help="Column with the hashtag.")(command)
-    command = click.option("--image-col", default="Image Filename", show_default=True,
-                           help="Column with the image path, relative to --images.")(command)
+    command = click.option(
+        "--image-col",
+        default="Image Filename",
+        show_default=True,
+        help="Column with the image path, relative to --images.",
+    )(command)
     return command
 
 
@@ -80,7 +89,9 @@ def cli(verbose: int, quiet: bool) -> None:
 
 @cli.command()
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file (CSV, TSV or parquet).")
-@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to.")
+@click.option(
+    "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
+)
 @click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
@@ -94,22 +105,54 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
 @click.option("--shard", callback=_shard, default=None, help="K/N: encode only shard K of N (job arrays).")
 @pair_columns
-def embed(data, images, backbone, out, revision, batch_size, workers, device, dtype, text_template, strip_hash,
-          store_dtype, strict, shard, image_col, text_col, label_col):
+def embed(
+    data,
+    images,
+    backbone,
+    out,
+    revision,
+    batch_size,
+    workers,
+    device,
+    dtype,
+    text_template,
+    strip_hash,
+    store_dtype,
+    strict,
+    shard,
+    image_col,
+    text_col,
+    label_col,
+):
     """Encode every unique image and hashtag once into an HDF5 cache."""
     from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
 
-    config = EmbedConfig(data=data, images=images, backbone=backbone, out=out, revision=revision,
-                         batch_size=batch_size, workers=default_workers() if workers is None else workers,
-                         device=device, dtype=dtype, text_template=text_template, strip_hash=strip_hash,
-                         store_dtype=store_dtype, strict=strict, shard=shard,
-                         columns=_columns(image_col, text_col, label_col), progress=_progress())
+    config = EmbedConfig(
+        data=data,
+        images=images,
+        backbone=backbone,
+        out=out,
+        revision=revision,
+        batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+        device=device,
+        dtype=dtype,
+        text_template=text_template,
+        strip_hash=strip_hash,
+        store_dtype=store_dtype,
+        strict=strict,
+        shard=shard,
+        columns=_columns(image_col, text_col, label_col),
+        progress=_progress(),
+    )
     summary = run_embed(config)
     if summary.rank == 0:
-            click.echo(f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-                   f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
-                   f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
-                   f"{summary.texts_per_second:.1f} txt/s)")
+        click.echo(
+            f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
+            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
+            f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
+            f"{summary.texts_per_second:.1f} txt/s)"
+        )
 
 
 @cli.group()
@@ -152,24 +195,48 @@ def _parse_value(raw: str):
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--head", required=True, type=click.Choice(HEAD_NAMES))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
-@click.option("--split", type=click.Choice(["images", "pairs"]), default="images", show_default=True,
-              help="images: no image on both sides (honest); pairs: the study's split.")
+@click.option(
+    "--split",
+    type=click.Choice(["images", "pairs"]),
+    default="images",
+    show_default=True,
+    help="images: no image on both sides (honest); pairs: the study's split.",
+)
 @click.option("--cv", type=int, default=None, help="K-fold cross-validation instead of one 80/20 split.")
 @click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--objective", default=None, help="threshold: macro_f1|qwk; lgbm: multiclass|regression.")
-@click.option("--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE",
-              help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    callback=_head_params,
+    metavar="KEY=VALUE",
+    help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
-def fit_head_command(cache_path, data, head, out, split, cv, features, seed, objective, params, overwrite,
-                     image_col, text_col, label_col):
+def fit_head_command(
+    cache_path, data, head, out, split, cv, features, seed, objective, params, overwrite, image_col, text_col, label_col
+):
     """Fit a light head on cached features and evaluate it honestly."""
     from tagcons.heads import FitHeadConfig, fit_head
 
-    config = FitHeadConfig(cache=cache_path, data=data, head=head, out=out, split=split, cv=cv, features=features,
-                           seed=seed, objective=objective, head_params=params, overwrite=overwrite,
-                           columns=_columns(image_col, text_col, label_col), progress=_progress())
+    config = FitHeadConfig(
+        cache=cache_path,
+        data=data,
+        head=head,
+        out=out,
+        split=split,
+        cv=cv,
+        features=features,
+        seed=seed,
+        objective=objective,
+        head_params=params,
+        overwrite=overwrite,
+        columns=_columns(image_col, text_col, label_col),
+        progress=_progress(),
+    )
     result = fit_head(config)
     click.echo(_headline(result.run_dir, result.metrics))
 
@@ -190,15 +257,28 @@ def _progress() -> bool:
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs to score (scores optional).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions CSV to write.")
-@click.option("--images", default=None, type=click.Path(path_type=Path),
-              help="Images folder (only used to spell out the embed command for missing pairs).")
+@click.option(
+    "--images",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Images folder (only used to spell out the embed command for missing pairs).",
+)
 @pair_columns
 def predict_command(run_dir, cache_path, data, out, images, image_col, text_col, label_col):
     """Score a pairs file with a saved run."""
     from tagcons.heads import PredictConfig, predict
 
-    result = predict(PredictConfig(run=run_dir, cache=cache_path, data=data, out=out, images=images,
-                                   columns=_columns(image_col, text_col, label_col), progress=_progress()))
+    result = predict(
+        PredictConfig(
+            run=run_dir,
+            cache=cache_path,
+            data=data,
+            out=out,
+            images=images,
+            columns=_columns(image_col, text_col, label_col),
+            progress=_progress(),
+        )
+    )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
     if result.metrics:
         click.echo(_headline(result.out, result.metrics))
@@ -206,8 +286,7 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", default=None, type=click.Path(path_type=Path),
-              help="Write TABLE.md and TABLE.csv beside it.")
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
 def compare_command(run_dirs, out):
     """One table of runs (fit-head and finetune), best value per column in bold."""
     from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
@@ -222,8 +301,12 @@ def compare_command(run_dirs, out):
 # `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
 # left out takes the recipe's value (see tagcons/finetune/config.py RECIPES).
 FINETUNE_OPTIONS = [
-    ("--recipe", click.Choice(["robust", "paper"]), "robust (default): LP-FT, AdamW, layer decay, cosine; "
-     "paper: the study's Adam 5e-5, StepLR(5, 0.1), batch 8 x 2."),
+    (
+        "--recipe",
+        click.Choice(["robust", "paper"]),
+        "robust (default): LP-FT, AdamW, layer decay, cosine; "
+        "paper: the study's Adam 5e-5, StepLR(5, 0.1), batch 8 x 2.",
+    ),
     ("--revision", str, "Hub revision of the backbone."),
     ("--epochs", int, "Maximum epochs [recipe]."),
     ("--batch-size", int, "Batch size per process [recipe]."),
@@ -269,7 +352,9 @@ def finetune_options(command):
 
 @cli.command("finetune")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
-@click.option("--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to.")
+@click.option(
+    "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
+)
 @click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
@@ -301,8 +386,10 @@ def demo_command(out, finetune_epochs):
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
     click.echo(report.markdown)
     click.echo(f"\ndemo set: {report.pairs_csv} (images in {report.images_dir}); cache: {report.cache}")
-    click.echo(f"runs, plots and predictions: {report.out / 'runs'}/<run>/ "
-               "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)")
+    click.echo(
+        f"runs, plots and predictions: {report.out / 'runs'}/<run>/ "
+        "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)"
+    )
     click.echo(f"comparison table: {report.table_path} (and .csv)")
 
 

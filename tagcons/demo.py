@@ -53,22 +53,39 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
     out = Path(config.out)
     demo_set = make_demo_set(out / "data", config.data)
     cache = out / "cache.h5"
-    run_embed(EmbedConfig(data=demo_set.pairs_csv, images=demo_set.images_dir, backbone="tiny", out=cache,
-                          workers=config.workers, progress=config.progress))
+    run_embed(
+        EmbedConfig(
+            data=demo_set.pairs_csv,
+            images=demo_set.images_dir,
+            backbone="tiny",
+            out=cache,
+            workers=config.workers,
+            progress=config.progress,
+        )
+    )
     run_dirs = [_fit(head, cache, demo_set.pairs_csv, out, config.progress) for head in config.heads]
     if config.finetune_epochs > 0:
         run_dirs.append(_finetune(demo_set, out, config))
     table = compare_runs(run_dirs)
     table_path, _ = write_comparison(table, out / "compare.md")
-    return DemoReport(out, demo_set.pairs_csv, demo_set.images_dir, cache, run_dirs, table, render_markdown(table),
-                      table_path)
+    return DemoReport(
+        out, demo_set.pairs_csv, demo_set.images_dir, cache, run_dirs, table, render_markdown(table), table_path
+    )
 
 
 def _fit(head: str, cache: Path, pairs: Path, out: Path, progress: bool) -> Path:
     from tagcons.heads import FitHeadConfig, fit_head
 
-    config = FitHeadConfig(cache=cache, data=pairs, head=head, out=out / "runs" / head, split="images",
-                           head_params=DEMO_HEAD_PARAMS.get(head, {}), overwrite=True, progress=progress)
+    config = FitHeadConfig(
+        cache=cache,
+        data=pairs,
+        head=head,
+        out=out / "runs" / head,
+        split="images",
+        head_params=DEMO_HEAD_PARAMS.get(head, {}),
+        overwrite=True,
+        progress=progress,
+    )
     return fit_head(config).run_dir
 
 
@@ -77,8 +94,14 @@ def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:
 
     run_dir = out / "runs" / "finetune"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own run: a rerun starts it afresh
-    settings = FinetuneConfig(data=str(demo_set.pairs_csv), images=str(demo_set.images_dir), backbone="tiny",
-                              out=str(run_dir), epochs=config.finetune_epochs, workers=min(config.workers, 2),
-                              progress=config.progress)
+    settings = FinetuneConfig(
+        data=str(demo_set.pairs_csv),
+        images=str(demo_set.images_dir),
+        backbone="tiny",
+        out=str(run_dir),
+        epochs=config.finetune_epochs,
+        workers=min(config.workers, 2),
+        progress=config.progress,
+    )
     run_finetune(settings)
     return run_dir

@@ -15,8 +15,15 @@ D = 8
 
 
 def meta(**kw):
-    base = dict(backbone="tiny", model_id="tagcons/tiny-clip", revision=None, projection_dim=D,
-                text_template="{}", store_dtype="float32", settings={"image_size": 32, "strip_hash": False})
+    base = dict(
+        backbone="tiny",
+        model_id="tagcons/tiny-clip",
+        revision=None,
+        projection_dim=D,
+        text_template="{}",
+        store_dtype="float32",
+        settings={"image_size": 32, "strip_hash": False},
+    )
     return tc.CacheMeta(**{**base, **kw})
 
 
@@ -34,8 +41,13 @@ def test_roundtrip_keys_embeds_attrs_schema(tmp_path):
     path = tmp_path / "c.h5"
     img, txt = vecs(5, 1), vecs(3, 2)
     m = meta(revision="abc123")
-    write(path, m, images=([f"i{k}.jpg" for k in range(5)], [f"sha{k}" for k in range(5)], img),
-          texts=(["#a", "#b", "#c"], txt), failures=(["bad.jpg"], [""], ["cannot identify image file"]))
+    write(
+        path,
+        m,
+        images=([f"i{k}.jpg" for k in range(5)], [f"sha{k}" for k in range(5)], img),
+        texts=(["#a", "#b", "#c"], txt),
+        failures=(["bad.jpg"], [""], ["cannot identify image file"]),
+    )
     with tc.open(path) as c:
         assert c.image_keys == [f"i{k}.jpg" for k in range(5)] and c.text_keys == ["#a", "#b", "#c"]
         np.testing.assert_array_equal(c.image_embeddings(), img)
@@ -58,7 +70,7 @@ def test_float16_store_and_normalise(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["images/embeds"].dtype == np.float16
     with tc.open(path) as c:
-        (keys, raw), = c.iter_rows("images", dtype=None)
+        ((keys, raw),) = c.iter_rows("images", dtype=None)
         assert raw.dtype == np.float16 and keys == list("abcd")
         np.testing.assert_array_equal(next(c.iter_rows("images"))[1], raw.astype(np.float32))
         out = c.image_embeddings()
@@ -80,9 +92,14 @@ def test_unicode_keys_roundtrip(tmp_path):
 def test_fingerprint_covers_what_changes_numbers():
     base = tc.compute_fingerprint(meta())
     assert tc.compute_fingerprint(meta(backbone="other-name")) == base  # the short name alone does not count
-    for change in [dict(model_id="x"), dict(revision="r1"), dict(text_template="a photo of {}"),
-                   dict(store_dtype="float16"), dict(settings={"image_size": 64, "strip_hash": False}),
-                   dict(settings={"image_size": 32, "strip_hash": True})]:
+    for change in [
+        dict(model_id="x"),
+        dict(revision="r1"),
+        dict(text_template="a photo of {}"),
+        dict(store_dtype="float16"),
+        dict(settings={"image_size": 64, "strip_hash": False}),
+        dict(settings={"image_size": 32, "strip_hash": True}),
+    ]:
         assert tc.compute_fingerprint(meta(**change)) != base, change
 
 
@@ -99,7 +116,7 @@ def test_incremental_commits_resume_and_consolidate(tmp_path):
     keys = [f"k{i}" for i in range(30)]
     with tc.CacheWriter(path, meta()) as w:
         for lo in range(0, 20, 5):
-            w.commit_images(keys[lo:lo + 5], ["s"] * 5, img[lo:lo + 5])
+            w.commit_images(keys[lo : lo + 5], ["s"] * 5, img[lo : lo + 5])
         assert len(tc.pending_parts(path)) == 4 and not path.exists()
     with tc.CacheWriter(path, meta()) as w:  # resume: sees the parts of the first session
         assert set(w.known_images()) == set(keys[:20])
@@ -197,8 +214,12 @@ def test_fingerprint_mismatch_refused_by_writer_and_merge(tmp_path):
 def test_lookup_alignment_missing_and_failed(tmp_path):
     path = tmp_path / "c.h5"
     img, txt = vecs(3, 1), vecs(2, 2)
-    write(path, images=(["a", "b", "c"], ["s"] * 3, img), texts=(["t1", "t2"], txt),
-          failures=(["f"], ["s"], ["unreadable"]))
+    write(
+        path,
+        images=(["a", "b", "c"], ["s"] * 3, img),
+        texts=(["t1", "t2"], txt),
+        failures=(["f"], ["s"], ["unreadable"]),
+    )
     images = ["c", "a", "zz", "f", "a", "b", "f"]
     texts = ["t2", "t1", "t1", "t1", "nope", "t2", "t1"]
     with tc.open(path) as c:
@@ -209,8 +230,9 @@ def test_lookup_alignment_missing_and_failed(tmp_path):
     np.testing.assert_array_equal(res.text_embeds, txt[[1, 0, 1]])
     assert res.missing_images == ["zz"] and res.failed_images == ["f"] and res.missing_texts == ["nope"]
     assert res.image_embeds.dtype == np.float32
-    np.testing.assert_allclose(unit.image_embeds, img[[2, 0, 1]] / np.linalg.norm(img[[2, 0, 1]], axis=1)[:, None],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        unit.image_embeds, img[[2, 0, 1]] / np.linalg.norm(img[[2, 0, 1]], axis=1)[:, None], rtol=1e-6
+    )
 
 
 def test_iter_rows_and_read_rows(tmp_path):

@@ -27,8 +27,14 @@ TIMING = {}  # seconds the uninterrupted reference run took to consolidate
 
 
 def meta():
-    return tc.CacheMeta(backbone="tiny", model_id="tagcons/tiny-clip", revision=None, projection_dim=D,
-                        store_dtype="float16", settings={"image_size": 32})
+    return tc.CacheMeta(
+        backbone="tiny",
+        model_id="tagcons/tiny-clip",
+        revision=None,
+        projection_dim=D,
+        store_dtype="float16",
+        settings={"image_size": 32},
+    )
 
 
 def key(i: int) -> str:
@@ -59,7 +65,7 @@ def run_writer(path, n=N, chunk=CHUNK, shard=None, announce=False):
         texts = w.known_texts()
         todo = [i for i in range(n) if mine(i, shard) and done.get(key(i)) != sha(i)]
         for lo in range(0, len(todo), chunk):
-            _commit_chunk(w, np.array(todo[lo:lo + chunk]), texts)
+            _commit_chunk(w, np.array(todo[lo : lo + chunk]), texts)
             if announce:
                 print(f"COMMIT {lo // chunk}", flush=True)
         if announce:
@@ -70,9 +76,11 @@ def run_writer(path, n=N, chunk=CHUNK, shard=None, announce=False):
 def _commit_chunk(w, idx, known_texts):
     ok, bad = idx[idx % FAIL_EVERY != 0], idx[idx % FAIL_EVERY == 0]
     new_texts = sorted({int(i) % N_TEXTS for i in idx if text(int(i)) not in known_texts})
-    w.commit(images=([key(i) for i in ok], [sha(i) for i in ok], embed(ok)),
-             texts=([text(j) for j in new_texts], embed(np.array(new_texts, dtype=np.int64) + 10**5)),
-             failures=([key(i) for i in bad], [sha(i) for i in bad], ["cannot identify image file"] * len(bad)))
+    w.commit(
+        images=([key(i) for i in ok], [sha(i) for i in ok], embed(ok)),
+        texts=([text(j) for j in new_texts], embed(np.array(new_texts, dtype=np.int64) + 10**5)),
+        failures=([key(i) for i in bad], [sha(i) for i in bad], ["cannot identify image file"] * len(bad)),
+    )
     known_texts.update(text(j) for j in new_texts)
 
 
@@ -110,8 +118,12 @@ def reference(tmp_path_factory):
 
 
 def spawn(path, *args):
-    return subprocess.Popen([sys.executable, __file__, str(path), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, __file__, str(path), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_after(proc, marker_lines: int, rng: random.Random) -> None:
@@ -177,8 +189,10 @@ def test_crash_after_swap_leftover_parts_and_temp_are_harmless(tmp_path, referen
         # older parts hold wrong rows with the right sha256 (resume would not redo them): only
         # replaying newer parts last can get the reference back
         wrong = np.arange(N // 2, N // 2 + 50)
-        w.commit(images=([key(i) for i in wrong], [sha(i) for i in wrong], embed(wrong) + 1),
-                 failures=([key(1)], [sha(1)], ["transient error"]))
+        w.commit(
+            images=([key(i) for i in wrong], [sha(i) for i in wrong], embed(wrong) + 1),
+            failures=([key(1)], [sha(1)], ["transient error"]),
+        )
         texts = w.known_texts()
         for lo in range(N // 2, N, 100):
             _commit_chunk(w, np.arange(lo, min(lo + 100, N)), texts)
@@ -247,7 +261,7 @@ def test_unmerged_shards_merged_by_merge_parts(tmp_path, reference):
             texts = set()
             idx = np.array([i for i in range(N) if mine(i, (k, 3))])
             for lo in range(0, idx.size, 300):
-                _commit_chunk(w, idx[lo:lo + 300], texts)
+                _commit_chunk(w, idx[lo : lo + 300], texts)
     parts = tc.pending_parts(path)
     assert {p.name.rsplit("-", 1)[0] for p in parts} == {"shard-0-of-3", "shard-1-of-3", "shard-2-of-3"}
     stats = tc.merge_parts(path)

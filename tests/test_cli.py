@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from embed_helpers import make_image_set
+
 from tagcons.cli import HEAD_NAMES, main
 
 
@@ -38,8 +38,21 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, rows
     (tmp_path / "images").mkdir()
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("Image Filename,Hashtag,Score\n" + rows, encoding="utf-8")
-    code, _, err = run_cli(["-q", "embed", "--data", pairs, "--images", tmp_path / "images", "--backbone", "tiny",
-                            "--out", tmp_path / "c.h5"], capsys)
+    code, _, err = run_cli(
+        [
+            "-q",
+            "embed",
+            "--data",
+            pairs,
+            "--images",
+            tmp_path / "images",
+            "--backbone",
+            "tiny",
+            "--out",
+            tmp_path / "c.h5",
+        ],
+        capsys,
+    )
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -49,15 +62,17 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, rows
 def test_usage_errors_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["embed", "--data", tmp_path / "x.csv"], capsys)
     assert code == 2 and "Missing option" in err
-    code, _, err = run_cli(["embed", "--data", "x", "--images", "y", "--backbone", "tiny", "--out", "z",
-                            "--shard", "3/2"], capsys)
+    code, _, err = run_cli(
+        ["embed", "--data", "x", "--images", "y", "--backbone", "tiny", "--out", "z", "--shard", "3/2"], capsys
+    )
     assert code == 2 and "K must be in 0..N-1" in err
 
 
 def test_unreachable_backbone_exits_2_naming_the_model(tmp_path, capsys):
     pairs, images = make_image_set(tmp_path, n_images=2)
-    code, _, err = run_cli(["-q", "embed", "--data", pairs, "--images", images, "--backbone", "koclip",
-                            "--out", tmp_path / "c.h5"], capsys)
+    code, _, err = run_cli(
+        ["-q", "embed", "--data", pairs, "--images", images, "--backbone", "koclip", "--out", tmp_path / "c.h5"], capsys
+    )
     assert code == 2 and "Bingsu/clip-vit-large-patch14-ko" in err and "Traceback" not in err
 
 
@@ -66,14 +81,33 @@ def test_embed_strict_exits_3_after_saving_then_fit_predict_compare(tmp_path, ca
     with open(pairs, "a", encoding="utf-8") as handle:
         handle.write("gone.png,#x,2\n")
     cache = tmp_path / "c.h5"
-    code, _, err = run_cli(["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache,
-                            "--workers", "0", "--strict"], capsys)
+    code, _, err = run_cli(
+        [
+            "-q",
+            "embed",
+            "--data",
+            pairs,
+            "--images",
+            images,
+            "--backbone",
+            "tiny",
+            "--out",
+            cache,
+            "--workers",
+            "0",
+            "--strict",
+        ],
+        capsys,
+    )
     assert code == 3 and "gone.png" in err and cache.is_file()
-    code, out, _ = run_cli(["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "logreg",
-                            "--out", tmp_path / "run"], capsys)
+    code, out, _ = run_cli(
+        ["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "logreg", "--out", tmp_path / "run"], capsys
+    )
     assert code == 0 and "macro_f1" in out
-    code, out, _ = run_cli(["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs,
-                            "--out", tmp_path / "pred.csv"], capsys)
+    code, out, _ = run_cli(
+        ["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs, "--out", tmp_path / "pred.csv"],
+        capsys,
+    )
     assert code == 0 and (tmp_path / "pred.csv").is_file() and "1 missing" in out
     code, out, _ = run_cli(["-q", "compare", tmp_path / "run", "--out", tmp_path / "table.md"], capsys)
     assert code == 0 and "| logreg |" in out and (tmp_path / "table.csv").is_file()
@@ -87,13 +121,35 @@ def test_python_dash_m_and_version():
 def test_fit_head_and_predict_follow_the_caches_strip_hash(tmp_path, capsys):
     pairs, images = make_image_set(tmp_path, n_images=30, tags_per_image=4)
     cache = tmp_path / "c.h5"
-    assert run_cli(["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache,
-                    "--workers", "0", "--strip-hash"], capsys)[0] == 0
-    code, out, _ = run_cli(["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "threshold",
-                            "--out", tmp_path / "run"], capsys)
+    assert (
+        run_cli(
+            [
+                "-q",
+                "embed",
+                "--data",
+                pairs,
+                "--images",
+                images,
+                "--backbone",
+                "tiny",
+                "--out",
+                cache,
+                "--workers",
+                "0",
+                "--strip-hash",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
+    code, out, _ = run_cli(
+        ["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "threshold", "--out", tmp_path / "run"], capsys
+    )
     assert code == 0 and "n_test" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_excluded"] == 0  # '#빨강' in the pairs file found as '빨강' in the cache
-    code, out, _ = run_cli(["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs,
-                            "--out", tmp_path / "pred.csv"], capsys)
+    code, out, _ = run_cli(
+        ["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs, "--out", tmp_path / "pred.csv"],
+        capsys,
+    )
     assert code == 0 and "0 missing" in out

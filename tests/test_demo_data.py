@@ -40,7 +40,11 @@ def frame(demo):
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_schema_columns_and_counts(demo, frame):
@@ -133,8 +137,10 @@ def test_small_and_full_vocabulary_configs(tmp_path):
     assert len(frame) == 6 * len(VOCABULARY)
 
 
-@pytest.mark.parametrize("field, value", [("n_images", 0), ("pairs_per_image", 0), ("pairs_per_image", 999),
-                                          ("image_size", 8), ("duplicate_fraction", 1.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("n_images", 0), ("pairs_per_image", 0), ("pairs_per_image", 999), ("image_size", 8), ("duplicate_fraction", 1.0)],
+)
 def test_bad_config_is_refused(tmp_path, field, value):
     with pytest.raises(BadInputError, match=field):
         make_demo_set(tmp_path, DemoConfig(**{field: value}))
@@ -142,10 +148,13 @@ def test_bad_config_is_refused(tmp_path, field, value):
 
 def _pixel_features(images_dir: Path, names: list[str]) -> np.ndarray:
     """A random projection of 16x16 RGB pixels: roughly what a randomly initialised encoder sees."""
-    pixels = np.stack([
-        np.asarray(Image.open(images_dir / n).convert("RGB").resize((16, 16), Image.BILINEAR), np.float32).ravel() / 255
-        for n in names
-    ])
+    pixels = np.stack(
+        [
+            np.asarray(Image.open(images_dir / n).convert("RGB").resize((16, 16), Image.BILINEAR), np.float32).ravel()
+            / 255
+            for n in names
+        ]
+    )
     projection = np.random.default_rng(0).normal(size=(pixels.shape[1], 64)) / np.sqrt(pixels.shape[1])
     return (pixels - pixels.mean(axis=0)) @ projection
 
@@ -169,7 +178,9 @@ def test_scores_are_learnable_from_pixels_and_tag_identity(demo, frame):
     tag_ids = pd.factorize(frame["Hashtag"], sort=True)[0]
     tag_onehot = np.eye(tag_ids.max() + 1)[tag_ids]
     labels = frame["Score"].to_numpy()
-    train, test = next(GroupShuffleSplit(1, test_size=0.2, random_state=0).split(labels, labels, frame["Image Filename"]))
+    train, test = next(
+        GroupShuffleSplit(1, test_size=0.2, random_state=0).split(labels, labels, frame["Image Filename"])
+    )
     majority = f1_score(labels[test], np.full(len(test), 5), average="macro")
     with threadpool_limits(1):  # tiny matrices: threads only add overhead on a shared 2-core machine
         both = _macro_f1_of(np.hstack([image_features, tag_onehot]), labels, train, test)

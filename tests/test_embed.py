@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from embed_helpers import assert_same_contents, cache_contents, embed, make_image_set
 from PIL import Image
 
 import tagcons.cache
-from embed_helpers import assert_same_contents, cache_contents, embed, make_image_set
 from tagcons.cache import CacheWriter
 from tagcons.embed import load_backbone
-from tagcons.embed.extractor import cache_meta, encode_texts, EmbedConfig
+from tagcons.embed.extractor import EmbedConfig, cache_meta, encode_texts
 from tagcons.embed.features import image_features
 from tagcons.errors import BackboneUnavailableError, CacheBusyError, FingerprintMismatchError, StrictFailure
 
@@ -119,9 +119,8 @@ def test_unreachable_hub_says_what_to_do(monkeypatch):
 def test_a_second_writer_is_refused(tmp_path, image_set):
     pairs, images = image_set
     meta = cache_meta(load_backbone("tiny"), EmbedConfig(pairs, images, "tiny", tmp_path / "c.h5"), torch.float32)
-    with CacheWriter(tmp_path / "c.h5", meta):
-        with pytest.raises(CacheBusyError):
-            embed(pairs, images, tmp_path / "c.h5")
+    with CacheWriter(tmp_path / "c.h5", meta), pytest.raises(CacheBusyError):
+        embed(pairs, images, tmp_path / "c.h5")
 
 
 def test_other_settings_on_the_same_cache_are_refused(tmp_path, image_set):

@@ -20,7 +20,9 @@ def test_metrics_match_sklearn_with_labels_fixed_to_1_to_5():
     y_pred = np.array([2, 2, 3, 4, 4, 5, 4, 3])
     m = compute_metrics(y_true, y_pred)
     assert m["accuracy"] == pytest.approx(5 / 8)
-    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=[1, 2, 3, 4, 5], average="macro", zero_division=0))
+    assert m["macro_f1"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=[1, 2, 3, 4, 5], average="macro", zero_division=0)
+    )
     assert m["qwk"] == pytest.approx(cohen_kappa_score(y_true, y_pred, weights="quadratic"))
     assert m["mae"] == pytest.approx(3 / 8)
     assert m["per_class"]["1"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
@@ -48,8 +50,14 @@ def test_pooled_and_per_fold():
 
 def _table(n=30, seed=0):
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"image": [f"i{i % 5}.png" for i in range(n)], "text": [f"t{i}" for i in range(n)],
-                          "label": rng.integers(1, 6, n).astype(np.int8), "line": np.arange(n) + 2})
+    frame = pd.DataFrame(
+        {
+            "image": [f"i{i % 5}.png" for i in range(n)],
+            "text": [f"t{i}" for i in range(n)],
+            "label": rng.integers(1, 6, n).astype(np.int8),
+            "line": np.arange(n) + 2,
+        }
+    )
     return PairTable(frame, "pairs.csv")
 
 
@@ -73,7 +81,9 @@ def test_training_curves_accept_any_subset(tmp_path):
 
 def _fake_run(root, name, head, macro_f1, mae, extra_config=None):
     run = root / name
-    write_config(run, {"backbone": "clip", "head": head, "split": "images", "features": "concat", **(extra_config or {})}, "fp")
+    write_config(
+        run, {"backbone": "clip", "head": head, "split": "images", "features": "concat", **(extra_config or {})}, "fp"
+    )
     metrics = {k: 0.5 for k in HEADLINE}
     metrics.update(macro_f1=macro_f1, mae=mae, n_train=100, n_test=25, baseline={"macro_f1": 0.12})
     (run / "metrics.json").write_text(json.dumps(metrics))
@@ -81,8 +91,11 @@ def _fake_run(root, name, head, macro_f1, mae, extra_config=None):
 
 
 def test_compare_marks_best_per_column_lowest_mae(tmp_path):
-    runs = [_fake_run(tmp_path, "a", "logreg", 0.40, 0.9), _fake_run(tmp_path, "b", "mlp", 0.45, 1.1),
-            _fake_run(tmp_path, "c", "finetune", 0.30, 0.8, {"recipe": "robust"})]
+    runs = [
+        _fake_run(tmp_path, "a", "logreg", 0.40, 0.9),
+        _fake_run(tmp_path, "b", "mlp", 0.45, 1.1),
+        _fake_run(tmp_path, "c", "finetune", 0.30, 0.8, {"recipe": "robust"}),
+    ]
     frame = compare_runs(runs)
     assert list(frame["head"]) == ["logreg", "mlp", "finetune"] and "recipe" in frame
     lines = render_markdown(frame).splitlines()

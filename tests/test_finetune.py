@@ -10,8 +10,7 @@ from PIL import Image
 from tagcons.data.pairs import load_pairs
 from tagcons.embed.tiny import build_tiny, build_tiny_tokenizer
 from tagcons.errors import BadInputError
-from tagcons.finetune import FinetuneConfig, resolve
-from tagcons.finetune import checkpoint
+from tagcons.finetune import FinetuneConfig, checkpoint, resolve
 from tagcons.finetune.data import TokenTable, exclude_unloadable
 from tagcons.finetune.export import interpolate
 from tagcons.finetune.model import FinetuneModel, freeze, param_groups
@@ -59,7 +58,13 @@ def test_layer_decay_lowers_the_rate_of_deeper_blocks(model):
 def test_recipes_fill_only_what_is_not_given():
     base = dict(data="p.csv", images="img", backbone="tiny", out="run")
     paper = resolve(FinetuneConfig(**base, recipe="paper", lr=1e-4))
-    assert (paper.lr, paper.batch_size, paper.grad_accum, paper.optimizer, paper.schedule) == (1e-4, 8, 2, "adam", "step")
+    assert (paper.lr, paper.batch_size, paper.grad_accum, paper.optimizer, paper.schedule) == (
+        1e-4,
+        8,
+        2,
+        "adam",
+        "step",
+    )
     robust = resolve(FinetuneConfig(**base))
     assert robust.lp_init and robust.unfreeze_vision == 2 and robust.grad_clip == 1.0 and robust.head_lr == 1e-3
     for bad in (dict(recipe="fast"), dict(wise_alpha=1.5), dict(split="rows"), dict(epochs=0), dict(precision="int8")):
@@ -136,7 +141,9 @@ def test_unloadable_images_are_left_out_up_front(tmp_path, write_csv, caplog):
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 8), "red").save(tmp_path / "img" / "ok.png")
     (tmp_path / "img" / "bad.png").write_bytes(b"not a png")
-    table = load_pairs(write_csv([["ok.png", "#a", 5], ["bad.png", "#a", 1], ["gone.png", "#b", 2], ["ok.png", "#c", 1]]))
+    table = load_pairs(
+        write_csv([["ok.png", "#a", 5], ["bad.png", "#a", 1], ["gone.png", "#b", 2], ["ok.png", "#c", 1]])
+    )
     with caplog.at_level(logging.WARNING):
         kept, failed = exclude_unloadable(table, tmp_path / "img")
     assert list(kept.images) == ["ok.png", "ok.png"] and set(failed) == {"bad.png", "gone.png"}

@@ -27,7 +27,17 @@ from tagcons.finetune.checkpoint import load_weights
 from tagcons.finetune.model import FinetuneModel, freeze
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
-METRIC_KEYS = {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman", "n_train", "n_test"}
+METRIC_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "mae",
+    "qwk",
+    "spearman",
+    "n_train",
+    "n_test",
+}
 
 
 def planted(root: Path, per_colour: int, tags=tuple(COLOURS), seed: int = 0) -> tuple[Path, Path]:
@@ -67,8 +77,12 @@ def learned(tmp_path_factory):
     root = tmp_path_factory.mktemp("learn")
     pairs, images = planted(root, per_colour=6)
     hooks = Recorder()
-    result = run_finetune(config(pairs, images, root / "run", epochs=6, batch_size=8, lr=1e-3, head_lr=1e-2,
-                                 unfreeze_vision=1, patience=0), hooks)
+    result = run_finetune(
+        config(
+            pairs, images, root / "run", epochs=6, batch_size=8, lr=1e-3, head_lr=1e-2, unfreeze_vision=1, patience=0
+        ),
+        hooks,
+    )
     return result, hooks, pairs, images
 
 
@@ -87,14 +101,22 @@ def test_run_directory_matches_fit_head_runs(learned):
     config_json = json.loads((run / "config.json").read_text())
     assert config_json["head"] == "finetune" and config_json["recipe"] == "robust"
     assert config_json["backbone"] == "tiny" and config_json["split"] == "images"
-    assert config_json["lr"] == 1e-3 and config_json["layer_decay"] == 0.75 and config_json["head_init"] == "linear-probe"
+    assert (
+        config_json["lr"] == 1e-3 and config_json["layer_decay"] == 0.75 and config_json["head_init"] == "linear-probe"
+    )
     metrics = json.loads((run / "metrics.json").read_text())
-    assert METRIC_KEYS <= set(metrics) and len(metrics["history"]["val_qwk"]) == 6
+    assert set(metrics) >= METRIC_KEYS and len(metrics["history"]["val_qwk"]) == 6
     predictions = pd.read_csv(run / "predictions.csv")
     assert {"image", "text", "true", "pred", "p1", "p5"} <= set(predictions.columns)
     assert len(predictions) == metrics["n_test"]
-    for name in ("confusion_matrix.png", "training_curves.png", "checkpoints/best/model.safetensors",
-                 "checkpoints/last/state.pt", "backbone/config.json", "backbone/preprocessor_config.json"):
+    for name in (
+        "confusion_matrix.png",
+        "training_curves.png",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/last/state.pt",
+        "backbone/config.json",
+        "backbone/preprocessor_config.json",
+    ):
         assert (run / name).is_file(), name
 
 
@@ -104,9 +126,9 @@ def test_test_part_is_only_seen_after_training(learned):
     train, test = train_test_split_indices(table.labels, table.images, "images", 0.2, 42)
     last_epoch_end = max(i for i, (part, _) in enumerate(hooks.events) if part == "epoch_end")
     seen_before = set().union(*(rows for part, rows in hooks.events[:last_epoch_end] if part != "epoch_end"))
-    seen_after = set().union(*(rows for part, rows in hooks.events[last_epoch_end + 1:]))
+    seen_after = set().union(*(rows for part, rows in hooks.events[last_epoch_end + 1 :]))
     assert seen_before <= set(train.tolist()) and not seen_before & set(test.tolist())
-    assert {part for part, _ in hooks.events[last_epoch_end + 1:]} == {"test"}
+    assert {part for part, _ in hooks.events[last_epoch_end + 1 :]} == {"test"}
     assert seen_after == set(test.tolist())
     assert not set(table.images[test]) & set(table.images[train])
 
@@ -163,8 +185,10 @@ def test_paper_recipe_killed_mid_epoch_resumes_to_the_same_result(small, tmp_pat
     assert resumed.epochs_run == 2 and resumed.history.keys() == whole.history.keys()
     for key in ("train_loss", "val_loss", "val_qwk"):
         assert np.allclose(resumed.history[key], whole.history[key], atol=1e-5), key
-    assert json.loads((tmp_path / "cut" / "metrics.json").read_text()).keys() == \
-        json.loads((tmp_path / "whole" / "metrics.json").read_text()).keys()
+    assert (
+        json.loads((tmp_path / "cut" / "metrics.json").read_text()).keys()
+        == json.loads((tmp_path / "whole" / "metrics.json").read_text()).keys()
+    )
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["head_init"] == "random"
     with pytest.raises(BadInputError, match="other settings"):
         run_finetune(config(pairs, images, tmp_path / "cut", resume=True, **{**common, "lr": 1e-3}))
@@ -184,9 +208,24 @@ def test_torchrun_two_processes_gloo_and_wise_alpha_zero(small, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(pairs), str(images), str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(pairs),
+            str(images),
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())

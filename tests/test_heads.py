@@ -3,13 +3,13 @@ import itertools
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, f1_score
+from test_heads_support import dense, planted
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import majority_baseline
 from tagcons.heads import PairFeatures, load_head, make_head, pair_features
 from tagcons.heads.features import cosine_of
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
-from test_heads_support import dense, planted
 
 FAST = {"mlp": {"recipe": "robust", "max_epochs": 25}, "lgbm": {"n_estimators": 200}, "logreg": {"Cs": (0.01, 1.0)}}
 
@@ -68,8 +68,11 @@ def test_threshold_search_equals_brute_force_over_the_grid(objective, seed):
     similarity = 0.05 * y + rng.normal(0, 0.12, 150)
     cuts, value = search_cuts(similarity, y, objective, n_grid=9)
     pred = scores_from_cuts(similarity, cuts)
-    achieved = (f1_score(y, pred, labels=[1, 2, 3, 4, 5], average="macro", zero_division=0) if objective == "macro_f1"
-                else cohen_kappa_score(y, pred, labels=[1, 2, 3, 4, 5], weights="quadratic"))
+    achieved = (
+        f1_score(y, pred, labels=[1, 2, 3, 4, 5], average="macro", zero_division=0)
+        if objective == "macro_f1"
+        else cohen_kappa_score(y, pred, labels=[1, 2, 3, 4, 5], weights="quadratic")
+    )
     assert value == pytest.approx(achieved, abs=1e-12)
     assert value == pytest.approx(_brute_force(similarity, y, objective, 9), abs=1e-12)
     assert np.all(np.diff(cuts) >= 0)
@@ -87,8 +90,16 @@ def test_each_head_learns_planted_signal_well_above_majority_baseline(split, nam
     assert cohen_kappa_score(y_test, pred, weights="quadratic") > 0.5
 
 
-@pytest.mark.parametrize("name,params", [("threshold", {"objective": "qwk"}), ("logreg", {}), ("mlp", {}),
-                                         ("lgbm", {}), ("lgbm", {"objective": "regression"})])
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("threshold", {"objective": "qwk"}),
+        ("logreg", {}),
+        ("mlp", {}),
+        ("lgbm", {}),
+        ("lgbm", {"objective": "regression"}),
+    ],
+)
 def test_save_load_gives_identical_predictions_and_same_seed_same_model(split, tmp_path, name, params):
     X_train, y_train, groups, X_test, _ = split
     params = {**FAST.get(name, {}), **params}
@@ -114,18 +125,25 @@ def test_mlp_trains_from_a_lazy_pair_table():
     data = planted(n_images=30, per_image=10, dim=8)
     keys = list(data.image_embeds)
     texts = list(data.text_embeds)
-    X = PairFeatures(pair_features(np.stack([data.image_embeds[k] for k in keys]), np.zeros((len(keys), 8)) + 1)[:, :8],
-                     pair_features(np.stack([data.text_embeds[t] for t in texts]), np.zeros((len(texts), 8)) + 1)[:, :8],
-                     np.array([keys.index(k) for k in data.images]), np.array([texts.index(t) for t in data.texts]))
+    X = PairFeatures(
+        pair_features(np.stack([data.image_embeds[k] for k in keys]), np.zeros((len(keys), 8)) + 1)[:, :8],
+        pair_features(np.stack([data.text_embeds[t] for t in texts]), np.zeros((len(texts), 8)) + 1)[:, :8],
+        np.array([keys.index(k) for k in data.images]),
+        np.array([texts.index(t) for t in data.texts]),
+    )
     head = make_head("mlp", params={"recipe": "robust", "max_epochs": 5}).fit(X, data.labels)
     assert head.predict(X.subset(np.arange(10))).shape == (10,)
 
 
 def test_logreg_streams_when_dense_copy_is_too_big(split):
     X_train, y_train, groups, X_test, y_test = split
-    head = make_head("logreg", params={"C": 1.0, "max_dense_bytes": 1000, "sgd_epochs": 20}).fit(X_train, y_train, groups)
+    head = make_head("logreg", params={"C": 1.0, "max_dense_bytes": 1000, "sgd_epochs": 20}).fit(
+        X_train, y_train, groups
+    )
     assert not head.multinomial_
-    assert f1_score(y_test, head.predict(X_test), average="macro") > majority_baseline(y_train, y_test)["macro_f1"] + 0.2
+    assert (
+        f1_score(y_test, head.predict(X_test), average="macro") > majority_baseline(y_train, y_test)["macro_f1"] + 0.2
+    )
 
 
 def test_bad_head_requests_raise_bad_input():

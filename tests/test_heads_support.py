@@ -54,17 +54,23 @@ def write_cache(data: Synthetic, path, backbone: str = "tiny", skip_images=(), f
     from tagcons.cache import CacheMeta, CacheWriter
 
     dim = len(next(iter(data.image_embeds.values())))
-    meta = CacheMeta(backbone=backbone, model_id=f"test/{backbone}", revision=None, projection_dim=dim,
-                     settings=settings or {})
+    meta = CacheMeta(
+        backbone=backbone, model_id=f"test/{backbone}", revision=None, projection_dim=dim, settings=settings or {}
+    )
     keys = [k for k in data.image_embeds if k not in skip_images and k not in failed_images]
     with CacheWriter(path, meta) as writer:
         writer.commit(
-            images=(keys, [hashlib.sha256(k.encode()).hexdigest() for k in keys],
-                    np.stack([data.image_embeds[k] for k in keys]).astype(np.float32)),
+            images=(
+                keys,
+                [hashlib.sha256(k.encode()).hexdigest() for k in keys],
+                np.stack([data.image_embeds[k] for k in keys]).astype(np.float32),
+            ),
             texts=(list(data.text_embeds), np.stack(list(data.text_embeds.values())).astype(np.float32)),
         )
         if failed_images:
-            writer.commit_failures(list(failed_images), [""] * len(failed_images), ["cannot identify image"] * len(failed_images))
+            writer.commit_failures(
+                list(failed_images), [""] * len(failed_images), ["cannot identify image"] * len(failed_images)
+            )
         writer.consolidate()
     return path
 

@@ -94,15 +94,25 @@ def test_reference_table(reference_csv):
     table = load_pairs(reference_csv)
     assert len(table) == 2022
     assert len(table.unique_images()) == 172
-    assert sorted(pd.Series(table.labels).value_counts().to_dict().items()) == [(1, 78), (2, 205), (3, 315), (4, 551), (5, 873)]
+    assert sorted(pd.Series(table.labels).value_counts().to_dict().items()) == [
+        (1, 78),
+        (2, 205),
+        (3, 315),
+        (4, 551),
+        (5, 873),
+    ]
 
 
 def test_large_parquet_table_counts_duplicates_and_conflicts(tmp_path):
     rng = np.random.default_rng(0)
     n = 60_000
-    frame = pd.DataFrame({"Image Filename": [f"img_{i:05d}.jpg" for i in rng.integers(0, 3000, n)],
-                          "Hashtag": [f"#태그{i}" for i in rng.integers(0, 800, n)],
-                          "Score": rng.integers(1, 6, n)})
+    frame = pd.DataFrame(
+        {
+            "Image Filename": [f"img_{i:05d}.jpg" for i in rng.integers(0, 3000, n)],
+            "Hashtag": [f"#태그{i}" for i in rng.integers(0, 800, n)],
+            "Score": rng.integers(1, 6, n),
+        }
+    )
     frame.to_parquet(tmp_path / "big.parquet")
     table = load_pairs(tmp_path / "big.parquet")
     expected_duplicates = int(frame.duplicated().sum())

@@ -35,7 +35,7 @@ def tagcons_commands() -> list[list[str]]:
         line = line.split("#")[0].strip() if not line.strip().startswith("tagcons") else line.strip()
         words = shlex.split(line, comments=True) if line else []
         if "tagcons" in words and words[0] in ("tagcons", "torchrun"):
-            commands.append(words[words.index("tagcons") + 1:])
+            commands.append(words[words.index("tagcons") + 1 :])
     return commands
 
 
@@ -69,8 +69,11 @@ def readme_workspace(tmp_path_factory):
     shutil.copy(demo.pairs_csv, root / "combined_data.csv")
     shutil.copy(demo.pairs_csv, root / "new_pairs.csv")
     shutil.copytree(demo.images_dir, root / "images")
-    run_embed(EmbedConfig(data=root / "combined_data.csv", images=root / "images", backbone="tiny",
-                          out=root / "clip.h5", workers=0))
+    run_embed(
+        EmbedConfig(
+            data=root / "combined_data.csv", images=root / "images", backbone="tiny", out=root / "clip.h5", workers=0
+        )
+    )
     shutil.copy(root / "clip.h5", root / "koclip.h5")
     return root
 

@@ -7,8 +7,8 @@ import sys
 import time
 
 import pytest
-
 from embed_helpers import assert_same_contents, cache_contents, embed, make_image_set
+
 from tagcons.cache import merge_parts, pending_parts
 from tagcons.cli import main as cli_main
 
@@ -62,9 +62,32 @@ def test_a_killed_shard_is_rerun_and_only_its_missing_keys_are_encoded(tmp_path,
 
 def test_torchrun_two_ranks_on_cpu_equal_a_single_run(tmp_path, image_set):
     pairs, images = image_set
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "tagcons", "-q", "embed", "--data", str(pairs), "--images", str(images), "--backbone", "tiny",
-               "--out", str(tmp_path / "c.h5"), "--workers", "0", "--batch-size", "4", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tagcons",
+        "-q",
+        "embed",
+        "--data",
+        str(pairs),
+        "--images",
+        str(images),
+        "--backbone",
+        "tiny",
+        "--out",
+        str(tmp_path / "c.h5"),
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -27,7 +27,7 @@ class FileLock:
         self.shared = shared
         self._fd: int | None = None
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             self._flock(fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
@@ -35,7 +35,8 @@ class FileLock:
             self.release()
             raise CacheBusyError(
                 f"another tagcons embed or cache merge is writing {self.target} (lock {self.lock_path} is held); "
-                "wait for it to finish, or write to another --out") from e
+                "wait for it to finish, or write to another --out"
+            ) from e
         except OSError as e:
             self.release()
             if e.errno in UNSUPPORTED:
@@ -69,6 +70,8 @@ class FileLock:
 
 
 def _unsupported_message(lock_path: Path, error: OSError) -> str:
-    return (f"cannot lock {lock_path}: {os.strerror(error.errno)}. This file system does not support file "
-            "locks (common on network file systems such as NFS or SMB); write the cache to a local disk. "
-            "(HDF5_USE_FILE_LOCKING=FALSE only silences HDF5's own locking; tagcons still needs flock.)")
+    return (
+        f"cannot lock {lock_path}: {os.strerror(error.errno)}. This file system does not support file "
+        "locks (common on network file systems such as NFS or SMB); write the cache to a local disk. "
+        "(HDF5_USE_FILE_LOCKING=FALSE only silences HDF5's own locking; tagcons still needs flock.)"
+    )

@@ -87,8 +87,9 @@ class _SourcePool:
         self.open.clear()
 
 
-def consolidate_files(cache: Path, sources: list[Path], attrs: dict, dim: int, dtype: str,
-                      progress: bool = False) -> ConsolidateStats:
+def consolidate_files(
+    cache: Path, sources: list[Path], attrs: dict, dim: int, dtype: str, progress: bool = False
+) -> ConsolidateStats:
     """Merge `sources` (the main file first if it exists, then parts oldest first) into `cache`.
     The caller holds the exclusive cache lock."""
     start = time.perf_counter()
@@ -109,8 +110,7 @@ def consolidate_files(cache: Path, sources: list[Path], attrs: dict, dim: int, d
     os.replace(tmp, cache)
     fsync_path(cache.parent)
     n_parts = _delete_merged_parts(cache, sources)
-    return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"],
-                            time.perf_counter() - start)
+    return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"], time.perf_counter() - start)
 
 
 def _write_failed(out: h5py.File, failed: dict) -> None:
@@ -139,7 +139,7 @@ def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, pr
 def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dtype) -> np.ndarray:
     first = pool.get(int(src[0]))[f"{group}/embeds"]
     if (src == src[0]).all() and (np.diff(row) == 1).all():  # the usual case: one run of one source
-        return first[int(row[0]):int(row[-1]) + 1]
+        return first[int(row[0]) : int(row[-1]) + 1]
     buf = np.empty((len(src), first.shape[1]), dtype=dtype)
     for s in np.unique(src):
         mask = src == s
@@ -149,7 +149,7 @@ def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dty
 
 def _write_strings(ds: h5py.Dataset, values: list[str]) -> None:
     for lo in range(0, len(values), OUT_CHUNK):
-        ds[lo:lo + OUT_CHUNK] = np.asarray(values[lo:lo + OUT_CHUNK], dtype=object)
+        ds[lo : lo + OUT_CHUNK] = np.asarray(values[lo : lo + OUT_CHUNK], dtype=object)
 
 
 def _progress(iterable, enabled: bool, desc: str):

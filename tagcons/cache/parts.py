@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -83,8 +83,14 @@ def _read_part(path: Path, match: re.Match) -> Part | None:
         if not path.exists():  # merged and deleted by a consolidation while we listed
             return None
         raise
-    return Part(path, match["tag"], int(match["seq"]), int(attrs["committed_ns"]), str(attrs["fingerprint"]),
-                str(attrs["backbone"]))
+    return Part(
+        path,
+        match["tag"],
+        int(match["seq"]),
+        int(attrs["committed_ns"]),
+        str(attrs["fingerprint"]),
+        str(attrs["backbone"]),
+    )
 
 
 def pending_parts(cache: str | os.PathLike) -> list[Path]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -47,7 +47,9 @@ class CacheReader:
         try:
             self._file = open_h5(self.path, "r")
         except OSError as e:
-            raise BadInputError(f"{self.path}: not a readable HDF5 file ({e}); pass a cache written by tagcons embed") from e
+            raise BadInputError(
+                f"{self.path}: not a readable HDF5 file ({e}); pass a cache written by tagcons embed"
+            ) from e
         self.attrs = {k: plain_attr(v) for k, v in self._file.attrs.items()}
         try:
             check_schema(self.path, self.attrs)
@@ -64,15 +66,21 @@ class CacheReader:
         if self.path.is_file():
             return
         if parts_dir(self.path).is_dir():
-            raise BadInputError(f"{self.path}: cache not consolidated yet (part files in {parts_dir(self.path)}); "
-                                f"run `tagcons cache merge {self.path}` or rerun tagcons embed")
+            raise BadInputError(
+                f"{self.path}: cache not consolidated yet (part files in {parts_dir(self.path)}); "
+                f"run `tagcons cache merge {self.path}` or rerun tagcons embed"
+            )
         raise BadInputError(f"{self.path}: cache file not found; create it with `tagcons embed ... --out {self.path}`")
 
     def _warn_pending(self) -> None:
         if parts_dir(self.path).is_dir() and (pending := pending_parts(self.path)):
-            log.warning("%s has %d part file(s) not merged yet (an interrupted or sharded embed); reading only the "
-                        "consolidated file. Run `tagcons cache merge %s` (or rerun tagcons embed) to include them.",
-                        self.path, len(pending), self.path)
+            log.warning(
+                "%s has %d part file(s) not merged yet (an interrupted or sharded embed); reading only the "
+                "consolidated file. Run `tagcons cache merge %s` (or rerun tagcons embed) to include them.",
+                self.path,
+                len(pending),
+                self.path,
+            )
 
     # -- metadata -------------------------------------------------------------------------------------
     fingerprint = property(lambda self: str(self.attrs["fingerprint"]))
@@ -127,8 +135,9 @@ class CacheReader:
         """float32 rows at `indices` (any order, repeats allowed) without loading the whole matrix."""
         return _finish(read_rows(self._dataset(group, "embeds"), indices), normalise)
 
-    def iter_rows(self, group: str, chunk_rows: int = 65536, normalise: bool = False, dtype=np.float32
-                  ) -> Iterator[tuple[list[str], np.ndarray]]:
+    def iter_rows(
+        self, group: str, chunk_rows: int = 65536, normalise: bool = False, dtype=np.float32
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(keys, embeds) in file order, `chunk_rows` at a time; embeds are float32, or as stored
         (float16 halves memory and skips a slow conversion) with dtype=None and normalise=False."""
         keys_ds, embeds = self._dataset(group, "keys"), self._dataset(group, "embeds")
@@ -164,21 +173,28 @@ class CacheReader:
         if self._file.id.valid:
             self._file.close()
 
-    def __enter__(self) -> "CacheReader":
+    def __enter__(self) -> CacheReader:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open(path: str | os.PathLike) -> CacheReader:  # noqa: A001 - `tagcons.cache.open(path)` reads naturally
+def open(path: str | os.PathLike) -> CacheReader:
     """Open a consolidated cache for reading; BadInputError if missing or not a tagcons cache."""
     return CacheReader(path)
 
 
 def _check_layout(path: Path, f: h5py.File) -> None:
-    needed = ("images/keys", "images/sha256", "images/embeds", "texts/keys", "texts/embeds", "failed/keys",
-              "failed/reasons")
+    needed = (
+        "images/keys",
+        "images/sha256",
+        "images/embeds",
+        "texts/keys",
+        "texts/embeds",
+        "failed/keys",
+        "failed/reasons",
+    )
     missing = [name for name in needed if name not in f]
     if missing:
         raise BadInputError(f"{path}: damaged tagcons cache, datasets missing: {', '.join(missing)}; re-embed it")

@@ -21,7 +21,7 @@ def read_range(ds: h5py.Dataset, lo: int, hi: int, dtype=np.float32) -> np.ndarr
     out = np.empty((hi - lo, ds.shape[1]), dtype=dtype)
     for start in range(lo, hi, CONVERT_ROWS):
         stop = min(start + CONVERT_ROWS, hi)
-        out[start - lo:stop - lo] = ds[start:stop]
+        out[start - lo : stop - lo] = ds[start:stop]
     return out
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -140,10 +140,14 @@ def read_attrs(path: Path, names: Sequence[str] | None = None) -> dict:
 def check_schema(path: Path, attrs: dict) -> None:
     schema = attrs.get("schema")
     if schema is None:
-        raise BadInputError(f"{path}: not a tagcons cache (no 'schema' attribute); pass a file written by tagcons embed")
+        raise BadInputError(
+            f"{path}: not a tagcons cache (no 'schema' attribute); pass a file written by tagcons embed"
+        )
     if schema != SCHEMA:
-        raise BadInputError(f"{path}: cache schema {schema!r} is not supported (this tagcons reads {SCHEMA!r}); "
-                            "re-embed with this version")
+        raise BadInputError(
+            f"{path}: cache schema {schema!r} is not supported (this tagcons reads {SCHEMA!r}); "
+            "re-embed with this version"
+        )
 
 
 def write_attrs(f: h5py.File, attrs: dict) -> None:

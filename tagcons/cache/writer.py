@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from tagcons.cache.lock import FileLock
 from tagcons.cache.merge import ConsolidateStats, consolidate_files, replay
-from tagcons.cache.parts import (Rows, list_parts, next_seq, parts_dir, remove_stale_temps, shard_tag,
-                                 write_part)
+from tagcons.cache.parts import Rows, list_parts, next_seq, parts_dir, remove_stale_temps, shard_tag, write_part
 from tagcons.cache.schema import CacheMeta, compute_fingerprint, meta_attrs, open_h5, read_attrs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 
@@ -80,7 +79,8 @@ class CacheWriter:
             raise FingerprintMismatchError(
                 f"{where} holds features computed with other settings (fingerprint {fingerprint}, backbone "
                 f"{backbone}) than this run (fingerprint {self.fingerprint}, backbone {self.meta.backbone}); "
-                f"write to another --out, or delete {self.path} and {parts_dir(self.path)} to start over")
+                f"write to another --out, or delete {self.path} and {parts_dir(self.path)} to start over"
+            )
 
     def _load_state(self) -> None:
         sources = ([self.path] if self.path.exists() else []) + [p.path for p in self._parts]
@@ -103,8 +103,9 @@ class CacheWriter:
         return dict(self._failed)
 
     # -- commits ------------------------------------------------------------------------------------
-    def commit(self, images: tuple | None = None, texts: tuple | None = None,
-               failures: tuple | None = None) -> Path | None:
+    def commit(
+        self, images: tuple | None = None, texts: tuple | None = None, failures: tuple | None = None
+    ) -> Path | None:
         """Write one part file atomically. images=(keys, sha256s, embeds [n, d]), texts=(keys, embeds),
         failures=(keys, sha256s, reasons). Returns the part's path (None if everything was empty)."""
         if self._finished:
@@ -112,8 +113,9 @@ class CacheWriter:
         rows = self._rows(images, texts, failures)
         if not any(rows.counts().values()):
             return None
-        part = write_part(self.path, self.tag, self._seq, self._attrs, rows, self.meta.projection_dim,
-                          self.meta.store_dtype)
+        part = write_part(
+            self.path, self.tag, self._seq, self._attrs, rows, self.meta.projection_dim, self.meta.store_dtype
+        )
         self._seq += 1
         self._update_state(rows)
         return part
@@ -156,19 +158,23 @@ class CacheWriter:
         if self.shard is not None:
             self._finished = True
             if not self._locks[0].try_exclusive():
-                log.info("shard %s of %s done; other shards still writing, the last one merges "
-                         "(or run `tagcons cache merge %s`)", self.tag, self.path, self.path)
+                log.info(
+                    "shard %s of %s done; other shards still writing, the last one merges "
+                    "(or run `tagcons cache merge %s`)",
+                    self.tag,
+                    self.path,
+                    self.path,
+                )
                 return None
         self._check_existing()  # other shards may have added parts since we started
-        return _consolidate_locked(self.path, self._attrs, self.meta.projection_dim, self.meta.store_dtype,
-                                   progress)
+        return _consolidate_locked(self.path, self._attrs, self.meta.projection_dim, self.meta.store_dtype, progress)
 
     def close(self) -> None:
         for lock in reversed(self._locks):
             lock.release()
         self._locks.clear()
 
-    def __enter__(self) -> "CacheWriter":
+    def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -231,5 +237,6 @@ def _agreed_attrs(path: Path) -> dict:
             raise FingerprintMismatchError(
                 f"cannot merge {f} (fingerprint {a['fingerprint']}, backbone {a.get('backbone')}) into {files[0]} "
                 f"(fingerprint {attrs[0]['fingerprint']}, backbone {attrs[0].get('backbone')}): they were computed "
-                f"with other settings; delete the parts of the unwanted run from {parts_dir(path)}")
+                f"with other settings; delete the parts of the unwanted run from {parts_dir(path)}"
+            )
     return {k: v for k, v in attrs[-1].items() if k not in ("committed_ns", "tag", "seq")}

@@ -61,26 +61,50 @@ CSV_COLUMNS = ("Image Filename", "Hashtag", "Score", "Hashtag_en")
 TARGET_SHARE = np.array([0.04, 0.10, 0.16, 0.27, 0.43])
 
 COLOUR_RGB = {
-    "빨강": (220, 30, 30), "주황": (245, 130, 20), "노랑": (245, 215, 30), "초록": (40, 170, 60),
-    "파랑": (30, 70, 220), "보라": (130, 50, 180), "검정": (20, 20, 20), "하양": (245, 245, 245),
+    "빨강": (220, 30, 30),
+    "주황": (245, 130, 20),
+    "노랑": (245, 215, 30),
+    "초록": (40, 170, 60),
+    "파랑": (30, 70, 220),
+    "보라": (130, 50, 180),
+    "검정": (20, 20, 20),
+    "하양": (245, 245, 245),
 }
 # Neighbours on the colour wheel: "related but absent" (score 3). 검정/하양 have none.
 COLOUR_NEIGHBOURS = {
-    "빨강": ("주황", "보라"), "주황": ("빨강", "노랑"), "노랑": ("주황", "초록"), "초록": ("노랑", "파랑"),
-    "파랑": ("초록", "보라"), "보라": ("파랑", "빨강"), "검정": (), "하양": (),
+    "빨강": ("주황", "보라"),
+    "주황": ("빨강", "노랑"),
+    "노랑": ("주황", "초록"),
+    "초록": ("노랑", "파랑"),
+    "파랑": ("초록", "보라"),
+    "보라": ("파랑", "빨강"),
+    "검정": (),
+    "하양": (),
 }
 # scene -> (file category, scene colour, element concept)
 SCENES = {
-    "바다": ("sea", "파랑", "파도"), "하늘": ("sky", "파랑", "구름"), "밤": ("night", "검정", "달"),
-    "숲": ("forest", "초록", "나무"), "노을": ("sunset", "주황", "석양"), "눈": ("snow", "하양", "겨울"),
+    "바다": ("sea", "파랑", "파도"),
+    "하늘": ("sky", "파랑", "구름"),
+    "밤": ("night", "검정", "달"),
+    "숲": ("forest", "초록", "나무"),
+    "노을": ("sunset", "주황", "석양"),
+    "눈": ("snow", "하양", "겨울"),
 }
 NEAR_SCENES = {"바다": ("하늘",), "하늘": ("바다", "노을"), "노을": ("하늘", "밤"), "밤": ("노을",), "숲": (), "눈": ()}
 SHAPES = ("동그라미", "네모", "세모", "별", "줄무늬")
 GENERIC_SCORES = {"#일상": 3, "#데일리": 3, "#소통": 3, "#daily": 3, "#좋아요": 2, "#맞팔": 2, "#선팔": 2, "#ootd": 2}
 # Within a score, generic tags are drawn more often: Instagram captions are full of them.
 SAMPLING_WEIGHT = {"generic": 4.0}
-GENERIC_GLOSS = {"#일상": "#everyday", "#데일리": "#daily", "#소통": "#communication", "#daily": "#daily",
-                 "#좋아요": "#like", "#맞팔": "#follow_back", "#선팔": "#follow_first", "#ootd": "#ootd"}
+GENERIC_GLOSS = {
+    "#일상": "#everyday",
+    "#데일리": "#daily",
+    "#소통": "#communication",
+    "#daily": "#daily",
+    "#좋아요": "#like",
+    "#맞팔": "#follow_back",
+    "#선팔": "#follow_first",
+    "#ootd": "#ootd",
+}
 
 
 @dataclass(frozen=True)
@@ -112,9 +136,12 @@ VOCABULARY: tuple[Tag, ...] = tuple(
     + _tags("scene", "숲", ("#숲", "#forest"), ("숲", "forest"), ("#forest", "#forest"))
     + _tags("scene", "노을", ("#노을", "#sunset_glow"), ("노을", "sunset_glow"), ("#sunset", "#sunset"))
     + _tags("scene", "눈", ("#눈", "#snow"), ("눈", "snow"), ("#눈오는날", "#snowy_day"))
-    + _tags("element", "파도", ("#파도", "#waves")) + _tags("element", "구름", ("#구름", "#clouds"))
-    + _tags("element", "달", ("#달", "#moon")) + _tags("element", "나무", ("#나무", "#trees"))
-    + _tags("element", "석양", ("#석양", "#setting_sun")) + _tags("element", "겨울", ("#겨울", "#winter"))
+    + _tags("element", "파도", ("#파도", "#waves"))
+    + _tags("element", "구름", ("#구름", "#clouds"))
+    + _tags("element", "달", ("#달", "#moon"))
+    + _tags("element", "나무", ("#나무", "#trees"))
+    + _tags("element", "석양", ("#석양", "#setting_sun"))
+    + _tags("element", "겨울", ("#겨울", "#winter"))
     + _tags("shape", "동그라미", ("#동그라미", "#circle"), ("원", "circle"))
     + _tags("shape", "네모", ("#네모", "#square"), ("사각형", "rectangle"))
     + _tags("shape", "세모", ("#세모", "#triangle"), ("삼각형", "triangle"))
@@ -216,11 +243,15 @@ def image_specs(config: DemoConfig) -> list[ImageSpec]:
     for scene, count in zip(scenes, per_scene):
         colours = [c for c in COLOUR_RGB if c != SCENES[scene][1]]  # the object stands out from its scene
         for number in range(1, count + 1):
-            specs.append(ImageSpec(
-                filename=f"{SCENES[scene][0]}_{number:02d}.png", scene=scene,
-                colour=colours[rng.integers(len(colours))], shape=SHAPES[rng.integers(len(SHAPES))],
-                has_text=bool(rng.random() < 0.2),
-            ))
+            specs.append(
+                ImageSpec(
+                    filename=f"{SCENES[scene][0]}_{number:02d}.png",
+                    scene=scene,
+                    colour=colours[rng.integers(len(colours))],
+                    shape=SHAPES[rng.integers(len(SHAPES))],
+                    has_text=bool(rng.random() < 0.2),
+                )
+            )
     return specs
 
 
@@ -326,8 +357,9 @@ def _paint_forest(draw, size, rng):
     draw.rectangle([0, 0, size, size], fill=_jitter((35, 120, 45), rng))
     for i in range(6):
         x, top = (i + rng.uniform(0, 0.5)) * size / 6, (0.0 if i % 2 else 0.62) * size
-        draw.polygon([(x, top), (x - size * 0.09, top + size * 0.28), (x + size * 0.09, top + size * 0.28)],
-                     fill=(15, 70, 25))
+        draw.polygon(
+            [(x, top), (x - size * 0.09, top + size * 0.28), (x + size * 0.09, top + size * 0.28)], fill=(15, 70, 25)
+        )
         draw.rectangle([x - size * 0.015, top + size * 0.28, x + size * 0.015, top + size * 0.36], fill=(90, 60, 30))
 
 
@@ -344,8 +376,14 @@ def _paint_snow(draw, size, rng):
         draw.ellipse([x - r, y - r, x + r, y + r], fill=(175, 188, 205))
 
 
-SCENE_PAINTERS = {"바다": _paint_sea, "하늘": _paint_sky, "밤": _paint_night, "숲": _paint_forest,
-                  "노을": _paint_sunset, "눈": _paint_snow}
+SCENE_PAINTERS = {
+    "바다": _paint_sea,
+    "하늘": _paint_sky,
+    "밤": _paint_night,
+    "숲": _paint_forest,
+    "노을": _paint_sunset,
+    "눈": _paint_snow,
+}
 
 
 def _star_points(centre, radius, points=5, inner=0.5):
@@ -381,8 +419,13 @@ def _paint_stripes(draw, c, r, fill):
         draw.rectangle([c[0] - 0.95 * r, y, c[0] + 0.95 * r, y + height], fill=fill)
 
 
-SHAPE_PAINTERS = {"동그라미": _paint_circle, "네모": _paint_square, "세모": _paint_triangle, "별": _paint_star,
-                  "줄무늬": _paint_stripes}
+SHAPE_PAINTERS = {
+    "동그라미": _paint_circle,
+    "네모": _paint_square,
+    "세모": _paint_triangle,
+    "별": _paint_star,
+    "줄무늬": _paint_stripes,
+}
 
 
 def _draw_text_marks(draw, size, rng):

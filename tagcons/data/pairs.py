@@ -67,7 +67,7 @@ class PairTable:
     def unique_texts(self) -> list[str]:
         return list(pd.unique(self.frame["text"]))
 
-    def subset(self, index: np.ndarray) -> "PairTable":
+    def subset(self, index: np.ndarray) -> PairTable:
         return PairTable(self.frame.iloc[index].reset_index(drop=True), self.source, self.has_labels)
 
 
@@ -134,8 +134,9 @@ def _read_table(path: Path, columns: PairColumns) -> pa.Table:
     try:
         table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, columns)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
-        raise BadInputError(f"{path}: cannot be read as a pairs table ({_first_line(e)}); "
-                            "save it as UTF-8 CSV, TSV or parquet") from e
+        raise BadInputError(
+            f"{path}: cannot be read as a pairs table ({_first_line(e)}); save it as UTF-8 CSV, TSV or parquet"
+        ) from e
     if table.num_rows == 0:
         raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
     return table.rename_columns([str(name).strip() for name in table.column_names])
@@ -150,8 +151,9 @@ def _read_delimited(path: Path, columns: PairColumns) -> pa.Table:
     return pacsv.read_csv(
         path,
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(column_types=as_text, null_values=[""], strings_can_be_null=True,
-                                             quoted_strings_can_be_null=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=as_text, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
+        ),
     )
 
 
@@ -187,7 +189,11 @@ def _lines(path: Path, mask: np.ndarray) -> str:
 
 def _text_column(raw: pa.Table, column: str) -> pa.Array:
     values = raw.column(column).combine_chunks()
-    return values if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) else pc.cast(values, pa.string())
+    return (
+        values
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+        else pc.cast(values, pa.string())
+    )
 
 
 def _blank(values: pa.Array) -> np.ndarray:
@@ -199,7 +205,9 @@ def _required_strings(raw: pa.Table, column: str, path: Path) -> pa.Array:
     values = _text_column(raw, column)
     empty = _blank(values)
     if empty.any():
-        raise BadInputError(f"{path}: empty cell in column '{column}' at {_lines(path, empty)}; fill or delete those rows")
+        raise BadInputError(
+            f"{path}: empty cell in column '{column}' at {_lines(path, empty)}; fill or delete those rows"
+        )
     return values
 
 
@@ -207,17 +215,21 @@ def _labels(raw: pa.Table, column: str, path: Path) -> np.ndarray:
     text = _text_column(raw, column)
     missing = _blank(text)
     if missing.any():
-        raise BadInputError(f"{path}: empty label in column '{column}' at {_lines(path, missing)}; every pair needs a score 1-5")
+        raise BadInputError(
+            f"{path}: empty label in column '{column}' at {_lines(path, missing)}; every pair needs a score 1-5"
+        )
     numbers = _to_float(pc.utf8_trim_whitespace(text))
     not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
     if not_integer.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' is not an integer at {_lines(path, not_integer)}; scores must be whole numbers 1-5"
+            f"{path}: label in column '{column}' is not an integer at {_lines(path, not_integer)}; "
+            "scores must be whole numbers 1-5"
         )
     out_of_range = (numbers < LABELS[0]) | (numbers > LABELS[-1])
     if out_of_range.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' outside 1-5 at {_lines(path, out_of_range)}; scores must be 1, 2, 3, 4 or 5"
+            f"{path}: label in column '{column}' outside 1-5 at {_lines(path, out_of_range)}; "
+            "scores must be 1, 2, 3, 4 or 5"
         )
     return numbers.astype(np.int8)
 
@@ -255,7 +267,10 @@ def report_duplicates(table: PairTable) -> tuple[int, int]:
         example = first_rows[np.isin(unique_labelled // 8, pairs_of_unique[labels_per_pair > 1])][0]
         log.warning(
             "%s: %d pairs appear with different scores (e.g. image '%s', hashtag '%s'); they are kept as separate rows",
-            table.source, conflicts, table.frame["image"].iloc[example], table.frame["text"].iloc[example],
+            table.source,
+            conflicts,
+            table.frame["image"].iloc[example],
+            table.frame["text"].iloc[example],
         )
     return duplicate_rows, conflicts
 

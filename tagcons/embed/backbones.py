@@ -12,10 +12,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -45,7 +46,9 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
 
 register_backbone(BackboneSpec("clip", "openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 (the study's CLIP)"))
 register_backbone(BackboneSpec("koclip", "Bingsu/clip-vit-large-patch14-ko", "KoCLIP ViT-L/14 (the study's KoCLIP)"))
-register_backbone(BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", build_tiny))
+register_backbone(
+    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", build_tiny)
+)
 
 
 @dataclass
@@ -129,8 +132,13 @@ def _from_pretrained(source: str, revision: str | None) -> tuple:
 
 def _finish(backbone: Backbone) -> Backbone:
     backbone.settings = numeric_settings(backbone)
-    log.info("backbone %s (%s @ %s), projection dim %d", backbone.name, backbone.model_id, backbone.revision,
-             backbone.projection_dim)
+    log.info(
+        "backbone %s (%s @ %s), projection dim %d",
+        backbone.name,
+        backbone.model_id,
+        backbone.revision,
+        backbone.projection_dim,
+    )
     return backbone
 
 

@@ -20,12 +20,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.embed.backbones import Backbone, load_backbone, resolve_device, resolve_dtype
 from tagcons.embed.features import image_features, text_features, tokenize
-from tagcons import distributed
 from tagcons.errors import BadInputError, StrictFailure
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,10 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
         _log_summary(summary)
     if config.strict and summary.images_failed:
         example = next(iter(summary.failures.items()), None)  # under torchrun this rank may have none
-        raise StrictFailure(f"{summary.images_failed} image(s) could not be embedded (--strict); see the cache's "
-                            f"failed group" + (f", e.g. {example}" if example else ""))
+        raise StrictFailure(
+            f"{summary.images_failed} image(s) could not be embedded (--strict); see the cache's "
+            f"failed group" + (f", e.g. {example}" if example else "")
+        )
     return summary
 
 
@@ -153,10 +155,15 @@ def _check_config(config: EmbedConfig) -> None:
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
-    return CacheMeta(backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
-                     model_id=backbone.model_id, revision=backbone.revision,
-                     projection_dim=backbone.projection_dim, text_template=config.text_template,
-                     store_dtype=config.store_dtype, settings=settings)
+    return CacheMeta(
+        backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
+        model_id=backbone.model_id,
+        revision=backbone.revision,
+        projection_dim=backbone.projection_dim,
+        text_template=config.text_template,
+        store_dtype=config.store_dtype,
+        settings=settings,
+    )
 
 
 def _in_shard(keys: list[str], shard: tuple[int, int] | None) -> list[str]:
@@ -256,9 +263,14 @@ def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
     if not todo:
         return
     started = time.perf_counter()
-    loader = DataLoader(ImageFiles(config.images, todo), batch_size=config.batch_size, num_workers=config.workers,
-                        collate_fn=BatchPreprocessor(backbone.image_processor),
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = DataLoader(
+        ImageFiles(config.images, todo),
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        collate_fn=BatchPreprocessor(backbone.image_processor),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     pending = _PendingImages(job.writer, todo, plan.hashes, config.commit_rows, config.commit_seconds)
     bar = tqdm(total=len(todo), desc="images", unit="img", disable=not config.progress, dynamic_ncols=True)
     with torch.inference_mode(), bar:
@@ -299,12 +311,18 @@ class _PendingImages:
 
     def flush(self) -> None:
         if self.indices:
-            self.writer.commit_images([self.keys[i] for i in self.indices], [self.hashes[i] for i in self.indices],
-                                      np.concatenate(self.arrays))
+            self.writer.commit_images(
+                [self.keys[i] for i in self.indices],
+                [self.hashes[i] for i in self.indices],
+                np.concatenate(self.arrays),
+            )
             self.n_encoded += len(self.indices)
         if self.failed:
-            self.writer.commit_failures([self.keys[i] for i, _ in self.failed],
-                                        [self.hashes[i] for i, _ in self.failed], [r for _, r in self.failed])
+            self.writer.commit_failures(
+                [self.keys[i] for i, _ in self.failed],
+                [self.hashes[i] for i, _ in self.failed],
+                [r for _, r in self.failed],
+            )
         self.indices, self.arrays, self.failed = [], [], []
         self.last_commit = time.monotonic()
 
@@ -327,7 +345,7 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
     keys, arrays, last_commit = [], [], time.monotonic()
     with torch.inference_mode(), bar:
         for start in range(0, len(todo), config.batch_size):
-            batch = todo[start:start + config.batch_size]
+            batch = todo[start : start + config.batch_size]
             keys.extend(batch)
             arrays.append(encode_texts(job.backbone, batch, config.text_template, config.batch_size, job.device))
             bar.update(len(batch))
@@ -344,10 +362,11 @@ def encode_texts(backbone: Backbone, texts: list[str], template: str, batch_size
     """Projected text features, float32 [len(texts), d], in the order given."""
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = [template.format(t) for t in texts[start:start + batch_size]]
+        batch = [template.format(t) for t in texts[start : start + batch_size]]
         tokens = tokenize(backbone.tokenizer, batch, backbone.max_text_tokens)
-        features = text_features(backbone.model, tokens["input_ids"].to(device),
-                                 tokens.get("attention_mask").to(device))
+        features = text_features(
+            backbone.model, tokens["input_ids"].to(device), tokens.get("attention_mask").to(device)
+        )
         out.append(features.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, backbone.projection_dim), np.float32)
 
@@ -360,6 +379,14 @@ def _merge_after_all_ranks(context, config: EmbedConfig) -> None:
 
 
 def _log_summary(s: EmbedSummary) -> None:
-    log.info("images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached (%.1f txt/s); %.1f s",
-             s.images_new, s.images_cached, s.images_failed, s.images_per_second, s.texts_new, s.texts_cached,
-             s.texts_per_second, s.elapsed_seconds)
+    log.info(
+        "images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached (%.1f txt/s); %.1f s",
+        s.images_new,
+        s.images_cached,
+        s.images_failed,
+        s.images_per_second,
+        s.texts_new,
+        s.texts_cached,
+        s.texts_per_second,
+        s.elapsed_seconds,
+    )

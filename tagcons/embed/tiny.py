@@ -30,11 +30,25 @@ IMAGE_SIZE = 64
 
 def tiny_config() -> CLIPConfig:
     byte_vocab = 256
-    text = dict(vocab_size=byte_vocab + 3, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=MAX_TEXT_TOKENS,
-                bos_token_id=byte_vocab, eos_token_id=byte_vocab + 1, pad_token_id=byte_vocab + 2)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=IMAGE_SIZE, patch_size=8)
+    text = dict(
+        vocab_size=byte_vocab + 3,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TEXT_TOKENS,
+        bos_token_id=byte_vocab,
+        eos_token_id=byte_vocab + 1,
+        pad_token_id=byte_vocab + 2,
+    )
+    vision = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
 
@@ -49,13 +63,18 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                   model_max_length=MAX_TEXT_TOKENS, padding_side="right")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        model_max_length=MAX_TEXT_TOKENS,
+        padding_side="right",
+    )
 
 
 def build_tiny_image_processor() -> CLIPImageProcessor:
-    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                              crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
 
 
 def build_tiny_model() -> CLIPModel:

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import confusion_matrix
 
-from tagcons.evaluate.metrics import LABELS  # noqa: E402
+from tagcons.evaluate.metrics import LABELS
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
 
@@ -26,8 +26,15 @@ def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "") -> 
     for i in range(len(LABELS)):
         for j in range(len(LABELS)):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
-    ax.set(xticks=range(5), yticks=range(5), xticklabels=LABELS, yticklabels=LABELS,
-           xlabel="predicted score", ylabel="true score", title=title or "confusion matrix")
+    ax.set(
+        xticks=range(5),
+        yticks=range(5),
+        xticklabels=LABELS,
+        yticklabels=LABELS,
+        xlabel="predicted score",
+        ylabel="true score",
+        title=title or "confusion matrix",
+    )
     fig.colorbar(image, ax=ax, label="share of true score")
     return _save(fig, path)
 

@@ -45,8 +45,10 @@ def load_weights(directory: Path, model: FinetuneModel) -> None:
     weights = load_file(str(Path(directory) / WEIGHTS_FILE))
     missing = set(trainable_state(model)) - set(weights)
     if missing:
-        raise BadInputError(f"{directory}: the checkpoint lacks {len(missing)} trainable tensors (e.g. "
-                            f"{sorted(missing)[0]}); it was written with other --unfreeze-* settings")
+        raise BadInputError(
+            f"{directory}: the checkpoint lacks {len(missing)} trainable tensors (e.g. "
+            f"{sorted(missing)[0]}); it was written with other --unfreeze-* settings"
+        )
     model.load_state_dict(weights, strict=False)
 
 
@@ -61,8 +63,11 @@ def load_state(directory: Path) -> dict:
 def rng_state() -> dict:
     """Every random stream the training touches, as tensors and plain values."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate()),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": _plain(random.getstate()),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

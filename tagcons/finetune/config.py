@@ -88,16 +88,46 @@ class FinetuneConfig:
 RECIPES: dict[str, dict] = {
     # The study: whole model trained with Adam, a step schedule and class-weighted loss.
     "paper": dict(
-        epochs=20, batch_size=8, grad_accum=2, optimizer="adam", lr=5e-5, head_lr=5e-5, weight_decay=1e-4,
-        layer_decay=1.0, schedule="step", warmup=0.0, step_size=5, gamma=0.1, grad_clip=0.0,
-        class_weights=True, patience=0, unfreeze_vision=ALL_LAYERS, unfreeze_text=ALL_LAYERS, lp_init=False,
+        epochs=20,
+        batch_size=8,
+        grad_accum=2,
+        optimizer="adam",
+        lr=5e-5,
+        head_lr=5e-5,
+        weight_decay=1e-4,
+        layer_decay=1.0,
+        schedule="step",
+        warmup=0.0,
+        step_size=5,
+        gamma=0.1,
+        grad_clip=0.0,
+        class_weights=True,
+        patience=0,
+        unfreeze_vision=ALL_LAYERS,
+        unfreeze_text=ALL_LAYERS,
+        lp_init=False,
     ),
     # What the CLIP fine-tuning literature found robust on small data: LP-FT (Kumar et al. 2022),
     # small backbone lr with layer-wise decay, warm-up + cosine, clipping, most of the vision tower frozen.
     "robust": dict(
-        epochs=10, batch_size=32, grad_accum=1, optimizer="adamw", lr=1e-5, head_lr=1e-3, weight_decay=0.05,
-        layer_decay=0.75, schedule="cosine", warmup=0.1, step_size=5, gamma=0.1, grad_clip=1.0,
-        class_weights=True, patience=3, unfreeze_vision=2, unfreeze_text=ALL_LAYERS, lp_init=True,
+        epochs=10,
+        batch_size=32,
+        grad_accum=1,
+        optimizer="adamw",
+        lr=1e-5,
+        head_lr=1e-3,
+        weight_decay=0.05,
+        layer_decay=0.75,
+        schedule="cosine",
+        warmup=0.1,
+        step_size=5,
+        gamma=0.1,
+        grad_clip=1.0,
+        class_weights=True,
+        patience=3,
+        unfreeze_vision=2,
+        unfreeze_text=ALL_LAYERS,
+        lp_init=True,
     ),
 }
 
@@ -120,9 +150,13 @@ def check(config: FinetuneConfig) -> None:
     _choice("--precision", config.precision, PRECISIONS)
     _choice("--optimizer", config.optimizer, OPTIMIZERS)
     _choice("--schedule", config.schedule, SCHEDULES)
-    for flag, value in (("--epochs", config.epochs), ("--batch-size", config.batch_size),
-                        ("--grad-accum", config.grad_accum), ("--step-size", config.step_size),
-                        ("--hidden", config.hidden)):
+    for flag, value in (
+        ("--epochs", config.epochs),
+        ("--batch-size", config.batch_size),
+        ("--grad-accum", config.grad_accum),
+        ("--step-size", config.step_size),
+        ("--hidden", config.hidden),
+    ):
         if value < 1:
             raise BadInputError(f"{flag} {value}: must be at least 1")
     for flag, value in (("--lr", config.lr), ("--head-lr", config.head_lr), ("--layer-decay", config.layer_decay)):

@@ -35,7 +35,7 @@ class TokenTable:
     index: np.ndarray
 
     @classmethod
-    def build(cls, texts: np.ndarray, tokenizer, max_tokens: int) -> "TokenTable":
+    def build(cls, texts: np.ndarray, tokenizer, max_tokens: int) -> TokenTable:
         unique, index = np.unique(texts.astype(str), return_inverse=True)
         tokens = tokenize(tokenizer, list(unique), max_tokens)
         return cls(tokens["input_ids"], tokens["attention_mask"], index)
@@ -59,8 +59,10 @@ def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int =
         log.warning("%d of %d images cannot be loaded; their pairs are left out (%s)", len(failed), len(keys), shown)
     keep = ~table.frame["image"].isin(list(failed)).to_numpy()
     if not keep.any():
-        raise BadInputError(f"{table.source}: none of the {len(keys)} images under {images_root} could be loaded "
-                            f"({shown}); check the --images folder")
+        raise BadInputError(
+            f"{table.source}: none of the {len(keys)} images under {images_root} could be loaded "
+            f"({shown}); check the --images folder"
+        )
     return table.subset(np.flatnonzero(keep)), failed
 
 
@@ -102,8 +104,13 @@ class Collate:
         pixels = self.processor(images=[decoded[k] for k in keys], return_tensors="pt")["pixel_values"]
         input_ids, attention_mask = self.tokens.rows(rows)
         labels = torch.as_tensor(self.labels[rows].astype(np.int64) - 1)  # scores 1-5 -> classes 0-4
-        return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": attention_mask,
-                "labels": labels, "rows": torch.as_tensor(rows)}
+        return {
+            "pixel_values": pixels,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "rows": torch.as_tensor(rows),
+        }
 
 
 class ShardSampler(Sampler):
@@ -132,8 +139,9 @@ class LoaderSettings:
 def train_loader(rows: np.ndarray, collate: Collate, settings: LoaderSettings) -> DataLoader:
     """Shuffled batches; under DDP a DistributedSampler (call `set_epoch`) gives each rank its share."""
     dataset = PairRows(rows)
-    sampler = DistributedSampler(dataset, settings.world_size, settings.rank, shuffle=True, seed=settings.seed,
-                                 drop_last=False)
+    sampler = DistributedSampler(
+        dataset, settings.world_size, settings.rank, shuffle=True, seed=settings.seed, drop_last=False
+    )
     return _loader(dataset, sampler, collate, settings)
 
 
@@ -143,6 +151,13 @@ def eval_loader(rows: np.ndarray, collate: Collate, settings: LoaderSettings) ->
 
 
 def _loader(dataset: Dataset, sampler: Sampler, collate: Collate, settings: LoaderSettings) -> DataLoader:
-    return DataLoader(dataset, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate,
-                      num_workers=settings.workers, pin_memory=settings.pin_memory,
-                      persistent_workers=False, prefetch_factor=4 if settings.workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=settings.workers,
+        pin_memory=settings.pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if settings.workers else None,
+    )

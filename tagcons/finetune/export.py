@@ -34,8 +34,14 @@ def interpolate(zero_shot: dict[str, torch.Tensor], fine_tuned: dict[str, torch.
     return mixed
 
 
-def export_backbone(backbone: Backbone, zero_shot: dict[str, torch.Tensor], alpha: float, run_dir: Path,
-                    provenance: dict, progress: bool = False) -> Path:
+def export_backbone(
+    backbone: Backbone,
+    zero_shot: dict[str, torch.Tensor],
+    alpha: float,
+    run_dir: Path,
+    provenance: dict,
+    progress: bool = False,
+) -> Path:
     """Write model + processor + tokenizer under run_dir/backbone (the model's weights are WiSE-mixed first)."""
     model = backbone.model
     current = {name: t.detach().cpu() for name, t in model.state_dict().items()}
@@ -43,8 +49,9 @@ def export_backbone(backbone: Backbone, zero_shot: dict[str, torch.Tensor], alph
     directory = Path(run_dir) / BACKBONE_DIR
     with _transformers_bars(progress):
         backbone.save_pretrained(directory)
-    (directory / PROVENANCE_FILE).write_text(json.dumps({**provenance, "wise_alpha": alpha}, indent=2) + "\n",
-                                             encoding="utf-8")
+    (directory / PROVENANCE_FILE).write_text(
+        json.dumps({**provenance, "wise_alpha": alpha}, indent=2) + "\n", encoding="utf-8"
+    )
     return directory
 
 

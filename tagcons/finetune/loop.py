@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.distributed import Dist
 from tagcons.finetune.model import N_CLASSES, FinetuneModel, param_groups
-from tagcons.heads.mlp import class_weights
 
 
 @dataclass
@@ -93,7 +92,7 @@ class Trainer:
         batch = to_device(batch, self.device)
         sync = self.pending + 1 >= self.grad_accum
         no_sync = self.model.no_sync if isinstance(self.model, DistributedDataParallel) and not sync else None
-        with (no_sync() if no_sync else contextlib.nullcontext()), self.precision.autocast():
+        with no_sync() if no_sync else contextlib.nullcontext(), self.precision.autocast():
             logits = self.model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
             loss = self.loss_fn(logits.float(), batch["labels"])
         self.precision.scaler.scale(loss / self.grad_accum).backward()
@@ -133,8 +132,16 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, precision: Precision, device: torch.device, dist: Dist, part: str,
-            on_batch=None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    loader,
+    precision: Precision,
+    device: torch.device,
+    dist: Dist,
+    part: str,
+    on_batch=None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows, logits float32) for every row of the loader, gathered from all ranks and sorted by row."""
     model.eval()
     rows, logits = [], []
@@ -147,8 +154,10 @@ def predict(model: nn.Module, loader, precision: Precision, device: torch.device
         rows.append(batch["rows"].cpu().numpy())
         logits.append(out.float().cpu().numpy())
     width = N_CLASSES if not logits else logits[0].shape[1]
-    mine = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
-            np.concatenate(logits) if logits else np.zeros((0, width), np.float32))
+    mine = (
+        np.concatenate(rows) if rows else np.zeros(0, np.int64),
+        np.concatenate(logits) if logits else np.zeros((0, width), np.float32),
+    )
     gathered = dist.gather(mine)
     all_rows = np.concatenate([r for r, _ in gathered])
     all_logits = np.concatenate([x for _, x in gathered])

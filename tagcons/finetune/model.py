@@ -22,8 +22,10 @@ from tagcons.heads.mlp import build_mlp
 log = logging.getLogger(__name__)
 N_CLASSES = len(LABELS)
 _LAYER = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.")
-_TOWER_TOP = {"vision_model": ("vision_model.post_layernorm", "visual_projection"),
-              "text_model": ("text_model.final_layer_norm", "text_projection")}
+_TOWER_TOP = {
+    "vision_model": ("vision_model.post_layernorm", "visual_projection"),
+    "text_model": ("text_model.final_layer_norm", "text_projection"),
+}
 
 
 class StudyHead(nn.Module):
@@ -48,12 +50,12 @@ class StudyHead(nn.Module):
         if first.out_features < 2 * N_CLASSES:
             raise ValueError(f"a hidden size of {first.out_features} cannot hold a {N_CLASSES}-class linear probe")
         first.weight[:N_CLASSES] = weight
-        first.weight[N_CLASSES:2 * N_CLASSES] = -weight
-        first.bias[:2 * N_CLASSES] = 0.0
+        first.weight[N_CLASSES : 2 * N_CLASSES] = -weight
+        first.bias[: 2 * N_CLASSES] = 0.0
         last.weight.zero_()
         eye = torch.eye(N_CLASSES, dtype=last.weight.dtype)
         last.weight[:, :N_CLASSES] = eye
-        last.weight[:, N_CLASSES:2 * N_CLASSES] = -eye
+        last.weight[:, N_CLASSES : 2 * N_CLASSES] = -eye
         last.bias.copy_(bias)
 
 
@@ -88,8 +90,10 @@ def tower_depth(name: str, n_layers: dict[str, int]) -> tuple[str, int] | None:
 
 
 def n_layers(clip: nn.Module) -> dict[str, int]:
-    return {"vision_model": clip.config.vision_config.num_hidden_layers,
-            "text_model": clip.config.text_config.num_hidden_layers}
+    return {
+        "vision_model": clip.config.vision_config.num_hidden_layers,
+        "text_model": clip.config.text_config.num_hidden_layers,
+    }
 
 
 def freeze(clip: nn.Module, unfreeze_vision: int, unfreeze_text: int) -> dict[str, int]:
@@ -117,7 +121,9 @@ def _trains(keep: int, depth: int, n: int) -> bool:
     return keep > 0 and depth > n - keep
 
 
-def param_groups(model: FinetuneModel, lr: float, head_lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+def param_groups(
+    model: FinetuneModel, lr: float, head_lr: float, weight_decay: float, layer_decay: float
+) -> list[dict]:
     """Groups by (lr, decay): lr * layer_decay ** (distance from the tower's top); no decay on biases/norms."""
     layers = n_layers(model.clip)
     groups: dict[tuple[float, float], list] = {}
@@ -127,7 +133,7 @@ def param_groups(model: FinetuneModel, lr: float, head_lr: float, weight_decay: 
         if name.startswith("head."):
             group_lr = head_lr
         else:
-            tower, depth = tower_depth(name[len("clip."):], layers)
+            tower, depth = tower_depth(name[len("clip.") :], layers)
             group_lr = lr * layer_decay ** (layers[tower] + 1 - depth)
         decay = 0.0 if parameter.ndim < 2 else weight_decay
         groups.setdefault((group_lr, decay), []).append(parameter)
@@ -141,5 +147,6 @@ def backbone_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
 def trainable_state(model: FinetuneModel) -> dict[str, torch.Tensor]:
     """The parameters that change (trainable backbone parts + head): what a checkpoint must hold."""
     trainable = {name for name, p in model.named_parameters() if p.requires_grad} | {
-        name for name, _ in model.head.named_parameters(prefix="head")}
+        name for name, _ in model.head.named_parameters(prefix="head")
+    }
     return {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items() if name in trainable}

@@ -33,9 +33,15 @@ class Parts:
     n_pairs_read: int
 
     def summary(self) -> dict:
-        return {"n_pairs_read": self.n_pairs_read, "n_pairs_used": len(self.table), "n_fit": len(self.fit),
-                "n_val": len(self.val), "n_test": len(self.test), "n_images_failed": len(self.failed_images),
-                "images_failed": dict(list(self.failed_images.items())[:20])}
+        return {
+            "n_pairs_read": self.n_pairs_read,
+            "n_pairs_used": len(self.table),
+            "n_fit": len(self.fit),
+            "n_val": len(self.val),
+            "n_test": len(self.test),
+            "n_images_failed": len(self.failed_images),
+            "images_failed": dict(list(self.failed_images.items())[:20]),
+        }
 
 
 def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
@@ -54,7 +60,9 @@ def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
 
 def _check_fit_labels(table: PairTable, fit: np.ndarray, val: np.ndarray, config: FinetuneConfig) -> None:
     if len(val) == 0 or len(fit) == 0:
-        raise BadInputError(f"{config.data}: too few pairs to carve a validation part from the training part; "
-                            "add pairs or raise --val-size")
+        raise BadInputError(
+            f"{config.data}: too few pairs to carve a validation part from the training part; "
+            "add pairs or raise --val-size"
+        )
     if len(np.unique(table.labels[fit])) < 2:
         raise BadInputError(f"{config.data}: the training part holds only one score; fine-tuning needs at least two")

@@ -74,8 +74,10 @@ def load_init_head(model: FinetuneModel, run_dir: str | Path) -> str:
     elif head.name == "logreg":
         model.head.load_linear(*_logreg_linear(head, dim, run_dir))
     else:
-        raise BadInputError(f"--init-head {run_dir}: a '{head.name}' head cannot start a fine-tuning head; "
-                            "pass a logreg or mlp run (fit-head --features concat)")
+        raise BadInputError(
+            f"--init-head {run_dir}: a '{head.name}' head cannot start a fine-tuning head; "
+            "pass a logreg or mlp run (fit-head --features concat)"
+        )
     log.info("head initialised from %s run %s", head.name, run_dir)
     return head.name
 
@@ -84,20 +86,28 @@ def _copy_mlp(model: FinetuneModel, head, dim: int, run_dir) -> None:
     if head.in_dim_ != dim or head.hidden != model.head.net[0].out_features:
         raise BadInputError(
             f"--init-head {run_dir}: its mlp takes {head.in_dim_} features with {head.hidden} hidden units, "
-            f"this backbone's head needs {dim} (concat features) and --hidden {model.head.net[0].out_features}")
+            f"this backbone's head needs {dim} (concat features) and --hidden {model.head.net[0].out_features}"
+        )
     model.head.net.load_state_dict(head.model_.state_dict())
 
 
 def _logreg_linear(head, dim: int, run_dir) -> tuple[torch.Tensor, torch.Tensor]:
     if head.coef_.shape[1] != dim:
-        raise BadInputError(f"--init-head {run_dir}: its logreg takes {head.coef_.shape[1]} features, this backbone's "
-                            f"head needs {dim}; fit the head on this backbone's cache with --features concat")
+        raise BadInputError(
+            f"--init-head {run_dir}: its logreg takes {head.coef_.shape[1]} features, this backbone's "
+            f"head needs {dim}; fit the head on this backbone's cache with --features concat"
+        )
     weight = torch.zeros(N_CLASSES, dim, dtype=torch.float64)
     bias = torch.full((N_CLASSES,), ABSENT_CLASS_BIAS, dtype=torch.float64)
     at = torch.as_tensor(head.classes_.astype(np.int64) - 1)
     coef, intercept = torch.as_tensor(head.coef_), torch.as_tensor(head.intercept_)
     if len(at) == 2 and coef.shape[0] == 1:  # binary logistic regression: one row for the second class
-        coef, intercept = torch.cat([torch.zeros_like(coef), coef]), torch.cat([torch.zeros(1, dtype=coef.dtype), intercept])
-    folded, folded_bias = _fold_standardisation(coef, intercept, torch.as_tensor(head.mean_), torch.as_tensor(head.scale_))
+        coef, intercept = (
+            torch.cat([torch.zeros_like(coef), coef]),
+            torch.cat([torch.zeros(1, dtype=coef.dtype), intercept]),
+        )
+    folded, folded_bias = _fold_standardisation(
+        coef, intercept, torch.as_tensor(head.mean_), torch.as_tensor(head.scale_)
+    )
     weight[at], bias[at] = folded, folded_bias
     return weight.float(), bias.float()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -90,12 +90,26 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
     parts = load_parts(config, dist)
     backbone = load_backbone(config.backbone, config.revision)
     model = FinetuneModel(backbone.model, config.hidden, config.dropout).to(dist.device)
-    collate = Collate(parts.table, config.images, backbone.image_processor,
-                      TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens))
-    settings = LoaderSettings(config.batch_size, config.workers, config.seed, dist.rank, dist.world_size,
-                              pin_memory=dist.device.type == "cuda")
+    collate = Collate(
+        parts.table,
+        config.images,
+        backbone.image_processor,
+        TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens),
+    )
+    settings = LoaderSettings(
+        config.batch_size,
+        config.workers,
+        config.seed,
+        dist.rank,
+        dist.world_size,
+        pin_memory=dist.device.type == "cuda",
+    )
     precision = make_precision(config.precision, dist.device)
-    head_init = _resumed_head_init(config) if config.resume else _init_head(config, model, parts, collate, settings, precision, dist, hooks)
+    head_init = (
+        _resumed_head_init(config)
+        if config.resume
+        else _init_head(config, model, parts, collate, settings, precision, dist, hooks)
+    )
     freeze(model.clip, config.unfreeze_vision, config.unfreeze_text)
     zero_shot = {n: p.detach().cpu().clone() for n, p in model.clip.named_parameters() if p.requires_grad}
     if config.grad_checkpointing:
@@ -106,12 +120,30 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
     metrics = _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress)
     backbone_dir = Path(config.run_dir) / "backbone"
     if dist.is_main:
-        export_backbone(backbone, zero_shot, config.wise_alpha, config.run_dir,
-                        {"backbone": backbone.name, "model_id": backbone.model_id, "revision": backbone.revision,
-                         "best_epoch": progress.best_epoch}, config.progress)
+        export_backbone(
+            backbone,
+            zero_shot,
+            config.wise_alpha,
+            config.run_dir,
+            {
+                "backbone": backbone.name,
+                "model_id": backbone.model_id,
+                "revision": backbone.revision,
+                "best_epoch": progress.best_epoch,
+            },
+            config.progress,
+        )
     dist.barrier()
-    return FinetuneResult(Path(config.run_dir), metrics, progress.best_epoch, progress.epoch,
-                          progress.stopped, backbone_dir, progress.history, model.cpu())
+    return FinetuneResult(
+        Path(config.run_dir),
+        metrics,
+        progress.best_epoch,
+        progress.epoch,
+        progress.stopped,
+        backbone_dir,
+        progress.history,
+        model.cpu(),
+    )
 
 
 def _check_run_dir(config: FinetuneConfig) -> None:
@@ -119,8 +151,9 @@ def _check_run_dir(config: FinetuneConfig) -> None:
     if config.resume and not last.is_dir():
         raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
     if not config.resume and last.is_dir():
-        raise BadInputError(f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it "
-                            "or choose another --out")
+        raise BadInputError(
+            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it or choose another --out"
+        )
 
 
 RESUME_MAY_CHANGE = {"epochs", "patience", "device", "workers", "out", "data", "images", "init_head"}
@@ -132,8 +165,10 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
     changed = sorted(k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
     if changed:
         shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
-        raise BadInputError(f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
-                            "resume with the same flags or start a new --out")
+        raise BadInputError(
+            f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
+            "resume with the same flags or start a new --out"
+        )
     return saved.get("head_init", "resumed")
 
 
@@ -144,8 +179,16 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)
-    rows, features = predict(features_model, eval_loader(parts.fit, collate, settings), precision, dist.device,
-                             dist, "fit", hooks.on_batch, config.progress)
+    rows, features = predict(
+        features_model,
+        eval_loader(parts.fit, collate, settings),
+        precision,
+        dist.device,
+        dist,
+        "fit",
+        hooks.on_batch,
+        config.progress,
+    )
     weights = class_weights(parts.table.labels[parts.fit]) if config.class_weights else None
     weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed)
     model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
@@ -154,20 +197,40 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
 
 def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: Dist) -> dict:
     """config.json: the resolved settings plus the keys `tagcons compare` reads."""
-    return {**config.to_dict(), "head": "finetune", "backbone": backbone.name, "model_id": backbone.model_id,
-            "backbone_revision": backbone.revision, "features": "end-to-end", "precision_used": precision,
-            "head_init": head_init, "world_size": dist.world_size, "data_summary": parts.summary()}
+    return {
+        **config.to_dict(),
+        "head": "finetune",
+        "backbone": backbone.name,
+        "model_id": backbone.model_id,
+        "backbone_revision": backbone.revision,
+        "features": "end-to-end",
+        "precision_used": precision,
+        "head_init": head_init,
+        "world_size": dist.world_size,
+        "data_summary": parts.summary(),
+    }
 
 
 def _train(config, model, parts, collate, settings, precision, dist, hooks) -> Progress:
-    ddp = DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None) \
-        if dist.active else model
+    ddp = (
+        DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
+        if dist.active
+        else model
+    )
     loader = train_loader(parts.fit, collate, settings)
     steps_per_epoch = -(-len(loader) // config.grad_accum)
     optimizer = make_optimizer(model, config)
     weights = class_weights(parts.table.labels[parts.fit]).to(dist.device) if config.class_weights else None
-    trainer = Trainer(ddp, optimizer, make_schedule(optimizer, config, steps_per_epoch), precision,
-                      torch.nn.CrossEntropyLoss(weight=weights), config.grad_accum, config.grad_clip, dist.device)
+    trainer = Trainer(
+        ddp,
+        optimizer,
+        make_schedule(optimizer, config, steps_per_epoch),
+        precision,
+        torch.nn.CrossEntropyLoss(weight=weights),
+        config.grad_accum,
+        config.grad_clip,
+        dist.device,
+    )
     progress = _resume(config, model, trainer) if config.resume else Progress()
     val_loader = eval_loader(parts.val, collate, settings)
     while progress.epoch < config.epochs and not progress.stopped:
@@ -189,8 +252,12 @@ def _validate(model, loader, parts, trainer, dist, hooks, show) -> dict:
     weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels - 1), weight=weight))
     metrics = compute_metrics(labels, logits.argmax(axis=1) + 1)
-    return {"val_loss": loss, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
-            "val_qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0}
+    return {
+        "val_loss": loss,
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+        "val_qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
+    }
 
 
 def _advance(progress: Progress, record: dict, patience: int) -> None:
@@ -210,18 +277,29 @@ def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: Dist)
     if dist.is_main:
         root = config.run_dir / CHECKPOINTS
         if progress.best_epoch == progress.epoch:
-            checkpoint.save_checkpoint(root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score)})
+            checkpoint.save_checkpoint(
+                root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score)}
+            )
         checkpoint.save_checkpoint(root / "last", model, _state(trainer, progress))
         write_json(config.run_dir / "history.json", progress.history)
     dist.barrier()
 
 
 def _state(trainer: Trainer, progress: Progress) -> dict:
-    return {"optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
-            "scaler": trainer.precision.scaler.state_dict(), "rng": checkpoint.rng_state(),
-            "progress": {"epoch": progress.epoch, "best_score": list(progress.best_score or []),
-                         "best_epoch": progress.best_epoch, "waited": progress.waited, "stopped": progress.stopped,
-                         "history": progress.history}}
+    return {
+        "optimizer": trainer.optimizer.state_dict(),
+        "schedule": trainer.schedule.state_dict(),
+        "scaler": trainer.precision.scaler.state_dict(),
+        "rng": checkpoint.rng_state(),
+        "progress": {
+            "epoch": progress.epoch,
+            "best_score": list(progress.best_score or []),
+            "best_epoch": progress.best_epoch,
+            "waited": progress.waited,
+            "stopped": progress.stopped,
+            "history": progress.history,
+        },
+    }
 
 
 def _resume(config, model, trainer: Trainer) -> Progress:
@@ -234,24 +312,46 @@ def _resume(config, model, trainer: Trainer) -> Progress:
     checkpoint.set_rng_state(state["rng"])
     saved = state["progress"]
     log.info("resuming %s after epoch %d", config.run_dir, saved["epoch"])
-    return Progress(saved["epoch"], tuple(saved["best_score"]) or None, saved["best_epoch"], saved["waited"],
-                    saved["stopped"], saved["history"])
+    return Progress(
+        saved["epoch"],
+        tuple(saved["best_score"]) or None,
+        saved["best_epoch"],
+        saved["waited"],
+        saved["stopped"],
+        saved["history"],
+    )
 
 
 def _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress) -> dict:
     """The only look at the test part: its loader is built here, after training ended."""
     started = time.perf_counter()
-    rows, logits = predict(model, eval_loader(parts.test, collate, settings), precision, dist.device, dist, "test",
-                           hooks.on_batch, config.progress)
+    rows, logits = predict(
+        model,
+        eval_loader(parts.test, collate, settings),
+        precision,
+        dist.device,
+        dist,
+        "test",
+        hooks.on_batch,
+        config.progress,
+    )
     proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    extra = {**parts.summary(), "n_train": len(parts.fit), "best_epoch": progress.best_epoch,
-             "epochs_run": progress.epoch, "stopped_early": progress.stopped, "history": progress.history,
-             "best_val_qwk": progress.best_score[0] if progress.best_score else None,
-             "test_seconds": time.perf_counter() - started,
-             "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test])}
+    extra = {
+        **parts.summary(),
+        "n_train": len(parts.fit),
+        "best_epoch": progress.best_epoch,
+        "epochs_run": progress.epoch,
+        "stopped_early": progress.stopped,
+        "history": progress.history,
+        "best_val_qwk": progress.best_score[0] if progress.best_score else None,
+        "test_seconds": time.perf_counter() - started,
+        "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test]),
+    }
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
-        metrics = write_evaluation(config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title)
+        metrics = write_evaluation(
+            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title
+        )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)

@@ -82,7 +82,7 @@ class PairFeatures:
             return combine(img[None], txt[None], self.kind)[0]
         return combine(img, txt, self.kind)
 
-    def subset(self, idx) -> "PairFeatures":
+    def subset(self, idx) -> PairFeatures:
         return PairFeatures(self.image_embeds, self.text_embeds, self.image_index[idx], self.text_index[idx], self.kind)
 
     def cosine(self) -> np.ndarray:

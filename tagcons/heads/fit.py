@@ -132,7 +132,11 @@ def _holdout(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int)
     head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
     X_test = data.X.subset(test)
     proba, pred = head.predict_proba(X_test), head.predict(X_test)
-    extra = {"n_train": len(train), "n_excluded": n_excluded, "baseline": majority_baseline(data.y[train], data.y[test])}
+    extra = {
+        "n_train": len(train),
+        "n_excluded": n_excluded,
+        "baseline": majority_baseline(data.y[train], data.y[test]),
+    }
     if config.head == "threshold":
         extra["study_fixed_interval"] = _fixed_interval(X_test, data.y[test])
     metrics = write_evaluation(run_dir, data.table.subset(test), pred, proba, extra, title=_title(config))
@@ -155,12 +159,20 @@ def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_exclude
     pooled, per_fold = pooled_and_per_fold(outcomes)
     order = np.concatenate([test for _, test in folds])
     extra = {
-        "cv": config.cv, "per_fold": per_fold, "n_excluded": n_excluded,
+        "cv": config.cv,
+        "per_fold": per_fold,
+        "n_excluded": n_excluded,
         "n_train": int(np.mean([len(train) for train, _ in folds])),  # mean training rows per fold
         "baseline": compute_metrics(data.y[order], np.concatenate(baseline_preds)),
     }
-    metrics = write_evaluation(run_dir, data.table.subset(order), np.concatenate([o[1] for o in outcomes]),
-                               np.concatenate([o[2] for o in outcomes]), extra, title=_title(config) + f", {config.cv}-fold")
+    metrics = write_evaluation(
+        run_dir,
+        data.table.subset(order),
+        np.concatenate([o[1] for o in outcomes]),
+        np.concatenate([o[2] for o in outcomes]),
+        extra,
+        title=_title(config) + f", {config.cv}-fold",
+    )
     log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
     final = _new_head(config).fit(data.X, data.y, data.groups)
     return metrics, final
@@ -173,7 +185,11 @@ def _title(config: FitHeadConfig) -> str:
 def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, n_excluded: int) -> dict:
     settings = dataclasses.asdict(config)
     settings.update(
-        kind="fit-head", backbone=provenance["backbone"], model_id=provenance["model_id"],
-        head_params_resolved=head.get_params(), n_pairs=len(data.y), n_excluded=n_excluded,
+        kind="fit-head",
+        backbone=provenance["backbone"],
+        model_id=provenance["model_id"],
+        head_params_resolved=head.get_params(),
+        n_pairs=len(data.y),
+        n_excluded=n_excluded,
     )
     return settings

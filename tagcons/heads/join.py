@@ -88,8 +88,11 @@ def join_pairs(cache, table: PairTable, kind: str = "concat") -> JoinedPairs:
     used_texts, text_index = np.unique(text_rows[present], return_inverse=True)
     dim = int(cache.projection_dim)
     features = PairFeatures(
-        load_normalised(cache, "images", used_images, dim), load_normalised(cache, "texts", used_texts, dim),
-        image_index.reshape(-1), text_index.reshape(-1), kind,
+        load_normalised(cache, "images", used_images, dim),
+        load_normalised(cache, "texts", used_texts, dim),
+        image_index.reshape(-1),
+        text_index.reshape(-1),
+        kind,
     )
     return JoinedPairs(features, present, missing_images, missing_texts, {k: failed[k] for k in failed_hit})
 

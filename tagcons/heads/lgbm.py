@@ -29,9 +29,22 @@ MODEL_FILE = "lgbm.txt"
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
 
-    def __init__(self, objective="multiclass", num_leaves=15, max_depth=6, learning_rate=0.05, n_estimators=1000,
-                 early_stopping_rounds=50, feature_fraction=0.2, bagging_fraction=0.8, min_data_in_leaf=20,
-                 lambda_l2=1.0, val_size=0.1, threads=None, seed=42):
+    def __init__(
+        self,
+        objective="multiclass",
+        num_leaves=15,
+        max_depth=6,
+        learning_rate=0.05,
+        n_estimators=1000,
+        early_stopping_rounds=50,
+        feature_fraction=0.2,
+        bagging_fraction=0.8,
+        min_data_in_leaf=20,
+        lambda_l2=1.0,
+        val_size=0.1,
+        threads=None,
+        seed=42,
+    ):
         self.objective = objective
         self.num_leaves = num_leaves
         self.max_depth = max_depth
@@ -48,10 +61,19 @@ class LGBMHead(Head):
 
     def _params(self, n_rows: int) -> dict:
         params = dict(
-            num_leaves=self.num_leaves, max_depth=self.max_depth, learning_rate=self.learning_rate,
-            feature_fraction=self.feature_fraction, bagging_fraction=self.bagging_fraction, bagging_freq=1,
-            min_data_in_leaf=self.min_data_in_leaf, lambda_l2=self.lambda_l2, num_threads=auto_threads(n_rows, self.threads) or 0,
-            seed=self.seed, deterministic=True, force_col_wise=True, verbosity=-1,
+            num_leaves=self.num_leaves,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            feature_fraction=self.feature_fraction,
+            bagging_fraction=self.bagging_fraction,
+            bagging_freq=1,
+            min_data_in_leaf=self.min_data_in_leaf,
+            lambda_l2=self.lambda_l2,
+            num_threads=auto_threads(n_rows, self.threads) or 0,
+            seed=self.seed,
+            deterministic=True,
+            force_col_wise=True,
+            verbosity=-1,
         )
         if self.objective == "multiclass":
             return {**params, "objective": "multiclass", "num_class": len(LABELS), "metric": "multi_logloss"}
@@ -65,9 +87,16 @@ class LGBMHead(Head):
         target = y - 1 if self.objective == "multiclass" else y.astype(np.float64)
         weight = class_weights(y[fit_idx]).numpy()[y - 1] if self.objective == "multiclass" else None
         train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
-        valid = lgb.Dataset(X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train)
-        self.booster_ = lgb.train(self._params(len(y)), train, num_boost_round=self.n_estimators, valid_sets=[valid],
-                                  callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)])
+        valid = lgb.Dataset(
+            X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train
+        )
+        self.booster_ = lgb.train(
+            self._params(len(y)),
+            train,
+            num_boost_round=self.n_estimators,
+            valid_sets=[valid],
+            callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+        )
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.cuts_ = None
         if self.objective == "regression":
@@ -76,7 +105,9 @@ class LGBMHead(Head):
 
     def _raw(self, X) -> np.ndarray:
         threads = auto_threads(len(X), self.threads) or 0
-        return self.booster_.predict(np.asarray(X, dtype=np.float32), num_iteration=self.best_iteration_, num_threads=threads)
+        return self.booster_.predict(
+            np.asarray(X, dtype=np.float32), num_iteration=self.best_iteration_, num_threads=threads
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         raw = self._raw(X)

@@ -28,8 +28,18 @@ STREAM_CHUNK = 8192
 
 @register_head("logreg")
 class LogregHead(Head):
-    def __init__(self, C=None, Cs=(0.001, 0.01, 0.1, 1.0), inner_folds=3, max_iter=500, cv_max_rows=20000,
-                 max_dense_bytes=2 * 1024**3, sgd_epochs=5, threads=None, seed=42):
+    def __init__(
+        self,
+        C=None,
+        Cs=(0.001, 0.01, 0.1, 1.0),
+        inner_folds=3,
+        max_iter=500,
+        cv_max_rows=20000,
+        max_dense_bytes=2 * 1024**3,
+        sgd_epochs=5,
+        threads=None,
+        seed=42,
+    ):
         self.C = C
         self.Cs = Cs
         self.inner_folds = inner_folds
@@ -56,8 +66,12 @@ class LogregHead(Head):
             rows = np.sort(np.random.default_rng(self.seed).choice(rows, self.cv_max_rows, replace=False))
         dense, sub_y = np.asarray(X[rows], dtype=np.float32), y[rows]
         sub_groups = None if groups is None else np.asarray(groups)[rows]
-        folds = cv_fold_indices(sub_y, sub_groups, "images" if groups is not None else "pairs", self.inner_folds, self.seed)
-        scores = {float(C): float(np.mean([self._fold_score(dense, sub_y, tr, te, C) for tr, te in folds])) for C in self.Cs}
+        folds = cv_fold_indices(
+            sub_y, sub_groups, "images" if groups is not None else "pairs", self.inner_folds, self.seed
+        )
+        scores = {
+            float(C): float(np.mean([self._fold_score(dense, sub_y, tr, te, C) for tr, te in folds])) for C in self.Cs
+        }
         return max(scores, key=lambda C: (scores[C], -C)), scores  # ties: the stronger penalty
 
     def _fold_score(self, X, y, train, test, C) -> float:
@@ -108,13 +122,25 @@ class LogregHead(Head):
         return full_proba(proba, self.classes_)
 
     def _state(self, run_dir: Path) -> dict:
-        np.savez(run_dir / "logreg.npz", mean=self.mean_, scale=self.scale_, coef=self.coef_,
-                 intercept=self.intercept_, classes=self.classes_)
-        return {"C": self.C_, "cv_scores": {str(k): v for k, v in self.cv_scores_.items()}, "multinomial": self.multinomial_}
+        np.savez(
+            run_dir / "logreg.npz",
+            mean=self.mean_,
+            scale=self.scale_,
+            coef=self.coef_,
+            intercept=self.intercept_,
+            classes=self.classes_,
+        )
+        return {
+            "C": self.C_,
+            "cv_scores": {str(k): v for k, v in self.cv_scores_.items()},
+            "multinomial": self.multinomial_,
+        }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
         with np.load(run_dir / "logreg.npz", allow_pickle=False) as data:
-            self._set(data["mean"], data["scale"], data["coef"], data["intercept"], data["classes"], state["multinomial"])
+            self._set(
+                data["mean"], data["scale"], data["coef"], data["intercept"], data["classes"], state["multinomial"]
+            )
         self.C_ = state["C"]
         self.cv_scores_ = {float(k): v for k, v in state["cv_scores"].items()}
 

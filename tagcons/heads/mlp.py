@@ -1,7 +1,8 @@
 """MLP head (torch): the study's d -> 256 -> ReLU -> dropout 0.3 -> 5, class-weighted cross-entropy.
 
 Recipes hold the optimiser settings; any explicit argument overrides its recipe's value.
-- ``paper`` (default, as the issue asks; the name `tagcons finetune --recipe paper` uses too): Adam lr 5e-5, weight decay 1e-4, StepLR(5, 0.1), batch 32,
+- ``paper`` (default; the name `tagcons finetune --recipe paper` uses too): Adam lr 5e-5, weight decay 1e-4,
+  StepLR(5, 0.1), batch 32,
   at most 20 epochs. With the rate cut tenfold after 5 epochs the head moves little; it reproduces
   the study, it does not get the most out of the features.
 - ``robust``: Adam lr 1e-3, StepLR(10, 0.5), batch 64, at most 60 epochs. Learns planted and real
@@ -68,8 +69,23 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 @register_head("mlp")
 class MLPHead(Head):
-    def __init__(self, recipe="paper", hidden=256, dropout=0.3, lr=None, weight_decay=None, step_size=None,
-                 gamma=None, batch_size=None, max_epochs=None, patience=None, val_size=0.1, threads=None, seed=42, progress=False):
+    def __init__(
+        self,
+        recipe="paper",
+        hidden=256,
+        dropout=0.3,
+        lr=None,
+        weight_decay=None,
+        step_size=None,
+        gamma=None,
+        batch_size=None,
+        max_epochs=None,
+        patience=None,
+        val_size=0.1,
+        threads=None,
+        seed=42,
+        progress=False,
+    ):
         self.recipe = recipe
         self.hidden = hidden
         self.dropout = dropout
@@ -170,11 +186,20 @@ class MLPHead(Head):
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         self.model_.eval()
         with torch.no_grad():
-            return torch.softmax(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32))), dim=1).double().numpy()
+            return (
+                torch.softmax(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32))), dim=1)
+                .double()
+                .numpy()
+            )
 
     def _state(self, run_dir: Path) -> dict:
         save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / "mlp.safetensors"))
-        return {"in_dim": self.in_dim_, "settings": self.settings_, "best_epoch": self.best_epoch_, "history": self.history_}
+        return {
+            "in_dim": self.in_dim_,
+            "settings": self.settings_,
+            "best_epoch": self.best_epoch_,
+            "history": self.history_,
+        }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.in_dim_, self.settings_ = state["in_dim"], state["settings"]

@@ -78,8 +78,18 @@ def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: P
 
 
 def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> str:
-    parts = ["tagcons", "embed", "--data", str(config.data), "--images", str(config.images or "IMAGES_DIR"),
-             "--backbone", str(run_config.get("backbone") or run_config.get("model_id")), "--out", str(config.cache)]
+    parts = [
+        "tagcons",
+        "embed",
+        "--data",
+        str(config.data),
+        "--images",
+        str(config.images or "IMAGES_DIR"),
+        "--backbone",
+        str(run_config.get("backbone") or run_config.get("model_id")),
+        "--out",
+        str(config.cache),
+    ]
     if strip_hash:
         parts.append("--strip-hash")
     return shlex.join(parts)

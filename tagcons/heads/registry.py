@@ -43,5 +43,7 @@ def make_head(name: str, objective: str | None = None, seed: int = 42, params: d
         params.setdefault("seed", seed)
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
-        raise BadInputError(f"head '{name}' has no setting {', '.join(unknown)}; it has {', '.join(cls._get_param_names())}")
+        raise BadInputError(
+            f"head '{name}' has no setting {', '.join(unknown)}; it has {', '.join(cls._get_param_names())}"
+        )
     return cls(**params)
