@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import SPLIT_KINDS
+from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
@@ -68,6 +69,7 @@ class FinetuneConfig:
     text_col: str = PairColumns.text
     label_col: str = PairColumns.label
     strip_hash: bool = False
+    text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
     progress: bool = False
 
     @property
@@ -146,6 +148,7 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 
 def check(config: FinetuneConfig) -> None:
+    check_templates(config.text_templates)
     _choice("--split", config.split, SPLIT_KINDS)
     _choice("--precision", config.precision, PRECISIONS)
     _choice("--optimizer", config.optimizer, OPTIMIZERS)

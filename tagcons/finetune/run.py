@@ -94,7 +94,7 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
         parts.table,
         config.images,
         backbone.image_processor,
-        TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens),
+        TokenTable.build(parts.table.texts, backbone, config.text_templates),
     )
     settings = LoaderSettings(
         config.batch_size,
