@@ -25,7 +25,7 @@ from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.rows import l2_normalise
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import Backbone, load_backbone, resolve_device, resolve_dtype
+from tagcons.embed.backbones import Backbone, load_backbone, parse_source, resolve_device, resolve_dtype
 from tagcons.embed.features import image_features, text_features, token_counts
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
@@ -153,6 +153,7 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
 
 def _check_config(config: EmbedConfig) -> None:
     check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)  # an ambiguous or malformed --backbone stops before any work
     if config.batch_size < 1 or config.workers < 0:
         raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:

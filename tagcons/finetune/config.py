@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import SPLIT_KINDS
+from tagcons.embed.backbones import parse_source
 from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
 
@@ -84,6 +85,7 @@ class FinetuneConfig:
         settings = asdict(self)
         settings.pop("progress")
         settings.pop("resume")
+        settings["text_templates"] = list(self.text_templates)  # as JSON gives it back, for --resume
         return settings
 
 
@@ -149,6 +151,7 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 def check(config: FinetuneConfig) -> None:
     check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)
     _choice("--split", config.split, SPLIT_KINDS)
     _choice("--precision", config.precision, PRECISIONS)
     _choice("--optimizer", config.optimizer, OPTIMIZERS)
