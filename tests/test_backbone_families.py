@@ -157,3 +157,32 @@ def test_sources_are_explicit_and_an_ambiguous_bare_name_is_refused(tmp_path, mo
             main([*command, "--data", "x.csv", "--backbone", "clip"])
         assert exit_info.value.code == 2
         assert "local:clip" in capsys.readouterr().err
+
+
+def test_init_head_from_a_cache_with_other_templates_is_refused(tmp_path):
+    from tagcons.evaluate.rundir import write_json
+    from tagcons.finetune.probe import check_same_templates
+
+    write_json(tmp_path / "config.json", {"text_template": "{} 사진"})
+    with pytest.raises(BadInputError, match="--text-template '{} 사진'"):
+        check_same_templates(tmp_path, ("{}",))
+    check_same_templates(tmp_path, ("{} 사진",))
+    write_json(tmp_path / "config.json", {"text_template": json.dumps(["{}", "{} 사진"], ensure_ascii=False)})
+    check_same_templates(tmp_path, ("{}", "{} 사진"))
+
+
+def test_finetune_text_features_of_an_ensemble_match_the_cache(tmp_path):
+    from tagcons.finetune.data import TokenTable
+    from tagcons.finetune.model import FinetuneModel
+
+    pairs, images = make_image_set(tmp_path, n_images=2, tags_per_image=3)
+    templates = ("{}", "{} 사진")
+    cached = cache_contents(embed(pairs, images, tmp_path / "c.h5", text_templates=templates).cache)["texts"]
+    backbone = load_backbone("tiny")
+    texts = np.array(sorted(cached))
+    ids, mask = TokenTable.build(texts, backbone, templates).rows(np.arange(len(texts)))
+    assert ids.dim() == 3 and ids.shape[0] == 2
+    with torch.no_grad():
+        ours = FinetuneModel(backbone.model).text(ids, mask).numpy()
+    expected = np.stack([cached[t] / np.linalg.norm(cached[t]) for t in texts])
+    np.testing.assert_allclose(ours, expected, atol=2e-6)

@@ -104,7 +104,12 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table = load_pairs(config.data, config.columns, strip_hash, require_labels=True)
         joined = join_pairs(cache, table, config.features)
-        provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
+        provenance = {
+            "backbone": cache.backbone,
+            "model_id": cache.model_id,
+            "fingerprint": cache.fingerprint,
+            "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
+        }
     if not joined.present.any():
         raise BadInputError(
             f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
@@ -188,6 +193,7 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         kind="fit-head",
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
+        text_template=provenance["text_template"],
         head_params_resolved=head.get_params(),
         n_pairs=len(data.y),
         n_excluded=n_excluded,
