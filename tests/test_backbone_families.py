@@ -186,3 +186,15 @@ def test_finetune_text_features_of_an_ensemble_match_the_cache(tmp_path):
         ours = FinetuneModel(backbone.model).text(ids, mask).numpy()
     expected = np.stack([cached[t] / np.linalg.norm(cached[t]) for t in texts])
     np.testing.assert_allclose(ours, expected, atol=2e-6)
+
+
+def test_naflex_and_unknown_architectures_are_refused_with_the_supported_ones_named():
+    from transformers import BertConfig, Siglip2Config
+
+    from tagcons.embed.families import family_of
+    from tagcons.errors import BackboneUnavailableError
+
+    with pytest.raises(BackboneUnavailableError, match="fixed-resolution"):
+        family_of(Siglip2Config())
+    with pytest.raises(BackboneUnavailableError, match="vision-text-dual-encoder"):
+        family_of(BertConfig())
