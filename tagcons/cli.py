@@ -20,7 +20,7 @@ from tagcons.errors import BadInputError, StrictFailure
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 # The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
-HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm")
+HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
 
 
 def _configure_logging(verbosity: int) -> None:
