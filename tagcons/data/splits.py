@@ -14,6 +14,7 @@ choice never see the test rows.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from tagcons.errors import BadInputError
 
+log = logging.getLogger(__name__)
 SPLIT_KINDS = ("images", "pairs")
 # StratifiedGroupKFold loops over groups in Python (83 s for 60,000 images on a busy 2-core box);
 # above this many images a vectorised grouped split stratified by each image's dominant score is used.
@@ -163,6 +165,17 @@ def default_dedupe(kind: str, dedupe: str | None) -> str:
 def duplicate_rows(frame, columns=("image", "text", "label")) -> np.ndarray:
     """bool per row: an exact copy of an earlier row (the first of each identical group is kept)."""
     return frame.duplicated(subset=list(columns), keep="first").to_numpy()
+
+
+def dedupe_table(table, kind: str, dedupe: str | None):
+    """(table, n_removed): a `PairTable` without exact duplicate (image, text, score) rows when the dedupe
+    mode (``default_dedupe(kind, dedupe)``) is exact; unchanged otherwise."""
+    if default_dedupe(kind, dedupe) == "none":
+        return table, 0
+    duplicates = duplicate_rows(table.frame)
+    if duplicates.any():
+        log.warning("%s: %d exact duplicate rows removed (--dedupe exact)", table.source, int(duplicates.sum()))
+    return table.subset(np.flatnonzero(~duplicates)), int(duplicates.sum())
 
 
 @dataclass

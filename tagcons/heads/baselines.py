@@ -21,7 +21,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from tagcons.evaluate.metrics import compute_metrics, majority_baseline
-from tagcons.heads.base import CLASSES, Head, check_labels, full_proba, one_hot
+from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, full_proba, limited_threads, one_hot
 from tagcons.heads.registry import register_head
 
 TEXT_STATE = "text_only.npz"
@@ -52,7 +52,8 @@ class TextOnlyHead(Head):
         self.vectorizer_ = self._vectorizer().fit(_strings(X.texts))
         self.image_ids_ = {key: i for i, key in enumerate(dict.fromkeys(_strings(X.images)))}
         self.model_ = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
-        self.model_.fit(self._design(X), y)
+        with limited_threads(auto_threads(len(y), None)):
+            self.model_.fit(self._design(X), y)
         self.classes_ = CLASSES
         return self
 

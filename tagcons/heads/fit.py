@@ -27,8 +27,8 @@ from tagcons.data.pairs import PairColumns, PairTable, load_pairs
 from tagcons.data.splits import (
     SPLIT_KINDS,
     Partition,
+    dedupe_table,
     default_dedupe,
-    duplicate_rows,
     folds_then_drop,
     split_then_drop,
 )
@@ -54,7 +54,8 @@ class FitHeadConfig:
     data: str | Path
     head: str
     out: str | Path
-    cache: str | Path | None = None  # required unless the head needs no features (text-only, image-prior)
+    # required unless the head needs no features (text-only, image-prior); with one they use its rows
+    cache: str | Path | None = None
     split: str = "images"  # "images" (grouped, no leak) or "pairs" (the study's split)
     cv: int | None = None  # K folds instead of one train/test split
     features: str = "concat"  # "concat" or "rich"
@@ -153,13 +154,17 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
 
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
-    if not needs_features(config.head):
-        table, n_duplicates = _deduped(config, load_pairs(config.data, config.columns, bool(config.strip_hash)))
+    if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
+        table, n_duplicates = dedupe_table(
+            load_pairs(config.data, config.columns, bool(config.strip_hash)), config.split, config.dedupe
+        )
         provenance = {"backbone": None, "model_id": None, "fingerprint": None}
         return _Data(table, np.ones(len(table), dtype=bool), table, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table, n_duplicates = _deduped(config, load_pairs(config.data, config.columns, strip_hash))
+        table, n_duplicates = dedupe_table(
+            load_pairs(config.data, config.columns, strip_hash), config.split, config.dedupe
+        )
         joined = join_pairs(cache, table, config.features)
         provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
     if not joined.present.any():
@@ -168,17 +173,10 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
-    return _Data(table, joined.present, joined.features, n_duplicates, joined.n_missing), provenance
-
-
-def _deduped(config: FitHeadConfig, table: PairTable) -> tuple[PairTable, int]:
-    """The table with exact duplicate (image, text, score) rows removed when the dedupe mode says so."""
-    if default_dedupe(config.split, config.dedupe) == "none":
-        return table, 0
-    duplicates = duplicate_rows(table.frame)
-    if duplicates.any():
-        log.warning("%s: %d exact duplicate rows removed (--dedupe exact)", table.source, int(duplicates.sum()))
-    return table.subset(np.flatnonzero(~duplicates)), int(duplicates.sum())
+    # With a cache, a head that needs no features still leaves out the pairs without embeddings, so it is
+    # tested on the same rows as the heads it is a baseline for.
+    X = joined.features if needs_features(config.head) else table.subset(np.flatnonzero(joined.present))
+    return _Data(table, joined.present, X, n_duplicates, joined.n_missing), provenance
 
 
 def _new_head(config: FitHeadConfig, seed: int) -> Head:
