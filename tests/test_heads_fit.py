@@ -134,3 +134,15 @@ def test_compare_runs_from_fit_head(files):
     frame = compare_runs(runs)
     assert list(frame["head"]) == ["threshold", "lgbm"] and set(frame["split"]) == {"images"}
     assert render_markdown(frame).count("**") >= 2 * 7
+
+
+def test_baseline_heads_with_a_cache_test_on_its_rows_and_predict(files):
+    """Given a cache, a pixel-free head leaves out the same pairs as the heads it is a baseline for."""
+    text = _fit(files, "text_only", head="text-only")
+    threshold = _fit(files, "thr_rows", head="threshold")
+    assert text.metrics["test_rows_hash"] == threshold.metrics["test_rows_hash"]
+    out = files["root"] / "text_pred.csv"
+    predict(PredictConfig(run=text.run_dir, cache=files["cache"], data=files["pairs"], out=out))
+    tested = pd.read_csv(text.run_dir / "predictions.csv")
+    merged = tested.merge(pd.read_csv(out), on=["image", "text"], suffixes=("_fit", "_predict"))
+    assert len(merged) == len(tested) and (merged["pred_fit"] == merged["pred_predict"]).all()
