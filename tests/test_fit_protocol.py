@@ -88,6 +88,8 @@ def test_text_only_head_reads_hashtags_and_saves_without_pickle(shortcut_pairs, 
     assert set(result.metrics["baselines"]) == {"majority", "text_only", "image_prior"}
     assert result.metrics["baselines"]["text_only"]["macro_f1"] == pytest.approx(result.metrics["macro_f1"])
     assert result.metrics["baseline"] == result.metrics["baselines"]["majority"]
+    low, high = result.metrics["baselines"]["image_prior"]["ci95"]["macro_f1"]
+    assert low <= result.metrics["baselines"]["image_prior"]["macro_f1"] <= high
     table = load_pairs(shortcut_pairs)
     restored = load_head(result.run_dir)
     assert (restored.predict(table) == result.head.predict(table)).all()

@@ -349,7 +349,7 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
     }
     if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
         fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
-        extra["baselines"] = shortcut_baselines(fit, fit.labels.astype(int), test, test.labels.astype(int))
+        extra["baselines"] = shortcut_baselines(fit, fit.labels.astype(int), test, test.labels.astype(int), config.seed)
         extra["baseline"] = extra["baselines"]["majority"]
     metrics = None
     if dist.is_main:

@@ -20,7 +20,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from tagcons.evaluate.metrics import compute_metrics, majority_baseline
+from tagcons.evaluate.intervals import bootstrap_intervals
+from tagcons.evaluate.metrics import compute_metrics, majority_label
 from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, full_proba, limited_threads, one_hot
 from tagcons.heads.registry import register_head
 
@@ -139,9 +140,23 @@ def shortcut_predictions(train, y_train, test) -> dict[str, tuple[np.ndarray, np
     return out
 
 
-def shortcut_baselines(train, y_train, test, y_test) -> dict:
+def scored_baselines(y_test, predictions: dict[str, np.ndarray], images, seed: int = 0) -> dict:
+    """Each baseline's metrics on the test rows, with their image-clustered 95% intervals (``ci95``)."""
+    return {
+        name: {**compute_metrics(y_test, predictions[name]), **_intervals(y_test, predictions[name], images, seed)}
+        for name in BASELINE_NAMES
+    }
+
+
+def _intervals(y_test, pred, images, seed: int) -> dict:
+    return {"ci95": bootstrap_intervals(y_test, pred, images, seed=seed)["ci95"]}
+
+
+def shortcut_baselines(train, y_train, test, y_test, seed: int = 0) -> dict:
     """metrics.json's ``baselines``: majority, text_only and image_prior, each fitted on ``train`` only."""
-    baselines = {"majority": majority_baseline(y_train, y_test)}
-    for name, (pred, proba) in shortcut_predictions(train, y_train, test).items():
-        baselines[name] = compute_metrics(y_test, pred, proba)
+    label = majority_label(y_train)
+    predictions = {name: pred for name, (pred, _) in shortcut_predictions(train, y_train, test).items()}
+    predictions["majority"] = np.full(len(y_test), label)
+    baselines = scored_baselines(y_test, predictions, test.images, seed)
+    baselines["majority"]["label"] = label
     return baselines

@@ -39,7 +39,7 @@ from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import part_hashes, table_keys, write_part_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
-from tagcons.heads.baselines import shortcut_predictions
+from tagcons.heads.baselines import scored_baselines, shortcut_predictions
 from tagcons.heads.features import check_kind, cosine_of
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
@@ -225,7 +225,10 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
     first = outcomes[0]
     usable, y = data.usable_table, data.y
     rows = first.rows
-    extra = {**_counts(config, data, first), "baselines": _baseline_metrics(first, y[rows])}
+    extra = {
+        **_counts(config, data, first),
+        "baselines": _baseline_metrics(config, first, y[rows], usable.images[rows]),
+    }
     extra["baseline"] = extra["baselines"]["majority"]
     if config.cv:
         extra.update(cv=config.cv, per_fold=_per_fold(first, y))
@@ -263,12 +266,13 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     }
 
 
-def _baseline_metrics(outcome: _Outcome, y_test: np.ndarray) -> dict:
-    """Each baseline's metrics on the pooled test rows; the majority one also names its label."""
-    metrics = {name: compute_metrics(y_test, np.concatenate(preds)) for name, preds in outcome.baselines.items()}
+def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y_test: np.ndarray, images: np.ndarray) -> dict:
+    """Each baseline's metrics (and intervals) on the pooled test rows; the majority one also names its label."""
+    predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
+    metrics = scored_baselines(y_test, predictions, images, config.seed)
     if len(outcome.partitions) == 1:
-        metrics["majority"]["label"] = int(outcome.baselines["majority"][0][0]) if len(y_test) else None
-    return {name: metrics[name] for name in ("majority", "text_only", "image_prior")}
+        metrics["majority"]["label"] = int(predictions["majority"][0]) if len(y_test) else None
+    return metrics
 
 
 def _per_fold(outcome: _Outcome, y: np.ndarray) -> list[dict]:
