@@ -313,7 +313,7 @@ FINETUNE_OPTIONS = [
     ("--grad-accum", int, "Gradient accumulation steps [recipe]."),
     ("--split", click.Choice(["images", "pairs"]), "images (default, no leak) or pairs (the study's)."),
     ("--test-size", float, "Share held out for the final test [0.2]."),
-    ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
+    ("--val-size", float, "Share of the training part used for early stopping [0.1]; 0: none, keep the last epoch."),
     ("--seed", int, "Random seed [42]."),
     ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
     ("--lr", float, "Backbone learning rate [recipe]."),
@@ -360,6 +360,11 @@ def finetune_options(command):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@click.option(
+    "--allow-unverified-init",
+    is_flag=True,
+    help="Accept an --init-head run that does not record its training rows (older runs): no leak check.",
+)
 @finetune_options
 @pair_columns
 def finetune_command(**options):

@@ -16,6 +16,7 @@ from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import train_test_split_indices, validation_indices
 from tagcons.errors import BadInputError
+from tagcons.evaluate.provenance import table_keys
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.data import exclude_unloadable
 from tagcons.finetune.distributed import Dist
@@ -31,6 +32,14 @@ class Parts:
     test: np.ndarray
     failed_images: dict[str, str]
     n_pairs_read: int
+
+    def keys(self) -> dict[str, np.ndarray | None]:
+        """Pair keys of each part (validation None when there is none), for provenance records."""
+        return {
+            "fit": table_keys(self.table.subset(self.fit)),
+            "validation": table_keys(self.table.subset(self.val)) if len(self.val) else None,
+            "test": table_keys(self.table.subset(self.test)),
+        }
 
     def summary(self) -> dict:
         return {
@@ -52,17 +61,24 @@ def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
     usable = table.subset(np.flatnonzero(~table.frame["image"].isin(list(failed)).to_numpy()))
     labels, groups = usable.labels, usable.images
     train, test = train_test_split_indices(labels, groups, config.split, config.test_size, config.seed)
-    fit, val = validation_indices(train, labels, groups, config.split, config.val_size, config.seed)
+    fit, val = _carve_validation(train, labels, groups, config)
     _check_fit_labels(usable, fit, val, config)
     log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(test), config.split)
     return Parts(usable, fit, val, test, failed, len(table))
 
 
+def _carve_validation(train: np.ndarray, labels, groups, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) from the training part; --val-size 0 keeps the whole training part for fitting."""
+    if config.val_size == 0:
+        return train, train[:0]
+    return validation_indices(train, labels, groups, config.split, config.val_size, config.seed)
+
+
 def _check_fit_labels(table: PairTable, fit: np.ndarray, val: np.ndarray, config: FinetuneConfig) -> None:
-    if len(val) == 0 or len(fit) == 0:
+    if (len(val) == 0 and config.val_size > 0) or len(fit) == 0:
         raise BadInputError(
             f"{config.data}: too few pairs to carve a validation part from the training part; "
-            "add pairs or raise --val-size"
+            "add pairs, raise --val-size, or pass --val-size 0 (no validation part: the last epoch is kept)"
         )
     if len(np.unique(table.labels[fit])) < 2:
         raise BadInputError(f"{config.data}: the training part holds only one score; fine-tuning needs at least two")
