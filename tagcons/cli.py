@@ -280,6 +280,11 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
+    if result.n_trained_on:
+        click.echo(
+            f"warning: {result.n_trained_on} of the {result.n_scored} scored pairs trained this head "
+            "(its fit or validation part): metrics on them are not a test"
+        )
     if result.metrics:
         click.echo(_headline(result.out, result.metrics))
 

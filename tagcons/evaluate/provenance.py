@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 PART_KEYS_FILE = "part_keys.json"
 PART_NAMES = ("fit", "validation", "test")
 KEY_SEPARATOR = "\t"
+# A cache embedded from a fine-tuned backbone keeps that backbone's trained keys in its settings (part of
+# the fingerprint: features from weights trained on other rows are other features).
+TRAINED_KEYS_SETTING = "trained_keys"
+FINETUNE_EXPORT_FILE = "tagcons_finetune.json"  # written beside every backbone `tagcons finetune` exports
 
 
 def pair_keys(images: Iterable[str], texts: Iterable[str]) -> np.ndarray:
@@ -123,3 +127,21 @@ def split_spec(kind: str, seed: int, test_size: float, cv=None, repeats: int = 1
         "dedupe": dedupe,
         "val_size": val_size,
     }
+
+
+def backbone_trained_keys(backbone: str | Path) -> list[str] | None:
+    """Sorted keys that trained a local backbone folder (a `tagcons finetune` export); None for others."""
+    folder = Path(backbone)
+    if not folder.is_dir():
+        return None
+    parts = read_part_keys(folder)
+    if parts is None:
+        if (folder / FINETUNE_EXPORT_FILE).is_file():
+            log.warning(
+                "%s: a fine-tuned backbone without %s (exported by an older tagcons): which pairs trained it is "
+                "unknown, so fit-head cannot check its test part against them",
+                folder,
+                PART_KEYS_FILE,
+            )
+        return None
+    return sorted(trained_keys(parts))

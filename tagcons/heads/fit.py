@@ -20,6 +20,7 @@ from tagcons.data.splits import SPLIT_KINDS, cv_fold_indices, train_test_split_i
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
+from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, check_reuse, table_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.features import PairFeatures, check_kind, cosine_of
@@ -29,6 +30,11 @@ from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
+CACHE_REUSE = {
+    "source": "the cache's backbone (fine-tuned by tagcons finetune)",
+    "fix": "fit with the fine-tune's --split, --seed and --test-size (no --cv), or embed with a backbone "
+    "fine-tuned on this run's training rows only",
+}
 
 
 @dataclass
@@ -70,6 +76,7 @@ def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
     run_dir = _check_out(Path(config.out), config.overwrite)
     data, provenance, n_excluded = _load(config)
+    check_reuse(provenance["trained_keys"], table_keys(data.table.subset(_test_rows(config, data))), **CACHE_REUSE)
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.cv:
         metrics, head = _cross_validate(config, data, run_dir, n_excluded)
@@ -104,7 +111,12 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table = load_pairs(config.data, config.columns, strip_hash, require_labels=True)
         joined = join_pairs(cache, table, config.features)
-        provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
+        provenance = {
+            "backbone": cache.backbone,
+            "model_id": cache.model_id,
+            "fingerprint": cache.fingerprint,
+            "trained_keys": _cache_trained_keys(cache),
+        }
     if not joined.present.any():
         raise BadInputError(
             f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
@@ -114,6 +126,19 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
     table = table.subset(np.flatnonzero(joined.present))
     groups = table.images if config.split == "images" else None
     return _Data(table, joined.features, table.labels.astype(int), groups), provenance, joined.n_missing
+
+
+def _cache_trained_keys(cache) -> set[str] | None:
+    """Pairs that trained the cache's backbone (a re-embedded fine-tune), None for a pretrained one."""
+    keys = getattr(cache, "settings", {}).get(TRAINED_KEYS_SETTING)
+    return None if keys is None else set(keys)
+
+
+def _test_rows(config: FitHeadConfig, data: _Data) -> np.ndarray:
+    """Every row this run will test on: the test part, or all rows under --cv."""
+    if config.cv:
+        return np.arange(len(data.y))
+    return train_test_split_indices(data.y, data.table.images, config.split, config.test_size, config.seed)[1]
 
 
 def _new_head(config: FitHeadConfig) -> Head:
