@@ -37,7 +37,6 @@ K = len(LABELS)
 STUDY_FIXED_CUTS = (0.2, 0.4, 0.6, 0.8)  # the study's fixed 0.2-interval similarity -> score mapping
 MAX_DINKELBACH_ROUNDS = 50
 SEARCHES = ("exact", "study")
-STUDY_BLOCK_CELLS = 1 << 24  # combinations x rows evaluated at once
 STUDY_SEED, STUDY_CANDIDATES, STUDY_RANGE, STUDY_COMBINATIONS = 42, 100, (0.05, 0.95), 5000
 
 
@@ -118,37 +117,32 @@ def study_candidates() -> list[float]:
 
 
 def study_combinations() -> np.ndarray:
-    """The first 5,000 of itertools.combinations(candidates, 4), in order: shape [5000, 4]."""
-    return np.asarray(list(islice(combinations(study_candidates(), K - 1), STUDY_COMBINATIONS)))
-
-
-def macro_f1_per_row(y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """sklearn's f1_score(y, p, average="macro") for each row p of `predictions` [m, n], at once.
-
-    As scikit-learn: the mean over the scores present in y or in that row's predictions, and a score
-    predicted but never true (or true but never predicted) counts as F1 0.
-    """
-    true = np.bincount(y - 1, minlength=K)
-    tp = np.stack([((predictions == k) & (y == k)[None, :]).sum(axis=1) for k in LABELS], axis=1)
-    predicted = np.stack([(predictions == k).sum(axis=1) for k in LABELS], axis=1)
-    denominator = predicted + true[None, :]
-    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    present = denominator > 0
-    return (f1 * present).sum(axis=1) / present.sum(axis=1)
+    """Candidate indices of the first 5,000 of itertools.combinations(candidates, 4), in order: [5000, 4]."""
+    return np.asarray(list(islice(combinations(range(STUDY_CANDIDATES), K - 1), STUDY_COMBINATIONS)))
 
 
 def study_search(similarity: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """The study's search over its 5,000 candidate combinations; the first best wins, as in its loop."""
-    cuts, similarity, y = study_combinations(), np.asarray(similarity), np.asarray(y).astype(int)
-    block = max(1, STUDY_BLOCK_CELLS // max(1, len(y)))  # bounds memory on large training parts
-    scores = np.concatenate(
-        [
-            macro_f1_per_row(y, 1 + (similarity[None, :, None] >= cuts[i : i + block, None, :]).sum(axis=2))
-            for i in range(0, len(cuts), block)
-        ]
+    """The study's search over its 5,000 candidate combinations; the first best wins, as in its loop.
+
+    Vectorised through per-segment label counts: a row's score under cuts (c1..c4) only depends on how
+    many candidates lie at or below its similarity, so each combination's confusion counts are
+    differences of cumulative counts, and its macro-F1 is computed as scikit-learn's f1_score does
+    (the mean over the scores that are true or predicted; F1 0 where a score is one and not the other).
+    """
+    candidates = np.asarray(study_candidates())
+    cum = _segment_counts(np.asarray(similarity), np.asarray(y).astype(int), candidates)  # [101 + 1, K]
+    combos = study_combinations()
+    edges = np.concatenate(
+        [np.zeros((len(combos), 1), int), combos + 1, np.full((len(combos), 1), len(candidates) + 1)], axis=1
     )
+    counts = cum[edges[:, 1:]] - cum[edges[:, :-1]]  # [combination, predicted score, true score]
+    tp = np.diagonal(counts, axis1=1, axis2=2)
+    denominator = counts.sum(axis=2) + cum[-1][None, :]  # predicted + true, per score
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    present = denominator > 0
+    scores = f1.sum(axis=1, where=present) / present.sum(axis=1)
     best = int(np.argmax(scores))  # the first maximum: the study's loop replaced its best only on a strict gain
-    return cuts[best], float(scores[best])
+    return candidates[combos[best]], float(scores[best])
 
 
 def _ratio(observed: np.ndarray, expected: np.ndarray, boundaries: np.ndarray) -> float:
