@@ -212,7 +212,7 @@ def _parse_value(raw: str):
     multiple=True,
     callback=_head_params,
     metavar="KEY=VALUE",
-    help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
+    help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
