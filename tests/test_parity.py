@@ -25,11 +25,15 @@ def study_loop(similarities, y):
     np.random.seed(42)
     candidates = sorted(np.random.uniform(0.05, 0.95, 100))
     best_f1, best_thresholds = -1.0, None
+    seen = {}  # only to save time: equal predictions have equal scores (most combinations repeat one)
     for i, thresholds in enumerate(itertools.combinations(candidates, 4)):
         if i >= 5000:
             break
         predictions = np.digitize(similarities, thresholds) + 1
-        f1 = f1_score(y, predictions, average="macro")
+        key = predictions.tobytes()
+        if key not in seen:
+            seen[key] = f1_score(y, predictions, average="macro")
+        f1 = seen[key]
         if f1 > best_f1:
             best_f1, best_thresholds = f1, thresholds
     return np.asarray(best_thresholds), best_f1
