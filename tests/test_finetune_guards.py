@@ -5,14 +5,22 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from test_finetune_run import config, planted
 
 from tagcons.cli import main
 from tagcons.data.pairs import load_pairs
 from tagcons.data.splits import train_test_split_indices
+from tagcons.embed.backbones import load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.provenance import PART_KEYS_FILE, keys_hash, read_part_keys, table_keys, write_part_keys
 from tagcons.finetune import run_finetune
+from tagcons.finetune.config import resolve
+from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader
+from tagcons.finetune.distributed import start
+from tagcons.finetune.loop import make_precision, predict
+from tagcons.finetune.parts import load_parts
+from tagcons.heads.mlp import class_weights
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +82,17 @@ def test_resume_on_a_changed_table_is_refused(data, tmp_path):
         run_finetune(config(pairs, images, run, resume=True))
 
 
-def test_val_size_0_trains_every_epoch_keeps_the_last_and_records_parts(data, tmp_path):
+@pytest.fixture(scope="module")
+def no_validation_run(data, tmp_path_factory):
     pairs, images = data
-    result = run_finetune(config(pairs, images, tmp_path / "run", epochs=2, batch_size=16, val_size=0.0, patience=1))
+    settings = dict(epochs=2, batch_size=16, val_size=0.0, patience=1)
+    out = tmp_path_factory.mktemp("no_val") / "run"
+    return run_finetune(config(pairs, images, out, **settings)), config(pairs, images, out, **settings)
+
+
+def test_val_size_0_trains_every_epoch_keeps_the_last_and_records_parts(data, no_validation_run):
+    pairs, images = data
+    result, _ = no_validation_run
     assert result.epochs_run == 2 and result.best_epoch == 2 and not result.stopped_early
     assert len(result.history["train_loss"]) == 2 and result.history["val_loss"] == []
     saved = json.loads((result.run_dir / "config.json").read_text())
@@ -89,3 +105,23 @@ def test_val_size_0_trains_every_epoch_keeps_the_last_and_records_parts(data, tm
         assert recorded["test"] == set(test) and not recorded["fit"] & set(test), where
     assert (result.backbone_dir / PART_KEYS_FILE).is_file()
     assert np.isfinite(result.history["train_loss_running"]).all()
+
+
+def test_train_loss_is_the_eval_mode_loss_of_the_kept_model(no_validation_run):
+    """Training and validation losses are computed alike (eval mode, after the epoch), so the curves compare."""
+    result, settings = no_validation_run
+    settings = resolve(settings)
+    dist, cpu = start("cpu"), torch.device("cpu")
+    try:
+        parts = load_parts(settings, dist)
+        backbone = load_backbone("tiny")
+        tokens = TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens)
+        collate = Collate(parts.table, settings.images, backbone.image_processor, tokens)
+        loader = eval_loader(parts.fit, collate, LoaderSettings(16, 0, 42, 0, 1))
+        rows, logits = predict(result.model, loader, make_precision("fp32", cpu), cpu, dist, "fit")
+    finally:
+        dist.close()
+    labels = torch.from_numpy(parts.table.labels[rows].astype(np.int64) - 1)
+    weight = class_weights(parts.table.labels[parts.fit].astype(int))
+    loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels, weight=weight))
+    assert result.history["train_loss"][-1] == pytest.approx(loss, rel=1e-4)
