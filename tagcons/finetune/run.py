@@ -19,9 +19,10 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from tagcons.data.splits import default_dedupe
 from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import compute_metrics, majority_baseline
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import check_reuse, part_hashes, recorded_trained_keys, split_spec, write_part_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
@@ -34,6 +35,7 @@ from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.mlp import class_weights
 
 log = logging.getLogger(__name__)
@@ -262,7 +264,7 @@ def _config_record(config, backbone: Backbone, parts: Parts, precision: str, hea
             config.split,
             config.seed,
             config.test_size,
-            dedupe=getattr(config, "dedupe", "none"),
+            dedupe=default_dedupe(config.split, config.dedupe),
             val_size=config.val_size,
         ),
         "parts": part_hashes(parts.keys()),
@@ -416,13 +418,16 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         "history": progress.history,
         "best_val_qwk": progress.best_score[0] if progress.best_score else None,
         "test_seconds": time.perf_counter() - started,
-        "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test]),
     }
+    if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
+        fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
+        extra["baselines"] = shortcut_baselines(fit, fit.labels.astype(int), test, test.labels.astype(int), config.seed)
+        extra["baseline"] = extra["baselines"]["majority"]
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
         metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title
+            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title, seed=config.seed
         )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)

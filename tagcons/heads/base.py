@@ -107,6 +107,12 @@ def class_weighting(setting, y: np.ndarray) -> np.ndarray | None:
     return balanced_class_weights(y)
 
 
+def class_weight_map(setting, y: np.ndarray) -> dict | None:
+    """`class_weighting` as scikit-learn's ``class_weight`` argument: {score: weight} for the scores in `y`."""
+    weights = class_weighting(setting, y)
+    return None if weights is None else {int(c): float(weights[c - 1]) for c in np.unique(y)}
+
+
 def check_labels(y) -> np.ndarray:
     y = np.asarray(y).astype(int)
     if len(y) == 0:

@@ -28,7 +28,7 @@ from tagcons.heads.base import (
     auto_threads,
     check_labels,
     chunked,
-    class_weighting,
+    class_weight_map,
     full_proba,
     limited_threads,
 )
@@ -97,8 +97,7 @@ class LogregHead(Head):
 
     def _weights(self, y) -> dict | None:
         """{score: weight} for the scores in `y` (the rows being fitted), or None when weighting is off."""
-        weights = class_weighting(self.class_weight, y)
-        return None if weights is None else {int(c): float(weights[c - 1]) for c in np.unique(y)}
+        return class_weight_map(self.class_weight, y)
 
     def _fit_dense(self, X, y):
         scaler = StandardScaler().fit(X)
