@@ -243,7 +243,7 @@ def _parse_value(raw: str):
     multiple=True,
     callback=_head_params,
     metavar="KEY=VALUE",
-    help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
+    help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
@@ -336,6 +336,11 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
+    if result.n_trained_on:
+        click.echo(
+            f"warning: {result.n_trained_on} of the {result.n_scored} scored pairs trained this head "
+            "(its fit or validation part): metrics on them are not a test"
+        )
     if result.metrics:
         click.echo(_headline(result.out, result.metrics))
 
@@ -374,7 +379,7 @@ FINETUNE_OPTIONS = [
         "exact: one of each identical row [exact for images, none for pairs].",
     ),
     ("--test-size", float, "Share held out for the final test [0.2]."),
-    ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
+    ("--val-size", float, "Share of the training part used for early stopping [0.1]; 0: none, keep the last epoch."),
     ("--seed", int, "Random seed [42]."),
     ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
     ("--lr", float, "Backbone learning rate [recipe]."),
@@ -428,6 +433,11 @@ def finetune_options(command):
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@click.option(
+    "--allow-unverified-init",
+    is_flag=True,
+    help="Accept an --init-head run that does not record its training rows (older runs): no leak check.",
+)
 @finetune_options
 @pair_columns
 def finetune_command(**options):

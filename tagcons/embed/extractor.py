@@ -30,6 +30,7 @@ from tagcons.embed.features import image_features, text_features, token_counts
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
 from tagcons.errors import BadInputError, StrictFailure
+from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
@@ -162,6 +163,9 @@ def _check_config(config: EmbedConfig) -> None:
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
+    trained = backbone_trained_keys(config.backbone)
+    if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows
+        settings[TRAINED_KEYS_SETTING] = trained
     return CacheMeta(
         backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
         model_id=backbone.model_id,

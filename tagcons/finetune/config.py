@@ -59,6 +59,7 @@ class FinetuneConfig:
     unfreeze_text: int | None = None
     lp_init: bool | None = None  # LP-FT: start the head from a linear probe on frozen features
     init_head: str | None = None  # a fit-head run (logreg or mlp) to start the head from
+    allow_unverified_init: bool = False  # accept an --init-head run that does not record its training rows
     dropout: float = 0.3
     hidden: int = 256
     # machinery
@@ -172,6 +173,7 @@ def check(config: FinetuneConfig) -> None:
             raise BadInputError(f"{flag} {value}: must be positive")
     _within("--wise-alpha", config.wise_alpha, 0.0, 1.0)
     _within("--dropout", config.dropout, 0.0, 0.99)
+    _within("--val-size", config.val_size, 0.0, 0.9)  # 0: no validation part, every epoch runs, the last is kept
     _within("--warmup", config.warmup, 0.0, 0.99)
     if config.workers < 0 or config.patience < 0 or config.grad_clip < 0 or config.weight_decay < 0:
         raise BadInputError("--workers, --patience, --grad-clip and --weight-decay cannot be negative")
