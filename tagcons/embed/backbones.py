@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 
-from tagcons.embed.tiny import build_tiny
 from tagcons.errors import BackboneUnavailableError
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,18 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
 
 register_backbone(BackboneSpec("clip", "openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 (the study's CLIP)"))
 register_backbone(BackboneSpec("koclip", "Bingsu/clip-vit-large-patch14-ko", "KoCLIP ViT-L/14 (the study's KoCLIP)"))
+
+
+def _build_tiny() -> tuple:
+    from tagcons.embed.tiny import build_tiny  # imports transformers: only when the model is wanted
+
+    return build_tiny()
+
+
 register_backbone(
-    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", build_tiny)
+    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", _build_tiny)
 )
+BUILTIN_REVISION = "builtin"
 
 
 @dataclass
@@ -84,11 +92,22 @@ def load_backbone(name_or_path: str, revision: str | None = None) -> Backbone:
     spec = BACKBONES.get(name_or_path)
     if spec is not None and spec.builder is not None:
         model, image_processor, tokenizer = spec.builder()
-        return _finish(Backbone(spec.name, spec.model_id, "builtin", model, image_processor, tokenizer))
+        return _finish(Backbone(spec.name, spec.model_id, BUILTIN_REVISION, model, image_processor, tokenizer))
     if spec is None and Path(name_or_path).is_dir():
         return _load_local(Path(name_or_path))
     model_id = spec.model_id if spec else name_or_path
     return _load_hub(spec.name if spec else name_or_path, model_id, revision)
+
+
+def backbone_identity(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(model_id, revision) that `load_backbone` would record, found without loading anything; the
+    revision is None where only loading can tell (a hub id without --revision)."""
+    spec = BACKBONES.get(name_or_path)
+    if spec is not None and spec.builder is not None:
+        return spec.model_id, BUILTIN_REVISION
+    if spec is None and Path(name_or_path).is_dir():
+        return _local_model_id(Path(name_or_path)), _weights_digest(Path(name_or_path))
+    return (spec.model_id if spec else name_or_path), revision
 
 
 def _load_local(directory: Path) -> Backbone:

@@ -20,7 +20,7 @@ from tagcons.data.splits import SPLIT_KINDS, cv_fold_indices, train_test_split_i
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.features import PairFeatures, check_kind, cosine_of
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
@@ -70,15 +70,15 @@ def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
     run_dir = _check_out(Path(config.out), config.overwrite)
     data, provenance, n_excluded = _load(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.cv:
-        metrics, head = _cross_validate(config, data, run_dir, n_excluded)
-    else:
-        metrics, head = _holdout(config, data, run_dir, n_excluded)
-    head.save(run_dir)
-    if getattr(head, "history_", None):
-        plot_training_curves(head.history_, run_dir / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
-    write_config(run_dir, _settings(config, head, provenance, data, n_excluded), provenance["fingerprint"])
+    with staged_run_dir(run_dir) as work:  # a failure (full disk) leaves no half run behind
+        if config.cv:
+            metrics, head = _cross_validate(config, data, work, n_excluded)
+        else:
+            metrics, head = _holdout(config, data, work, n_excluded)
+        head.save(work)
+        if getattr(head, "history_", None):
+            plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
+        write_config(work, _settings(config, head, provenance, data, n_excluded), provenance["fingerprint"])
     return FitResult(run_dir, metrics, head, n_excluded)
 
 
