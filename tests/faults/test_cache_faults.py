@@ -279,7 +279,9 @@ def test_noop_rerun_plans_from_hashes_and_never_imports_transformers(tmp_path, i
         """
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "images 0 new, 3 cached" in done.stdout and "texts 0 new, 4 cached" in done.stdout
     assert "transformers imported: False" in done.stdout
@@ -447,7 +449,14 @@ def test_run_json_files_are_written_atomically(tmp_path, monkeypatch):
     from tagcons.evaluate.rundir import write_json
 
     target = write_json(tmp_path / "metrics.json", {"accuracy": 0.5})
-    monkeypatch.setattr(json, "dumps", lambda *_a, **_k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    real_write_text = Path.write_text
+
+    def disk_fills_midway(self, text, *args, **kwargs):
+        real_write_text(self, text[:5], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", disk_fills_midway)
     with pytest.raises(OSError):
         write_json(target, {"accuracy": 0.9})
-    assert json.loads(target.read_text()) == {"accuracy": 0.5} and len(list(tmp_path.iterdir())) == 1
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"accuracy": 0.5} and [p.name for p in tmp_path.iterdir()] == [target.name]
