@@ -460,3 +460,31 @@ def test_run_json_files_are_written_atomically(tmp_path, monkeypatch):
         write_json(target, {"accuracy": 0.9})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"accuracy": 0.5} and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_fit_head_and_predict_on_a_nan_cache_exit_2_naming_the_dataset(tmp_path, capsys):
+    from test_heads_support import planted, write_pairs
+    from test_heads_support import write_cache as write_head_cache
+
+    data = planted(n_images=12, per_image=5, dim=8, seed=4)
+    pairs = write_pairs(data, tmp_path / "pairs.csv")
+    cache = write_head_cache(data, tmp_path / "cache.h5")
+    run = tmp_path / "run"
+    fit = ["fit-head", "--cache", str(cache), "--data", str(pairs), "--head", "logreg", "--out", str(run)]
+    assert cli(fit, capsys)[0] == 0
+    poke(cache, "images/embeds", [2])
+    code, _, err = cli(fit[:-1] + [str(tmp_path / "run2")], capsys)
+    assert code == 2 and one_line(err) and "images/embeds holds NaN" in err
+    predict = [
+        "predict",
+        "--run",
+        str(run),
+        "--cache",
+        str(cache),
+        "--data",
+        str(pairs),
+        "--out",
+        str(tmp_path / "p.csv"),
+    ]
+    code, _, err = cli(predict, capsys)
+    assert code == 2 and one_line(err) and "images/embeds holds NaN" in err
