@@ -165,8 +165,8 @@ def embed(
     if summary.rank == 0:
         click.echo(
             f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-            f"{summary.images_failed} failed; texts {summary.texts_new} new ({summary.texts_truncated} cut at the "
-            f"token limit), {summary.texts_cached} cached; "
+            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached, "
+            f"{summary.texts_truncated} cut at the token limit; "
             f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
             f"{summary.texts_per_second:.1f} txt/s)"
         )
