@@ -25,6 +25,7 @@ def test_demo_end_to_end(demo_run, capsys):
     assert (demo_run / "runs" / "finetune" / "backbone" / "config.json").is_file()
     assert (demo_run / "compare.md").is_file() and (demo_run / "compare.csv").is_file()
     assert "runs, plots and predictions" in printed
+    assert (demo_run / "report.html").is_file() and f"report (open in a browser): {demo_run / 'report.html'}" in printed
 
 
 def test_demo_heads_beat_the_majority_baseline(demo_run):
