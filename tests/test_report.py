@@ -199,3 +199,19 @@ def test_a_folder_that_is_not_a_run_exits_2(study, capsys):
         main(["report", str(study["images"]), "--out", str(study["root"] / "bad.html")])
     assert exit_info.value.code == 2
     assert "predictions.csv: not found" in capsys.readouterr().err
+
+
+def test_paired_differences_are_the_numbers_compare_computes(study):
+    from tagcons.evaluate import compare
+
+    _, page = _render(study["runs"])
+    differences = page.text.split("Paired differences", 1)[1].split("Per run")[0]
+    if hasattr(compare, "RunGroup"):  # compare's paired bootstrap: difference, interval and p-value
+        (group,) = compare.paired_differences(study["runs"])
+        diff = group.difference("macro_f1", "beta")
+        low, high = diff.ci95
+        assert f"{diff.difference:+.3f}[{low:+.3f}, {high:+.3f}] p={diff.p_value:.3f}" in differences
+    else:  # an older compare: its table's differences to the best run, said to have no interval
+        frame = compare.compare_runs(study["runs"]).set_index("run")
+        assert f"{frame.loc['beta', 'macro_f1'] - frame.loc['alpha', 'macro_f1']:+.3f}" in differences
+        assert "paired intervals are not available" in differences

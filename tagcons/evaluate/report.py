@@ -172,32 +172,65 @@ def calibration_view(run: RunView) -> dict | None:
 
 
 # ---------------------------------------------------------------- paired differences (from `compare`)
+# The one adapter onto `tagcons.evaluate.compare`: the report shows the differences `tagcons compare`
+# computes, never its own. With compare's paired bootstrap (`paired_differences` -> RunGroup) each
+# difference comes with its interval and p-value; with a compare that predates it, the report shows
+# compare's table as differences to the best run, and says that intervals are not available.
 
 
-def paired_differences(runs: list[RunView]) -> list[dict]:
-    """Groups of runs tested on the same rows, each with every run's difference to the group's best.
+def difference_groups(runs: list[RunView]) -> list[dict]:
+    """Groups of runs tested on the same rows, as the template shows them."""
+    if hasattr(compare, "paired_differences") and hasattr(compare, "RunGroup"):
+        names = {str(run.path): run.name for run in runs}
+        groups = compare.paired_differences([run.path for run in runs])
+        return [_paired_view(group, names) for group in groups if len(group.frame) > 1]
+    return _point_groups(runs)
 
-    The adapter onto `tagcons.evaluate.compare`: the numbers come from `compare_runs` and
-    `best_rows` (the same table `tagcons compare` prints), never recomputed here.
-    """
+
+def _blank_cell() -> dict:
+    return {"value": None, "best": False, "interval": None, "p": None, "significant": False}
+
+
+def _paired_view(group, names: dict[str, str]) -> dict:
+    metrics = list(group.differences)
+    rows = []
+    for position, row in group.frame.iterrows():
+        cells = [_paired_cell(group, metric, position, row["run"]) for metric in metrics]
+        rows.append({"name": names.get(str(row["path"]), row["run"]), "cells": cells})
+    return {"reason": group.reason, "metrics": metrics, "rows": rows, "kind": "paired"}
+
+
+def _paired_cell(group, metric: str, position: int, run: str) -> dict:
+    cell = _blank_cell()
+    if position in group.best.get(metric, ()):
+        return {**cell, "best": True}
+    difference = group.difference(metric, run)
+    if difference is not None:
+        cell.update(value=difference.difference, interval=difference.ci95, p=difference.p_value)
+        cell.update(significant=bool(difference.significant))
+    return cell
+
+
+def _point_groups(runs: list[RunView]) -> list[dict]:
     groups: dict[str, list[RunView]] = {}
     for run in runs:
         groups.setdefault(run.test_hash, []).append(run)
-    return [_difference_group(members) for members in groups.values() if len(members) > 1]
+    return [_point_group(members) for members in groups.values() if len(members) > 1]
 
 
-def _difference_group(members: list[RunView]) -> dict:
+def _point_group(members: list[RunView]) -> dict:
     frame = compare.compare_runs([run.path for run in members]).reset_index(drop=True)
     best = compare.best_rows(frame)
-    rows = []
-    for position, run in enumerate(members):
-        cells = [_difference_cell(frame, best, column, position) for column in compare.METRIC_COLUMNS]
-        rows.append({"name": run.name, "cells": cells})
-    return {"test_hash": members[0].test_hash[:12], "rows": rows, "kind": "point"}
+    rows = [
+        {"name": run.name, "cells": [_point_cell(frame, best, column, position) for column in compare.METRIC_COLUMNS]}
+        for position, run in enumerate(members)
+    ]
+    reason = f"tested on the same {len(members[0].predictions)} pairs (test rows {members[0].test_hash[:12]})"
+    return {"reason": reason, "metrics": list(compare.METRIC_COLUMNS), "rows": rows, "kind": "point"}
 
 
-def _difference_cell(frame: pd.DataFrame, best: dict, column: str, position: int) -> dict:
-    cell = {"value": None, "best": False, "interval": None, "p": None, "significant": False}
+def _point_cell(frame: pd.DataFrame, best: dict, column: str, position: int) -> dict:
+    cell = _blank_cell()
     if column in best:
         values = pd.to_numeric(frame[column], errors="coerce")
         cell.update(value=values[position] - values[min(best[column])], best=position in best[column])
@@ -487,7 +520,7 @@ def report_context(config: ReportConfig) -> dict:
         "category_metrics": CATEGORY_METRICS,
         "calibration_metrics": CALIBRATION_METRICS,
         "summary": summary_rows(runs),
-        "differences": paired_differences(runs),
+        "differences": difference_groups(runs),
         "runs": [run_section(run) for run in runs],
         "categories": category_rows(runs, category_of) if category_of else None,
         "category_source": config.category_from or config.category_col,
