@@ -78,12 +78,12 @@ def _headline(value: float) -> dict:
     return {name: value for name in CONTRACT_METRICS}
 
 
-def contract_metrics(value: float, test_hash: str) -> dict:
+def contract_metrics(value: float, test_hash: str, n_test: int) -> dict:
     """metrics.json with every key of the shared contract (values made up, shapes as specified)."""
     return {
         **_headline(value),
         "n_train": 100,
-        "n_test": 30,
+        "n_test": n_test,
         "n_test_images": N_IMAGES,
         "per_class": {},
         "baseline": _headline(0.1),
@@ -112,7 +112,9 @@ def contract_run(root: Path, name: str, value: float, seed: int) -> Path:
     predictions = _predictions(seed)
     predictions.to_csv(run / "predictions.csv", index=False)
     test_hash = keys_hash(pair_keys(predictions["image"], predictions["text"]))
-    (run / "metrics.json").write_text(json.dumps(contract_metrics(value, test_hash)), encoding="utf-8")
+    (run / "metrics.json").write_text(
+        json.dumps(contract_metrics(value, test_hash, len(predictions))), encoding="utf-8"
+    )
     (run / "config.json").write_text(json.dumps({"head": name, "backbone": "tiny", "split": "images"}))
     Image.new("RGB", (200, 150), (250, 250, 250)).save(run / "reliability.png")
     return run

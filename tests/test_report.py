@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from html.parser import HTMLParser
 
@@ -154,7 +155,12 @@ def test_categories_from_a_column_of_the_pairs_file(study):
 def test_real_fit_head_runs(real):
     _, page = _render(real["runs"], images=real["images"], category_from=CATEGORY_REGEX)
     assert page.problems == []
-    assert "not available for these runs" in page.text  # no ci95 in today's fit-head metrics
+    metrics = json.loads((real["runs"][0] / "metrics.json").read_text(encoding="utf-8"))
+    if "ci95" in metrics:  # fit-head writes intervals: shown under the value
+        low, high = metrics["ci95"]["macro_f1"]
+        assert f"{metrics['macro_f1']:.3f}[{low:.3f}, {high:.3f}]" in page.text
+    else:
+        assert "Intervals: not available for these runs" in page.text
     assert any(img["alt"] == "training curves of mlp" for img in page.images)
     assert all(_decoded(img["src"]).size[0] > 0 for img in page.images)
     # paired differences are compare's numbers: mlp's macro-F1 minus the better of the two
