@@ -93,6 +93,7 @@ def contract_metrics(value: float, test_hash: str, n_test: int) -> dict:
         "baselines": {"majority": _headline(0.1), "text_only": _headline(0.2), "image_prior": _headline(0.3)},
         "calibration": {
             "temperature": 1.7,
+            "rows": "test",
             "before": {"log_loss": 1.4, "brier": 0.7, "ece": 0.21},
             "after": {"log_loss": 1.2, "brier": 0.6, "ece": 0.05},
         },
@@ -105,7 +106,7 @@ def contract_metrics(value: float, test_hash: str, n_test: int) -> dict:
     }
 
 
-def contract_run(root: Path, name: str, value: float, seed: int) -> Path:
+def contract_run(root: Path, name: str, value: float, seed: int, **overrides) -> Path:
     """A run directory written by hand following the metrics.json contract, with a reliability.png."""
     run = root / name
     run.mkdir(parents=True)
@@ -113,7 +114,7 @@ def contract_run(root: Path, name: str, value: float, seed: int) -> Path:
     predictions.to_csv(run / "predictions.csv", index=False)
     test_hash = keys_hash(pair_keys(predictions["image"], predictions["text"]))
     (run / "metrics.json").write_text(
-        json.dumps(contract_metrics(value, test_hash, len(predictions))), encoding="utf-8"
+        json.dumps({**contract_metrics(value, test_hash, len(predictions)), **overrides}), encoding="utf-8"
     )
     (run / "config.json").write_text(json.dumps({"head": name, "backbone": "tiny", "split": "images"}))
     Image.new("RGB", (200, 150), (250, 250, 250)).save(run / "reliability.png")

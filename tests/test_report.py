@@ -102,6 +102,16 @@ def test_contract_keys_are_shown(study):
     assert sum(1 for img in page.images if img["alt"].startswith("training curves")) == 2  # drawn from history
 
 
+def test_a_decoding_the_head_cannot_do_and_no_calibration(tmp_path):
+    run = contract_run(tmp_path, "plain", 0.3, 3, decode="argmax", decodings={"argmax": None, "expected": None})
+    (run / "reliability.png").unlink()
+    metrics_path = run / "metrics.json"
+    metrics_path.write_text(metrics_path.read_text().replace('"calibration": {', '"calibration_": {'))
+    _, page = _render([run])
+    assert page.problems == [] and "reported: argmax" in page.text
+    assert "Calibration" not in page.text and not any(i["alt"].startswith("reliability") for i in page.images)
+
+
 def test_no_network_reference_and_no_script(study):
     html, page = _render(study["runs"], images=study["images"], category_from=CATEGORY_REGEX)
     assert not re.search(r"https?://", html)

@@ -145,7 +145,8 @@ def baseline_rows(run: RunView) -> list[dict]:
     if not baselines and run.metrics.get("baseline"):
         baselines = {"majority": run.metrics["baseline"]}
     return [
-        {"name": name, "cells": [_cell(values, key) for key in BASELINE_METRICS]} for name, values in baselines.items()
+        {"name": name, "cells": [_cell(values or {}, key) for key in BASELINE_METRICS]}
+        for name, values in baselines.items()
     ]
 
 
@@ -153,8 +154,8 @@ def decoding_rows(run: RunView) -> list[dict]:
     decodings = run.metrics.get("decodings") or {}
     active = run.metrics.get("decode")
     return [
-        {"name": name, "active": name == active, "cells": [_cell(values, key) for key in BASELINE_METRICS]}
-        for name, values in decodings.items()
+        {"name": name, "active": name == active, "cells": [_cell(values or {}, key) for key in BASELINE_METRICS]}
+        for name, values in decodings.items()  # None: the head cannot decode that way
     ]
 
 
@@ -164,6 +165,7 @@ def calibration_view(run: RunView) -> dict | None:
         return None
     return {
         "temperature": calibration.get("temperature"),
+        "part": calibration.get("rows"),
         "rows": [
             {"name": part, "values": [(calibration.get(part) or {}).get(k) for k in CALIBRATION_METRICS]}
             for part in ("before", "after")
