@@ -18,6 +18,7 @@ import logging
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ class RunView:
     metrics: dict
     predictions: pd.DataFrame
 
-    @property
+    @cached_property
     def test_hash(self) -> str:
         from tagcons.evaluate.provenance import keys_hash, pair_keys
 
