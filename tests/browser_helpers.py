@@ -81,6 +81,7 @@ def _run(chromium: str, page: Path, *flags: str) -> subprocess.CompletedProcess:
             "--headless",
             "--no-sandbox",  # CI containers run as root
             "--disable-gpu",
+            "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
             "--no-first-run",
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
