@@ -389,6 +389,32 @@ def compare_command(run_dirs, out):
         click.echo(f"written {markdown} and {csv}")
 
 
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--images", default=None, type=click.Path(path_type=Path), help="Images folder: thumbnails in galleries.")
+@click.option("--data", default=None, type=click.Path(path_type=Path), help="Pairs file (for --category-col).")
+@click.option("--category-col", default=None, help="Column of --data holding each pair's category.")
+@click.option("--category-from", default=None, metavar="REGEX", help="Category from the image key, e.g. '^([a-z]+)_'.")
+@click.option("--worst", default=12, show_default=True, type=click.IntRange(min=1), help="Pairs per gallery.")
+@pair_columns
+def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
+    """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
+    from tagcons.evaluate.report import ReportConfig, write_report
+
+    config = ReportConfig(
+        run_dirs=list(run_dirs),
+        out=out,
+        images=images,
+        data=data,
+        category_col=category_col,
+        category_from=category_from,
+        worst=worst,
+        columns=_columns(image_col, text_col, label_col),
+    )
+    click.echo(f"report: {write_report(config)}")
+
+
 # `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
 # left out takes the recipe's value (see tagcons/finetune/config.py RECIPES).
 FINETUNE_OPTIONS = [
@@ -500,6 +526,7 @@ def demo_command(out, finetune_epochs):
         "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)"
     )
     click.echo(f"comparison table: {report.table_path} (and .csv)")
+    click.echo(f"report (open in a browser): {report.report_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 from tagcons.data.demo import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
 from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison
+from tagcons.evaluate.report import ReportConfig, write_report
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
 DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
+DEMO_CATEGORY = "^([a-z]+)_"  # the demo's images are named <scene>_<nn>.png
 
 
 @dataclass
@@ -47,6 +49,7 @@ class DemoReport:
     table: pd.DataFrame
     markdown: str
     table_path: Path
+    report_path: Path
 
 
 def run_demo(config: DemoRunConfig) -> DemoReport:
@@ -68,6 +71,9 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
         run_dirs.append(_finetune(demo_set, out, config))
     groups = paired_differences(run_dirs)
     table_path, _ = write_comparison(groups, out / "compare.md")
+    report_path = write_report(
+        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY)
+    )
     return DemoReport(
         out,
         demo_set.pairs_csv,
@@ -77,6 +83,7 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
         comparison_frame(groups),
         render_markdown(groups),
         table_path,
+        report_path,
     )
 
 
