@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.audit.exclude import excluded_rows
 from tagcons.data.pairs import PairColumns, PairTable, load_pairs
 from tagcons.data.splits import SPLIT_KINDS, cv_fold_indices, train_test_split_indices
 from tagcons.errors import BadInputError
@@ -22,6 +23,7 @@ from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majorit
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
+from tagcons.heads.calibrate import calibrate_head, calibration_rows, check_decoding, evaluate_part, evaluation_report
 from tagcons.heads.features import PairFeatures, check_kind, cosine_of
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
@@ -48,6 +50,9 @@ class FitHeadConfig:
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
     overwrite: bool = False
     progress: bool = False
+    decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation part
+    val_size: float = 0.1  # share of the training part held out to fit the temperature and the cuts
+    exclude_pairs: str | Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
 
 
 @dataclass
@@ -89,6 +94,8 @@ def _check_config(config: FitHeadConfig) -> None:
         raise BadInputError(f"unknown --split '{config.split}'; choose one of {', '.join(SPLIT_KINDS)}")
     if config.cv is not None and config.cv < 2:
         raise BadInputError(f"--cv {config.cv}: cross-validation needs at least 2 folds")
+    probabilistic = _new_head(config).probabilistic
+    check_decoding(config.decode, probabilistic, config.head, config.val_size)
 
 
 def _check_out(run_dir: Path, overwrite: bool) -> Path:
@@ -111,7 +118,9 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
             f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         )
     report_missing(joined, table)
-    table = table.subset(np.flatnonzero(joined.present))
+    keep = joined.present & ~excluded_rows(table, config.exclude_pairs, strip_hash)
+    table = table.subset(np.flatnonzero(keep))
+    joined.features = joined.features.subset(np.flatnonzero(keep[joined.present]))
     groups = table.images if config.split == "images" else None
     return _Data(table, joined.features, table.labels.astype(int), groups), provenance, joined.n_missing
 
@@ -129,18 +138,33 @@ def _part_groups(data: _Data, rows: np.ndarray):
 
 def _holdout(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:
     train, test = train_test_split_indices(data.y, data.table.images, config.split, config.test_size, config.seed)
-    head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
+    head, fit_rows, val_rows = _fit_calibrated(config, data, train)
     X_test = data.X.subset(test)
-    proba, pred = head.predict_proba(X_test), head.predict(X_test)
+    part = evaluate_part(head, X_test, data.y[test])
     extra = {
-        "n_train": len(train),
+        "n_train": len(fit_rows),
+        "n_validation": len(val_rows),
         "n_excluded": n_excluded,
         "baseline": majority_baseline(data.y[train], data.y[test]),
+        **evaluation_report([part], run_dir),
     }
     if config.head == "threshold":
         extra["study_fixed_interval"] = _fixed_interval(X_test, data.y[test])
-    metrics = write_evaluation(run_dir, data.table.subset(test), pred, proba, extra, title=_title(config))
+    metrics = write_evaluation(run_dir, data.table.subset(test), part.pred, part.proba, extra, title=_title(config))
     return metrics, head
+
+
+def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray) -> tuple[Head, np.ndarray, np.ndarray]:
+    """Fit a head on ``rows`` minus a validation part, then its temperature and cuts on that part."""
+    head = _new_head(config)
+    kind = "images" if data.groups is not None else "pairs"
+    fit_rows, val_rows = calibration_rows(
+        rows, data.y, data.groups, kind, config.val_size, config.seed, head.probabilistic
+    )
+    head.fit(data.X.subset(fit_rows), data.y[fit_rows], _part_groups(data, fit_rows))
+    if head.probabilistic:
+        calibrate_head(head, data.X.subset(val_rows), data.y[val_rows], config.decode)
+    return head, fit_rows, val_rows
 
 
 def _fixed_interval(X: PairFeatures, y: np.ndarray) -> dict:
@@ -150,11 +174,11 @@ def _fixed_interval(X: PairFeatures, y: np.ndarray) -> dict:
 
 def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:
     folds = cv_fold_indices(data.y, data.table.images, config.split, config.cv, config.seed)
-    outcomes, baseline_preds = [], []
+    outcomes, baseline_preds, parts = [], [], []
     for train, test in folds:
-        head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
-        X_test = data.X.subset(test)
-        outcomes.append((data.y[test], head.predict(X_test), head.predict_proba(X_test)))
+        head, _, _ = _fit_calibrated(config, data, train)
+        parts.append(evaluate_part(head, data.X.subset(test), data.y[test]))
+        outcomes.append((data.y[test], parts[-1].pred, parts[-1].proba))
         baseline_preds.append(np.full(len(test), majority_label(data.y[train])))
     pooled, per_fold = pooled_and_per_fold(outcomes)
     order = np.concatenate([test for _, test in folds])
@@ -164,6 +188,7 @@ def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_exclude
         "n_excluded": n_excluded,
         "n_train": int(np.mean([len(train) for train, _ in folds])),  # mean training rows per fold
         "baseline": compute_metrics(data.y[order], np.concatenate(baseline_preds)),
+        **evaluation_report(parts, run_dir, rows="out-of-fold"),
     }
     metrics = write_evaluation(
         run_dir,
@@ -174,7 +199,7 @@ def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_exclude
         title=_title(config) + f", {config.cv}-fold",
     )
     log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
-    final = _new_head(config).fit(data.X, data.y, data.groups)
+    final, _, _ = _fit_calibrated(config, data, np.arange(len(data.y)))
     return metrics, final
 
 

@@ -2,7 +2,8 @@
 
 The cache must carry the fingerprint the run was trained on (other features would give silent
 nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
-adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5.
+adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5: the
+probabilities after the run's temperature, and pred under the run's decoding (argmax or expected).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def predict(config: PredictConfig) -> PredictResult:
         _report_missing(joined, table, config, run_config, strip_hash)
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
-    proba, pred = head.predict_proba(joined.features), head.predict(joined.features)
+    pred, proba = head.predict_scores(joined.features)  # calibrated probabilities, the run's decoding
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,7 @@ class ThresholdHead(Head):
     """Cosine similarity with four learned cut-points; ``objective`` is macro_f1 or qwk."""
 
     OBJECTIVES = ("macro_f1", "qwk")
+    PROBABILISTIC = False
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99):
         self.objective = objective
