@@ -189,3 +189,28 @@ def test_threshold_head_has_no_calibration_and_refuses_expected_decoding(files):
 def test_score_rule_round_trips_through_json():
     rule = ScoreRule(1.7, "expected", (1.5, 2.5, 3.5, 4.5))
     assert ScoreRule.from_json(json.loads(json.dumps(rule.to_json()))) == rule
+
+
+def test_temperature_fit_agrees_with_scikit_learns_temperature_scaling():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    class Given(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.arange(5)
+            return self
+
+        def predict_proba(self, X):
+            return X
+
+        def predict(self, X):
+            return X.argmax(axis=1)
+
+    rng = np.random.default_rng(1)
+    proba = softmax(rng.normal(size=(600, 5)) * 2, axis=1)
+    y = 1 + np.array([rng.choice(5, p=p) for p in softmax(np.log(proba) / 2, axis=1)])
+    sklearn_fit = CalibratedClassifierCV(FrozenEstimator(Given().fit(proba, y - 1)), method="temperature")
+    beta = sklearn_fit.fit(proba, y - 1).calibrated_classifiers_[0].calibrators[0].beta_
+    assert fit_temperature(proba, y) == pytest.approx(1.0 / beta, rel=1e-4)
+    assert np.allclose(apply_temperature(proba, 1.0 / beta), sklearn_fit.predict_proba(proba), atol=1e-6)

@@ -2,9 +2,9 @@
 
 - `calibration_metrics`: log-loss, multiclass Brier score (mean over rows of sum_k (p_k - [y = k])^2)
   and expected calibration error (top-label confidence against accuracy in 15 equal-width bins).
-- `fit_temperature`: one scalar T fitted by scikit-learn's temperature scaling
-  (``CalibratedClassifierCV(FrozenEstimator(...), method="temperature")``) on probabilities the
-  model gave to *held-out* rows; `apply_temperature` turns p into softmax(log p / T).
+- `fit_temperature`: one scalar T minimising the log-loss on probabilities the model gave to
+  *held-out* rows (scikit-learn's temperature scaling, see there); `apply_temperature` turns p
+  into softmax(log p / T).
 
 Temperature scaling keeps the ranking of the scores within a row (argmax does not change), so it
 fixes over- or under-confidence without touching accuracy. Any head or fine-tuned model that yields
@@ -14,8 +14,8 @@ probabilities can be calibrated here, since only its probabilities are needed.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, softmax
 
 from tagcons.evaluate.metrics import LABELS
 
@@ -69,35 +69,23 @@ def calibration_metrics(proba: np.ndarray, y: np.ndarray) -> dict:
     }
 
 
-class _GivenProbabilities(ClassifierMixin, BaseEstimator):
-    """A fitted 'classifier' whose input already is its probabilities: lets scikit-learn calibrate any model."""
-
-    def fit(self, X, y):
-        self.classes_ = np.arange(np.asarray(X).shape[1])
-        return self
-
-    def predict_proba(self, X):
-        return np.asarray(X, dtype=np.float64)
-
-    def predict(self, X):
-        return self.classes_[np.argmax(X, axis=1)]
-
-
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     """Temperature T minimising the log-loss of softmax(log p / T) on these (held-out) rows.
 
-    The scores are passed to scikit-learn as 0-based column indices: its temperature scaling uses
-    the integer targets as column positions, so 1-5 scores must be encoded first.
+    The same one-parameter fit as scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(model),
+    method="temperature")`` (a test checks they agree), done directly: scikit-learn 1.9's version
+    reads integer targets as column positions (1-5 scores must be re-encoded) and runs
+    ``cross_val_predict`` even on a frozen model, which fails on a validation part that lacks a score.
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.frozen import FrozenEstimator
+    logits = np.log(_renormalised(proba) + EPS)
+    rows, columns = np.arange(len(y)), np.asarray(y).astype(int) - LABELS[0]
 
-    proba = _renormalised(proba)
-    columns = np.asarray(y).astype(int) - LABELS[0]
-    given = _GivenProbabilities().fit(proba, columns)
-    calibrated = CalibratedClassifierCV(FrozenEstimator(given), method="temperature").fit(proba, columns)
-    beta = float(calibrated.calibrated_classifiers_[0].calibrators[0].beta_)
-    return 1.0 / beta
+    def loss(log_beta: float) -> float:
+        scaled = np.exp(log_beta) * logits
+        return float(np.mean(logsumexp(scaled, axis=1) - scaled[rows, columns]))
+
+    best = minimize_scalar(loss, bounds=(-10.0, 10.0), method="bounded", options={"xatol": 1e-10})
+    return float(np.exp(-best.x))
 
 
 def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:

@@ -54,17 +54,19 @@ def check_decoding(decode: str, probabilistic: bool, head_name: str, val_size: f
         raise BadInputError("--decode expected chooses its cut-points on the validation part; use --val-size > 0")
 
 
-def calibrate_head(head, X_val, y_val, decode: str) -> ScoreRule:
-    """Fit the temperature, then the expected-score cuts on the calibrated validation probabilities."""
+def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str) -> ScoreRule:
+    """Temperature on held-out probabilities, then expected-score cuts on the calibrated ones."""
     if len(y_val) == 0:
-        head.rule_ = ScoreRule(decode="argmax")
-        return head.rule_
-    raw = head.predict_proba(X_val)
-    temperature = fit_temperature(raw, y_val)
-    rule = ScoreRule(temperature=temperature, decode=decode)
-    cuts = fit_expected_cuts(rule.proba(raw), y_val)
-    head.rule_ = ScoreRule(temperature, decode, tuple(float(c) for c in cuts))
+        return ScoreRule(decode="argmax")
+    temperature = fit_temperature(raw_val, y_val)
+    cuts = fit_expected_cuts(ScoreRule(temperature=temperature).proba(raw_val), y_val)
     log.info("calibrated on %d validation pairs: temperature %.3f", len(y_val), temperature)
+    return ScoreRule(temperature, decode, tuple(float(c) for c in cuts))
+
+
+def calibrate_head(head, X_val, y_val, decode: str) -> ScoreRule:
+    """Fit the head's rule on the validation part; the head keeps it (and saves it in head.json)."""
+    head.rule_ = fit_rule(head.predict_proba(X_val) if len(y_val) else None, y_val, decode)
     return head.rule_
 
 
@@ -74,9 +76,14 @@ def evaluate_part(head, X, y) -> EvaluatedPart:
     if not head.probabilistic:
         pred = head.predict(X)
         return EvaluatedPart(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, probabilistic=False)
-    proba = head.rule_.proba(raw)
-    by_decode = {d: head.rule_.scores(proba, d) for d in DECODINGS if d == "argmax" or head.rule_.cuts is not None}
-    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[head.rule_.decode], head.rule_)
+    return evaluate_probabilities(raw, y, head.rule_)
+
+
+def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule) -> EvaluatedPart:
+    """The same for any model's raw probabilities (the fine-tuned model's softmax, for one)."""
+    proba = rule.proba(raw)
+    by_decode = {d: rule.scores(proba, d) for d in DECODINGS if d == "argmax" or rule.cuts is not None}
+    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule)
 
 
 def _pooled(parts: list[EvaluatedPart], attribute: str) -> np.ndarray:
