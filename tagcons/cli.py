@@ -458,7 +458,7 @@ def finetune_command(**options):
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(path_type=Path))
 @click.option("--finetune-epochs", default=3, show_default=True, type=int, help="0 skips the fine-tune.")
 def demo_command(out, finetune_epochs):
-    """The whole job offline: demo set -> tiny embed -> four heads -> short fine-tune -> table."""
+    """The whole job offline: demo set -> tiny embed -> heads -> short fine-tune -> table -> label audit."""
     from tagcons.demo import DemoRunConfig, run_demo
 
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
@@ -469,6 +469,7 @@ def demo_command(out, finetune_epochs):
         "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)"
     )
     click.echo(f"comparison table: {report.table_path} (and .csv)")
+    click.echo(report.audit_line)
 
 
 def main(argv: list[str] | None = None) -> None:
