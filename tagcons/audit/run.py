@@ -85,7 +85,7 @@ def _training_data(fit_config):
     from tagcons.heads.fit import _check_config, _load  # the same join and checks fit-head uses
 
     _check_config(fit_config)
-    data, _, _ = _load(fit_config)
+    data, _ = _load(fit_config)
     return data
 
 
@@ -94,10 +94,9 @@ def out_of_fold_proba(fit_config, data, folds: int) -> np.ndarray:
     from tagcons.heads.fit import _fit_calibrated
 
     oof = np.zeros((len(data.y), len(LABELS)))
-    for number, (train, test) in enumerate(
-        cv_fold_indices(data.y, data.table.images, "images", folds, fit_config.seed)
-    ):
-        head, _, _ = _fit_calibrated(fit_config, data, train)
+    images = data.usable_table.images
+    for number, (train, test) in enumerate(cv_fold_indices(data.y, images, "images", folds, fit_config.seed)):
+        head, _, _ = _fit_calibrated(fit_config, data, train, fit_config.seed)
         if not head.probabilistic:
             raise BadInputError(f"the audit needs a head with probabilities; '{fit_config.head}' only ranks")
         oof[test] = head.calibrated_proba(data.X.subset(test))
@@ -132,8 +131,8 @@ def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
     issues = pd.DataFrame(
         {
             "rank": np.arange(1, len(flagged) + 1),
-            "image": data.table.images[flagged],
-            "hashtag": data.table.texts[flagged],
+            "image": data.usable_table.images[flagged],
+            "hashtag": data.usable_table.texts[flagged],
             "given_score": data.y[flagged],
             "suggested_score": suggested[flagged],
             "p_given": oof[flagged, data.y[flagged] - LABELS[0]],

@@ -60,7 +60,8 @@ def predict(config: PredictConfig) -> PredictResult:
         _report_missing(joined, table, config, run_config, strip_hash)
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
-    pred, proba = head.predict_scores(joined.features)  # calibrated probabilities, the run's decoding
+    X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
+    pred, proba = head.predict_scores(X)  # calibrated probabilities, the run's decoding
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
