@@ -26,18 +26,18 @@ from tagcons.heads.registry import register_head
 MODEL_FILE = "ordinal.npz"
 
 
-def _logistic_at(C: float, max_iter: int):
+def _logistic_at(C: float, max_iter: int, class_weight=None):
     from skordinal.classifiers import LogisticAT
 
-    return LogisticAT(alpha=1.0 / C, max_iter=max_iter)
+    return LogisticAT(alpha=1.0 / C, max_iter=max_iter, class_weight=class_weight)
 
 
 @register_head("ordinal")
 class OrdinalHead(LogregHead):
     """All-threshold cumulative-link logistic model; C (= 1 / alpha) chosen by inner CV on the training part."""
 
-    def _lbfgs(self, C):
-        return _logistic_at(C, self.max_iter)
+    def _lbfgs(self, C, y):
+        return _logistic_at(C, self.max_iter, self._weights(y))  # the balanced weights every head uses
 
     def _fit_dense(self, X, y):
         from sklearn.preprocessing import StandardScaler
@@ -45,7 +45,7 @@ class OrdinalHead(LogregHead):
         scaler = StandardScaler().fit(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
-            model = self._lbfgs(self.C_).fit(scaler.transform(X), y)
+            model = self._lbfgs(self.C_, y).fit(scaler.transform(X), y)
         self._set_model(scaler.mean_, scaler.scale_, model)
 
     def _fit_streaming(self, X, y):
