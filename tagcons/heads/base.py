@@ -33,6 +33,7 @@ class Head(BaseEstimator):
 
     name = "head"
     OBJECTIVES: tuple[str, ...] = ()
+    PARAM_TYPES: dict = {}  # setting -> tagcons.heads.params type, where the default does not tell it
 
     def predict(self, X) -> np.ndarray:
         return CLASSES[np.argmax(self.predict_proba(X), axis=1)]

@@ -19,6 +19,7 @@ from tagcons.data.splits import validation_indices
 from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import Head, auto_threads, check_labels, one_hot
 from tagcons.heads.mlp import class_weights
+from tagcons.heads.params import INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 
@@ -28,6 +29,7 @@ MODEL_FILE = "lgbm.txt"
 @register_head("lgbm")
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
 
     def __init__(
         self,

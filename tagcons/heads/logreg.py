@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
 from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, chunked, full_proba, limited_threads
+from tagcons.heads.params import FLOAT, FLOATS, INT, optional
 from tagcons.heads.registry import register_head
 
 STREAM_CHUNK = 8192
@@ -28,6 +29,8 @@ STREAM_CHUNK = 8192
 
 @register_head("logreg")
 class LogregHead(Head):
+    PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
+
     def __init__(
         self,
         C=None,

@@ -29,6 +29,7 @@ from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS, quick_scores
 from tagcons.heads.base import Head, auto_threads, check_labels, chunked, limited_threads
+from tagcons.heads.params import FLOAT, INT, choice, optional
 from tagcons.heads.registry import register_head
 
 MLP_RECIPES = {
@@ -69,6 +70,12 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 @register_head("mlp")
 class MLPHead(Head):
+    PARAM_TYPES = {
+        "recipe": choice(*MLP_RECIPES),
+        **{name: optional(FLOAT) for name in ("lr", "weight_decay", "gamma")},
+        **{name: optional(INT) for name in ("step_size", "batch_size", "max_epochs", "patience", "threads")},
+    }
+
     def __init__(
         self,
         recipe="paper",

@@ -23,6 +23,7 @@ import numpy as np
 from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import Head, check_labels, one_hot
 from tagcons.heads.features import cosine_of
+from tagcons.heads.params import choice
 from tagcons.heads.registry import register_head
 
 K = len(LABELS)
@@ -126,6 +127,7 @@ class ThresholdHead(Head):
     """Cosine similarity with four learned cut-points; ``objective`` is macro_f1 or qwk."""
 
     OBJECTIVES = ("macro_f1", "qwk")
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES)}
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99):
         self.objective = objective
