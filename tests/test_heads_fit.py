@@ -70,7 +70,7 @@ def test_same_seed_gives_identical_metrics(files):
     first = _fit(files, "mlp_a", **kw).metrics
     second = _fit(files, "mlp_b", **kw).metrics
     assert first == second
-    assert (files["root"] / "mlp_a" / "training_curves.png").is_file()
+    assert (files["root"] / "mlp_a" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pairs_split_and_cv_report_pooled_and_per_fold(files):
