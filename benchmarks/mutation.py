@@ -3,6 +3,7 @@
     python benchmarks/mutation.py                 # run mutmut, then write benchmarks/results/mutation.json
     python benchmarks/mutation.py --report-only   # only summarise the last run (the mutants/ folder)
     python benchmarks/mutation.py --max-children 4
+    python benchmarks/mutation.py --only "tagcons.evaluate.metrics.*"   # one module's mutants (mutmut names)
 
 Which modules are mutated and which tests run are read from [tool.mutmut] in pyproject.toml
 (only_mutate, pytest_add_cli_args_test_selection), so a module that moves only needs its path changed
@@ -38,9 +39,9 @@ def mutmut_config() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
 
 
-def run_mutmut(max_children: int) -> float:
+def run_mutmut(max_children: int, only: list[str]) -> float:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *only]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(command, cwd=ROOT, env=env, check=False, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -80,6 +81,7 @@ def summary(seconds: float | None, max_children: int) -> dict:
         "python": platform.python_version(),
         "seconds": None if seconds is None else round(seconds, 1),
         "score_rule": "(killed + timeout) / (killed + timeout + survived + no_tests + suspicious)",
+        "complete": totals.get("not_checked", 0) == 0,  # false: the run was stopped; `make mutate` resumes it
         "total": {**dict(totals), "score": score(totals)},
         "modules": modules,
     }
@@ -99,8 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report-only", action="store_true", help="summarise the last run without running mutmut")
+    parser.add_argument("--only", nargs="*", default=[], help="mutant name patterns, e.g. 'tagcons.heads.fit.*'")
     args = parser.parse_args()
-    seconds = _previous_seconds() if args.report_only else run_mutmut(args.max_children)
+    seconds = _previous_seconds() if args.report_only else run_mutmut(args.max_children, args.only)
     result = summary(seconds, args.max_children)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
