@@ -97,6 +97,10 @@ def _previous_seconds() -> float | None:
     return json.loads(RESULT.read_text(encoding="utf-8")).get("seconds") if RESULT.is_file() else None
 
 
+def _previous_incomplete() -> bool:
+    return RESULT.is_file() and not json.loads(RESULT.read_text(encoding="utf-8")).get("complete", True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
@@ -104,6 +108,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[], help="mutant name patterns, e.g. 'tagcons.heads.fit.*'")
     args = parser.parse_args()
     seconds = _previous_seconds() if args.report_only else run_mutmut(args.max_children, args.only)
+    if not args.report_only and _previous_incomplete():  # a resumed run: count the time already spent
+        seconds += _previous_seconds() or 0.0
     result = summary(seconds, args.max_children)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
