@@ -21,6 +21,7 @@ import numpy as np
 from tagcons.data.splits import validation_indices
 from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import Head, auto_threads, check_labels, class_weighting, one_hot
+from tagcons.heads.params import INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 
@@ -30,6 +31,7 @@ MODEL_FILE = "lgbm.txt"
 @register_head("lgbm")
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from tagcons.heads.base import (
     full_proba,
     limited_threads,
 )
+from tagcons.heads.params import FLOAT, FLOATS, INT, optional
 from tagcons.heads.registry import register_head
 
 STREAM_CHUNK = 8192
@@ -39,6 +40,8 @@ STREAM_CHUNK = 8192
 
 @register_head("logreg")
 class LogregHead(Head):
+    PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
+
     def __init__(
         self,
         C=None,
