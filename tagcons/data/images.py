@@ -158,20 +158,21 @@ def decode_reduced(image: Image.Image, min_side: int) -> Image.Image:
     if scale >= 1:
         return rgb
     size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
-    return rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
 
 
 def reduced_side(image_processor) -> int | None:
     """The shorter side to decode images to for `image_processor`: REDUCE_FACTOR x its input side."""
     sizes = [getattr(image_processor, "crop_size", None), getattr(image_processor, "size", None)]
-    sides = [
-        value
-        for size in sizes
-        if isinstance(size, dict)
-        for name, value in size.items()
-        if name in ("shortest_edge", "height", "width") and isinstance(value, int)
-    ]
+    sides = [_size_value(size, name) for size in sizes for name in ("shortest_edge", "height", "width")]
+    sides = [side for side in sides if side]
     return REDUCE_FACTOR * max(sides) if sides else None
+
+
+def _size_value(size, name: str) -> int | None:
+    """One entry of a processor's size: a dict in older transformers, a SizeDict object in newer ones."""
+    value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+    return value if isinstance(value, int) else None
 
 
 def _unrecognised_reason(path: Path) -> str:
