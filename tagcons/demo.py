@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
 DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm")
 DEMO_MARKER = ".tagcons-demo"
+LEGACY_DEMO_NAMES = {"data", "runs", "cache.h5", "cache.h5.lock", "cache.h5.parts", "compare.md", "compare.csv"}
 
 
 @dataclass
@@ -81,13 +82,18 @@ def claim_output_folder(out: Path) -> None:
     """Refuse a non-empty folder the demo did not write (a rerun replaces runs/); mark the folder as ours."""
     if out.exists() and not out.is_dir():
         raise BadInputError(f"{out}: is a file; pass a new or empty folder as --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file() and not _unmarked_demo_output(out):
         raise BadInputError(
             f"{out}: folder is not empty and was not written by `tagcons demo` (no {DEMO_MARKER} file); "
             "the demo replaces its runs there, so pass a new or empty folder as --out"
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARKER).write_text("written by `tagcons demo`; a rerun replaces the demo's files here\n")
+
+
+def _unmarked_demo_output(out: Path) -> bool:
+    """A demo output written before the marker existed: its comparison table and only the demo's names."""
+    return (out / "compare.md").is_file() and {p.name for p in out.iterdir()} <= LEGACY_DEMO_NAMES
 
 
 def _fit(head: str, cache: Path, pairs: Path, out: Path, progress: bool) -> Path:

@@ -152,6 +152,9 @@ def test_demo_refuses_a_non_empty_folder_it_did_not_write(tmp_path, monkeypatch,
     claim_output_folder(tmp_path / "fresh")  # a new folder is taken and marked, a marked one reused
     claim_output_folder(tmp_path / "fresh")
     assert (tmp_path / "fresh" / DEMO_MARKER).is_file()
+    (tmp_path / "old_demo" / "data").mkdir(parents=True)  # written before the marker existed
+    (tmp_path / "old_demo" / "compare.md").write_text("| run |\n", encoding="utf-8")
+    claim_output_folder(tmp_path / "old_demo")
 
 
 def test_line_numbers_count_the_lines_of_a_quoted_multi_line_cell(tmp_path):
