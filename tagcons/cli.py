@@ -20,7 +20,7 @@ from tagcons.errors import BadInputError, StrictFailure
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 # The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
-HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm")
+HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -191,7 +191,13 @@ def _parse_value(raw: str):
 
 
 @cli.command("fit-head")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
+@click.option(
+    "--cache",
+    "cache_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Cache from tagcons embed (not needed by text-only and image-prior).",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--head", required=True, type=click.Choice(HEAD_NAMES))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
@@ -203,6 +209,19 @@ def _parse_value(raw: str):
     help="images: no image on both sides (honest); pairs: the study's split.",
 )
 @click.option("--cv", type=int, default=None, help="K-fold cross-validation instead of one 80/20 split.")
+@click.option(
+    "--dedupe",
+    type=click.Choice(["none", "exact"]),
+    default=None,
+    help="exact: keep one of each identical (image, text, score) row [exact for images, none for pairs].",
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Repeat the split (or CV) with R seeds; reports mean, sd and a pooled interval.",
+)
 @click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--objective", default=None, help="threshold: macro_f1|qwk; lgbm: multiclass|regression.")
@@ -217,7 +236,22 @@ def _parse_value(raw: str):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
 def fit_head_command(
-    cache_path, data, head, out, split, cv, features, seed, objective, params, overwrite, image_col, text_col, label_col
+    cache_path,
+    data,
+    head,
+    out,
+    split,
+    cv,
+    dedupe,
+    repeats,
+    features,
+    seed,
+    objective,
+    params,
+    overwrite,
+    image_col,
+    text_col,
+    label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
     from tagcons.heads import FitHeadConfig, fit_head
@@ -229,6 +263,8 @@ def fit_head_command(
         out=out,
         split=split,
         cv=cv,
+        dedupe=dedupe,
+        repeats=repeats,
         features=features,
         seed=seed,
         objective=objective,
@@ -243,8 +279,16 @@ def fit_head_command(
 
 def _headline(run_dir: Path, metrics: dict) -> str:
     keys = ("accuracy", "macro_f1", "qwk", "mae")
-    values = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
-    return f"{run_dir}: {values} (n_test {metrics.get('n_test', '?')})"
+    intervals = metrics.get("ci95") or {}
+    values = ", ".join(
+        f"{k} {metrics[k]:.3f}{_interval(intervals.get(k))}" for k in keys if isinstance(metrics.get(k), (int, float))
+    )
+    images = f", {metrics['n_test_images']} images" if "n_test_images" in metrics else ""
+    return f"{run_dir}: {values} (n_test {metrics.get('n_test', '?')}{images})"
+
+
+def _interval(bounds) -> str:
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
 
 
 def _progress() -> bool:
@@ -288,13 +332,13 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
 def compare_command(run_dirs, out):
-    """One table of runs (fit-head and finetune), best value per column in bold."""
-    from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
+    """Tables of runs tested on the same rows, with intervals, best in bold and paired differences."""
+    from tagcons.evaluate.compare import paired_differences, render_markdown, write_comparison
 
-    frame = compare_runs(run_dirs)
-    click.echo(render_markdown(frame))
+    groups = paired_differences(run_dirs)
+    click.echo(render_markdown(groups))
     if out:
-        markdown, csv = write_comparison(frame, out)
+        markdown, csv = write_comparison(groups, out)
         click.echo(f"written {markdown} and {csv}")
 
 
@@ -312,6 +356,11 @@ FINETUNE_OPTIONS = [
     ("--batch-size", int, "Batch size per process [recipe]."),
     ("--grad-accum", int, "Gradient accumulation steps [recipe]."),
     ("--split", click.Choice(["images", "pairs"]), "images (default, no leak) or pairs (the study's)."),
+    (
+        "--dedupe",
+        click.Choice(["none", "exact"]),
+        "exact: one of each identical row [exact for images, none for pairs].",
+    ),
     ("--test-size", float, "Share held out for the final test [0.2]."),
     ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
     ("--seed", int, "Random seed [42]."),

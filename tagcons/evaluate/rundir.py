@@ -16,8 +16,10 @@ import pandas as pd
 
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
+from tagcons.evaluate.intervals import bootstrap_intervals
 from tagcons.evaluate.metrics import LABELS, compute_metrics
 from tagcons.evaluate.plots import plot_confusion_matrix
+from tagcons.evaluate.provenance import keys_hash, table_keys
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -101,16 +103,25 @@ def write_evaluation(
     proba=None,
     extra_metrics: dict | None = None,
     title: str = "",
+    seed: int = 0,
 ) -> dict:
     """Score predictions on ``table_test`` (which has labels) and write metrics, predictions, confusion PNG.
 
     ``extra_metrics`` (e.g. n_train, baseline, per_fold, history) is merged into metrics.json; the
-    headline metrics win on a key clash. Returns the metrics dict as written.
+    headline metrics win on a key clash. Every run also gets the image-clustered bootstrap intervals
+    (``ci95``, ``bootstrap``, ``n_test_images``, resamples drawn with ``seed``) and ``test_rows_hash``,
+    the hash of the test pairs' keys that `compare` groups runs by. Returns the metrics dict as written.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     y_true = table_test.labels.astype(int)
-    metrics = {**(extra_metrics or {}), **compute_metrics(y_true, y_pred, proba), "n_test": int(len(y_true))}
+    metrics = {
+        **(extra_metrics or {}),
+        **compute_metrics(y_true, y_pred, proba),
+        **bootstrap_intervals(y_true, y_pred, table_test.images, proba, seed=seed),
+        "n_test": int(len(y_true)),
+        "test_rows_hash": keys_hash(table_keys(table_test)),
+    }
     metrics.setdefault("n_train", None)
     write_json(run_dir / METRICS_FILE, metrics)
     predictions_frame(table_test, y_pred, proba, y_true).to_csv(run_dir / PREDICTIONS_FILE, index=False)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
-from tagcons.data.splits import SPLIT_KINDS
+from tagcons.data.splits import SPLIT_KINDS, default_dedupe
 from tagcons.errors import BadInputError
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
@@ -34,6 +34,7 @@ class FinetuneConfig:
     batch_size: int | None = None
     grad_accum: int | None = None
     split: str = "images"
+    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 42
@@ -147,6 +148,7 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 def check(config: FinetuneConfig) -> None:
     _choice("--split", config.split, SPLIT_KINDS)
+    default_dedupe(config.split, config.dedupe)
     _choice("--precision", config.precision, PRECISIONS)
     _choice("--optimizer", config.optimizer, OPTIMIZERS)
     _choice("--schedule", config.schedule, SCHEDULES)

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import compute_metrics, majority_baseline
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
 from tagcons.finetune import checkpoint
@@ -33,6 +33,7 @@ from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.mlp import class_weights
 
 log = logging.getLogger(__name__)
@@ -346,13 +347,16 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         "history": progress.history,
         "best_val_qwk": progress.best_score[0] if progress.best_score else None,
         "test_seconds": time.perf_counter() - started,
-        "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test]),
     }
+    if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
+        fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
+        extra["baselines"] = shortcut_baselines(fit, fit.labels.astype(int), test, test.labels.astype(int), config.seed)
+        extra["baseline"] = extra["baselines"]["majority"]
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
         metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title
+            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title, seed=config.seed
         )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)

@@ -61,7 +61,8 @@ def predict(config: PredictConfig) -> PredictResult:
         _report_missing(joined, table, config, run_config, strip_hash)
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
-    proba, pred = head.predict_proba(joined.features), head.predict(joined.features)
+    X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
+    proba, pred = head.predict_proba(X), head.predict(X)
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
