@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import SPLIT_KINDS, default_dedupe
+from tagcons.embed.backbones import parse_source
+from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
@@ -69,6 +71,7 @@ class FinetuneConfig:
     text_col: str = PairColumns.text
     label_col: str = PairColumns.label
     strip_hash: bool = False
+    text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
     progress: bool = False
 
     @property
@@ -83,6 +86,7 @@ class FinetuneConfig:
         settings = asdict(self)
         settings.pop("progress")
         settings.pop("resume")
+        settings["text_templates"] = list(self.text_templates)  # as JSON gives it back, for --resume
         return settings
 
 
@@ -147,6 +151,8 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 
 def check(config: FinetuneConfig) -> None:
+    check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)
     _choice("--split", config.split, SPLIT_KINDS)
     default_dedupe(config.split, config.dedupe)
     _choice("--precision", config.precision, PRECISIONS)

@@ -95,7 +95,7 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
         parts.table,
         config.images,
         backbone.image_processor,
-        TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens),
+        TokenTable.build(parts.table.texts, backbone, config.text_templates),
     )
     settings = LoaderSettings(
         config.batch_size,
@@ -177,7 +177,7 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
 def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
     """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
     if config.init_head:
-        return "fit-head:" + load_init_head(model, config.init_head)
+        return "fit-head:" + load_init_head(model, config.init_head, config.text_templates)
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)

@@ -158,7 +158,7 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
         table, n_duplicates = dedupe_table(
             load_pairs(config.data, config.columns, bool(config.strip_hash)), config.split, config.dedupe
         )
-        provenance = {"backbone": None, "model_id": None, "fingerprint": None}
+        provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
         return _Data(table, np.ones(len(table), dtype=bool), table, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
@@ -166,7 +166,12 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             load_pairs(config.data, config.columns, strip_hash), config.split, config.dedupe
         )
         joined = join_pairs(cache, table, config.features)
-        provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
+        provenance = {
+            "backbone": cache.backbone,
+            "model_id": cache.model_id,
+            "fingerprint": cache.fingerprint,
+            "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
+        }
     if not joined.present.any():
         raise BadInputError(
             f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
@@ -327,6 +332,7 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         kind="fit-head",
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
+        text_template=provenance["text_template"],
         head_params_resolved=head.get_params(),
         n_pairs=int(data.usable.sum()),
         n_excluded=data.n_excluded,
