@@ -36,6 +36,7 @@ from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS, quick_scores
 from tagcons.heads.base import (
+    HEAD_FILE,
     Head,
     auto_threads,
     balanced_class_weights,
@@ -43,6 +44,8 @@ from tagcons.heads.base import (
     chunked,
     class_weighting,
     limited_threads,
+    reading,
+    require,
 )
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
 from tagcons.heads.params import FLOAT, INT, choice, optional
@@ -58,6 +61,7 @@ MLP_RECIPES = {
 }
 HISTORY_KEYS = ("train_loss", "train_loss_running", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
 EVAL_BATCH = 8192
+WEIGHTS_FILE = "mlp.safetensors"
 DENSE_TRAINING_BYTES = 512 * 1024**2
 LOSSES = ("ce", "corn")
 
@@ -264,7 +268,7 @@ class MLPHead(Head):
             return self._to_proba(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32)))).double().numpy()
 
     def _state(self, run_dir: Path) -> dict:
-        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / "mlp.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / WEIGHTS_FILE))
         return {
             "in_dim": self.in_dim_,
             "settings": self.settings_,
@@ -273,8 +277,16 @@ class MLPHead(Head):
         }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        self.in_dim_, self.settings_ = state["in_dim"], state["settings"]
+        self.in_dim_, self.settings_ = int(state["in_dim"]), state["settings"]
         self.best_epoch_, self.history_ = state["best_epoch"], state["history"]
-        self.model_ = self._build()
-        self.model_.load_state_dict(load_file(str(run_dir / "mlp.safetensors")))
+        path = run_dir / WEIGHTS_FILE
+        require(path.is_file(), path, "is missing")
+        with reading(path, f"does not hold the network {HEAD_FILE} describes"):
+            self.model_ = self._build()
+            self.model_.load_state_dict(load_file(str(path)))
+        finite = all(torch.isfinite(t).all() for t in self.model_.state_dict().values())
+        require(finite, path, "holds non-finite weights")
+
+    def input_width(self) -> int:
+        return self.in_dim_
         self.model_.eval()
