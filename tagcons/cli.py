@@ -408,6 +408,8 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 def audit_command(cache_path, data, out, head, folds, features, seed, params, image_col, text_col, label_col):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import AuditConfig, run_audit, top_lines
+    from tagcons.heads import get_head_class
+    from tagcons.heads.params import parse_head_params
 
     result = run_audit(
         AuditConfig(
@@ -418,7 +420,7 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, im
             folds=folds,
             features=features,
             seed=seed,
-            head_params=params,
+            head_params=parse_head_params(get_head_class(head), params),
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
         )

@@ -100,7 +100,7 @@ def test_every_image_exists_and_opens(demo, frame):
 def test_every_row_follows_the_documented_rule_except_the_listed_flips(demo, frame):
     specs = {spec.filename: spec for spec in image_specs(DemoConfig())}
     expected = np.array([score(TAGS[tag], specs[n]) for n, tag in zip(frame["Image Filename"], frame["Hashtag"])])
-    flipped = pd.read_csv(demo[0].flipped_csv)
+    flipped = pd.read_csv(demo.flipped_csv)
     keys = set(zip(flipped["Image Filename"], flipped["Hashtag"]))
     is_flipped = np.array([key in keys for key in zip(frame["Image Filename"], frame["Hashtag"])])
     assert (frame["Score"].to_numpy()[~is_flipped] == expected[~is_flipped]).all()
