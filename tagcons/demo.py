@@ -3,7 +3,8 @@
 generate the demo set -> embed it into a cache -> fit every head with the honest image split ->
 a short end-to-end fine-tune -> one comparison table. Each step is the same library call the
 corresponding command makes, so the demo exercises exactly what users run. Rerunning reuses the
-set and the cache (nothing is re-encoded) and replaces the runs.
+set and the cache (nothing is re-encoded) and replaces the runs. Because it replaces things, it
+writes only into a new or empty folder, or one holding its marker file (a previous demo output).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 from tagcons.data.demo import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
+from tagcons.errors import BadInputError
 from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
 DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
+DEMO_MARKER = ".tagcons-demo"
+LEGACY_DEMO_NAMES = {"data", "runs", "cache.h5", "cache.h5.lock", "cache.h5.parts", "compare.md", "compare.csv"}
 
 
 @dataclass
@@ -51,6 +55,7 @@ class DemoReport:
 
 def run_demo(config: DemoRunConfig) -> DemoReport:
     out = Path(config.out)
+    claim_output_folder(out)
     demo_set = make_demo_set(out / "data", config.data)
     cache = out / "cache.h5"
     run_embed(
@@ -78,6 +83,24 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
         render_markdown(groups),
         table_path,
     )
+
+
+def claim_output_folder(out: Path) -> None:
+    """Refuse a non-empty folder the demo did not write (a rerun replaces runs/); mark the folder as ours."""
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: is a file; pass a new or empty folder as --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file() and not _unmarked_demo_output(out):
+        raise BadInputError(
+            f"{out}: folder is not empty and was not written by `tagcons demo` (no {DEMO_MARKER} file); "
+            "the demo replaces its runs there, so pass a new or empty folder as --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("written by `tagcons demo`; a rerun replaces the demo's files here\n")
+
+
+def _unmarked_demo_output(out: Path) -> bool:
+    """A demo output written before the marker existed: its comparison table and only the demo's names."""
+    return (out / "compare.md").is_file() and {p.name for p in out.iterdir()} <= LEGACY_DEMO_NAMES
 
 
 def _fit(head: str, cache: Path, pairs: Path, out: Path, progress: bool) -> Path:

@@ -149,6 +149,7 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
 
 def _check_run_dir(config: FinetuneConfig) -> None:
     last = config.run_dir / CHECKPOINTS / "last"
+    checkpoint.recover_checkpoint(last)
     if config.resume and not last.is_dir():
         raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
     if not config.resume and last.is_dir():

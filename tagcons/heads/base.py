@@ -20,9 +20,10 @@ from threadpoolctl import threadpool_limits
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS
-from tagcons.heads.registry import get_head_class
+from tagcons.heads.registry import get_head_class, head_names
 
 HEAD_FILE = "head.json"
+REFIT = "the run directory is damaged or was edited; refit it with `tagcons fit-head`"
 SMALL_TABLE_ROWS = 50_000
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
 CLASSES = np.asarray(LABELS)
@@ -42,7 +43,12 @@ class Head(BaseEstimator):
         raise NotImplementedError
 
     def _restore(self, run_dir: Path, state: dict) -> None:
+        """Rebuild from saved state; check every value, shape and count (`require`, `reading`)."""
         raise NotImplementedError
+
+    def input_width(self) -> int | None:
+        """Feature columns the fitted head expects (None: any width)."""
+        return None
 
     def save(self, run_dir: str | Path) -> Path:
         run_dir = Path(run_dir)
@@ -59,13 +65,47 @@ def load_head(run_dir: str | Path) -> Head:
     path = run_dir / HEAD_FILE
     if not path.is_file():
         raise BadInputError(f"{run_dir}: no {HEAD_FILE}; pass a run directory written by `tagcons fit-head`")
-    try:
+    with reading(path):
         payload = json.loads(path.read_text(encoding="utf-8"))
+        _check_payload(payload, path)
         head = get_head_class(payload["head"])(**payload["params"])
         head._restore(run_dir, payload["state"])
-    except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
-        raise BadInputError(f"{path}: cannot be read as a saved head ({e}); refit the run") from e
     return head
+
+
+def _check_payload(payload, path: Path) -> None:
+    require(isinstance(payload, dict), path, "is not a JSON object")
+    missing = [key for key in ("head", "params", "state") if key not in payload]
+    require(not missing, path, f"lacks {', '.join(missing)}")
+    require(payload["head"] in head_names(), path, f"names an unknown head {payload['head']!r}")
+    require(isinstance(payload["params"], dict) and isinstance(payload["state"], dict), path, "params/state malformed")
+
+
+def require(condition, path: Path, problem: str) -> None:
+    """A saved head's file failed a check: one BadInputError naming the file and the repair."""
+    if not condition:
+        raise BadInputError(f"{path}: {problem}; {REFIT}")
+
+
+@contextlib.contextmanager
+def reading(path: Path, problem: str = "cannot be read as part of a saved head"):
+    """Any failure while rebuilding a head from `path` becomes one BadInputError naming that file."""
+    try:
+        yield
+    except BadInputError:
+        raise
+    except Exception as e:  # the file came from disk: whatever breaks on it, the file is damaged or edited
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadInputError(f"{path}: {problem} ({type(e).__name__}: {first}); {REFIT}") from e
+
+
+def check_finite_sorted(values: np.ndarray, count: int, path: Path, name: str) -> None:
+    """Cut-points: exactly `count` finite numbers in increasing order."""
+    require(
+        values.shape == (count,) and np.isfinite(values).all() and (np.diff(values) >= 0).all(),
+        path,
+        f"{name} must be {count} increasing numbers, found {values.tolist()}",
+    )
 
 
 def full_proba(proba: np.ndarray, classes) -> np.ndarray:

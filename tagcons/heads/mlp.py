@@ -28,7 +28,7 @@ from torch import nn
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS, quick_scores
-from tagcons.heads.base import Head, auto_threads, check_labels, chunked, limited_threads
+from tagcons.heads.base import HEAD_FILE, Head, auto_threads, check_labels, chunked, limited_threads, reading, require
 from tagcons.heads.registry import register_head
 
 MLP_RECIPES = {
@@ -36,6 +36,7 @@ MLP_RECIPES = {
     "robust": dict(lr=1e-3, weight_decay=1e-4, step_size=10, gamma=0.5, batch_size=64, max_epochs=60, patience=10),
 }
 EVAL_BATCH = 8192
+WEIGHTS_FILE = "mlp.safetensors"
 DENSE_TRAINING_BYTES = 512 * 1024**2
 
 
@@ -193,7 +194,7 @@ class MLPHead(Head):
             )
 
     def _state(self, run_dir: Path) -> dict:
-        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / "mlp.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / WEIGHTS_FILE))
         return {
             "in_dim": self.in_dim_,
             "settings": self.settings_,
@@ -202,8 +203,16 @@ class MLPHead(Head):
         }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        self.in_dim_, self.settings_ = state["in_dim"], state["settings"]
+        self.in_dim_, self.settings_ = int(state["in_dim"]), state["settings"]
         self.best_epoch_, self.history_ = state["best_epoch"], state["history"]
-        self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
-        self.model_.load_state_dict(load_file(str(run_dir / "mlp.safetensors")))
+        path = run_dir / WEIGHTS_FILE
+        require(path.is_file(), path, "is missing")
+        with reading(path, f"does not hold the network {HEAD_FILE} describes"):
+            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+            self.model_.load_state_dict(load_file(str(path)))
+        finite = all(torch.isfinite(t).all() for t in self.model_.state_dict().values())
+        require(finite, path, "holds non-finite weights")
+
+    def input_width(self) -> int:
+        return self.in_dim_
         self.model_.eval()

@@ -18,7 +18,8 @@ from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
-from tagcons.heads.base import load_head
+from tagcons.heads.base import HEAD_FILE, load_head
+from tagcons.heads.features import FEATURE_KINDS
 from tagcons.heads.join import cache_strip_hash, describe_missing, join_pairs, open_cache
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def predict(config: PredictConfig) -> PredictResult:
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table = load_pairs(config.data, columns, strip_hash, require_labels=False)
-        joined = join_pairs(cache, table, run_config.get("features", "concat"))
+        joined = join_pairs(cache, table, _feature_kind(run_config, run_dir))
+    _check_input_width(head, joined.features.shape[1], run_dir)
     if joined.n_missing:
         _report_missing(joined, table, config, run_config, strip_hash)
     present = np.flatnonzero(joined.present)
@@ -67,6 +69,26 @@ def predict(config: PredictConfig) -> PredictResult:
     predictions_frame(table, pred, proba, y_true).to_csv(out, index=False)
     metrics = compute_metrics(y_true, pred, proba) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics)
+
+
+def _feature_kind(run_config: dict, run_dir: Path) -> str:
+    kind = run_config.get("features", "concat")
+    if kind not in FEATURE_KINDS:
+        raise BadInputError(
+            f"{run_dir / CONFIG_FILE}: features {kind!r} is not one of {', '.join(FEATURE_KINDS)}; "
+            "the run directory was edited or damaged, refit it"
+        )
+    return kind
+
+
+def _check_input_width(head, width: int, run_dir: Path) -> None:
+    """The features config.json names must have the width the saved head was fitted on."""
+    expected = head.input_width()
+    if expected is not None and expected != width:
+        raise BadInputError(
+            f"{run_dir / CONFIG_FILE}: its features give {width} columns but the head in {run_dir / HEAD_FILE} "
+            f"was fitted on {expected}; the run directory was edited or damaged, refit it"
+        )
 
 
 def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.evaluate.metrics import LABELS
-from tagcons.heads.base import Head, check_labels, one_hot
+from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, check_labels, one_hot
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import register_head
 
@@ -148,3 +148,4 @@ class ThresholdHead(Head):
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
         self.train_objective_ = float(state["train_objective"])
+        check_finite_sorted(self.thresholds_, len(LABELS) - 1, run_dir / HEAD_FILE, "thresholds")
