@@ -10,7 +10,8 @@ Each path turns a JPEG file into the processor's pixel_values for a full-size Vi
     reduced-2x     the same covering twice the input side (1/2: 540 pixels)
     simplejpeg-1x  simplejpeg's scaled decode (libjpeg-turbo) at the smallest scale covering the input
 
-One process, one thread (the machine is shared: per-core figures, best of --repeats). The feature
+One process, one thread: per-core figures from the process's CPU time (the machine is shared), best
+of --repeats with the paths taking turns. The feature
 difference of each path against `full` is measured on the same images: max |pixel_values| difference
 and the cosine between projected image features (per image; the minimum is reported).
 
@@ -96,29 +97,36 @@ def pixel_values(processor, image) -> np.ndarray:
     return np.asarray(processor(images=[image], return_tensors="np")["pixel_values"])[0]
 
 
-def time_path(decode, processor, paths: list[Path], repeats: int) -> dict:
-    """Best of `repeats` passes over all images (page cache warm after the first)."""
-    seconds = []
+def time_paths(paths_by_name: dict, processor, paths: list[Path], repeats: int) -> dict:
+    """Best of `repeats` passes per path, the paths taking turns so that load swings hit them alike.
+
+    Times are the process's CPU seconds (one thread: CPU time per core, little moved by the other
+    processes sharing the cores) and wall seconds, for decode alone and decode + preprocess.
+    """
+    times = {name: {"cpu": [], "wall": [], "decode_cpu": []} for name in paths_by_name}
     for _ in range(repeats):
-        started = time.perf_counter()
-        for path in paths:
-            pixel_values(processor, decode(path))
-        seconds.append(time.perf_counter() - started)
-    decode_seconds = min(_decode_only(decode, paths) for _ in range(repeats))
-    best = min(seconds)
+        for name, decode in paths_by_name.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            for path in paths:
+                pixel_values(processor, decode(path))
+            times[name]["cpu"].append(time.process_time() - cpu)
+            times[name]["wall"].append(time.perf_counter() - wall)
+            cpu = time.process_time()
+            for path in paths:
+                decode(path)
+            times[name]["decode_cpu"].append(time.process_time() - cpu)
+    return {name: _rates(entry, len(paths)) for name, entry in times.items()}
+
+
+def _rates(entry: dict, n_images: int) -> dict:
     return dict(
-        images_per_second_per_core=len(paths) / best,
-        ms_per_image=1000 * best / len(paths),
-        decode_ms_per_image=1000 * decode_seconds / len(paths),
-        all_seconds=seconds,
+        images_per_second_per_core=n_images / min(entry["cpu"]),
+        images_per_second_wall=n_images / min(entry["wall"]),
+        ms_per_image=1000 * min(entry["cpu"]) / n_images,
+        decode_ms_per_image=1000 * min(entry["decode_cpu"]) / n_images,
+        cpu_seconds=entry["cpu"],
+        wall_seconds=entry["wall"],
     )
-
-
-def _decode_only(decode, paths: list[Path]) -> float:
-    started = time.perf_counter()
-    for path in paths:
-        decode(path)
-    return time.perf_counter() - started
 
 
 def encode(model, processor, decode, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,12 +162,11 @@ def run(args) -> dict:
         sizes = [path.stat().st_size for path in paths]
         paths_by_name = decoders(processor)
         reference = encode(backbone.model, processor, paths_by_name["full"], paths)
-        results = {}
+        results = time_paths(paths_by_name, processor, paths, args.repeats)
         for name, decode in paths_by_name.items():
-            entry = time_path(decode, processor, paths, args.repeats)
+            entry = results[name]
             entry["decoded_size"] = list(decode(paths[0]).size)
             entry.update(feature_difference(encode(backbone.model, processor, decode, paths), reference))
-            results[name] = entry
             print(
                 f"{name:14s} {entry['images_per_second_per_core']:7.1f} img/s/core  "
                 f"decode {entry['decode_ms_per_image']:6.2f} ms  cosine distance {entry['max_cosine_distance']:.2e}  "
