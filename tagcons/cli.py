@@ -21,6 +21,10 @@ log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 # The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
 HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
+BACKBONE_HELP = (
+    "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
+    "(a bare name that is both an alias and a folder is refused as ambiguous)."
+)
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -92,14 +96,21 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option(
     "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
 )
-@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="DataLoader workers decoding images [cores - 1, max 8].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
-@click.option("--text-template", default="{}", show_default=True, help="Text given to the model; {} is the hashtag.")
+@click.option(
+    "--text-template",
+    "text_templates",
+    multiple=True,
+    default=("{}",),
+    show_default=True,
+    help="Text given to the model; {} is the hashtag. Repeat for a prompt ensemble (mean of normalised features).",
+)
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
 @click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
@@ -123,7 +134,7 @@ def embed(
     workers,
     device,
     dtype,
-    text_template,
+    text_templates,
     strip_hash,
     store_dtype,
     strict,
@@ -147,7 +158,7 @@ def embed(
         workers=default_workers() if workers is None else workers,
         device=device,
         dtype=dtype,
-        text_template=text_template,
+        text_templates=tuple(text_templates),
         strip_hash=strip_hash,
         store_dtype=store_dtype,
         strict=strict,
@@ -161,7 +172,8 @@ def embed(
     if summary.rank == 0:
         click.echo(
             f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
+            f"{summary.images_failed} failed; texts {summary.texts_new} new ({summary.texts_truncated} cut at the "
+            f"token limit), {summary.texts_cached} cached; "
             f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
             f"{summary.texts_per_second:.1f} txt/s)"
         )
@@ -243,7 +255,7 @@ def _parse_value(raw: str):
     multiple=True,
     callback=_head_params,
     metavar="KEY=VALUE",
-    help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
+    help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
@@ -336,6 +348,11 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
+    if result.n_trained_on:
+        click.echo(
+            f"warning: {result.n_trained_on} of the {result.n_scored} scored pairs trained this head "
+            "(its fit or validation part): metrics on them are not a test"
+        )
     if result.metrics:
         click.echo(_headline(result.out, result.metrics))
 
@@ -374,7 +391,7 @@ FINETUNE_OPTIONS = [
         "exact: one of each identical row [exact for images, none for pairs].",
     ),
     ("--test-size", float, "Share held out for the final test [0.2]."),
-    ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
+    ("--val-size", float, "Share of the training part used for early stopping [0.1]; 0: none, keep the last epoch."),
     ("--seed", int, "Random seed [42]."),
     ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
     ("--lr", float, "Backbone learning rate [recipe]."),
@@ -412,15 +429,27 @@ def finetune_options(command):
 
 
 @cli.command("finetune")
+@click.option(
+    "--text-template",
+    "text_templates",
+    multiple=True,
+    default=None,
+    help="As for embed: {} is the hashtag; repeat for a prompt ensemble. Match the cache an --init-head was fit on.",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option(
     "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
 )
-@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@click.option(
+    "--allow-unverified-init",
+    is_flag=True,
+    help="Accept an --init-head run that does not record its training rows (older runs): no leak check.",
+)
 @finetune_options
 @pair_columns
 def finetune_command(**options):
@@ -431,6 +460,7 @@ def finetune_command(**options):
     settings.update(data=str(options["data"]), images=str(options["images"]), out=str(options["out"]))
     if options["init_head"] is not None:
         settings["init_head"] = str(options["init_head"])
+    settings["text_templates"] = tuple(options["text_templates"]) or ("{}",)
     result = run_finetune(FinetuneConfig(**settings, progress=_progress()))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         click.echo(_headline(result.run_dir, result.metrics))

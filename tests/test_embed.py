@@ -127,7 +127,7 @@ def test_other_settings_on_the_same_cache_are_refused(tmp_path, image_set):
     pairs, images = image_set
     embed(pairs, images, tmp_path / "c.h5")
     with pytest.raises(FingerprintMismatchError):
-        embed(pairs, images, tmp_path / "c.h5", text_template="a photo tagged {}")
+        embed(pairs, images, tmp_path / "c.h5", text_templates=("a photo tagged {}",))
 
 
 KILL_SCRIPT = """

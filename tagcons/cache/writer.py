@@ -67,8 +67,9 @@ class CacheWriter:
             remove_stale_temps(self.path.parent, f"{self.path.name}.consolidate-")
 
     def _check_existing(self) -> None:
+        self._previous = {}
         if self.path.exists():
-            attrs = read_attrs(self.path)
+            attrs = self._previous = read_attrs(self.path)
             self._check_fingerprint(self.path, attrs["fingerprint"], attrs.get("backbone", "?"))
         self._parts = list_parts(self.path)
         for part in self._parts:
@@ -101,6 +102,15 @@ class CacheWriter:
     def known_failures(self) -> dict[str, str]:
         """Images that failed: key -> sha256 ('' if the file could not be read at all)."""
         return dict(self._failed)
+
+    def previous_attr(self, name: str, default=None):
+        """A root attribute of the cache as it was before this run (default for a new cache)."""
+        return self._previous.get(name, default)
+
+    def annotate(self, **attrs) -> None:
+        """Set root attributes that describe the content without changing the numbers (no fingerprint
+        change), e.g. diagnostics; they are written with the next part and the consolidated file."""
+        self._attrs.update(attrs)
 
     # -- commits ------------------------------------------------------------------------------------
     def commit(

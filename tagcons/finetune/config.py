@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import SPLIT_KINDS, default_dedupe
+from tagcons.embed.backbones import parse_source
+from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
@@ -57,6 +59,7 @@ class FinetuneConfig:
     unfreeze_text: int | None = None
     lp_init: bool | None = None  # LP-FT: start the head from a linear probe on frozen features
     init_head: str | None = None  # a fit-head run (logreg or mlp) to start the head from
+    allow_unverified_init: bool = False  # accept an --init-head run that does not record its training rows
     dropout: float = 0.3
     hidden: int = 256
     # machinery
@@ -69,6 +72,7 @@ class FinetuneConfig:
     text_col: str = PairColumns.text
     label_col: str = PairColumns.label
     strip_hash: bool = False
+    text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
     progress: bool = False
 
     @property
@@ -83,6 +87,7 @@ class FinetuneConfig:
         settings = asdict(self)
         settings.pop("progress")
         settings.pop("resume")
+        settings["text_templates"] = list(self.text_templates)  # as JSON gives it back, for --resume
         return settings
 
 
@@ -147,6 +152,8 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 
 def check(config: FinetuneConfig) -> None:
+    check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)
     _choice("--split", config.split, SPLIT_KINDS)
     default_dedupe(config.split, config.dedupe)
     _choice("--precision", config.precision, PRECISIONS)
@@ -166,6 +173,7 @@ def check(config: FinetuneConfig) -> None:
             raise BadInputError(f"{flag} {value}: must be positive")
     _within("--wise-alpha", config.wise_alpha, 0.0, 1.0)
     _within("--dropout", config.dropout, 0.0, 0.99)
+    _within("--val-size", config.val_size, 0.0, 0.9)  # 0: no validation part, every epoch runs, the last is kept
     _within("--warmup", config.warmup, 0.0, 0.99)
     if config.workers < 0 or config.patience < 0 or config.grad_clip < 0 or config.weight_decay < 0:
         raise BadInputError("--workers, --patience, --grad-clip and --weight-decay cannot be negative")

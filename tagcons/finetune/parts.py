@@ -16,6 +16,7 @@ from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import dedupe_table, split_then_drop, validation_indices
 from tagcons.errors import BadInputError
+from tagcons.evaluate.provenance import table_keys
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.data import exclude_unloadable
 from tagcons.finetune.distributed import Dist
@@ -32,6 +33,14 @@ class Parts:
     failed_images: dict[str, str]
     n_pairs_read: int
     dropped: dict = field(default_factory=dict)  # n_dropped_fit, n_dropped_test, n_duplicates_removed
+
+    def keys(self) -> dict[str, np.ndarray | None]:
+        """Pair keys of each part (validation None when there is none), for provenance records."""
+        return {
+            "fit": table_keys(self.table.subset(self.fit)),
+            "validation": table_keys(self.table.subset(self.val)) if len(self.val) else None,
+            "test": table_keys(self.table.subset(self.test)),
+        }
 
     def summary(self) -> dict:
         return {
@@ -57,18 +66,25 @@ def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
     part = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
     usable = table.subset(np.flatnonzero(loadable))
     labels, groups = usable.labels, usable.images
-    fit, val = validation_indices(part.train, labels, groups, config.split, config.val_size, config.seed)
+    fit, val = _carve_validation(part.train, labels, groups, config)
     _check_fit_labels(usable, fit, val, config)
     log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(part.test), config.split)
     counts = {"n_dropped_fit": part.n_dropped_fit, "n_dropped_test": part.n_dropped_test}
     return Parts(usable, fit, val, part.test, failed, len(read), {**counts, "n_duplicates_removed": n_duplicates})
 
 
+def _carve_validation(train: np.ndarray, labels, groups, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) from the training part; --val-size 0 keeps the whole training part for fitting."""
+    if config.val_size == 0:
+        return train, train[:0]
+    return validation_indices(train, labels, groups, config.split, config.val_size, config.seed)
+
+
 def _check_fit_labels(table: PairTable, fit: np.ndarray, val: np.ndarray, config: FinetuneConfig) -> None:
-    if len(val) == 0 or len(fit) == 0:
+    if (len(val) == 0 and config.val_size > 0) or len(fit) == 0:
         raise BadInputError(
             f"{config.data}: too few pairs to carve a validation part from the training part; "
-            "add pairs or raise --val-size"
+            "add pairs, raise --val-size, or pass --val-size 0 (no validation part: the last epoch is kept)"
         )
     if len(np.unique(table.labels[fit])) < 2:
         raise BadInputError(f"{config.data}: the training part holds only one score; fine-tuning needs at least two")

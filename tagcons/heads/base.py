@@ -129,6 +129,30 @@ def chunked(fn, X, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     return np.concatenate([fn(X[np.arange(s, min(s + chunk, len(X)))]) for s in range(0, len(X), chunk)])
 
 
+def balanced_class_weights(y: np.ndarray) -> np.ndarray:
+    """Per-score weights n / (K * count) for scores 1..K; a score absent from `y` gets weight 0."""
+    counts = np.bincount(np.asarray(y).astype(int) - 1, minlength=len(LABELS)).astype(np.float64)
+    return np.divide(len(y), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
+
+
+def class_weighting(setting, y: np.ndarray) -> np.ndarray | None:
+    """The class weights every weighting head uses: balanced on `y` (its training rows), or None when off.
+
+    `setting` is a head's ``class_weight`` parameter: "balanced" (every head's default) or None/"none".
+    """
+    if setting is None or setting == "none":
+        return None
+    if setting != "balanced":
+        raise BadInputError(f"class_weight={setting}: use balanced (the default) or none")
+    return balanced_class_weights(y)
+
+
+def class_weight_map(setting, y: np.ndarray) -> dict | None:
+    """`class_weighting` as scikit-learn's ``class_weight`` argument: {score: weight} for the scores in `y`."""
+    weights = class_weighting(setting, y)
+    return None if weights is None else {int(c): float(weights[c - 1]) for c in np.unique(y)}
+
+
 def check_labels(y) -> np.ndarray:
     y = np.asarray(y).astype(int)
     if len(y) == 0:

@@ -22,7 +22,16 @@ from sklearn.linear_model import LogisticRegression
 
 from tagcons.evaluate.intervals import bootstrap_intervals
 from tagcons.evaluate.metrics import compute_metrics, majority_label
-from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, full_proba, limited_threads, one_hot
+from tagcons.heads.base import (
+    CLASSES,
+    Head,
+    auto_threads,
+    check_labels,
+    class_weight_map,
+    full_proba,
+    limited_threads,
+    one_hot,
+)
 from tagcons.heads.registry import register_head
 
 TEXT_STATE = "text_only.npz"
@@ -52,7 +61,8 @@ class TextOnlyHead(Head):
         y = check_labels(y)
         self.vectorizer_ = self._vectorizer().fit(_strings(X.texts))
         self.image_ids_ = {key: i for i, key in enumerate(dict.fromkeys(_strings(X.images)))}
-        self.model_ = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
+        weights = class_weight_map(self.class_weight, y)  # the same balanced weights as every head
+        self.model_ = LogisticRegression(C=self.C, class_weight=weights, max_iter=self.max_iter)
         with limited_threads(auto_threads(len(y), None)):
             self.model_.fit(self._design(X), y)
         self.classes_ = CLASSES

@@ -36,7 +36,14 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import repeat_summary
 from tagcons.evaluate.metrics import compute_metrics, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
-from tagcons.evaluate.provenance import part_hashes, table_keys, write_part_keys
+from tagcons.evaluate.provenance import (
+    TRAINED_KEYS_SETTING,
+    check_reuse,
+    part_hashes,
+    table_keys,
+    write_part_keys,
+)
+from tagcons.evaluate.provenance import split_spec as row_split_spec
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
@@ -47,6 +54,11 @@ from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
+CACHE_REUSE = {
+    "source": "the cache's backbone (fine-tuned by tagcons finetune)",
+    "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
+    "fine-tuned on this run's training rows only",
+}
 
 
 @dataclass
@@ -120,6 +132,7 @@ def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
     run_dir = _check_out(Path(config.out), config.overwrite)
     data, provenance = _load(config)
+    check_reuse(provenance.get("trained_keys"), table_keys(_tested_table(config, data)), **CACHE_REUSE)
     run_dir.mkdir(parents=True, exist_ok=True)
     outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
     metrics, head, parts = _write_run(config, data, outcomes, run_dir)
@@ -158,7 +171,7 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
         table, n_duplicates = dedupe_table(
             load_pairs(config.data, config.columns, bool(config.strip_hash)), config.split, config.dedupe
         )
-        provenance = {"backbone": None, "model_id": None, "fingerprint": None}
+        provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
         return _Data(table, np.ones(len(table), dtype=bool), table, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
@@ -166,7 +179,13 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             load_pairs(config.data, config.columns, strip_hash), config.split, config.dedupe
         )
         joined = join_pairs(cache, table, config.features)
-        provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
+        provenance = {
+            "backbone": cache.backbone,
+            "model_id": cache.model_id,
+            "fingerprint": cache.fingerprint,
+            "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
+            "trained_keys": _cache_trained_keys(cache),
+        }
     if not joined.present.any():
         raise BadInputError(
             f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
@@ -177,6 +196,18 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     # tested on the same rows as the heads it is a baseline for.
     X = joined.features if needs_features(config.head) else table.subset(np.flatnonzero(joined.present))
     return _Data(table, joined.present, X, n_duplicates, joined.n_missing), provenance
+
+
+def _cache_trained_keys(cache) -> set[str] | None:
+    """Pairs that trained the cache's backbone (a re-embedded fine-tune), None for a pretrained one."""
+    keys = getattr(cache, "settings", {}).get(TRAINED_KEYS_SETTING)
+    return None if keys is None else set(keys)
+
+
+def _tested_table(config: FitHeadConfig, data: _Data) -> PairTable:
+    """Every usable pair this run tests on: each repeat's test part (every row under --cv)."""
+    parts = [p for r in range(config.repeats) for p in _partitions(config, data, config.seed + r)]
+    return data.usable_table.subset(np.unique(np.concatenate([p.test for p in parts])))
 
 
 def _new_head(config: FitHeadConfig, seed: int) -> Head:
@@ -310,15 +341,15 @@ def _title(config: FitHeadConfig) -> str:
 
 def split_spec(config: FitHeadConfig) -> dict:
     """config.json's ``split_spec``: everything needed to recompute the parts from the table."""
-    return {
-        "kind": config.split,
-        "seed": config.seed,
-        "test_size": None if config.cv else config.test_size,
-        "cv": config.cv,
-        "repeats": config.repeats,
-        "dedupe": default_dedupe(config.split, config.dedupe),
-        "val_size": None,  # heads carve any validation part inside their training part
-    }
+    return row_split_spec(
+        config.split,
+        config.seed,
+        None if config.cv else config.test_size,
+        cv=config.cv,
+        repeats=config.repeats,
+        dedupe=default_dedupe(config.split, config.dedupe),
+        val_size=None,  # heads carve any validation part inside their training part
+    )
 
 
 def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, parts: dict) -> dict:
@@ -327,6 +358,7 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         kind="fit-head",
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
+        text_template=provenance["text_template"],
         head_params_resolved=head.get_params(),
         n_pairs=int(data.usable.sum()),
         n_excluded=data.n_excluded,

@@ -17,6 +17,7 @@ import numpy as np
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_keys, trained_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
@@ -43,6 +44,7 @@ class PredictResult:
     n_scored: int
     n_missing: int
     metrics: dict | None  # when the pairs file has labels
+    n_trained_on: int = 0  # scored pairs that were in the head's fit or validation part
 
 
 def predict(config: PredictConfig) -> PredictResult:
@@ -68,7 +70,24 @@ def predict(config: PredictConfig) -> PredictResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions_frame(table, pred, proba, y_true).to_csv(out, index=False)
     metrics = compute_metrics(y_true, pred, proba) if y_true is not None else None
-    return PredictResult(out, len(present), joined.n_missing, metrics)
+    return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
+
+
+def _count_trained_on(run_dir: Path, table) -> int:
+    """How many scored pairs trained the head (its part_keys.json); warns when any did."""
+    parts = read_part_keys(run_dir)
+    if parts is None:
+        return 0
+    n = overlap_count(trained_keys(parts), table_keys(table))
+    if n:
+        log.warning(
+            "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not predicted; "
+            "metrics on this file are not a test",
+            n,
+            len(table),
+            run_dir,
+        )
+    return n
 
 
 def _feature_kind(run_config: dict, run_dir: Path) -> str:
