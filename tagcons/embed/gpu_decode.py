@@ -107,12 +107,11 @@ class DevicePreprocess:
         return batch.to(dtype)
 
     def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        if not self.size:
-            return image
+        """Float 8-bit levels at the processor's size (one dtype for every image of the batch)."""
         height, width = image.shape[-2:]
-        target = _resized_shape(height, width, self.size)
+        target = _resized_shape(height, width, self.size) if self.size else (height, width)
         if target == (height, width):
-            return image
+            return image.float()
         resized = torch.nn.functional.interpolate(
             image[None].float(), size=target, mode=self.resample, antialias=True, align_corners=False
         )[0]
