@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from tagcons import __version__
-from tagcons.errors import BadInputError, StrictFailure
+from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
@@ -42,7 +42,12 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _quiet_third_party() -> None:
-    """transformers' own progress bars and advice would drown ours."""
+    """transformers' own progress bars and advice would drown ours. Set through the environment it
+    reads at import, so commands that never load a model (a no-op embed) never import it."""
+    if "transformers" not in sys.modules:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -192,6 +197,31 @@ def cache_merge(cache_path):
 
     merge_parts(cache_path, progress=_progress())
     click.echo(f"{cache_path}: merged")
+
+
+@cache.command("verify")
+@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Drop damaged rows and part files; the next embed re-embeds them.")
+def cache_verify(cache_path, repair):
+    """Check CACHE.h5 and its part files (layout, checksums, finite values); exit 2 if anything is wrong."""
+    from tagcons.cache.verify import repair_cache, verify_cache
+
+    report = verify_cache(cache_path)
+    for problem in report.problems:
+        click.echo(problem)
+    if report.ok:
+        click.echo(f"{cache_path}: ok ({len(report.files)} file(s) checked)")
+        return
+    if not repair:
+        raise BadInputError(
+            f"{cache_path}: {len(report.problems)} problem(s) found; run `tagcons cache verify --repair {cache_path}` "
+            "and rerun tagcons embed to re-embed the dropped rows"
+        )
+    result = repair_cache(cache_path, report)
+    click.echo(
+        f"{cache_path}: repaired: dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s), "
+        f"removed {len(result.removed_parts)} damaged part file(s); rerun tagcons embed to re-embed them"
+    )
 
 
 def _head_params(_ctx, _param, values):
@@ -499,6 +529,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_STRICT)
     except BadInputError as e:
         click.echo(f"tagcons: error: {e}", err=True)
+        if isinstance(e, WriteFailedError):  # HDF5 can crash tearing down a file whose write failed
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_BAD_INPUT)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         click.echo("tagcons: interrupted; what was committed is kept, rerun to continue", err=True)

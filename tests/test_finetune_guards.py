@@ -115,7 +115,7 @@ def test_train_loss_is_the_eval_mode_loss_of_the_kept_model(no_validation_run):
     try:
         parts = load_parts(settings, dist)
         backbone = load_backbone("tiny")
-        tokens = TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens)
+        tokens = TokenTable.build(parts.table.texts, backbone)
         collate = Collate(parts.table, settings.images, backbone.image_processor, tokens)
         loader = eval_loader(parts.fit, collate, LoaderSettings(16, 0, 42, 0, 1))
         rows, logits = predict(result.model, loader, make_precision("fp32", cpu), cpu, dist, "fit")

@@ -23,7 +23,6 @@ import torch
 
 from tagcons.embed.families import Family, family_of
 from tagcons.embed.features import tokenize
-from tagcons.embed.tiny import build_tiny
 from tagcons.errors import BackboneUnavailableError, BadInputError
 
 log = logging.getLogger(__name__)
@@ -74,9 +73,18 @@ register_backbone(
         languages=("ko",),
     )
 )
+
+
+def _build_tiny() -> tuple:
+    from tagcons.embed.tiny import build_tiny  # imports transformers: only when the model is wanted
+
+    return build_tiny()
+
+
 register_backbone(
-    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", build_tiny)
+    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", _build_tiny)
 )
+BUILTIN_REVISION = "builtin"
 
 
 @dataclass
@@ -170,11 +178,24 @@ def load_backbone(name_or_path: str, revision: str | None = None) -> Backbone:
     spec = BACKBONES[source.reference]
     if spec.builder is not None:
         model, image_processor, tokenizer = spec.builder()
-        backbone = Backbone(spec.name, spec.model_id, "builtin", model, image_processor, tokenizer)
+        backbone = Backbone(spec.name, spec.model_id, BUILTIN_REVISION, model, image_processor, tokenizer)
     else:
         backbone = _load_hub(spec.name, spec.model_id, source.revision)
     backbone.languages = spec.languages
     return _finish(backbone)
+
+
+def backbone_identity(name_or_path: str, revision: str | None = None) -> tuple[str, str | None]:
+    """(model_id, revision) that `load_backbone` would record, found without loading anything; the
+    revision is None where only loading can tell (a hub id without --revision)."""
+    source = parse_source(name_or_path, revision)
+    if source.kind == "local":
+        directory = Path(source.reference)
+        return _local_model_id(directory), _weights_digest(directory)
+    if source.kind == "hub":
+        return source.reference, source.revision
+    spec = BACKBONES[source.reference]
+    return spec.model_id, (BUILTIN_REVISION if spec.builder is not None else source.revision)
 
 
 def _load_local(directory: Path) -> Backbone:

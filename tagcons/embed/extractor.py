@@ -8,6 +8,7 @@ chunk in flight and a rerun encodes only what is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
+from tagcons.cache.lock import read_only_message
 from tagcons.cache.rows import l2_normalise
 from tagcons.data.images import (
     ImageLoadError,
@@ -32,7 +34,15 @@ from tagcons.data.images import (
     resolve_image_path,
 )
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import Backbone, load_backbone, parse_source, resolve_device, resolve_dtype
+from tagcons.embed.backbones import (
+    BACKBONES,
+    Backbone,
+    backbone_identity,
+    load_backbone,
+    parse_source,
+    resolve_device,
+    resolve_dtype,
+)
 from tagcons.embed.features import image_features, text_features, token_counts
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
@@ -42,6 +52,7 @@ from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_k
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
 DECODE_MODES = ("cpu", "gpu")
+FAILED_BEFORE = "failed in an earlier run; the file has not changed since"
 
 
 def default_workers() -> int:
@@ -140,16 +151,20 @@ class _Job:
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
     shard = context.shard or config.shard
-    backbone = load_backbone(config.backbone, config.revision)
-    warn_if_unread_script(backbone, table.unique_texts())
-    device = context.device or resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    backbone.model.to(device=device, dtype=dtype)
     summary = EmbedSummary(Path(config.out), shard=shard)
-    with CacheWriter(config.out, cache_meta(backbone, config, dtype), shard=shard) as writer:
-        job = _Job(config, backbone, writer, shard, device, dtype)
-        _embed_images(job, table.unique_images(), summary)
-        _embed_texts(job, table.unique_texts(), summary)
+    # The lock comes first (a second writer is refused at once, not after the model loads), then the
+    # plan from the file hashes: a rerun with nothing new never imports transformers nor loads a model.
+    with CacheWriter(config.out, None, shard=shard) as writer:
+        images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers)
+        texts = _in_shard(table.unique_texts(), shard)
+        if context.world_size == 1 and _nothing_new(config, writer, images, texts):
+            _record_cached(summary, images, texts)
+            log.info("%s: everything is cached already; the model was not loaded", config.out)
+            return summary
+        job = _start_job(config, writer, shard, context)
+        warn_if_unread_script(job.backbone, table.unique_texts())
+        _embed_images(job, images, summary)
+        _embed_texts(job, texts, summary)
         writer.annotate(texts_truncated=writer.previous_attr("texts_truncated", 0) + summary.texts_truncated)
         if shard is None:
             writer.consolidate(progress=config.progress)
@@ -160,6 +175,49 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
             setattr(summary, name, total)
         summary.rank = context.rank
     return summary
+
+
+def _start_job(config: EmbedConfig, writer: CacheWriter, shard, context: distributed.DistContext) -> _Job:
+    """Load the model and bind the writer to its settings (refusing a cache computed another way)."""
+    if not writer.writable:
+        raise BadInputError(read_only_message(writer.path))
+    backbone = load_backbone(config.backbone, config.revision)
+    device = context.device or resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    backbone.model.to(device=device, dtype=dtype)
+    writer.bind(cache_meta(backbone, config, dtype))
+    return _Job(config, backbone, writer, shard, device, dtype)
+
+
+def _nothing_new(config: EmbedConfig, writer: CacheWriter, images: ImagePlan, texts: list[str]) -> bool:
+    """Every image and text of this run is in the consolidated cache, computed with the settings asked
+    for as far as they are known without loading the model (anything unsure takes the full path)."""
+    if images.todo or writer.has_pending_parts() or not writer.known_texts().issuperset(texts):
+        return False
+    stored = writer.stored_attrs()
+    return stored is not None and _same_known_settings(config, stored)
+
+
+def _same_known_settings(config: EmbedConfig, stored: dict) -> bool:
+    model_id, revision = backbone_identity(config.backbone, config.revision)
+    settings = json.loads(stored.get("settings") or "{}")
+    compute_dtype = str(resolve_dtype(config.dtype, resolve_device(config.device))).replace("torch.", "")
+    expected = {
+        "model_id": model_id,
+        "text_template": template_attr(config.text_templates),
+        "store_dtype": config.store_dtype,
+        "strip_hash": config.strip_hash,
+        "compute_dtype": compute_dtype,
+    }
+    found = {**settings, **{k: stored.get(k) for k in ("model_id", "text_template", "store_dtype")}}
+    same_revision = revision is None or revision == (stored.get("revision") or None)
+    return same_revision and all(found.get(k) == v for k, v in expected.items())
+
+
+def _record_cached(summary: EmbedSummary, images: ImagePlan, texts: list[str]) -> None:
+    summary.images_cached, summary.texts_cached = images.cached, len(texts)
+    summary.images_failed = len(images.failed_before)
+    summary.failures = {key: FAILED_BEFORE for key in images.failed_before}
 
 
 def _check_config(config: EmbedConfig) -> None:
@@ -181,11 +239,12 @@ def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> C
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
     if config.decode == "gpu":  # nvJPEG + torch resize: not measured against the reference yet, kept apart
         settings["image_decode"] = "gpu"
-    trained = backbone_trained_keys(config.backbone)
+    source = parse_source(config.backbone, config.revision)
+    trained = backbone_trained_keys(source.reference) if source.kind == "local" else None
     if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows
         settings[TRAINED_KEYS_SETTING] = trained
     return CacheMeta(
-        backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
+        backbone=backbone.name if backbone.name in BACKBONES else backbone.model_id,
         model_id=backbone.model_id,
         revision=backbone.revision,
         projection_dim=backbone.projection_dim,
@@ -285,11 +344,10 @@ class BatchPreprocessor:
         return indices, (torch.cat(tensors) if tensors else None), failed
 
 
-def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
+def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
     config, backbone, device = job.config, job.backbone, job.device
-    plan = plan_images(job.writer, config.images, _in_shard(keys, job.shard), config.workers)
     summary.images_cached = plan.cached
-    summary.failures = {key: "failed in an earlier run; the file has not changed since" for key in plan.failed_before}
+    summary.failures = {key: FAILED_BEFORE for key in plan.failed_before}
     summary.images_failed = len(plan.failed_before)
     todo = plan.todo
     if not todo:
@@ -386,7 +444,6 @@ class _PendingImages:
 
 def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
     config = job.config
-    texts = _in_shard(texts, job.shard)
     known = job.writer.known_texts()
     todo = [t for t in texts if t not in known]
     summary.texts_cached = len(texts) - len(todo)

@@ -6,9 +6,15 @@ Both fit-head and finetune use these, so `tagcons compare` reads any run the sam
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import json
 import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "numpy")
 
 
@@ -54,9 +61,48 @@ def _jsonable(value):
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
+    """Atomically: a failed write (a full disk) leaves the old file or none, never a truncated one."""
     path = Path(path)
-    path.write_text(json.dumps(_jsonable(payload), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_jsonable(payload), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def staged_run_dir(run_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to write a run into; on success its files move into `run_dir`
+    (the whole folder is renamed when `run_dir` does not exist yet). On any failure (a full disk, an
+    interrupt) the temporary folder is removed, so no half-written run blocks a rerun."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        work.mkdir()
+        yield work
+        _move_into_place(work, run_dir)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise BadInputError(
+            f"cannot write the run {run_dir}: {e.strerror}; nothing half-written was kept, fix that and rerun"
+        ) from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _move_into_place(work: Path, run_dir: Path) -> None:
+    if not run_dir.exists():
+        os.replace(work, run_dir)
+        return
+    for entry in sorted(work.iterdir()):
+        target = run_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
 
 
 def read_json(path: str | Path) -> dict:

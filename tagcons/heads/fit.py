@@ -44,7 +44,7 @@ from tagcons.evaluate.provenance import (
     write_part_keys,
 )
 from tagcons.evaluate.provenance import split_spec as row_split_spec
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
 from tagcons.heads.features import check_kind, cosine_of
@@ -133,14 +133,14 @@ def fit_head(config: FitHeadConfig) -> FitResult:
     run_dir = _check_out(Path(config.out), config.overwrite)
     data, provenance = _load(config)
     check_reuse(provenance.get("trained_keys"), table_keys(_tested_table(config, data)), **CACHE_REUSE)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
-    metrics, head, parts = _write_run(config, data, outcomes, run_dir)
-    head.save(run_dir)
-    write_part_keys(run_dir, parts)
-    if getattr(head, "history_", None):
-        plot_training_curves(head.history_, run_dir / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
-    write_config(run_dir, _settings(config, head, provenance, data, parts), provenance["fingerprint"])
+    with staged_run_dir(run_dir) as work:  # a failure (full disk) leaves no half run behind
+        outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
+        metrics, head, parts = _write_run(config, data, outcomes, work)
+        head.save(work)
+        write_part_keys(work, parts)
+        if getattr(head, "history_", None):
+            plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
+        write_config(work, _settings(config, head, provenance, data, parts), provenance["fingerprint"])
     return FitResult(run_dir, metrics, head, data.n_excluded)
 
 
