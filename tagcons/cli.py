@@ -20,7 +20,7 @@ from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 # The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
-HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
+HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "ordinal", "text-only", "image-prior")
 BACKBONE_HELP = (
     "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
     "(a bare name that is both an alias and a folder is refused as ambiguous)."
@@ -177,8 +177,8 @@ def embed(
     if summary.rank == 0:
         click.echo(
             f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-            f"{summary.images_failed} failed; texts {summary.texts_new} new ({summary.texts_truncated} cut at the "
-            f"token limit), {summary.texts_cached} cached; "
+            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached, "
+            f"{summary.texts_truncated} cut at the token limit; "
             f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
             f"{summary.texts_per_second:.1f} txt/s)"
         )
@@ -287,6 +287,26 @@ def _parse_value(raw: str):
     metavar="KEY=VALUE",
     help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
+@click.option(
+    "--decode",
+    type=click.Choice(["argmax", "expected"]),
+    default="argmax",
+    show_default=True,
+    help="argmax, or the expected score cut at four points chosen on the validation part.",
+)
+@click.option(
+    "--val-size",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of the training part held out to fit the temperature and the expected-score cuts.",
+)
+@click.option(
+    "--exclude-pairs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
 def fit_head_command(
@@ -302,6 +322,9 @@ def fit_head_command(
     seed,
     objective,
     params,
+    decode,
+    val_size,
+    exclude_pairs,
     overwrite,
     image_col,
     text_col,
@@ -323,6 +346,9 @@ def fit_head_command(
         seed=seed,
         objective=objective,
         head_params=params,
+        decode=decode,
+        val_size=val_size,
+        exclude_pairs=exclude_pairs,
         overwrite=overwrite,
         columns=_columns(image_col, text_col, label_col),
         progress=_progress(),
@@ -387,6 +413,45 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         click.echo(_headline(result.out, result.metrics))
 
 
+@cli.command("audit")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
+@click.option("--head", default="lgbm", show_default=True, type=click.Choice(HEAD_NAMES))
+@click.option("--folds", default=5, show_default=True, type=int, help="Image-grouped folds for out-of-fold scores.")
+@click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE", help="Head hyperparameter."
+)
+@pair_columns
+def audit_command(cache_path, data, out, head, folds, features, seed, params, image_col, text_col, label_col):
+    """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
+    from tagcons.audit.run import AuditConfig, run_audit, top_lines
+
+    result = run_audit(
+        AuditConfig(
+            cache=cache_path,
+            data=data,
+            out=out,
+            head=head,
+            folds=folds,
+            features=features,
+            seed=seed,
+            head_params=params,
+            columns=_columns(image_col, text_col, label_col),
+            progress=_progress(),
+        )
+    )
+    summary = result.summary
+    click.echo(
+        f"{result.out}: {summary['n_flagged']} of {summary['n_pairs']} pairs flagged "
+        f"({100 * summary['flagged_share']:.1f}%); audit.csv lists them worst first"
+    )
+    for line in top_lines(result):
+        click.echo(line)
+
+
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
@@ -399,6 +464,32 @@ def compare_command(run_dirs, out):
     if out:
         markdown, csv = write_comparison(groups, out)
         click.echo(f"written {markdown} and {csv}")
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--images", default=None, type=click.Path(path_type=Path), help="Images folder: thumbnails in galleries.")
+@click.option("--data", default=None, type=click.Path(path_type=Path), help="Pairs file (for --category-col).")
+@click.option("--category-col", default=None, help="Column of --data holding each pair's category.")
+@click.option("--category-from", default=None, metavar="REGEX", help="Category from the image key, e.g. '^([a-z]+)_'.")
+@click.option("--worst", default=12, show_default=True, type=click.IntRange(min=1), help="Pairs per gallery.")
+@pair_columns
+def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
+    """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
+    from tagcons.evaluate.report import ReportConfig, write_report
+
+    config = ReportConfig(
+        run_dirs=list(run_dirs),
+        out=out,
+        images=images,
+        data=data,
+        category_col=category_col,
+        category_from=category_from,
+        worst=worst,
+        columns=_columns(image_col, text_col, label_col),
+    )
+    click.echo(f"report: {write_report(config)}")
 
 
 # `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
@@ -501,7 +592,7 @@ def finetune_command(**options):
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(path_type=Path))
 @click.option("--finetune-epochs", default=3, show_default=True, type=int, help="0 skips the fine-tune.")
 def demo_command(out, finetune_epochs):
-    """The whole job offline: demo set -> tiny embed -> four heads -> short fine-tune -> table."""
+    """The whole job offline: demo set -> tiny embed -> heads -> short fine-tune -> table -> label audit."""
     from tagcons.demo import DemoRunConfig, run_demo
 
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
@@ -512,6 +603,8 @@ def demo_command(out, finetune_epochs):
         "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)"
     )
     click.echo(f"comparison table: {report.table_path} (and .csv)")
+    click.echo(report.audit_line)
+    click.echo(f"report (open in a browser): {report.report_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,13 +19,15 @@ def demo_run(tmp_path_factory):
 def test_demo_end_to_end(demo_run, capsys):
     main(["demo", "--out", str(demo_run), "--finetune-epochs", "1"])
     printed = capsys.readouterr().out
-    for run in ("threshold", "logreg", "mlp", "lgbm", "finetune"):
+    for run in ("threshold", "logreg", "mlp", "lgbm", "ordinal", "finetune"):
         assert f"| {run} |" in printed
         for name in ("metrics.json", "predictions.csv", "confusion_matrix.png", "config.json"):
             assert (demo_run / "runs" / run / name).is_file(), f"{run}/{name}"
     assert (demo_run / "runs" / "finetune" / "backbone" / "config.json").is_file()
     assert (demo_run / "compare.md").is_file() and (demo_run / "compare.csv").is_file()
     assert "runs, plots and predictions" in printed
+    assert (demo_run / "report.html").is_file() and f"report (open in a browser): {demo_run / 'report.html'}" in printed
+    assert "scores the generator flipped" in printed and (demo_run / "audit" / "audit.csv").is_file()
     # the table carries intervals and the pixel-free baselines, as columns and as runs of their own
     assert re.search(r"\| \**0\.\d{4} \[0\.\d{3}, 0\.\d{3}\]", printed) and "text_only_macro_f1" in printed
     assert "| text-only |" in printed and "| image-prior |" in printed and "| run | metric | vs best |" in printed

@@ -101,10 +101,20 @@ def test_every_image_exists_and_opens(demo, frame):
             assert image.size == (224, 224) and image.mode == "RGB"
 
 
-def test_every_row_follows_the_documented_rule(frame):
+def test_every_row_follows_the_documented_rule_except_the_listed_flips(demo, frame):
     specs = {spec.filename: spec for spec in image_specs(DemoConfig())}
-    expected = [score(TAGS[tag], specs[name]) for name, tag in zip(frame["Image Filename"], frame["Hashtag"])]
-    assert frame["Score"].tolist() == expected
+    expected = np.array([score(TAGS[tag], specs[n]) for n, tag in zip(frame["Image Filename"], frame["Hashtag"])])
+    flipped = pd.read_csv(demo[0].flipped_csv)
+    keys = set(zip(flipped["Image Filename"], flipped["Hashtag"]))
+    is_flipped = np.array([key in keys for key in zip(frame["Image Filename"], frame["Hashtag"])])
+    assert (frame["Score"].to_numpy()[~is_flipped] == expected[~is_flipped]).all()
+    assert (frame["Score"].to_numpy()[is_flipped] != expected[is_flipped]).all()
+    assert abs(len(flipped) - DemoConfig().flip_fraction * len(frame)) < 0.01 * len(frame)
+    rule = {(n, t): s for n, t, s in zip(flipped["Image Filename"], flipped["Hashtag"], flipped["Rule Score"])}
+    assert all(
+        rule[key] == e for key, e in zip(zip(frame["Image Filename"], frame["Hashtag"]), expected) if key in rule
+    )
+    assert (np.abs(flipped["Score"] - flipped["Rule Score"]) >= 2).all()
 
 
 def test_rule_on_hand_picked_cases():
@@ -139,7 +149,14 @@ def test_small_and_full_vocabulary_configs(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("n_images", 0), ("pairs_per_image", 0), ("pairs_per_image", 999), ("image_size", 8), ("duplicate_fraction", 1.0)],
+    [
+        ("n_images", 0),
+        ("pairs_per_image", 0),
+        ("pairs_per_image", 999),
+        ("image_size", 8),
+        ("duplicate_fraction", 1.0),
+        ("flip_fraction", 1.0),
+    ],
 )
 def test_bad_config_is_refused(tmp_path, field, value):
     with pytest.raises(BadInputError, match=field):

@@ -523,15 +523,15 @@ def _merge_after_all_ranks(context, config: EmbedConfig) -> None:
 
 def _log_summary(s: EmbedSummary) -> None:
     log.info(
-        "images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new (%d cut at the token limit), "
-        "%d cached (%.1f txt/s); %.1f s",
+        "images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached, %d cut at the token limit "
+        "(%.1f txt/s); %.1f s",
         s.images_new,
         s.images_cached,
         s.images_failed,
         s.images_per_second,
         s.texts_new,
-        s.texts_truncated,
         s.texts_cached,
+        s.texts_truncated,
         s.texts_per_second,
         s.elapsed_seconds,
     )

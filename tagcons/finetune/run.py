@@ -36,6 +36,7 @@ from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
 from tagcons.heads.baselines import shortcut_baselines
+from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
 from tagcons.heads.mlp import class_weights
 
 log = logging.getLogger(__name__)
@@ -397,7 +398,9 @@ def _resume(config, model, trainer: Trainer) -> Progress:
 
 
 def _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress) -> dict:
-    """The only look at the test part: its loader is built here, after training ended."""
+    """The only look at the test part: its loader is built here, after training ended and after the
+    temperature was fitted on the validation part."""
+    rule = _calibration_rule(model, parts, collate, settings, precision, dist, hooks, config.progress)
     started = time.perf_counter()
     rows, logits = predict(
         model,
@@ -410,6 +413,7 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         config.progress,
     )
     proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    evaluated = evaluate_probabilities(proba, parts.table.labels[rows].astype(int), rule)
     extra = {
         **parts.summary(),
         "n_train": len(parts.fit),
@@ -427,8 +431,20 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
+        extra.update(evaluation_report([evaluated], config.run_dir))
         metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title, seed=config.seed
+            config.run_dir, parts.table.subset(rows), evaluated.pred, evaluated.proba, extra, title, seed=config.seed
         )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)
+
+
+def _calibration_rule(model, parts, collate, settings, precision, dist, hooks, show):
+    """Temperature (and expected-score cuts) of the best model, fitted on the validation part."""
+    if len(parts.val) == 0:
+        return fit_rule(None, parts.val, "argmax")
+    rows, logits = predict(
+        model, eval_loader(parts.val, collate, settings), precision, dist.device, dist, "val", hooks.on_batch, show
+    )
+    raw = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    return fit_rule(raw, parts.table.labels[rows].astype(int), "argmax")

@@ -3,7 +3,7 @@
 Library entry points (the CLI wraps them): `fit_head(FitHeadConfig)`, `predict(PredictConfig)`.
 """
 
-from tagcons.heads import baselines, lgbm, logreg, mlp, threshold  # noqa: F401  (importing registers the heads)
+from tagcons.heads import baselines, lgbm, logreg, mlp, ordinal, threshold  # noqa: F401  (importing registers the heads)
 from tagcons.heads.base import Head, load_head
 from tagcons.heads.features import FEATURE_KINDS, PairFeatures, pair_features
 from tagcons.heads.fit import FitHeadConfig, FitResult, fit_head

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS
+from tagcons.heads.decode import ScoreRule
 from tagcons.heads.registry import get_head_class, head_names
 
 HEAD_FILE = "head.json"
@@ -34,9 +35,27 @@ class Head(BaseEstimator):
 
     name = "head"
     OBJECTIVES: tuple[str, ...] = ()
+    PROBABILISTIC = True  # False for heads that only rank (their predict_proba is one-hot)
+    rule_ = ScoreRule()  # temperature and decoding fitted after training (tagcons.heads.calibrate)
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.PROBABILISTIC
 
     def predict(self, X) -> np.ndarray:
         return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
+
+    def calibrated_proba(self, X) -> np.ndarray:
+        """Probabilities after the saved temperature (the raw ones for heads that only rank)."""
+        raw = self.predict_proba(X)
+        return self.rule_.proba(raw) if self.probabilistic else raw
+
+    def predict_scores(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(scores under the saved decoding, calibrated probabilities): what runs and `predict` report."""
+        if not self.probabilistic:
+            return self.predict(X), self.predict_proba(X)
+        proba = self.calibrated_proba(X)
+        return self.rule_.scores(proba), proba
 
     def _state(self, run_dir: Path) -> dict:
         """Write data files into run_dir; return the small JSON-able learned values."""
@@ -53,7 +72,12 @@ class Head(BaseEstimator):
     def save(self, run_dir: str | Path) -> Path:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        payload = {"head": self.name, "params": self.get_params(), "state": self._state(run_dir)}
+        payload = {
+            "head": self.name,
+            "params": self.get_params(),
+            "state": self._state(run_dir),
+            "rule": self.rule_.to_json(),
+        }
         path = run_dir / HEAD_FILE
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         return path
@@ -70,6 +94,7 @@ def load_head(run_dir: str | Path) -> Head:
         _check_payload(payload, path)
         head = get_head_class(payload["head"])(**payload["params"])
         head._restore(run_dir, payload["state"])
+        head.rule_ = ScoreRule.from_json(payload.get("rule"))
     return head
 
 

@@ -87,6 +87,10 @@ class LGBMHead(Head):
         self.threads = threads
         self.seed = seed
 
+    @property
+    def probabilistic(self) -> bool:
+        return self.objective == "multiclass"  # regression rounds a number: its probabilities are one-hot
+
     def _params(self, n_rows: int) -> dict:
         params = dict(
             num_leaves=self.num_leaves,

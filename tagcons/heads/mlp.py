@@ -8,6 +8,10 @@ Recipes hold the optimiser settings; any explicit argument overrides its recipe'
   One difference is deliberate: the study computed its class weights on all rows, test included;
   here they come from the training part only. It reproduces the study; it barely learns.
 
+``loss``: ``ce`` (default) is the study's class-weighted cross-entropy over five outputs; ``corn``
+is the rank-consistent ordinal loss CORN over four (see `tagcons.heads.corn`), whose cumulative
+probabilities never cross.
+
 Early stopping (``val_size`` > 0) watches the validation loss on a part carved from the *training*
 rows (grouped by image when groups are given), and the best epoch's weights are restored; with
 ``val_size=0`` every epoch runs and the last one is kept. ``train_loss`` and ``val_loss`` are both
@@ -43,6 +47,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
+from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
 from tagcons.heads.registry import register_head
 
 MLP_RECIPES = {
@@ -57,6 +62,7 @@ HISTORY_KEYS = ("train_loss", "train_loss_running", "val_loss", "val_accuracy", 
 EVAL_BATCH = 8192
 WEIGHTS_FILE = "mlp.safetensors"
 DENSE_TRAINING_BYTES = 512 * 1024**2
+LOSSES = ("ce", "corn")
 
 
 def _rows_source(X):
@@ -68,8 +74,8 @@ def _rows_source(X):
     return lambda rows: torch.from_numpy(np.asarray(X[rows], dtype=np.float32))
 
 
-def build_mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(LABELS)))
+def build_mlp(in_dim: int, hidden: int, dropout: float, out_dim: int = len(LABELS)) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
 def class_weights(y: np.ndarray) -> torch.Tensor:
@@ -104,6 +110,7 @@ class MLPHead(Head):
         threads=None,
         seed=42,
         progress=False,
+        loss="ce",
     ):
         self.recipe = recipe
         self.hidden = hidden
@@ -120,11 +127,14 @@ class MLPHead(Head):
         self.threads = threads
         self.seed = seed
         self.progress = progress
+        self.loss = loss
 
     def settings(self) -> dict:
         """The recipe's optimiser settings with explicit arguments on top."""
         if self.recipe not in MLP_RECIPES:
             raise BadInputError(f"unknown mlp recipe '{self.recipe}'; choose one of {', '.join(MLP_RECIPES)}")
+        if self.loss not in LOSSES:
+            raise BadInputError(f"unknown mlp loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         own = {k: getattr(self, k) for k in MLP_RECIPES[self.recipe] if getattr(self, k) is not None}
         return {**MLP_RECIPES[self.recipe], **own}
 
@@ -135,7 +145,7 @@ class MLPHead(Head):
         self.in_dim_ = int(X.shape[1])
         with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
             torch.manual_seed(self.seed)
-            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+            self.model_ = self._build()
             self._train(_rows_source(X), y, fit_idx, val_idx)
         return self
 
@@ -152,6 +162,8 @@ class MLPHead(Head):
         s = self.settings_
         weights = class_weighting(self.class_weight, y[fit_idx])
         loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32))
+        if self.loss == "corn":
+            loss_fn = corn_loss  # rank-consistent ordinal loss; not class-weighted
         optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)
@@ -201,7 +213,7 @@ class MLPHead(Head):
         """Eval-mode loss over `rows` (the same class weights as training) and the predicted scores."""
         logits = torch.from_numpy(self._logits(X, rows))
         loss = float(loss_fn(logits, torch.from_numpy(y[rows] - 1).long()))
-        return loss, logits.argmax(dim=1).numpy() + 1
+        return loss, self._to_proba(logits).argmax(dim=1).numpy() + 1
 
     def _validate(self, X, y, val_idx, loss_fn) -> float:
         loss, predicted = self._loss_and_scores(X, y, val_idx, loss_fn)
@@ -217,7 +229,26 @@ class MLPHead(Head):
         with torch.no_grad():
             for start in range(0, len(rows), EVAL_BATCH):
                 out.append(self.model_(X(rows[start : start + EVAL_BATCH])).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self._out_dim()), np.float32)
+
+    def _out_dim(self) -> int:
+        return len(LABELS) - 1 if self.loss == "corn" else len(LABELS)
+
+    def _build(self) -> nn.Sequential:
+        return build_mlp(self.in_dim_, self.hidden, self.dropout, self._out_dim())
+
+    def _to_proba(self, logits: torch.Tensor) -> torch.Tensor:
+        return corn_proba(logits) if self.loss == "corn" else torch.softmax(logits, dim=1)
+
+    def cumulative_proba(self, X) -> np.ndarray:
+        """P(score > k) for k = 1..4 (columns), from the class probabilities (CORN: its own chain)."""
+        block = torch.from_numpy(np.asarray(X, dtype=np.float32))
+        self.model_.eval()
+        with torch.no_grad():
+            if self.loss == "corn":
+                return corn_cumulative(self.model_(block)).double().numpy()
+            proba = torch.softmax(self.model_(block), dim=1).double().numpy()
+        return 1.0 - np.cumsum(proba, axis=1)[:, :-1]
 
     def predict_proba(self, X) -> np.ndarray:
         with limited_threads(auto_threads(len(X), self.threads)):
@@ -226,11 +257,7 @@ class MLPHead(Head):
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         self.model_.eval()
         with torch.no_grad():
-            return (
-                torch.softmax(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32))), dim=1)
-                .double()
-                .numpy()
-            )
+            return self._to_proba(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32)))).double().numpy()
 
     def _state(self, run_dir: Path) -> dict:
         save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / WEIGHTS_FILE))
@@ -247,7 +274,7 @@ class MLPHead(Head):
         path = run_dir / WEIGHTS_FILE
         require(path.is_file(), path, "is missing")
         with reading(path, f"does not hold the network {HEAD_FILE} describes"):
-            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+            self.model_ = self._build()
             self.model_.load_state_dict(load_file(str(path)))
         finite = all(torch.isfinite(t).all() for t in self.model_.state_dict().values())
         require(finite, path, "holds non-finite weights")

@@ -2,7 +2,8 @@
 
 The cache must carry the fingerprint the run was trained on (other features would give silent
 nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
-adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5.
+adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5: the
+probabilities after the run's temperature, and pred under the run's decoding (argmax or expected).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def predict(config: PredictConfig) -> PredictResult:
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
     X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
-    proba, pred = head.predict_proba(X), head.predict(X)
+    pred, proba = head.predict_scores(X)  # calibrated probabilities, the run's decoding
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -171,6 +171,7 @@ class ThresholdHead(Head):
     (the best cuts on the quantile grid) or study (the study's 5,000 combinations, cut for cut)."""
 
     OBJECTIVES = ("macro_f1", "qwk")
+    PROBABILISTIC = False
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99, search: str = "exact"):
         self.objective = objective

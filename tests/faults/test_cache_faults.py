@@ -290,7 +290,7 @@ def test_noop_rerun_plans_from_hashes_and_never_imports_transformers(tmp_path, i
 def test_noop_rerun_with_other_settings_still_checks_the_fingerprint(tmp_path, image_set, no_model):
     pairs, images, hashes = image_set
     path = complete_cache(tmp_path / "c.h5", hashes)
-    config = extractor.EmbedConfig(pairs, images, "tiny", path, workers=0, text_template="a photo of {}")
+    config = extractor.EmbedConfig(pairs, images, "tiny", path, workers=0, text_templates=("a photo of {}",))
     with pytest.raises(AssertionError, match="the model was loaded"):  # not a no-op: the full path decides
         extractor.run_embed(config)
 
