@@ -225,23 +225,14 @@ def cache_verify(cache_path, repair):
 
 
 def _head_params(_ctx, _param, values):
-    """--param key=value pairs; numbers become numbers, the rest stay strings."""
+    """--param key=value pairs as text; fit-head parses each by its head's setting type."""
     params = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise click.BadParameter(f"'{item}': use KEY=VALUE, e.g. --param max_epochs=40")
-        params[key.strip().replace("-", "_")] = _parse_value(raw.strip())
+        params[key.strip().replace("-", "_")] = raw.strip()
     return params
-
-
-def _parse_value(raw: str):
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
 
 
 @cli.command("fit-head")
@@ -331,7 +322,8 @@ def fit_head_command(
     label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
-    from tagcons.heads import FitHeadConfig, fit_head
+    from tagcons.heads import FitHeadConfig, fit_head, get_head_class
+    from tagcons.heads.params import parse_head_params
 
     config = FitHeadConfig(
         cache=cache_path,
@@ -345,7 +337,7 @@ def fit_head_command(
         features=features,
         seed=seed,
         objective=objective,
-        head_params=params,
+        head_params=parse_head_params(get_head_class(head), params),
         decode=decode,
         val_size=val_size,
         exclude_pairs=exclude_pairs,

@@ -4,9 +4,9 @@ generate the demo set -> embed it into a cache -> fit every head with the honest
 a short end-to-end fine-tune -> one comparison table -> an audit of the demo set's labels (the
 generator flips 5% of the scores; the audit should put most of them near the top). Each step is
 the same library call the corresponding command makes, so the demo exercises exactly what users
-run. Rerunning reuses the set and the cache (nothing is re-encoded) and replaces the runs. Because
-it replaces things, it writes only into a new or empty folder, or one holding its marker file (a
-previous demo output).
+run. Rerunning reuses the set and the cache (nothing is re-encoded) and replaces the runs.
+Because it replaces things, it writes only into a new or empty folder, or one holding its marker
+file (a previous demo output).
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ DEMO_MARKER = ".tagcons-demo"
 LEGACY_DEMO_NAMES = {
     "data",
     "runs",
-    "audit",
     "cache.h5",
     "cache.h5.lock",
     "cache.h5.parts",
     "compare.md",
     "compare.csv",
     "report.html",
+    "audit",
 }
 
 

@@ -187,8 +187,11 @@ def _unrecognised_reason(path: Path) -> str:
 
 
 def _is_heif(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(12)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 

@@ -42,6 +42,8 @@ class Head(BaseEstimator):
     def probabilistic(self) -> bool:
         return self.PROBABILISTIC
 
+    PARAM_TYPES: dict = {}  # setting -> tagcons.heads.params type, where the default does not tell it
+
     def predict(self, X) -> np.ndarray:
         return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
 

@@ -31,6 +31,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
+from tagcons.heads.params import INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 
@@ -54,6 +55,7 @@ def _trees_complete(text: bytes) -> bool:
 @register_head("lgbm")
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
 
     def __init__(
         self,

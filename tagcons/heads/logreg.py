@@ -34,6 +34,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
+from tagcons.heads.params import FLOAT, FLOATS, INT, optional
 from tagcons.heads.registry import register_head
 
 STREAM_CHUNK = 8192
@@ -43,6 +44,8 @@ NPZ_ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 
 @register_head("logreg")
 class LogregHead(Head):
+    PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
+
     def __init__(
         self,
         C=None,

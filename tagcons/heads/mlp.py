@@ -48,6 +48,7 @@ from tagcons.heads.base import (
     require,
 )
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
+from tagcons.heads.params import FLOAT, INT, choice, optional
 from tagcons.heads.registry import register_head
 
 MLP_RECIPES = {
@@ -93,6 +94,13 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 @register_head("mlp")
 class MLPHead(Head):
+    PARAM_TYPES = {
+        "recipe": choice(*MLP_RECIPES),
+        **{name: optional(FLOAT) for name in ("lr", "weight_decay", "gamma", "val_size")},
+        "loss": choice(*LOSSES),
+        **{name: optional(INT) for name in ("step_size", "batch_size", "max_epochs", "patience", "threads")},
+    }
+
     def __init__(
         self,
         recipe="robust",

@@ -31,6 +31,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, check_labels, one_hot
 from tagcons.heads.features import cosine_of
+from tagcons.heads.params import choice
 from tagcons.heads.registry import register_head
 
 K = len(LABELS)
@@ -172,6 +173,7 @@ class ThresholdHead(Head):
 
     OBJECTIVES = ("macro_f1", "qwk")
     PROBABILISTIC = False
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES)}
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99, search: str = "exact"):
         self.objective = objective
