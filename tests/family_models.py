@@ -15,13 +15,17 @@ from transformers import (
     BertConfig,
     PreTrainedTokenizerFast,
     SiglipConfig,
-    SiglipImageProcessorPil,
     SiglipModel,
     VisionTextDualEncoderConfig,
     VisionTextDualEncoderModel,
     ViTConfig,
-    ViTImageProcessorPil,
 )
+
+try:  # transformers 5.x: the PIL backends by name (the default ones want torchvision)
+    from transformers import SiglipImageProcessorPil, ViTImageProcessorPil
+except ImportError:  # transformers 4.x: these are the PIL processors
+    from transformers import SiglipImageProcessor as SiglipImageProcessorPil
+    from transformers import ViTImageProcessor as ViTImageProcessorPil
 
 CORPUS = [
     "#맛집",
