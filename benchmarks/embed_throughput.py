@@ -33,9 +33,10 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tagcons.embed.backbones import load_backbone, resolve_device, resolve_dtype  # noqa: E402
+from tagcons.embed.backbones import load_backbone  # noqa: E402
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed  # noqa: E402
 from tagcons.embed.tiny import build_tiny_tokenizer  # noqa: E402
+from tagcons.runtime import resolve_device, resolve_dtype  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "data" / "combined_data.csv"
 ARCHITECTURES = {

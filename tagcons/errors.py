@@ -26,3 +26,8 @@ class BackboneUnavailableError(BadInputError):
 
 class StrictFailure(TagconsError):
     """--strict was given and some items failed; everything else was saved."""
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -7,8 +7,12 @@ the caller's order.
 
 from __future__ import annotations
 
-import h5py
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import h5py
 
 MAX_GAP = 16  # reading up to this many unneeded rows beats one more read call
 CONVERT_ROWS = 2048  # float16 -> float32 in cache-sized blocks: ~1.5x faster, no full-size float16 copy
@@ -52,11 +56,11 @@ def read_sorted_rows(ds: h5py.Dataset, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def l2_normalise(x: np.ndarray, eps: float = 1e-12, inplace: bool = False) -> np.ndarray:
-    """Row-wise L2 normalisation in float32; all-zero rows stay zero instead of becoming NaN."""
+def l2_normalise(x: np.ndarray, dtype=np.float32, eps: float = 1e-12, inplace: bool = False) -> np.ndarray:
+    """Row-wise L2 normalisation computed in float32, returned as ``dtype``; all-zero rows stay zero, not NaN."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
     if inplace:
         x /= norms
-        return x
-    return x / norms
+        return x.astype(dtype, copy=False)
+    return (x / norms).astype(dtype, copy=False)

@@ -20,12 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tagcons.errors import BadInputError
+from tagcons.errors import BadInputError, first_line
+from tagcons.labels import LABELS, NO_LABEL
 
 log = logging.getLogger(__name__)
 
-LABELS = (1, 2, 3, 4, 5)
-NO_LABEL = -1
 MAX_LINES_IN_MESSAGE = 5
 
 
@@ -135,7 +134,7 @@ def _read_table(path: Path, columns: PairColumns) -> pa.Table:
         table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, columns)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         raise BadInputError(
-            f"{path}: cannot be read as a pairs table ({_first_line(e)}); save it as UTF-8 CSV, TSV or parquet"
+            f"{path}: cannot be read as a pairs table ({first_line(e)}); save it as UTF-8 CSV, TSV or parquet"
         ) from e
     if table.num_rows == 0:
         raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
@@ -155,10 +154,6 @@ def _read_delimited(path: Path, columns: PairColumns) -> pa.Table:
             column_types=as_text, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
         ),
     )
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _first_data_line(path: Path) -> int:

@@ -24,9 +24,10 @@ from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import Backbone, load_backbone, resolve_device, resolve_dtype
+from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.embed.features import image_features, text_features, tokenize
 from tagcons.errors import BadInputError, StrictFailure
+from tagcons.runtime import resolve_dtype
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
@@ -125,7 +126,7 @@ class _Job:
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
     shard = context.shard or config.shard
     backbone = load_backbone(config.backbone, config.revision)
-    device = context.device or resolve_device(config.device)
+    device = context.device
     dtype = resolve_dtype(config.dtype, device)
     backbone.model.to(device=device, dtype=dtype)
     summary = EmbedSummary(Path(config.out), shard=shard)

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-LABELS = (1, 2, 3, 4, 5)
+from tagcons.labels import LABELS
 
 
 def _clean(value: float) -> float | None:

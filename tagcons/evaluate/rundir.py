@@ -16,8 +16,9 @@ import pandas as pd
 
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS, compute_metrics
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_confusion_matrix
+from tagcons.labels import LABELS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from tagcons.distributed import DistContext
 from tagcons.finetune.config import FinetuneConfig
-from tagcons.finetune.distributed import Dist
 from tagcons.finetune.model import N_CLASSES, FinetuneModel, param_groups
 
 
@@ -111,7 +111,7 @@ class Trainer:
         self.schedule.step()
         self.pending = 0
 
-    def train_epoch(self, loader, epoch: int, dist: Dist, progress: bool, on_batch=None) -> dict:
+    def train_epoch(self, loader, epoch: int, dist: DistContext, progress: bool, on_batch=None) -> dict:
         """One pass; returns mean training loss over this rank's batches (averaged over ranks) and samples/s."""
         self.model.train()
         loader.sampler.set_epoch(epoch)
@@ -137,7 +137,7 @@ def predict(
     loader,
     precision: Precision,
     device: torch.device,
-    dist: Dist,
+    dist: DistContext,
     part: str,
     on_batch=None,
     progress: bool = False,

@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from tagcons.embed.features import image_features, text_features
-from tagcons.evaluate.metrics import LABELS
 from tagcons.finetune.config import ALL_LAYERS
 from tagcons.heads.mlp import build_mlp
+from tagcons.labels import LABELS
 
 log = logging.getLogger(__name__)
 N_CLASSES = len(LABELS)

@@ -15,10 +15,10 @@ import numpy as np
 from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import train_test_split_indices, validation_indices
+from tagcons.distributed import DistContext
 from tagcons.errors import BadInputError
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.data import exclude_unloadable
-from tagcons.finetune.distributed import Dist
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Parts:
         }
 
 
-def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
+def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
     """Read and check the pairs, drop pairs whose image cannot be decoded, then split."""
     table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=True)
     check_image_keys(config.images, table.unique_images())

@@ -19,7 +19,8 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
+from tagcons.distributed import DistContext, setup
+from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics, majority_baseline
 from tagcons.evaluate.plots import plot_training_curves
@@ -27,13 +28,13 @@ from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_
 from tagcons.finetune import checkpoint
 from tagcons.finetune.config import FinetuneConfig, resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
-from tagcons.finetune.distributed import Dist, start
 from tagcons.finetune.export import export_backbone
 from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_schedule, predict
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
-from tagcons.heads.mlp import class_weights
+from tagcons.labels import class_weights
+from tagcons.runtime import compute_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -75,7 +76,7 @@ class Progress:
 
 def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> FinetuneResult:
     config = resolve(config)
-    dist = start(config.device)
+    dist = setup(config.device)
     try:
         with compute_threads(config.workers):
             return _run(config, dist, hooks or Hooks())
@@ -83,7 +84,7 @@ def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> Finetune
         dist.close()
 
 
-def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
+def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneResult:
     _check_run_dir(config)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -189,13 +190,17 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
         hooks.on_batch,
         config.progress,
     )
-    weights = class_weights(parts.table.labels[parts.fit]) if config.class_weights else None
+    weights = _class_weights(parts) if config.class_weights else None
     weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed)
     model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
     return "linear-probe"
 
 
-def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: Dist) -> dict:
+def _class_weights(parts: Parts) -> torch.Tensor:
+    return torch.tensor(class_weights(parts.table.labels[parts.fit]), dtype=torch.float32)
+
+
+def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: DistContext) -> dict:
     """config.json: the resolved settings plus the keys `tagcons compare` reads."""
     return {
         **config.to_dict(),
@@ -220,7 +225,7 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
     loader = train_loader(parts.fit, collate, settings)
     steps_per_epoch = -(-len(loader) // config.grad_accum)
     optimizer = make_optimizer(model, config)
-    weights = class_weights(parts.table.labels[parts.fit]).to(dist.device) if config.class_weights else None
+    weights = _class_weights(parts).to(dist.device) if config.class_weights else None
     trainer = Trainer(
         ddp,
         optimizer,
@@ -273,7 +278,7 @@ def _advance(progress: Progress, record: dict, patience: int) -> None:
         progress.stopped = patience > 0 and progress.waited >= patience
 
 
-def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: Dist) -> None:
+def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: DistContext) -> None:
     if dist.is_main:
         root = config.run_dir / CHECKPOINTS
         if progress.best_epoch == progress.epoch:

@@ -1,9 +1,9 @@
 """Heads on cached features: registry, pair features, threshold/logreg/mlp/lgbm, fit and predict.
 
 Library entry points (the CLI wraps them): `fit_head(FitHeadConfig)`, `predict(PredictConfig)`.
+Head modules load on first use (`get_head_class`), so importing this package stays light.
 """
 
-from tagcons.heads import lgbm, logreg, mlp, threshold  # noqa: F401  (importing registers the heads)
 from tagcons.heads.base import Head, load_head
 from tagcons.heads.features import FEATURE_KINDS, PairFeatures, pair_features
 from tagcons.heads.fit import FitHeadConfig, FitResult, fit_head

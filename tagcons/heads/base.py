@@ -9,21 +9,17 @@ loading never executes code from the run directory.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator
-from threadpoolctl import threadpool_limits
 
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.registry import get_head_class
+from tagcons.labels import LABELS
 
 HEAD_FILE = "head.json"
-SMALL_TABLE_ROWS = 50_000
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
 CLASSES = np.asarray(LABELS)
 
@@ -98,29 +94,3 @@ def check_labels(y) -> np.ndarray:
     if len(np.unique(y)) < 2:
         raise BadInputError(f"the training part holds only score {y[0]}; a head needs at least two scores")
     return y
-
-
-def auto_threads(n_rows: int, threads: int | None) -> int | None:
-    """Threads for a fit: as asked, else 1 for small tables (None = library default for large ones).
-
-    On a few thousand rows thread synchronisation costs more than it saves, and on a busy machine
-    spinning OpenMP/BLAS threads make a 2-thread fit 10x slower than a 1-thread one (measured).
-    """
-    if threads is not None:
-        return threads
-    return 1 if n_rows < SMALL_TABLE_ROWS else None
-
-
-@contextlib.contextmanager
-def limited_threads(threads: int | None):
-    """Limit BLAS/OpenMP and torch intra-op threads inside the block; restore them afterwards."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        torch.set_num_threads(previous)

@@ -105,12 +105,7 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
         table = load_pairs(config.data, config.columns, strip_hash, require_labels=True)
         joined = join_pairs(cache, table, config.features)
         provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
-    if not joined.present.any():
-        raise BadInputError(
-            f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
-            f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
-        )
-    report_missing(joined, table)
+    report_missing(joined, table, f"; add them with: tagcons embed --data {config.data} --out {config.cache} ...")
     table = table.subset(np.flatnonzero(joined.present))
     groups = table.images if config.split == "images" else None
     return _Data(table, joined.features, table.labels.astype(int), groups), provenance, joined.n_missing

@@ -16,11 +16,11 @@ import lightgbm as lgb
 import numpy as np
 
 from tagcons.data.splits import validation_indices
-from tagcons.evaluate.metrics import LABELS
-from tagcons.heads.base import Head, auto_threads, check_labels, one_hot
-from tagcons.heads.mlp import class_weights
+from tagcons.heads.base import Head, check_labels, one_hot
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
+from tagcons.labels import LABELS, class_weights
+from tagcons.runtime import auto_threads
 
 MODEL_FILE = "lgbm.txt"
 
@@ -85,7 +85,7 @@ class LGBMHead(Head):
         kind = "images" if groups is not None else "pairs"
         fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
         target = y - 1 if self.objective == "multiclass" else y.astype(np.float64)
-        weight = class_weights(y[fit_idx]).numpy()[y - 1] if self.objective == "multiclass" else None
+        weight = class_weights(y[fit_idx])[y - 1] if self.objective == "multiclass" else None
         train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
         valid = lgb.Dataset(
             X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train

@@ -20,8 +20,9 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
-from tagcons.heads.base import CLASSES, Head, auto_threads, check_labels, chunked, full_proba, limited_threads
+from tagcons.heads.base import CLASSES, Head, check_labels, chunked, full_proba
 from tagcons.heads.registry import register_head
+from tagcons.runtime import auto_threads, limited_threads
 
 STREAM_CHUNK = 8192
 

@@ -27,9 +27,11 @@ from torch import nn
 
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS, quick_scores
-from tagcons.heads.base import Head, auto_threads, check_labels, chunked, limited_threads
+from tagcons.evaluate.metrics import quick_scores
+from tagcons.heads.base import Head, check_labels, chunked
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS, class_weights
+from tagcons.runtime import auto_threads, limited_threads
 
 MLP_RECIPES = {
     "paper": dict(lr=5e-5, weight_decay=1e-4, step_size=5, gamma=0.1, batch_size=32, max_epochs=20, patience=5),
@@ -50,13 +52,6 @@ def _rows_source(X):
 
 def build_mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(LABELS)))
-
-
-def class_weights(y: np.ndarray) -> torch.Tensor:
-    """Balanced weights n / (K * count); a score absent from training gets weight 0."""
-    counts = np.bincount(y - 1, minlength=len(LABELS)).astype(np.float64)
-    weights = np.divide(len(y), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
-    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -122,7 +117,7 @@ class MLPHead(Head):
 
     def _train(self, X, y, fit_idx, val_idx):
         s = self.settings_
-        loss_fn = nn.CrossEntropyLoss(weight=class_weights(y[fit_idx]))
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(y[fit_idx]), dtype=torch.float32))
         optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.errors import BadInputError, FingerprintMismatchError
+from tagcons.errors import FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import load_head
-from tagcons.heads.join import cache_strip_hash, describe_missing, join_pairs, open_cache
+from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ def predict(config: PredictConfig) -> PredictResult:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table = load_pairs(config.data, columns, strip_hash, require_labels=False)
         joined = join_pairs(cache, table, run_config.get("features", "concat"))
-    if joined.n_missing:
-        _report_missing(joined, table, config, run_config, strip_hash)
+    report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
     proba, pred = head.predict_proba(joined.features), head.predict(joined.features)
@@ -93,11 +92,3 @@ def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> 
     if strip_hash:
         parts.append("--strip-hash")
     return shlex.join(parts)
-
-
-def _report_missing(joined, table, config: PredictConfig, run_config: dict, strip_hash: bool) -> None:
-    hint = f"; add them with: {embed_command(config, run_config, strip_hash)}"
-    message = describe_missing(joined, len(table)) + hint
-    if not joined.present.any():
-        raise BadInputError(f"{config.data}: {message}")
-    log.warning("%s: %s", table.source, message)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import Head, check_labels, one_hot
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
 
 K = len(LABELS)
 STUDY_FIXED_CUTS = (0.2, 0.4, 0.6, 0.8)  # the study's fixed 0.2-interval similarity -> score mapping

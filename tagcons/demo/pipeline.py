@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tagcons.data.demo import DemoConfig, make_demo_set
+from tagcons.demo.dataset import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
 from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
 
