@@ -16,11 +16,11 @@ import click
 
 from tagcons import __version__
 from tagcons.errors import BadInputError, StrictFailure
+from tagcons.heads.registry import head_names
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
-# The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
-HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm")
+ALL_HEADS = "all"
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -38,11 +38,14 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _quiet_third_party() -> None:
-    """transformers' own progress bars and advice would drown ours."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    """transformers' own progress bars and advice would drown ours; set through the environment, which
+    transformers reads when (and only if) a command imports it."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:  # already imported (the library used in-process): set it directly
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
 
 def pair_columns(command):
@@ -193,8 +196,17 @@ def _parse_value(raw: str):
 @cli.command("fit-head")
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
-@click.option("--head", required=True, type=click.Choice(HEAD_NAMES))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option(
+    "--head",
+    "heads",
+    required=True,
+    multiple=True,
+    type=click.Choice([*head_names(), ALL_HEADS]),
+    help="Repeatable, or 'all': several heads share one cache join, one run each under --out/<head>.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Run directory (the parent of runs with heads)."
+)
 @click.option(
     "--split",
     type=click.Choice(["images", "pairs"]),
@@ -217,15 +229,29 @@ def _parse_value(raw: str):
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @pair_columns
 def fit_head_command(
-    cache_path, data, head, out, split, cv, features, seed, objective, params, overwrite, image_col, text_col, label_col
+    cache_path,
+    data,
+    heads,
+    out,
+    split,
+    cv,
+    features,
+    seed,
+    objective,
+    params,
+    overwrite,
+    image_col,
+    text_col,
+    label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
-    from tagcons.heads import FitHeadConfig, fit_head
+    from tagcons.heads import FitHeadConfig, fit_head, fit_heads
 
+    heads = _expand_heads(heads)
     config = FitHeadConfig(
         cache=cache_path,
         data=data,
-        head=head,
+        head=heads[0],
         out=out,
         split=split,
         cv=cv,
@@ -237,8 +263,26 @@ def fit_head_command(
         columns=_columns(image_col, text_col, label_col),
         progress=_progress(),
     )
-    result = fit_head(config)
-    click.echo(_headline(result.run_dir, result.metrics))
+    if len(heads) == 1:
+        result = fit_head(config)
+        click.echo(_headline(result.run_dir, result.metrics))
+        return
+    results = fit_heads(config, heads)
+    for result in results:
+        click.echo(_headline(result.run_dir, result.metrics))
+    _echo_comparison([result.run_dir for result in results])
+
+
+def _expand_heads(heads: tuple[str, ...]) -> list[str]:
+    """--head all means every registered head; repeats are fitted once."""
+    names = head_names() if ALL_HEADS in heads else heads
+    return list(dict.fromkeys(names))
+
+
+def _echo_comparison(run_dirs: list[Path]) -> None:
+    from tagcons.evaluate.compare import compare_runs, render_markdown
+
+    click.echo(render_markdown(compare_runs(run_dirs)))
 
 
 def _headline(run_dir: Path, metrics: dict) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from tagcons.data.images import files_sha256
-from tagcons.embed.tiny import build_tiny
 from tagcons.errors import BackboneUnavailableError, first_line
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,12 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
+def _build_tiny() -> tuple:
+    from tagcons.embed.tiny import build_tiny  # torch and transformers: only when the model is built
+
+    return build_tiny()
+
+
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     BACKBONES[spec.name] = spec
     return spec
@@ -43,7 +48,7 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
 register_backbone(BackboneSpec("clip", "openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 (the study's CLIP)"))
 register_backbone(BackboneSpec("koclip", "Bingsu/clip-vit-large-patch14-ko", "KoCLIP ViT-L/14 (the study's KoCLIP)"))
 register_backbone(
-    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", build_tiny)
+    BackboneSpec("tiny", "tagcons/tiny-clip", "small random CLIP built offline (demo, tests)", _build_tiny)
 )
 
 

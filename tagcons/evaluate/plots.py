@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
@@ -21,7 +17,7 @@ def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "") -> 
     counts = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), labels=list(LABELS))
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(5, 4.4))
+    fig, ax = _pyplot().subplots(figsize=(5, 4.4))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(len(LABELS)):
         for j in range(len(LABELS)):
@@ -41,7 +37,7 @@ def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "") -> 
 
 def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Path:
     """Losses on the left axis, validation metrics on the right; any subset of CURVE_KEYS."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(9, 3.6))
     for key in ("train_loss", "val_loss"):
         if history.get(key):
             left.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
@@ -60,5 +56,15 @@ def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (it costs ~0.5 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -33,6 +33,10 @@ class Head(BaseEstimator):
     def predict(self, X) -> np.ndarray:
         return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
 
+    def extra_test_metrics(self, X, y) -> dict:
+        """Head-specific comparisons reported beside the test metrics (none by default)."""
+        return {}
+
     def _state(self, run_dir: Path) -> dict:
         """Write data files into run_dir; return the small JSON-able learned values."""
         raise NotImplementedError

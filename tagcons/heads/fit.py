@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,9 @@ from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majorit
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
 from tagcons.heads.base import Head
-from tagcons.heads.features import PairFeatures, check_kind, cosine_of
+from tagcons.heads.features import PairFeatures, check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
-from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -68,8 +68,44 @@ class _Data:
 
 def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
-    run_dir = _check_out(Path(config.out), config.overwrite)
-    data, provenance, n_excluded = _load(config)
+    _check_out(Path(config.out), config.overwrite)
+    return _fit_loaded(config, *_load(config))
+
+
+def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
+    """Several heads on one join of the cache: one run per head in ``config.out/<head>``.
+
+    ``objective`` and ``head_params`` go to the heads that have them (an error if none has one).
+    """
+    _check_settings_apply(config, heads)
+    configs = [_config_for(config, name) for name in heads]
+    for each in configs:
+        _check_config(each)
+        _check_out(Path(each.out), each.overwrite)
+    loaded = _load(config)
+    return [_fit_loaded(each, *loaded) for each in configs]
+
+
+def _check_settings_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
+    classes = [get_head_class(name) for name in heads]
+    for key in config.head_params:
+        if not any(key in cls._get_param_names() for cls in classes):
+            raise BadInputError(f"--param {key}: none of the heads {', '.join(heads)} has this setting")
+    if config.objective and not any(config.objective in cls.OBJECTIVES for cls in classes):
+        raise BadInputError(f"--objective {config.objective} applies to none of the heads {', '.join(heads)}")
+
+
+def _config_for(config: FitHeadConfig, name: str) -> FitHeadConfig:
+    cls = get_head_class(name)
+    accepted = set(cls._get_param_names())
+    objective = config.objective if config.objective in cls.OBJECTIVES else None
+    params = {k: v for k, v in config.head_params.items() if k in accepted}
+    out = Path(config.out) / name
+    return dataclasses.replace(config, head=name, out=out, objective=objective, head_params=params)
+
+
+def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict, n_excluded: int) -> FitResult:
+    run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.cv:
         metrics, head = _cross_validate(config, data, run_dir, n_excluded)
@@ -132,15 +168,9 @@ def _holdout(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int)
         "n_excluded": n_excluded,
         "baseline": majority_baseline(data.y[train], data.y[test]),
     }
-    if config.head == "threshold":
-        extra["study_fixed_interval"] = _fixed_interval(X_test, data.y[test])
+    extra.update(head.extra_test_metrics(X_test, data.y[test]))
     metrics = write_evaluation(run_dir, data.table.subset(test), pred, proba, extra, title=_title(config))
     return metrics, head
-
-
-def _fixed_interval(X: PairFeatures, y: np.ndarray) -> dict:
-    """The study's mapping: cosine in [0, 0.2) -> 1, [0.2, 0.4) -> 2, ... [0.8, 1] -> 5."""
-    return compute_metrics(y, scores_from_cuts(cosine_of(X), STUDY_FIXED_CUTS))
 
 
 def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads.base import Head, check_labels, one_hot
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import register_head
@@ -141,6 +142,10 @@ class ThresholdHead(Head):
 
     def predict_proba(self, X) -> np.ndarray:
         return one_hot(self.predict(X))
+
+    def extra_test_metrics(self, X, y) -> dict:
+        """The study's mapping on the same test rows: cosine in [0, 0.2) -> 1, [0.2, 0.4) -> 2, ... [0.8, 1] -> 5."""
+        return {"study_fixed_interval": compute_metrics(y, scores_from_cuts(cosine_of(X), STUDY_FIXED_CUTS))}
 
     def _state(self, run_dir: Path) -> dict:
         return {"thresholds": [float(t) for t in self.thresholds_], "train_objective": float(self.train_objective_)}

@@ -1,4 +1,5 @@
-"""`predict`: score a pairs file with a saved fit-head run.
+"""`predict`: score a pairs file with a saved fit-head run (the `tagcons predict` command; module `scoring`
+so the function `tagcons.heads.predict` and a module of the same name never shadow each other).
 
 The cache must carry the fingerprint the run was trained on (other features would give silent
 nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
