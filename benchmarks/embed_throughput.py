@@ -98,14 +98,7 @@ def build_checkpoint(name: str, directory: Path) -> Path:
 
 def build_inputs(directory: Path) -> tuple[Path, Path, dict]:
     """Pairs CSV + 1080x1080 images in the reference table's structure."""
-    import pandas as pd
-
-    if REFERENCE.is_file():
-        frame = pd.read_csv(REFERENCE, encoding="utf-8-sig")[["Image Filename", "Hashtag", "Score"]]
-        source = "reference table"
-    else:
-        frame = _synthetic_table()
-        source = "synthetic table of the reference's shape"
+    frame, source = study_table()
     images = directory / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -123,6 +116,15 @@ def build_inputs(directory: Path) -> tuple[Path, Path, dict]:
         image_formats=sorted({Path(k).suffix for k in keys}),
     )
     return pairs, images, facts
+
+
+def study_table():
+    """(pairs frame, where it came from): the reference table when it lies beside the project, else one of its shape."""
+    import pandas as pd
+
+    if REFERENCE.is_file():
+        return pd.read_csv(REFERENCE, encoding="utf-8-sig")[["Image Filename", "Hashtag", "Score"]], "reference table"
+    return _synthetic_table(), "synthetic table of the reference's shape"
 
 
 def _synthetic_table():

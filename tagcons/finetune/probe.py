@@ -69,9 +69,9 @@ def load_init_head(model: FinetuneModel, run_dir: str | Path) -> str:
 
     head = load_head(run_dir)
     dim = model.head.net[0].in_features
-    if head.name == "mlp":
+    if head.init_kind == "network":
         _copy_mlp(model, head, dim, run_dir)
-    elif head.name == "logreg":
+    elif head.init_kind == "linear":
         model.head.load_linear(*_logreg_linear(head, dim, run_dir))
     else:
         raise BadInputError(

@@ -29,6 +29,9 @@ class Head(BaseEstimator):
 
     name = "head"
     OBJECTIVES: tuple[str, ...] = ()
+    # What a fine-tuning head can start from (`finetune --init-head`): "linear" (coef_, intercept_,
+    # mean_, scale_), "network" (model_ with the fine-tuning head's layout) or None.
+    init_kind: str | None = None
 
     def predict(self, X) -> np.ndarray:
         return CLASSES[np.argmax(self.predict_proba(X), axis=1)]

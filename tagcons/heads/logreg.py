@@ -29,6 +29,8 @@ STREAM_CHUNK = 8192
 
 @register_head("logreg")
 class LogregHead(Head):
+    init_kind = "linear"
+
     def __init__(
         self,
         C=None,

@@ -64,6 +64,8 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 @register_head("mlp")
 class MLPHead(Head):
+    init_kind = "network"
+
     def __init__(
         self,
         recipe="paper",
