@@ -85,7 +85,8 @@ def _shard(_ctx, _param, value):
 @click.version_option(__version__, prog_name="tagcons")
 @click.option("-v", "--verbose", count=True, help="More detail (-v debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def cli(verbose: int, quiet: bool) -> None:
+@click.option("--progress", is_flag=True, help="Progress bars even when stderr is not a terminal.")
+def cli(verbose: int, quiet: bool, progress: bool) -> None:
     """Score how well a hashtag fits an image (1-5) with CLIP-family models: embed once, fit many."""
     _configure_logging(-1 if quiet else verbose)
 
@@ -292,8 +293,10 @@ def _headline(run_dir: Path, metrics: dict) -> str:
 
 
 def _progress() -> bool:
-    """Progress bars unless --quiet."""
-    return logging.getLogger("tagcons").level <= logging.INFO
+    """Progress bars when --progress, else when stderr is a terminal (a log file gets no bar frames) and not --quiet."""
+    if click.get_current_context().find_root().params.get("progress"):
+        return True
+    return sys.stderr.isatty() and logging.getLogger("tagcons").level <= logging.INFO
 
 
 @cli.command("predict")

@@ -67,3 +67,14 @@ def test_many_heads_in_one_process_share_one_join_and_print_the_table(files, cap
     assert sorted(p.name for p in out.iterdir()) == ["logreg", "threshold"]
     assert all((out / head / "metrics.json").is_file() for head in ("logreg", "threshold"))
     assert "| threshold" in stdout and "| logreg" in stdout  # the compare table
+
+
+def test_progress_bars_only_on_a_terminal_or_when_forced(files, capsys):
+    from test_cli import run_cli
+
+    args = ["fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", "mlp"]
+    args += ["--param", "max_epochs=2", "--param", "patience=0"]
+    code, _, logged = run_cli([*args, "--out", files["root"] / "mlp_log"], capsys)  # stderr here is not a terminal
+    assert code == 0 and "\r" not in logged and "mlp epochs" not in logged
+    code, _, forced = run_cli(["--progress", *args, "--out", files["root"] / "mlp_bar"], capsys)
+    assert code == 0 and "mlp epochs" in forced
