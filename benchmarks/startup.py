@@ -10,7 +10,9 @@ of its shape) with small placeholder images, embedded once with the `tiny` backb
   (target: the one process <= the four separate ones minus three start-ups)
 
 Each command runs in a fresh interpreter (`python -m tagcons`), timed from spawn to exit; the median
-of --repeats runs is reported. Results go to benchmarks/results/startup.json.
+of --repeats runs is reported. The CPU seconds (user + system) of the same processes are saved beside
+the wall times: on a shared machine they move far less with other people's load.
+Results go to benchmarks/results/startup.json.
 
     python benchmarks/startup.py
     python benchmarks/startup.py --repeats 1
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,12 +41,19 @@ HEADS = ("threshold", "logreg", "mlp", "lgbm")
 TARGETS_S = {"fit_head_threshold": 2.5, "embed_noop": 3.0, "help": 0.5}
 
 
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
 def tagcons(*args) -> float:
-    """Seconds one `tagcons ARGS` process takes; raises if it fails."""
+    """Wall seconds one `tagcons ARGS` process takes (its CPU seconds go to CPU_SECONDS); raises if it fails."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "tagcons", *map(str, args)], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    name = next((a for a in args if a in ("--help", "embed", "fit-head")), "?")
+    CPU_SECONDS.setdefault(name, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if done.returncode != 0:
         raise RuntimeError(f"tagcons {' '.join(map(str, args))} failed:\n{done.stderr}")
     return seconds
@@ -83,7 +93,8 @@ def measure(directory: Path, repeats: int) -> dict:
     times["four_heads_one_process"] = tagcons(*fit, *grid, "--out", directory / "together")
     times["four_heads_separate"] = separate
     times["four_heads_separate_sum"] = sum(separate.values())
-    return {"data": source, "n_pairs": len(study_table()[0]), "seconds": times}
+    cpu = {name: [round(v, 3) for v in values] for name, values in CPU_SECONDS.items()}
+    return {"data": source, "n_pairs": len(study_table()[0]), "seconds": times, "cpu_seconds_per_process": cpu}
 
 
 def verdicts(seconds: dict) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 from tagcons.errors import BadInputError
 
 NO_LABEL = -1
+MAX_SCORE = 126  # labels are stored as int8 beside NO_LABEL
 AUTO = "auto"
 _RANGE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
@@ -27,8 +28,10 @@ class ScoreScale:
     high: int = 5
 
     def __post_init__(self) -> None:
-        if self.low < 0 or self.high <= self.low:
-            raise BadInputError(f"score scale {self.low}-{self.high}: use LOW-HIGH with 0 <= LOW < HIGH, e.g. 1-5")
+        if self.low < 0 or self.high <= self.low or self.high > MAX_SCORE:
+            raise BadInputError(
+                f"score scale {self.low}-{self.high}: use LOW-HIGH with 0 <= LOW < HIGH <= {MAX_SCORE}, e.g. 1-5"
+            )
 
     @property
     def labels(self) -> tuple[int, ...]:

@@ -12,21 +12,21 @@ from tagcons.labels import LABELS
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
 
 
-def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "") -> Path:
-    """Counts in the cells, colour by row-normalised share (recall per true score); labels 1-5."""
-    counts = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), labels=list(LABELS))
+def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "", labels=LABELS) -> Path:
+    """Counts in the cells, colour by row-normalised share (recall per true score); one row per label."""
+    counts = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), labels=list(labels))
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     fig, ax = _pyplot().subplots(figsize=(5, 4.4))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    for i in range(len(LABELS)):
-        for j in range(len(LABELS)):
+    for i in range(len(labels)):
+        for j in range(len(labels)):
             ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
     ax.set(
-        xticks=range(5),
-        yticks=range(5),
-        xticklabels=LABELS,
-        yticklabels=LABELS,
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
         xlabel="predicted score",
         ylabel="true score",
         title=title or "confusion matrix",

@@ -75,16 +75,16 @@ def write_config(run_dir: str | Path, settings: dict, fingerprint: str | None = 
     return write_json(run_dir / CONFIG_FILE, {**settings, "cache_fingerprint": fingerprint, "versions": versions()})
 
 
-def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None) -> pd.DataFrame:
-    """image, text, [true], pred, expected (sum of k * p_k), p1..p5; one row per pair of ``table``."""
+def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None, labels=LABELS) -> pd.DataFrame:
+    """image, text, [true], pred, expected (sum of k * p_k), p{k} per label k; one row per pair of ``table``."""
     frame = pd.DataFrame({"image": table.images, "text": table.texts})
     if y_true is not None:
         frame["true"] = np.asarray(y_true).astype(int)
     frame["pred"] = np.asarray(y_pred).astype(int)
     if proba is not None:
         proba = np.asarray(proba, dtype=float)
-        frame["expected"] = proba @ np.asarray(LABELS, dtype=float)
-        for i, k in enumerate(LABELS):
+        frame["expected"] = proba @ np.asarray(labels, dtype=float)
+        for i, k in enumerate(labels):
             frame[f"p{k}"] = proba[:, i]
     return frame
 
@@ -96,6 +96,7 @@ def write_evaluation(
     proba=None,
     extra_metrics: dict | None = None,
     title: str = "",
+    labels=LABELS,
 ) -> dict:
     """Score predictions on ``table_test`` (which has labels) and write metrics, predictions, confusion PNG.
 
@@ -105,9 +106,9 @@ def write_evaluation(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     y_true = table_test.labels.astype(int)
-    metrics = {**(extra_metrics or {}), **compute_metrics(y_true, y_pred, proba), "n_test": int(len(y_true))}
+    metrics = {**(extra_metrics or {}), **compute_metrics(y_true, y_pred, proba, labels), "n_test": int(len(y_true))}
     metrics.setdefault("n_train", None)
     write_json(run_dir / METRICS_FILE, metrics)
-    predictions_frame(table_test, y_pred, proba, y_true).to_csv(run_dir / PREDICTIONS_FILE, index=False)
-    plot_confusion_matrix(y_true, y_pred, run_dir / CONFUSION_FILE, title=title)
+    predictions_frame(table_test, y_pred, proba, y_true, labels).to_csv(run_dir / PREDICTIONS_FILE, index=False)
+    plot_confusion_matrix(y_true, y_pred, run_dir / CONFUSION_FILE, title=title, labels=labels)
     return _jsonable(metrics)

@@ -1,8 +1,10 @@
-"""Common behaviour of heads: scikit-learn estimator rules, fixed 1-5 classes, pickle-free persistence.
+"""Common behaviour of heads: scikit-learn estimator rules, classes learned from y, pickle-free persistence.
 
 A head's ``fit(X, y, groups=None)`` takes features X (a numpy array or a `PairFeatures`, which
-builds rows on demand), integer scores y in 1..5 and optionally the image of each row, so inner
-validation splits can be grouped by image. Saved state is ``head.json`` (name, hyperparameters,
+builds rows on demand), integer scores y (any ordered integers: ``classes_`` are the sorted scores
+seen, as in any scikit-learn classifier) and optionally the image of each row, so inner validation
+splits can be grouped by image. ``predict_proba`` has one column per ``classes_``; `on_scale`
+spreads it over a run's whole score scale. Saved state is ``head.json`` (name, hyperparameters,
 small learned values) plus at most one data file per head (npz, safetensors or LightGBM text);
 loading never executes code from the run directory.
 """
@@ -13,7 +15,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from tagcons.errors import BadInputError
 from tagcons.heads.registry import get_head_class
@@ -21,10 +24,9 @@ from tagcons.labels import LABELS
 
 HEAD_FILE = "head.json"
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
-CLASSES = np.asarray(LABELS)
 
 
-class Head(BaseEstimator):
+class Head(ClassifierMixin, BaseEstimator):
     """Base class; subclasses implement fit, predict_proba, _state and _restore."""
 
     name = "head"
@@ -34,7 +36,8 @@ class Head(BaseEstimator):
     init_kind: str | None = None
 
     def predict(self, X) -> np.ndarray:
-        return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def extra_test_metrics(self, X, y) -> dict:
         """Head-specific comparisons reported beside the test metrics (none by default)."""
@@ -50,7 +53,12 @@ class Head(BaseEstimator):
     def save(self, run_dir: str | Path) -> Path:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        payload = {"head": self.name, "params": self.get_params(), "state": self._state(run_dir)}
+        payload = {
+            "head": self.name,
+            "params": self.get_params(),
+            "classes": [int(c) for c in self.classes_],
+            "state": self._state(run_dir),
+        }
         path = run_dir / HEAD_FILE
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         return path
@@ -65,23 +73,24 @@ def load_head(run_dir: str | Path) -> Head:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         head = get_head_class(payload["head"])(**payload["params"])
+        head.classes_ = np.asarray(payload.get("classes", LABELS))  # runs saved before classes_ were 1-5
         head._restore(run_dir, payload["state"])
     except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
         raise BadInputError(f"{path}: cannot be read as a saved head ({e}); refit the run") from e
     return head
 
 
-def full_proba(proba: np.ndarray, classes) -> np.ndarray:
-    """Spread columns for ``classes`` (a subset of 1..5 seen in training) into 5 columns."""
-    out = np.zeros((len(proba), len(LABELS)), dtype=np.float64)
-    out[:, np.asarray(classes).astype(int) - 1] = proba
+def on_scale(proba: np.ndarray, classes, labels=LABELS) -> np.ndarray:
+    """Spread columns for ``classes`` (the scores a head saw in training) over every score in ``labels``."""
+    out = np.zeros((len(proba), len(labels)), dtype=np.float64)
+    out[:, np.searchsorted(np.asarray(labels), np.asarray(classes))] = proba
     return out
 
 
-def one_hot(pred: np.ndarray) -> np.ndarray:
-    """Probabilities for heads that only rank: all mass on the predicted score."""
-    out = np.zeros((len(pred), len(LABELS)), dtype=np.float64)
-    out[np.arange(len(pred)), np.asarray(pred).astype(int) - 1] = 1.0
+def one_hot(pred: np.ndarray, classes) -> np.ndarray:
+    """Probabilities for heads that only rank: all mass on the predicted class."""
+    out = np.zeros((len(pred), len(classes)), dtype=np.float64)
+    out[np.arange(len(pred)), np.searchsorted(np.asarray(classes), np.asarray(pred))] = 1.0
     return out
 
 
@@ -93,11 +102,13 @@ def chunked(fn, X, chunk: int = PREDICT_CHUNK) -> np.ndarray:
 
 
 def check_labels(y) -> np.ndarray:
-    y = np.asarray(y).astype(int)
+    """Integer scores with at least two distinct values (the scale itself is checked when pairs load)."""
+    y = np.asarray(y)
     if len(y) == 0:
         raise BadInputError("no training rows: the training part is empty")
-    if y.min() < LABELS[0] or y.max() > LABELS[-1]:
-        raise BadInputError(f"training labels must be scores 1-5; found {sorted(set(y.tolist()))}")
+    if not np.all(np.equal(np.mod(y, 1), 0)):
+        raise ValueError(f"scores must be integers; found {sorted(set(y.tolist()))[:5]}")
+    y = y.astype(int)
     if len(np.unique(y)) < 2:
         raise BadInputError(f"the training part holds only score {y[0]}; a head needs at least two scores")
     return y

@@ -22,10 +22,11 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
-from tagcons.heads.base import Head
+from tagcons.heads.base import Head, on_scale
 from tagcons.heads.features import PairFeatures, check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
+from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -44,6 +45,7 @@ class FitHeadConfig:
     objective: str | None = None  # threshold: macro_f1|qwk; lgbm: multiclass|regression
     test_size: float = 0.2
     columns: PairColumns = field(default_factory=PairColumns)
+    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
     overwrite: bool = False
@@ -138,7 +140,7 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
 def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table = load_pairs(config.data, config.columns, strip_hash, require_labels=True)
+        table = load_pairs(config.data, config.columns, strip_hash, require_labels=True, scale=config.scale)
         joined = join_pairs(cache, table, config.features)
         provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
     report_missing(joined, table, f"; add them with: tagcons embed --data {config.data} --out {config.cache} ...")
@@ -162,33 +164,37 @@ def _holdout(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int)
     train, test = train_test_split_indices(data.y, data.table.images, config.split, config.test_size, config.seed)
     head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
     X_test = data.X.subset(test)
-    proba, pred = head.predict_proba(X_test), head.predict(X_test)
+    labels = data.table.scale.labels
+    proba, pred = _scale_proba(head, X_test, labels), head.predict(X_test)
     extra = {
         "n_train": len(train),
         "n_excluded": n_excluded,
-        "baseline": majority_baseline(data.y[train], data.y[test]),
+        "baseline": majority_baseline(data.y[train], data.y[test], labels),
     }
     extra.update(head.extra_test_metrics(X_test, data.y[test]))
-    metrics = write_evaluation(run_dir, data.table.subset(test), pred, proba, extra, title=_title(config))
+    metrics = write_evaluation(
+        run_dir, data.table.subset(test), pred, proba, extra, title=_title(config), labels=labels
+    )
     return metrics, head
 
 
 def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:
     folds = cv_fold_indices(data.y, data.table.images, config.split, config.cv, config.seed)
     outcomes, baseline_preds = [], []
+    labels = data.table.scale.labels
     for train, test in folds:
         head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
         X_test = data.X.subset(test)
-        outcomes.append((data.y[test], head.predict(X_test), head.predict_proba(X_test)))
-        baseline_preds.append(np.full(len(test), majority_label(data.y[train])))
-    pooled, per_fold = pooled_and_per_fold(outcomes)
+        outcomes.append((data.y[test], head.predict(X_test), _scale_proba(head, X_test, labels)))
+        baseline_preds.append(np.full(len(test), majority_label(data.y[train], labels)))
+    pooled, per_fold = pooled_and_per_fold(outcomes, labels)
     order = np.concatenate([test for _, test in folds])
     extra = {
         "cv": config.cv,
         "per_fold": per_fold,
         "n_excluded": n_excluded,
         "n_train": int(np.mean([len(train) for train, _ in folds])),  # mean training rows per fold
-        "baseline": compute_metrics(data.y[order], np.concatenate(baseline_preds)),
+        "baseline": compute_metrics(data.y[order], np.concatenate(baseline_preds), labels=labels),
     }
     metrics = write_evaluation(
         run_dir,
@@ -197,10 +203,16 @@ def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_exclude
         np.concatenate([o[2] for o in outcomes]),
         extra,
         title=_title(config) + f", {config.cv}-fold",
+        labels=labels,
     )
     log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
     final = _new_head(config).fit(data.X, data.y, data.groups)
     return metrics, final
+
+
+def _scale_proba(head: Head, X, labels) -> np.ndarray:
+    """The head's probabilities with one column per score of the scale (zeros for scores it never saw)."""
+    return on_scale(head.predict_proba(X), head.classes_, labels)
 
 
 def _title(config: FitHeadConfig) -> str:
@@ -211,6 +223,7 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
     settings = dataclasses.asdict(config)
     settings.update(
         kind="fit-head",
+        scale=str(data.table.scale),
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
         head_params_resolved=head.get_params(),

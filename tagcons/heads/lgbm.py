@@ -14,12 +14,13 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from tagcons.data.splits import validation_indices
 from tagcons.heads.base import Head, check_labels, one_hot
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
-from tagcons.labels import LABELS, class_weights
+from tagcons.labels import class_weights
 from tagcons.runtime import auto_threads
 
 MODEL_FILE = "lgbm.txt"
@@ -76,16 +77,20 @@ class LGBMHead(Head):
             verbosity=-1,
         )
         if self.objective == "multiclass":
-            return {**params, "objective": "multiclass", "num_class": len(LABELS), "metric": "multi_logloss"}
+            return {**params, "objective": "multiclass", "num_class": len(self.classes_), "metric": "multi_logloss"}
         return {**params, "objective": "regression", "metric": "l2"}
 
     def fit(self, X, y, groups=None):
         y = check_labels(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        codes = codes.reshape(-1)
         X = np.asarray(X, dtype=np.float32)
         kind = "images" if groups is not None else "pairs"
         fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
-        target = y - 1 if self.objective == "multiclass" else y.astype(np.float64)
-        weight = class_weights(y[fit_idx])[y - 1] if self.objective == "multiclass" else None
+        target = codes if self.objective == "multiclass" else y.astype(np.float64)
+        weight = (
+            class_weights(codes[fit_idx], range(len(self.classes_)))[codes] if self.objective == "multiclass" else None
+        )
         train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
         valid = lgb.Dataset(
             X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train
@@ -110,12 +115,16 @@ class LGBMHead(Head):
         )
 
     def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
         raw = self._raw(X)
-        return one_hot(scores_from_cuts(raw, self.cuts_)) if self.objective == "regression" else raw
+        if self.objective == "regression":
+            return one_hot(scores_from_cuts(raw, self.cuts_, self.classes_), self.classes_)
+        return raw.reshape(len(raw), -1)
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
         if self.objective == "regression":
-            return scores_from_cuts(self._raw(X), self.cuts_)
+            return scores_from_cuts(self._raw(X), self.cuts_, self.classes_)
         return super().predict(X)
 
     def _state(self, run_dir: Path) -> dict:

@@ -18,9 +18,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 from tagcons.data.splits import cv_fold_indices
-from tagcons.heads.base import CLASSES, Head, check_labels, chunked, full_proba
+from tagcons.heads.base import Head, check_labels, chunked
 from tagcons.heads.registry import register_head
 from tagcons.runtime import auto_threads, limited_threads
 
@@ -102,7 +103,7 @@ class LogregHead(Head):
             order = rng.permutation(len(y))
             for start in range(0, len(y), STREAM_CHUNK):
                 batch = np.sort(order[start : start + STREAM_CHUNK])
-                model.partial_fit(scaler.transform(X[batch]), y[batch], classes=CLASSES)
+                model.partial_fit(scaler.transform(X[batch]), y[batch], classes=np.unique(y))
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=False)
 
     def _set(self, mean, scale, coef, intercept, classes, multinomial):
@@ -111,18 +112,21 @@ class LogregHead(Head):
         self.classes_, self.multinomial_ = np.asarray(classes).astype(int), bool(multinomial)
 
     def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         block = (block - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         logits = block @ self.coef_.T.astype(np.float32) + self.intercept_
+        if logits.shape[1] == 1:  # two classes: one logit for the second
+            return np.hstack([1.0 - expit(logits), expit(logits)])
         if self.multinomial_:
             proba = softmax(logits, axis=1)
         else:  # one-vs-rest, normalised as SGDClassifier.predict_proba does
             proba = expit(logits)
             proba /= np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
-        return full_proba(proba, self.classes_)
+        return proba
 
     def _state(self, run_dir: Path) -> dict:
         np.savez(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from tagcons.data.splits import validation_indices
@@ -50,8 +51,8 @@ def _rows_source(X):
     return lambda rows: torch.from_numpy(np.asarray(X[rows], dtype=np.float32))
 
 
-def build_mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(LABELS)))
+def build_mlp(in_dim: int, hidden: int, dropout: float, n_classes: int = len(LABELS)) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
 
 def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -107,19 +108,23 @@ class MLPHead(Head):
 
     def fit(self, X, y, groups=None):
         y = check_labels(y)
+        self.classes_ = np.unique(y)
+        codes = np.searchsorted(self.classes_, y)  # class index 0..K-1 of each row
         self.settings_ = self.settings()
         kind = "images" if groups is not None else "pairs"
         fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
         self.in_dim_ = int(X.shape[1])
         with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
             torch.manual_seed(self.seed)
-            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
-            self._train(_rows_source(X), y, fit_idx, val_idx)
+            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout, len(self.classes_))
+            self._train(_rows_source(X), codes, fit_idx, val_idx)
         return self
 
     def _train(self, X, y, fit_idx, val_idx):
+        """``y`` holds class indices 0..K-1."""
         s = self.settings_
-        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(class_weights(y[fit_idx]), dtype=torch.float32))
+        weights = class_weights(y[fit_idx], range(len(self.classes_)))
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
         optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)
@@ -149,7 +154,7 @@ class MLPHead(Head):
     def _epoch(self, X, y, order, loss_fn, optimiser) -> float:
         self.model_.train()
         total, size = 0.0, self.settings_["batch_size"]
-        targets = torch.from_numpy(y - 1).long()
+        targets = torch.from_numpy(y).long()
         for start in range(0, len(order), size):
             batch = order[start : start + size]
             loss = loss_fn(self.model_(X(batch)), targets[batch])
@@ -161,8 +166,8 @@ class MLPHead(Head):
 
     def _validate(self, X, y, val_idx, loss_fn) -> float:
         logits = torch.from_numpy(self._logits(X, val_idx))
-        loss = float(loss_fn(logits, torch.from_numpy(y[val_idx] - 1).long()))
-        scores = quick_scores(y[val_idx], logits.argmax(dim=1).numpy() + 1)
+        loss = float(loss_fn(logits, torch.from_numpy(y[val_idx]).long()))
+        scores = quick_scores(y[val_idx], logits.argmax(dim=1).numpy(), labels=range(len(self.classes_)))
         self.history_["val_loss"].append(loss)
         for name, value in scores.items():
             self.history_[f"val_{name}"].append(value)
@@ -174,9 +179,10 @@ class MLPHead(Head):
         with torch.no_grad():
             for start in range(0, len(rows), EVAL_BATCH):
                 out.append(self.model_(X(rows[start : start + EVAL_BATCH])).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 
@@ -201,6 +207,6 @@ class MLPHead(Head):
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.in_dim_, self.settings_ = state["in_dim"], state["settings"]
         self.best_epoch_, self.history_ = state["best_epoch"], state["history"]
-        self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout)
+        self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout, len(self.classes_))
         self.model_.load_state_dict(load_file(str(run_dir / "mlp.safetensors")))
         self.model_.eval()

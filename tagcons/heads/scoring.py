@@ -19,8 +19,9 @@ from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
-from tagcons.heads.base import load_head
+from tagcons.heads.base import load_head, on_scale
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.labels import scale_from_config
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,19 @@ def predict(config: PredictConfig) -> PredictResult:
         check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table = load_pairs(config.data, columns, strip_hash, require_labels=False)
+        scale = scale_from_config(run_config)
+        table = load_pairs(config.data, columns, strip_hash, require_labels=False, scale=scale)
         joined = join_pairs(cache, table, run_config.get("features", "concat"))
     report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
-    proba, pred = head.predict_proba(joined.features), head.predict(joined.features)
+    proba = on_scale(head.predict_proba(joined.features), head.classes_, scale.labels)
+    pred = head.predict(joined.features)
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    predictions_frame(table, pred, proba, y_true).to_csv(out, index=False)
-    metrics = compute_metrics(y_true, pred, proba) if y_true is not None else None
+    predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)
+    metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics)
 
 
