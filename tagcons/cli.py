@@ -17,6 +17,7 @@ import click
 from tagcons import __version__
 from tagcons.errors import BadInputError, StrictFailure
 from tagcons.heads.registry import head_names
+from tagcons.labels import DEFAULT_SCALE, parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
@@ -174,6 +175,15 @@ def cache_merge(cache_path):
     click.echo(f"{cache_path}: merged")
 
 
+def _scale(_ctx, _param, value: str) -> str:
+    """Check --scale early (a usage error, exit 2); the library resolves 'auto' from the labels."""
+    try:
+        parse_scale(value)
+    except BadInputError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 def _head_params(_ctx, _param, values):
     """--param key=value pairs; numbers become numbers, the rest stay strings."""
     params = {}
@@ -228,6 +238,13 @@ def _parse_value(raw: str):
     help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option(
+    "--scale",
+    default=str(DEFAULT_SCALE),
+    show_default=True,
+    callback=_scale,
+    help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range); recorded in the run.",
+)
 @pair_columns
 def fit_head_command(
     cache_path,
@@ -241,6 +258,7 @@ def fit_head_command(
     objective,
     params,
     overwrite,
+    scale,
     image_col,
     text_col,
     label_col,
@@ -262,6 +280,7 @@ def fit_head_command(
         head_params=params,
         overwrite=overwrite,
         columns=_columns(image_col, text_col, label_col),
+        scale=scale,
         progress=_progress(),
     )
     if len(heads) == 1:
