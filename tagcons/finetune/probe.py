@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from tagcons.errors import BadInputError
 from tagcons.finetune.model import N_CLASSES, FinetuneModel
+from tagcons.labels import LABELS
 
 log = logging.getLogger(__name__)
 ABSENT_CLASS_BIAS = -20.0  # a score the probe never saw: never predicted at the start
@@ -88,7 +89,13 @@ def _copy_mlp(model: FinetuneModel, head, dim: int, run_dir) -> None:
             f"--init-head {run_dir}: its mlp takes {head.in_dim_} features with {head.hidden} hidden units, "
             f"this backbone's head needs {dim} (concat features) and --hidden {model.head.net[0].out_features}"
         )
-    model.head.net.load_state_dict(head.model_.state_dict())
+    state, net = head.model_.state_dict(), model.head.net
+    net[0].load_state_dict({"weight": state["0.weight"], "bias": state["0.bias"]})
+    at = torch.as_tensor(head.classes_.astype(np.int64) - LABELS[0])  # the scores it saw, in the 1-5 head
+    with torch.no_grad():  # scores it never saw keep (almost) no probability, as a linear probe's do
+        net[3].weight.zero_()
+        net[3].bias.fill_(ABSENT_CLASS_BIAS)
+        net[3].weight[at], net[3].bias[at] = state["3.weight"], state["3.bias"]
 
 
 def _logreg_linear(head, dim: int, run_dir) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +106,7 @@ def _logreg_linear(head, dim: int, run_dir) -> tuple[torch.Tensor, torch.Tensor]
         )
     weight = torch.zeros(N_CLASSES, dim, dtype=torch.float64)
     bias = torch.full((N_CLASSES,), ABSENT_CLASS_BIAS, dtype=torch.float64)
-    at = torch.as_tensor(head.classes_.astype(np.int64) - 1)
+    at = torch.as_tensor(head.classes_.astype(np.int64) - LABELS[0])
     coef, intercept = torch.as_tensor(head.coef_), torch.as_tensor(head.intercept_)
     if len(at) == 2 and coef.shape[0] == 1:  # binary logistic regression: one row for the second class
         coef, intercept = (

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, column_or_1d
 
 from tagcons.errors import BadInputError
+from tagcons.heads.features import PairFeatures
 from tagcons.heads.registry import get_head_class
 from tagcons.labels import LABELS
 
@@ -38,6 +40,30 @@ class Head(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def _fit_input(self, X, y):
+        """scikit-learn's input rules for arrays (a `PairFeatures` table, built lazily, is taken as it is);
+        y must be integer scores of at least two classes."""
+        if isinstance(X, PairFeatures):
+            y = column_or_1d(y, warn=True)
+        else:
+            X, y = check_X_y(X, y, accept_sparse=False)
+        check_classification_targets(y)
+        self.n_features_in_ = int(X.shape[1])
+        return X, check_labels(y)
+
+    def _predict_input(self, X):
+        """Fitted, and X shaped like the training features."""
+        check_is_fitted(self)
+        if isinstance(X, PairFeatures):
+            return X
+        X = check_array(X, accept_sparse=False)
+        expected = getattr(self, "n_features_in_", X.shape[1])  # heads saved before it was recorded
+        if X.shape[1] != expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {expected} features as input"
+            )
+        return X
 
     def extra_test_metrics(self, X, y) -> dict:
         """Head-specific comparisons reported beside the test metrics (none by default)."""
@@ -110,5 +136,5 @@ def check_labels(y) -> np.ndarray:
         raise ValueError(f"scores must be integers; found {sorted(set(y.tolist()))[:5]}")
     y = y.astype(int)
     if len(np.unique(y)) < 2:
-        raise BadInputError(f"the training part holds only score {y[0]}; a head needs at least two scores")
+        raise BadInputError(f"the training part holds only score {y[0]} (one class); a head needs at least two scores")
     return y

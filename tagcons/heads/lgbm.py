@@ -14,10 +14,9 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from tagcons.data.splits import validation_indices
-from tagcons.heads.base import Head, check_labels, one_hot
+from tagcons.heads.base import Head, one_hot
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 from tagcons.labels import class_weights
@@ -81,7 +80,7 @@ class LGBMHead(Head):
         return {**params, "objective": "regression", "metric": "l2"}
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         codes = codes.reshape(-1)
         X = np.asarray(X, dtype=np.float32)
@@ -115,14 +114,14 @@ class LGBMHead(Head):
         )
 
     def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        X = self._predict_input(X)
         raw = self._raw(X)
         if self.objective == "regression":
             return one_hot(scores_from_cuts(raw, self.cuts_, self.classes_), self.classes_)
         return raw.reshape(len(raw), -1)
 
     def predict(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        X = self._predict_input(X)
         if self.objective == "regression":
             return scores_from_cuts(self._raw(X), self.cuts_, self.classes_)
         return super().predict(X)

@@ -18,10 +18,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
 from tagcons.data.splits import cv_fold_indices
-from tagcons.heads.base import Head, check_labels, chunked
+from tagcons.heads.base import Head, chunked
 from tagcons.heads.registry import register_head
 from tagcons.runtime import auto_threads, limited_threads
 
@@ -55,7 +54,7 @@ class LogregHead(Head):
         self.seed = seed
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
         with limited_threads(auto_threads(len(y), self.threads)):
             self.C_, self.cv_scores_ = (self.C, {}) if self.C is not None else self._search_C(X, y, groups)
             if _nbytes(X) <= self.max_dense_bytes:
@@ -92,6 +91,7 @@ class LogregHead(Head):
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
             model = self._lbfgs(self.C_).fit(scaler.transform(X), y)
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=True)
+        self.n_iter_ = model.n_iter_
 
     def _fit_streaming(self, X, y):
         scaler = StandardScaler()
@@ -105,6 +105,7 @@ class LogregHead(Head):
                 batch = np.sort(order[start : start + STREAM_CHUNK])
                 model.partial_fit(scaler.transform(X[batch]), y[batch], classes=np.unique(y))
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=False)
+        self.n_iter_ = np.atleast_1d(model.n_iter_)
 
     def _set(self, mean, scale, coef, intercept, classes, multinomial):
         self.mean_, self.scale_ = mean.astype(np.float64), scale.astype(np.float64)
@@ -112,7 +113,7 @@ class LogregHead(Head):
         self.classes_, self.multinomial_ = np.asarray(classes).astype(int), bool(multinomial)
 
     def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 

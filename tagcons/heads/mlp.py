@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import quick_scores
-from tagcons.heads.base import Head, check_labels, chunked
+from tagcons.heads.base import Head, chunked
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS, class_weights
 from tagcons.runtime import auto_threads, limited_threads
@@ -107,7 +106,7 @@ class MLPHead(Head):
         return {**MLP_RECIPES[self.recipe], **own}
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
         self.classes_ = np.unique(y)
         codes = np.searchsorted(self.classes_, y)  # class index 0..K-1 of each row
         self.settings_ = self.settings()
@@ -182,7 +181,7 @@ class MLPHead(Head):
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.heads.base import Head, check_labels, one_hot
+from tagcons.heads.base import Head, one_hot
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
@@ -136,13 +135,13 @@ class ThresholdHead(Head):
         self.n_grid = n_grid
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
         self.classes_ = np.unique(y)
         self.thresholds_, self.train_objective_ = search_cuts(cosine_of(X), y, self.objective, self.n_grid)
         return self
 
     def predict(self, X) -> np.ndarray:
-        check_is_fitted(self)
+        X = self._predict_input(X)
         return scores_from_cuts(cosine_of(X), self.thresholds_, self.classes_)
 
     def predict_proba(self, X) -> np.ndarray:
