@@ -401,6 +401,7 @@ FINETUNE_OPTIONS = [
     ("--wise-alpha", float, "Export (1-A)*zero-shot + A*fine-tuned weights (WiSE-FT) [1.0]."),
     ("--device", str, "auto, cpu, cuda or mps."),
     ("--workers", int, "DataLoader workers [2]."),
+    ("--scale", str, "Score scale LOW-HIGH or auto [1-5]."),
 ]
 FINETUNE_FLAGS = [
     ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),

@@ -13,6 +13,7 @@ from pathlib import Path
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import SPLIT_KINDS
 from tagcons.errors import BadInputError
+from tagcons.labels import DEFAULT_SCALE
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -68,6 +69,7 @@ class FinetuneConfig:
     text_col: str = PairColumns.text
     label_col: str = PairColumns.label
     strip_hash: bool = False
+    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     progress: bool = False
 
     @property

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from tagcons.distributed import DistContext
 from tagcons.finetune.config import FinetuneConfig
-from tagcons.finetune.model import N_CLASSES, FinetuneModel, param_groups
+from tagcons.finetune.model import FinetuneModel, param_groups
+from tagcons.labels import DEFAULT_SCALE
 
 
 @dataclass
@@ -153,7 +154,7 @@ def predict(
             out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         rows.append(batch["rows"].cpu().numpy())
         logits.append(out.float().cpu().numpy())
-    width = N_CLASSES if not logits else logits[0].shape[1]
+    width = logits[0].shape[1] if logits else _n_classes(model)
     mine = (
         np.concatenate(rows) if rows else np.zeros(0, np.int64),
         np.concatenate(logits) if logits else np.zeros((0, width), np.float32),
@@ -163,3 +164,9 @@ def predict(
     all_logits = np.concatenate([x for _, x in gathered])
     order = np.argsort(all_rows, kind="stable")
     return all_rows[order], all_logits[order]
+
+
+def _n_classes(model: nn.Module) -> int:
+    """Output width of a fine-tuning model (or the DDP wrapper around one) when a rank saw no rows."""
+    head = getattr(getattr(model, "module", model), "head", None)
+    return int(getattr(head, "n_classes", DEFAULT_SCALE.n_classes))

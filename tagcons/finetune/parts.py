@@ -46,7 +46,7 @@ class Parts:
 
 def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
     """Read and check the pairs, drop pairs whose image cannot be decoded, then split."""
-    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=True)
+    table = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
     check_image_keys(config.images, table.unique_images())
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)
     usable = table.subset(np.flatnonzero(~table.frame["image"].isin(list(failed)).to_numpy()))

@@ -33,7 +33,7 @@ from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
-from tagcons.labels import class_weights
+from tagcons.labels import AUTO, class_weights
 from tagcons.runtime import compute_threads
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     np.random.seed(config.seed)
     parts = load_parts(config, dist)
     backbone = load_backbone(config.backbone, config.revision)
-    model = FinetuneModel(backbone.model, config.hidden, config.dropout).to(dist.device)
+    model = FinetuneModel(backbone.model, config.hidden, config.dropout, parts.table.scale.n_classes).to(dist.device)
     collate = Collate(
         parts.table,
         config.images,
@@ -163,7 +163,10 @@ RESUME_MAY_CHANGE = {"epochs", "patience", "device", "workers", "out", "data", "
 def _resumed_head_init(config: FinetuneConfig) -> str:
     """The interrupted run's head_init; refuses a resume whose settings differ from the run's."""
     saved = read_json(config.run_dir / CONFIG_FILE)
-    changed = sorted(k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
+    requested = config.to_dict()
+    if requested["scale"] == AUTO:  # the run recorded the range auto resolved to
+        requested.pop("scale")
+    changed = sorted(k for k, v in requested.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
     if changed:
         shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
         raise BadInputError(
@@ -176,7 +179,7 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
 def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
     """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
     if config.init_head:
-        return "fit-head:" + load_init_head(model, config.init_head)
+        return "fit-head:" + load_init_head(model, config.init_head, parts.table.scale)
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)
@@ -191,13 +194,14 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
         config.progress,
     )
     weights = _class_weights(parts) if config.class_weights else None
-    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed)
+    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed, parts.table.scale)
     model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
     return "linear-probe"
 
 
 def _class_weights(parts: Parts) -> torch.Tensor:
-    return torch.tensor(class_weights(parts.table.labels[parts.fit]), dtype=torch.float32)
+    weights = class_weights(parts.table.labels[parts.fit], parts.table.scale.labels)
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: DistContext) -> dict:
@@ -205,6 +209,7 @@ def _config_record(config, backbone: Backbone, parts: Parts, precision: str, hea
     return {
         **config.to_dict(),
         "head": "finetune",
+        "scale": str(parts.table.scale),
         "backbone": backbone.name,
         "model_id": backbone.model_id,
         "backbone_revision": backbone.revision,
@@ -253,10 +258,11 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
 
 def _validate(model, loader, parts, trainer, dist, hooks, show) -> dict:
     rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, "val", hooks.on_batch, show)
-    labels = parts.table.labels[rows].astype(int)
+    labels, scale = parts.table.labels[rows].astype(int), parts.table.scale
     weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
-    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels - 1), weight=weight))
-    metrics = compute_metrics(labels, logits.argmax(axis=1) + 1)
+    targets = torch.from_numpy(scale.column_of(labels).astype(np.int64))
+    loss = float(F.cross_entropy(torch.from_numpy(logits), targets, weight=weight))
+    metrics = compute_metrics(labels, np.asarray(scale.labels)[logits.argmax(axis=1)], labels=scale.labels)
     return {
         "val_loss": loss,
         "val_accuracy": metrics["accuracy"],
@@ -350,13 +356,15 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         "history": progress.history,
         "best_val_qwk": progress.best_score[0] if progress.best_score else None,
         "test_seconds": time.perf_counter() - started,
-        "baseline": majority_baseline(parts.table.labels[parts.fit], parts.table.labels[parts.test]),
+        "baseline": majority_baseline(
+            parts.table.labels[parts.fit], parts.table.labels[parts.test], parts.table.scale.labels
+        ),
     }
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
-        metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), proba.argmax(axis=1) + 1, proba, extra, title
-        )
+        labels = parts.table.scale.labels
+        pred = np.asarray(labels)[proba.argmax(axis=1)]
+        metrics = write_evaluation(config.run_dir, parts.table.subset(rows), pred, proba, extra, title, labels)
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)
