@@ -1,6 +1,7 @@
 """The score scale (an ordered integer range, 1-5 by default) and balanced class weights.
 
-Ground floor: every package may use this module; it imports nothing from tagcons but errors.
+Ground floor: every package may use this module; it imports nothing from tagcons but errors, and
+numpy only inside the functions that need it (the CLI reads the default scale at start-up).
 A study's scale is a setting (`--scale 1-5`, `0-3`, `1-7`, `0-1`, or `auto` from the labels) that is
 recorded in each run's config.json, so heads, metrics, plots and fine-tuning read the same one.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tagcons.errors import BadInputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NO_LABEL = -1
 MAX_SCORE = 126  # labels are stored as int8 beside NO_LABEL
@@ -46,10 +49,14 @@ class ScoreScale:
 
     def column_of(self, scores) -> np.ndarray:
         """Column index (0..K-1) of each score."""
+        import numpy as np
+
         return np.asarray(scores).astype(int) - self.low
 
     def outside(self, scores) -> np.ndarray:
         """Mask of scores that are not on the scale."""
+        import numpy as np
+
         scores = np.asarray(scores)
         return (scores < self.low) | (scores > self.high)
 
@@ -72,6 +79,8 @@ def parse_scale(text: str | ScoreScale | None) -> ScoreScale | str:
 
 def infer_scale(labels) -> ScoreScale:
     """The smallest range holding every label (what `--scale auto` means)."""
+    import numpy as np
+
     labels = np.asarray(labels).astype(int)
     labels = labels[labels != NO_LABEL]
     if len(labels) == 0:
@@ -92,6 +101,8 @@ def scale_from_config(run_config: dict) -> ScoreScale:
 
 def class_weights(y, classes=LABELS) -> np.ndarray:
     """Balanced weights n / (K * count) per class in ``classes``; a class absent from y gets weight 0."""
+    import numpy as np
+
     y = np.asarray(y).astype(int)
     counts = np.array([(y == c).sum() for c in classes], dtype=np.float64)
     return np.divide(len(y), len(classes) * counts, out=np.zeros_like(counts), where=counts > 0)
