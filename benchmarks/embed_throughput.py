@@ -2,7 +2,7 @@
 
 The inputs copy the reference table's structure (2,022 pairs over 172 images and 1,375 texts; the
 reference CSV is used when it lies beside the project, else a synthetic table of the same shape),
-with every image a 1080x1080 PNG or JPEG. Models are full-size CLIP architectures with random
+with every image a 1080x1080 PNG or JPEG. Models are full-size CLIP / SigLIP architectures with random
 weights (speed does not depend on the values), saved with save_pretrained and loaded through the
 same `--backbone DIR` path users take.
 
@@ -11,7 +11,7 @@ same `--backbone DIR` path users take.
     constant: every pair repeats the same work).
 (b) `tagcons embed` end to end (unique images and texts, batched, DataLoader workers), into a new cache.
 
-    python benchmarks/embed_throughput.py                       # ViT-B/32 and ViT-L/14
+    python benchmarks/embed_throughput.py                       # CLIP ViT-B/32, ViT-L/14 and SigLIP 2 B/16
     python benchmarks/embed_throughput.py --models vit-b-32 --study-pairs 50
 """
 
@@ -64,11 +64,29 @@ ARCHITECTURES = {
         ),
         projection_dim=768,
     ),
+    # SigLIP 2 B/16 at 224 px (google/siglip2-base-patch16-224): the Gemma vocabulary of 256,000 tokens,
+    # texts padded to the model's fixed 64 tokens (the SigLIP family's rule).
+    "siglip2-b-16": dict(
+        family="siglip",
+        text_config=dict(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, vocab_size=256000
+        ),
+        vision_config=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            patch_size=16,
+            image_size=224,
+        ),
+    ),
 }
 
 
 def build_checkpoint(name: str, directory: Path) -> Path:
-    """A random-weight CLIP of the named size, saved as users save theirs."""
+    """A random-weight model of the named size and family, saved as users save theirs."""
+    if ARCHITECTURES[name].get("family") == "siglip":
+        return _build_siglip(name, directory)
     from transformers import CLIPConfig, CLIPModel
 
     try:
@@ -92,6 +110,21 @@ def build_checkpoint(name: str, directory: Path) -> Path:
     path = directory / name
     model.save_pretrained(path)
     Processor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _build_siglip(name: str, directory: Path) -> Path:
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    spec = ARCHITECTURES[name]
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.model_max_length = 64
+    text = dict(spec["text_config"], max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=spec["vision_config"]))
+    path = directory / name
+    model.save_pretrained(path)
+    SiglipImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -157,12 +190,8 @@ def time_study_loop(checkpoint: Path, pairs: Path, images: Path, n_pairs: int, d
         for key, text in zip(frame["Image Filename"], frame["Hashtag"]):
             image = Image.open(images / key).convert("RGB")
             pixels = backbone.image_processor(images=image, return_tensors="pt")["pixel_values"]
-            tokens = backbone.tokenizer([str(text)], padding=True, return_tensors="pt")
-            model(
-                input_ids=tokens["input_ids"].to(device),
-                attention_mask=tokens["attention_mask"].to(device),
-                pixel_values=pixels.to(device, dtype),
-            )
+            tokens = backbone.tokenize([str(text)])  # the family's padding rule, as the study would need
+            model(**{k: v.to(device) for k, v in tokens.items()}, pixel_values=pixels.to(device, dtype))
     seconds = time.perf_counter() - started
     return dict(pairs_timed=len(frame), seconds=seconds, seconds_per_pair=seconds / len(frame))
 

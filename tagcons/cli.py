@@ -15,13 +15,17 @@ from pathlib import Path
 import click
 
 from tagcons import __version__
-from tagcons.errors import BadInputError, StrictFailure
+from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 from tagcons.heads.registry import head_names
 from tagcons.labels import DEFAULT_SCALE, parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 ALL_HEADS = "all"
+BACKBONE_HELP = (
+    "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
+    "(a bare name that is both an alias and a folder is refused as ambiguous)."
+)
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -97,14 +101,21 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 @click.option(
     "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
 )
-@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="DataLoader workers decoding images [cores - 1, max 8].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
-@click.option("--text-template", default="{}", show_default=True, help="Text given to the model; {} is the hashtag.")
+@click.option(
+    "--text-template",
+    "text_templates",
+    multiple=True,
+    default=("{}",),
+    show_default=True,
+    help="Text given to the model; {} is the hashtag. Repeat for a prompt ensemble (mean of normalised features).",
+)
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
 @click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
@@ -120,7 +131,7 @@ def embed(
     workers,
     device,
     dtype,
-    text_template,
+    text_templates,
     strip_hash,
     store_dtype,
     strict,
@@ -142,7 +153,7 @@ def embed(
         workers=default_workers() if workers is None else workers,
         device=device,
         dtype=dtype,
-        text_template=text_template,
+        text_templates=tuple(text_templates),
         strip_hash=strip_hash,
         store_dtype=store_dtype,
         strict=strict,
@@ -154,7 +165,8 @@ def embed(
     if summary.rank == 0:
         click.echo(
             f"{summary.cache}: images {summary.images_new} new, {summary.images_cached} cached, "
-            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached; "
+            f"{summary.images_failed} failed; texts {summary.texts_new} new, {summary.texts_cached} cached, "
+            f"{summary.texts_truncated} cut at the token limit; "
             f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} img/s, "
             f"{summary.texts_per_second:.1f} txt/s)"
         )
@@ -173,6 +185,31 @@ def cache_merge(cache_path):
 
     merge_parts(cache_path, progress=_progress())
     click.echo(f"{cache_path}: merged")
+
+
+@cache.command("verify")
+@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Drop damaged rows and part files; the next embed re-embeds them.")
+def cache_verify(cache_path, repair):
+    """Check CACHE.h5 and its part files (layout, checksums, finite values); exit 2 if anything is wrong."""
+    from tagcons.cache.verify import repair_cache, verify_cache
+
+    report = verify_cache(cache_path)
+    for problem in report.problems:
+        click.echo(problem)
+    if report.ok:
+        click.echo(f"{cache_path}: ok ({len(report.files)} file(s) checked)")
+        return
+    if not repair:
+        raise BadInputError(
+            f"{cache_path}: {len(report.problems)} problem(s) found; run `tagcons cache verify --repair {cache_path}` "
+            "and rerun tagcons embed to re-embed the dropped rows"
+        )
+    result = repair_cache(cache_path, report)
+    click.echo(
+        f"{cache_path}: repaired: dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s), "
+        f"removed {len(result.removed_parts)} damaged part file(s); rerun tagcons embed to re-embed them"
+    )
 
 
 def _scale(_ctx, _param, value: str) -> str:
@@ -205,7 +242,13 @@ def _parse_value(raw: str):
 
 
 @cli.command("fit-head")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
+@click.option(
+    "--cache",
+    "cache_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Cache from tagcons embed (not needed by text-only and image-prior).",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option(
     "--head",
@@ -226,6 +269,19 @@ def _parse_value(raw: str):
     help="images: no image on both sides (honest); pairs: the study's split.",
 )
 @click.option("--cv", type=int, default=None, help="K-fold cross-validation instead of one 80/20 split.")
+@click.option(
+    "--dedupe",
+    type=click.Choice(["none", "exact"]),
+    default=None,
+    help="exact: keep one of each identical (image, text, score) row [exact for images, none for pairs].",
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Repeat the split (or CV) with R seeds; reports mean, sd and a pooled interval.",
+)
 @click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--objective", default=None, help="threshold: macro_f1|qwk; lgbm: multiclass|regression.")
@@ -235,7 +291,7 @@ def _parse_value(raw: str):
     multiple=True,
     callback=_head_params,
     metavar="KEY=VALUE",
-    help="Head hyperparameter, repeatable (e.g. --param recipe=robust for mlp).",
+    help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
@@ -253,6 +309,8 @@ def fit_head_command(
     out,
     split,
     cv,
+    dedupe,
+    repeats,
     features,
     seed,
     objective,
@@ -274,6 +332,8 @@ def fit_head_command(
         out=out,
         split=split,
         cv=cv,
+        dedupe=dedupe,
+        repeats=repeats,
         features=features,
         seed=seed,
         objective=objective,
@@ -307,8 +367,16 @@ def _echo_comparison(run_dirs: list[Path]) -> None:
 
 def _headline(run_dir: Path, metrics: dict) -> str:
     keys = ("accuracy", "macro_f1", "qwk", "mae")
-    values = ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
-    return f"{run_dir}: {values} (n_test {metrics.get('n_test', '?')})"
+    intervals = metrics.get("ci95") or {}
+    values = ", ".join(
+        f"{k} {metrics[k]:.3f}{_interval(intervals.get(k))}" for k in keys if isinstance(metrics.get(k), (int, float))
+    )
+    images = f", {metrics['n_test_images']} images" if "n_test_images" in metrics else ""
+    return f"{run_dir}: {values} (n_test {metrics.get('n_test', '?')}{images})"
+
+
+def _interval(bounds) -> str:
+    return f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
 
 
 def _progress() -> bool:
@@ -346,6 +414,11 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
+    if result.n_trained_on:
+        click.echo(
+            f"warning: {result.n_trained_on} of the {result.n_scored} scored pairs trained this head "
+            "(its fit or validation part): metrics on them are not a test"
+        )
     if result.metrics:
         click.echo(_headline(result.out, result.metrics))
 
@@ -354,13 +427,13 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
 def compare_command(run_dirs, out):
-    """One table of runs (fit-head and finetune), best value per column in bold."""
-    from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
+    """Tables of runs tested on the same rows, with intervals, best in bold and paired differences."""
+    from tagcons.evaluate.compare import paired_differences, render_markdown, write_comparison
 
-    frame = compare_runs(run_dirs)
-    click.echo(render_markdown(frame))
+    groups = paired_differences(run_dirs)
+    click.echo(render_markdown(groups))
     if out:
-        markdown, csv = write_comparison(frame, out)
+        markdown, csv = write_comparison(groups, out)
         click.echo(f"written {markdown} and {csv}")
 
 
@@ -378,8 +451,13 @@ FINETUNE_OPTIONS = [
     ("--batch-size", int, "Batch size per process [recipe]."),
     ("--grad-accum", int, "Gradient accumulation steps [recipe]."),
     ("--split", click.Choice(["images", "pairs"]), "images (default, no leak) or pairs (the study's)."),
+    (
+        "--dedupe",
+        click.Choice(["none", "exact"]),
+        "exact: one of each identical row [exact for images, none for pairs].",
+    ),
     ("--test-size", float, "Share held out for the final test [0.2]."),
-    ("--val-size", float, "Share of the training part used for early stopping [0.1]."),
+    ("--val-size", float, "Share of the training part used for early stopping [0.1]; 0: none, keep the last epoch."),
     ("--seed", int, "Random seed [42]."),
     ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
     ("--lr", float, "Backbone learning rate [recipe]."),
@@ -418,15 +496,27 @@ def finetune_options(command):
 
 
 @cli.command("finetune")
+@click.option(
+    "--text-template",
+    "text_templates",
+    multiple=True,
+    default=None,
+    help="As for embed: {} is the hashtag; repeat for a prompt ensemble. Match the cache an --init-head was fit on.",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option(
     "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
 )
-@click.option("--backbone", required=True, help="clip, koclip, tiny, a hub id or a local checkpoint folder.")
+@click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
+@click.option(
+    "--allow-unverified-init",
+    is_flag=True,
+    help="Accept an --init-head run that does not record its training rows (older runs): no leak check.",
+)
 @finetune_options
 @pair_columns
 def finetune_command(**options):
@@ -437,6 +527,7 @@ def finetune_command(**options):
     settings.update(data=str(options["data"]), images=str(options["images"]), out=str(options["out"]))
     if options["init_head"] is not None:
         settings["init_head"] = str(options["init_head"])
+    settings["text_templates"] = tuple(options["text_templates"]) or ("{}",)
     result = run_finetune(FinetuneConfig(**settings, progress=_progress()))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         click.echo(_headline(result.run_dir, result.metrics))
@@ -475,6 +566,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_STRICT)
     except BadInputError as e:
         click.echo(f"tagcons: error: {e}", err=True)
+        if isinstance(e, WriteFailedError):  # HDF5 can crash tearing down a file whose write failed
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_BAD_INPUT)
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         click.echo("tagcons: interrupted; what was committed is kept, rerun to continue", err=True)

@@ -26,10 +26,14 @@ class BackboneUnavailableError(BadInputError):
     """A backbone could not be loaded (hub unreachable, bad local directory)."""
 
 
+class WriteFailedError(BadInputError):
+    """Writing a file failed (disk full, read-only, I/O error); nothing half-written was left."""
+
+
 class StrictFailure(TagconsError):
     """--strict was given and some items failed; everything else was saved."""
 
 
-def first_line(error: Exception) -> str:
-    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,6 +1,7 @@
 """`tagcons demo` end to end: the table, the files, and real signal over the majority baseline."""
 
 import json
+import re
 
 import pytest
 
@@ -25,6 +26,9 @@ def test_demo_end_to_end(demo_run, capsys):
     assert (demo_run / "runs" / "finetune" / "backbone" / "config.json").is_file()
     assert (demo_run / "compare.md").is_file() and (demo_run / "compare.csv").is_file()
     assert "runs, plots and predictions" in printed
+    # the table carries intervals and the pixel-free baselines, as columns and as runs of their own
+    assert re.search(r"\| \**0\.\d{4} \[0\.\d{3}, 0\.\d{3}\]", printed) and "text_only_macro_f1" in printed
+    assert "| text-only |" in printed and "| image-prior |" in printed and "| run | metric | vs best |" in printed
 
 
 def test_demo_heads_beat_the_majority_baseline(demo_run):

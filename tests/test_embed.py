@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from embed_helpers import assert_same_contents, cache_contents, embed, make_image_set
+from embed_helpers import assert_features_close, assert_same_contents, cache_contents, embed, make_image_set
 from PIL import Image
 
 import tagcons.cache
@@ -62,7 +62,7 @@ def test_padding_does_not_change_a_text_embedding():
     with torch.inference_mode():
         together = encode_texts(backbone, texts, "{}", batch_size=3, device="cpu")
         alone = np.concatenate([encode_texts(backbone, [t], "{}", 1, "cpu") for t in texts])
-    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert_features_close(together, alone)
 
 
 def test_failed_images_are_recorded_counted_and_strict_exits_after_saving(tmp_path, image_set):
@@ -127,7 +127,7 @@ def test_other_settings_on_the_same_cache_are_refused(tmp_path, image_set):
     pairs, images = image_set
     embed(pairs, images, tmp_path / "c.h5")
     with pytest.raises(FingerprintMismatchError):
-        embed(pairs, images, tmp_path / "c.h5", text_template="a photo tagged {}")
+        embed(pairs, images, tmp_path / "c.h5", text_templates=("a photo tagged {}",))
 
 
 KILL_SCRIPT = """

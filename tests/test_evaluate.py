@@ -79,29 +79,31 @@ def test_training_curves_accept_any_subset(tmp_path):
     assert path.stat().st_size > 1000
 
 
-def _fake_run(root, name, head, macro_f1, mae, extra_config=None):
+def _fake_run(root, name, head, macro_f1, mae, extra_config=None, extra_metrics=None):
     run = root / name
     write_config(
         run, {"backbone": "clip", "head": head, "split": "images", "features": "concat", **(extra_config or {})}, "fp"
     )
     metrics = {k: 0.5 for k in HEADLINE}
     metrics.update(macro_f1=macro_f1, mae=mae, n_train=100, n_test=25, baseline={"macro_f1": 0.12})
+    metrics.update(extra_metrics or {})
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
 
 def test_compare_marks_best_per_column_lowest_mae(tmp_path):
     runs = [
-        _fake_run(tmp_path, "a", "logreg", 0.40, 0.9),
-        _fake_run(tmp_path, "b", "mlp", 0.45, 1.1),
-        _fake_run(tmp_path, "c", "finetune", 0.30, 0.8, {"recipe": "robust"}),
+        _fake_run(tmp_path, "a", "logreg", 0.40, 0.9, extra_metrics={"test_rows_hash": "h1"}),
+        _fake_run(tmp_path, "b", "mlp", 0.45, 1.1, extra_metrics={"test_rows_hash": "h1"}),
+        _fake_run(tmp_path, "c", "finetune", 0.30, 0.8, {"recipe": "robust"}, {"test_rows_hash": "h1"}),
     ]
     frame = compare_runs(runs)
     assert list(frame["head"]) == ["logreg", "mlp", "finetune"] and "recipe" in frame
     lines = render_markdown(frame).splitlines()
-    assert "**0.4500**" in lines[3] and "**0.8000**" in lines[4] and "**0.9000**" not in lines[2]
+    assert lines[0].startswith("tested on the same 25 pairs")
+    assert "**0.4500**" in lines[5] and "**0.8000**" in lines[6] and "**0.9000**" not in lines[4]
     markdown, csv = write_comparison(frame, tmp_path / "table.md")
-    assert markdown.read_text().startswith("| run |") and pd.read_csv(csv).shape[0] == 3
+    assert "| run |" in markdown.read_text() and pd.read_csv(csv).shape[0] == 3
 
 
 def test_compare_rejects_a_folder_that_is_not_a_run(tmp_path):

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from tagcons.data.pairs import load_pairs
-from tagcons.embed.tiny import build_tiny, build_tiny_tokenizer
+from tagcons.embed.backbones import load_backbone
+from tagcons.embed.tiny import build_tiny
 from tagcons.errors import BadInputError
 from tagcons.finetune import FinetuneConfig, checkpoint, resolve
 from tagcons.finetune.data import TokenTable, exclude_unloadable
@@ -134,9 +135,9 @@ def test_checkpoint_state_loads_weights_only_and_restores_rng(model, tmp_path):
 
 def test_token_table_trims_padding_to_the_batch(tmp_path):
     texts = np.array(["#a", "#a much longer hashtag", "#bc"])
-    tokens = TokenTable.build(texts, build_tiny_tokenizer(), 64)
+    tokens = TokenTable.build(texts, load_backbone("tiny"))
     ids, mask = tokens.rows(np.array([0, 2]))
-    assert ids.shape == mask.shape and ids.shape[1] == int(mask.sum(1).max()) < tokens.input_ids.shape[1]
+    assert ids.shape == mask.shape and ids.shape[1] == int(mask.sum(1).max()) < tokens.input_ids.shape[2]
 
 
 def test_unloadable_images_are_left_out_up_front(tmp_path, write_csv, caplog):

@@ -76,7 +76,8 @@ def test_pairs_split_and_cv_report_pooled_and_per_fold(files):
     metrics = _fit(files, "cv", head="logreg", head_params={"Cs": (0.1,)}, cv=3, split="images").metrics
     assert len(metrics["per_fold"]) == 3 and metrics["n_test"] == 280 and metrics["cv"] == 3
     pairs = _fit(files, "pairs", head="threshold", split="pairs", features="rich").metrics
-    assert pairs["n_test"] == 56
+    # the split is of all 300 rows (60 test); the 20 pairs without embeddings leave it afterwards
+    assert pairs["n_test"] + pairs["n_dropped_test"] == 60 and pairs["n_dropped_test"] > 0
 
 
 def test_predict_scores_pairs_and_names_missing_ones_with_embed_command(files, caplog):
@@ -133,3 +134,15 @@ def test_compare_runs_from_fit_head(files):
     frame = compare_runs(runs)
     assert list(frame["head"]) == ["threshold", "lgbm"] and set(frame["split"]) == {"images"}
     assert render_markdown(frame).count("**") >= 2 * 7
+
+
+def test_baseline_heads_with_a_cache_test_on_its_rows_and_predict(files):
+    """Given a cache, a pixel-free head leaves out the same pairs as the heads it is a baseline for."""
+    text = _fit(files, "text_only", head="text-only")
+    threshold = _fit(files, "thr_rows", head="threshold")
+    assert text.metrics["test_rows_hash"] == threshold.metrics["test_rows_hash"]
+    out = files["root"] / "text_pred.csv"
+    predict(PredictConfig(run=text.run_dir, cache=files["cache"], data=files["pairs"], out=out))
+    tested = pd.read_csv(text.run_dir / "predictions.csv")
+    merged = tested.merge(pd.read_csv(out), on=["image", "text"], suffixes=("_fit", "_predict"))
+    assert len(merged) == len(tested) and (merged["pred_fit"] == merged["pred_predict"]).all()

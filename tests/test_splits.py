@@ -102,3 +102,32 @@ def test_many_images_use_the_vectorised_grouped_split(monkeypatch):
     folds = cv_fold_indices(labels, groups, "images", k=4, seed=1)
     assert np.array_equal(np.sort(np.concatenate([te for _, te in folds])), np.arange(len(labels)))
     assert sum(len(set(groups[te])) for _, te in folds) == 200
+
+
+def test_split_then_drop_keeps_each_side_and_counts_what_it_lost():
+    from tagcons.data.splits import split_then_drop, train_test_split_indices
+
+    labels = np.tile([1, 2, 3, 4, 5], 40)
+    usable = np.ones(len(labels), dtype=bool)
+    usable[::7] = False
+    train, test = train_test_split_indices(labels, None, "pairs", 0.2, 42)
+    part = split_then_drop(labels, None, usable, "pairs", 0.2, 42)
+    kept = np.flatnonzero(usable)
+    assert list(kept[part.test]) == [i for i in test if usable[i]]  # the same test rows, minus the unusable
+    assert list(kept[part.train]) == [i for i in train if usable[i]]
+    assert part.n_dropped_test == (~usable[test]).sum() and part.n_dropped_fit == (~usable[train]).sum()
+
+
+def test_dedupe_table_removes_exact_copies_only_when_asked():
+    import pandas as pd
+
+    from tagcons.data.pairs import PairTable
+    from tagcons.data.splits import dedupe_table
+
+    frame = pd.DataFrame({"image": ["a", "a", "a", "b"], "text": ["x", "x", "x", "x"], "label": [3, 3, 4, 3]})
+    table = PairTable(frame.assign(line=range(4)), "t.csv")
+    deduped, removed = dedupe_table(table, "images", None)  # images split: exact by default
+    assert removed == 1 and len(deduped) == 3
+    assert dedupe_table(table, "pairs", None)[1] == 0 and dedupe_table(table, "pairs", "exact")[1] == 1
+    with pytest.raises(BadInputError, match="--dedupe"):
+        dedupe_table(table, "images", "fuzzy")

@@ -16,6 +16,7 @@ from pathlib import Path
 from tagcons.errors import BadInputError, CacheBusyError
 
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
+READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class FileLock:
@@ -26,9 +27,30 @@ class FileLock:
         self.target = Path(target)
         self.shared = shared
         self._fd: int | None = None
+        self.writable = True
 
-    def acquire(self) -> FileLock:
-        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def acquire(self, read_only_ok: bool = False) -> FileLock:
+        """Take the lock. In a read-only folder: with `read_only_ok`, hold it on a read-only handle (or,
+        when no lock file exists, not at all: nobody can write there) and set `writable` False."""
+        try:
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if e.errno not in READ_ONLY:
+                raise BadInputError(f"cannot create the lock file {self.lock_path}: {e.strerror}; check --out") from e
+            if not read_only_ok:
+                raise BadInputError(read_only_message(self.target, e)) from e
+            return self._acquire_read_only()
+        return self._take()
+
+    def _acquire_read_only(self) -> FileLock:
+        self.writable = False
+        try:
+            self._fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self
+        return self._take()
+
+    def _take(self) -> FileLock:
         try:
             self._flock(fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         except BlockingIOError as e:
@@ -74,4 +96,12 @@ def _unsupported_message(lock_path: Path, error: OSError) -> str:
         f"cannot lock {lock_path}: {os.strerror(error.errno)}. This file system does not support file "
         "locks (common on network file systems such as NFS or SMB); write the cache to a local disk. "
         "(HDF5_USE_FILE_LOCKING=FALSE only silences HDF5's own locking; tagcons still needs flock.)"
+    )
+
+
+def read_only_message(target: Path, error: OSError | None = None) -> str:
+    reason = f" ({error.strerror})" if error is not None else ""
+    return (
+        f"cannot write {target}: its folder {Path(target).parent} is read-only{reason}; make it writable "
+        "or pass another --out (a rerun with everything cached needs no write access)"
     )

@@ -11,6 +11,8 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count, repeat
 from pathlib import Path
@@ -18,9 +20,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tagcons.cache.diskspace import ensure_free_space, estimate_bytes, writing
 from tagcons.cache.parts import TMP_SUFFIX, parts_dir
-from tagcons.cache.rows import read_rows
-from tagcons.cache.schema import create_layout, fsync_path, now_iso, open_h5, read_strings, write_attrs
+from tagcons.cache.rows import check_finite, checked_read, read_rows
+from tagcons.cache.schema import (
+    check_layout,
+    create_layout,
+    fsync_path,
+    now_iso,
+    open_h5,
+    read_attrs,
+    read_strings,
+    write_attrs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +63,21 @@ class Replay:
 def replay(paths: list[Path]) -> Replay:
     state = Replay()
     for src, path in enumerate(paths):
+        read_attrs(path)  # a readable tagcons cache of this schema, or BadInputError
         with open_h5(path, "r") as f:
+            check_layout(path, f)
             state.add_source(src, f)
     return state
+
+
+@contextmanager
+def _removed_on_error(tmp: Path) -> Iterator[None]:
+    """A damaged source stops consolidation: leave no half-written temporary file behind."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -94,23 +118,34 @@ def consolidate_files(
     The caller holds the exclusive cache lock."""
     start = time.perf_counter()
     state = replay(sources)
-    tmp = cache.with_name(f"{cache.name}.consolidate-{os.getpid()}{TMP_SUFFIX}")
-    counts = {"images": len(state.images), "texts": len(state.texts), "failed": len(state.failed)}
-    pool = _SourcePool(sources)
-    try:
-        with open_h5(tmp, "w") as out:
-            write_attrs(out, {**attrs, "updated_at": now_iso()})
-            create_layout(out, counts, dim, dtype)
-            _write_failed(out, state.failed)
-            _copy_group(out, "texts", state.texts, pool, progress)
-            _copy_group(out, "images", state.images, pool, progress)
-    finally:
-        pool.close()
-    fsync_path(tmp)
-    os.replace(tmp, cache)
-    fsync_path(cache.parent)
+    counts = write_state(cache, sources, state, attrs, dim, dtype, progress)
     n_parts = _delete_merged_parts(cache, sources)
     return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"], time.perf_counter() - start)
+
+
+def write_state(
+    cache: Path, sources: list[Path], state: Replay, attrs: dict, dim: int, dtype: str, progress: bool = False
+) -> dict[str, int]:
+    """Write `state` (rows of `sources`) as a new `cache` file: temporary file, fsync, atomic rename.
+    Returns the row counts. The caller holds the exclusive cache lock."""
+    tmp = cache.with_name(f"{cache.name}.consolidate-{os.getpid()}{TMP_SUFFIX}")
+    counts = {"images": len(state.images), "texts": len(state.texts), "failed": len(state.failed)}
+    ensure_free_space(cache.parent, estimate_bytes(counts, dim, dtype))
+    pool = _SourcePool(sources)
+    try:
+        with writing(tmp, cache), _removed_on_error(tmp):
+            with open_h5(tmp, "w") as out:
+                write_attrs(out, {**attrs, "updated_at": now_iso()})
+                create_layout(out, counts, dim, dtype)
+                _write_failed(out, state.failed)
+                _copy_group(out, "texts", state.texts, pool, progress)
+                _copy_group(out, "images", state.images, pool, progress)
+            fsync_path(tmp)
+    finally:
+        pool.close()
+    os.replace(tmp, cache)
+    fsync_path(cache.parent)
+    return counts
 
 
 def _write_failed(out: h5py.File, failed: dict) -> None:
@@ -137,13 +172,17 @@ def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, pr
 
 
 def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dtype) -> np.ndarray:
+    """Rows from the sources, each checked (checksum and finite values) on the way through."""
     first = pool.get(int(src[0]))[f"{group}/embeds"]
     if (src == src[0]).all() and (np.diff(row) == 1).all():  # the usual case: one run of one source
-        return first[int(row[0]) : int(row[-1]) + 1]
+        with checked_read(pool.paths[int(src[0])], first):
+            return check_finite(pool.paths[int(src[0])], first, first[int(row[0]) : int(row[-1]) + 1], int(row[0]))
     buf = np.empty((len(src), first.shape[1]), dtype=dtype)
     for s in np.unique(src):
         mask = src == s
-        buf[mask] = read_rows(pool.get(int(s))[f"{group}/embeds"], row[mask])
+        ds = pool.get(int(s))[f"{group}/embeds"]
+        with checked_read(pool.paths[int(s)], ds):
+            buf[mask] = check_finite(pool.paths[int(s)], ds, read_rows(ds, row[mask]), None)
     return buf
 
 

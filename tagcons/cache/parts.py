@@ -7,6 +7,7 @@ Root attr `committed_ns` orders parts across tags (newer entries win when consol
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
@@ -14,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from tagcons.cache.schema import create_layout, fsync_path, open_h5, read_attrs, write_attrs
+from tagcons.cache.diskspace import ensure_free_space, estimate_bytes, writing
+from tagcons.cache.schema import create_layout, fsync_path, read_attrs, write_attrs
 from tagcons.errors import BadInputError
 
 PART_RE = re.compile(r"^(?P<tag>[A-Za-z0-9_.-]+?)-(?P<seq>\d{6})\.h5$")
@@ -108,11 +111,16 @@ def write_part(cache: Path, tag: str, seq: int, attrs: dict, rows: Rows, dim: in
     folder.mkdir(exist_ok=True)
     final = folder / f"{tag}-{seq:06d}.h5"
     tmp = final.with_name(final.name + TMP_SUFFIX)
-    with open_h5(tmp, "w") as f:
+    ensure_free_space(folder, estimate_bytes(rows.counts(), dim, dtype))
+    image = io.BytesIO()  # built in memory: a full disk then fails a plain write, never HDF5 mid-file
+    with h5py.File(image, "w") as f:
         write_attrs(f, {**attrs, "committed_ns": time.time_ns(), "tag": tag, "seq": seq})
         create_layout(f, rows.counts(), dim, dtype)
         _fill(f, rows, dtype)
-    fsync_path(tmp)
+    with writing(tmp, final), open(tmp, "wb") as out:
+        out.write(image.getbuffer())
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, final)
     fsync_path(folder)
     return final

@@ -18,8 +18,8 @@ import numpy as np
 
 from tagcons.cache.join import join_rows
 from tagcons.cache.parts import parts_dir, pending_parts
-from tagcons.cache.rows import l2_normalise, read_range, read_rows
-from tagcons.cache.schema import check_schema, open_h5, plain_attr, read_strings
+from tagcons.cache.rows import check_finite, checked_read, l2_normalise, read_range, read_rows
+from tagcons.cache.schema import check_layout, check_schema, open_h5, plain_attr, read_strings
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class CacheReader:
         self.attrs = {k: plain_attr(v) for k, v in self._file.attrs.items()}
         try:
             check_schema(self.path, self.attrs)
-            _check_layout(self.path, self._file)
+            check_layout(self.path, self._file)
         except BadInputError:
             self.close()
             raise
@@ -130,11 +130,18 @@ class CacheReader:
 
     def _all(self, group: str, normalise: bool) -> np.ndarray:
         embeds = self._dataset(group, "embeds")
-        return _finish(read_range(embeds, 0, embeds.shape[0]), normalise)
+        with checked_read(self.path, embeds):
+            return _finish(self._finite(embeds, read_range(embeds, 0, embeds.shape[0]), 0), normalise)
 
     def read_rows(self, group: str, indices, normalise: bool = False) -> np.ndarray:
         """float32 rows at `indices` (any order, repeats allowed) without loading the whole matrix."""
-        return _finish(read_rows(self._dataset(group, "embeds"), indices), normalise)
+        embeds = self._dataset(group, "embeds")
+        with checked_read(self.path, embeds):
+            return _finish(self._finite(embeds, read_rows(embeds, indices), indices), normalise)
+
+    def _finite(self, embeds: h5py.Dataset, block: np.ndarray, rows) -> np.ndarray:
+        """Damaged rows stop every reader (exit 2 naming the dataset) instead of giving wrong numbers."""
+        return check_finite(self.path, embeds, block, rows)
 
     def iter_rows(
         self, group: str, chunk_rows: int = 65536, normalise: bool = False, dtype=np.float32
@@ -144,7 +151,8 @@ class CacheReader:
         keys_ds, embeds = self._dataset(group, "keys"), self._dataset(group, "embeds")
         for lo in range(0, embeds.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, embeds.shape[0])
-            rows = read_range(embeds, lo, hi, np.float32 if normalise else dtype)
+            with checked_read(self.path, embeds):
+                rows = self._finite(embeds, read_range(embeds, lo, hi, np.float32 if normalise else dtype), lo)
             yield read_strings(keys_ds, lo, hi), l2_normalise(rows, inplace=True) if normalise else rows
 
     def lookup(self, images: Sequence[str], texts: Sequence[str], normalise: bool = True) -> PairLookup:
@@ -180,21 +188,6 @@ class CacheReader:
 def open(path: str | os.PathLike) -> CacheReader:
     """Open a consolidated cache for reading; BadInputError if missing or not a tagcons cache."""
     return CacheReader(path)
-
-
-def _check_layout(path: Path, f: h5py.File) -> None:
-    needed = (
-        "images/keys",
-        "images/sha256",
-        "images/embeds",
-        "texts/keys",
-        "texts/embeds",
-        "failed/keys",
-        "failed/reasons",
-    )
-    missing = [name for name in needed if name not in f]
-    if missing:
-        raise BadInputError(f"{path}: damaged tagcons cache, datasets missing: {', '.join(missing)}; re-embed it")
 
 
 def _finish(x: np.ndarray, normalise: bool) -> np.ndarray:

@@ -7,12 +7,21 @@ the caller's order.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tagcons.errors import BadInputError, first_line
+
 if TYPE_CHECKING:
     import h5py
+
+REPAIR = (
+    "run `tagcons cache verify --repair {path}` to drop the damaged rows, then rerun tagcons embed to re-embed them"
+)
 
 MAX_GAP = 16  # reading up to this many unneeded rows beats one more read call
 CONVERT_ROWS = 2048  # float16 -> float32 in cache-sized blocks: ~1.5x faster, no full-size float16 copy
@@ -64,3 +73,29 @@ def l2_normalise(x: np.ndarray, dtype=np.float32, eps: float = 1e-12, inplace: b
         x /= norms
         return x.astype(dtype, copy=False)
     return (x / norms).astype(dtype, copy=False)
+
+
+def check_finite(path: Path, ds: h5py.Dataset, block: np.ndarray, rows) -> np.ndarray:
+    """`block` unchanged if every value is finite, else BadInputError naming the dataset and rows.
+    `rows`: the first row's number (a contiguous block) or the row numbers read."""
+    finite = np.isfinite(block).all(axis=1) if block.ndim == 2 else np.isfinite(block)
+    if finite.all():
+        return block
+    bad = np.flatnonzero(~finite)
+    numbers = bad + rows if isinstance(rows, int) else np.asarray(rows).reshape(-1)[bad]
+    shown = ", ".join(str(int(n)) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+    raise BadInputError(
+        f"{path}: {ds.name} holds NaN or infinite values in {len(numbers)} row(s) ({shown}); "
+        + REPAIR.format(path=path)
+    )
+
+
+@contextmanager
+def checked_read(path: Path, ds: h5py.Dataset) -> Iterator[None]:
+    """An HDF5 read error (a fletcher32 checksum mismatch, a truncated file) becomes a BadInputError."""
+    try:
+        yield
+    except OSError as e:
+        raise BadInputError(
+            f"{path}: {ds.name} cannot be read ({first_line(e)}; the file is damaged); " + REPAIR.format(path=path)
+        ) from e

@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tagcons.cache.rows import REPAIR
 from tagcons.errors import BadInputError
 
 SCHEMA = "tagcons.cache/1"
@@ -89,6 +90,42 @@ def created_with() -> str:
 
     versions = {"tagcons": __version__, "torch": _version("torch"), "transformers": _version("transformers")}
     return json.dumps(versions, sort_keys=True)
+
+
+FINGERPRINTED = ("model_id", "revision", "projection_dim", "text_template", "store_dtype")
+
+
+def fingerprinted_settings(attrs: dict) -> dict:
+    """The settings a fingerprint covers, flat (`settings.tokenizer.vocab_size`), from root attrs."""
+    flat = {name: attrs.get(name) for name in FINGERPRINTED}
+    flat["revision"] = flat["revision"] or None
+    settings = attrs.get("settings") or "{}"
+    _flatten("settings", json.loads(settings) if isinstance(settings, str) else settings, flat)
+    return flat
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, out)
+    else:
+        out[prefix] = value
+
+
+def describe_difference(stored: dict, wanted: dict) -> str:
+    """`text_template '{}' vs 'a photo of {}'` for each fingerprinted setting that differs (stored first)."""
+    old, new = fingerprinted_settings(stored), fingerprinted_settings(wanted)
+    names = [name for name in dict.fromkeys([*old, *new]) if _plain(old.get(name)) != _plain(new.get(name))]
+    shown = [f"{_short(name)} {old.get(name)!r} vs {new.get(name)!r}" for name in names[:3]]
+    return ", ".join(shown + ([f"and {len(names) - 3} more"] if len(names) > 3 else [])) or "no named setting"
+
+
+def _plain(value):
+    return str(value) if isinstance(value, (int, np.integer)) else value
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("settings.")
 
 
 def now_iso() -> str:
@@ -176,8 +213,51 @@ def _strings(f: h5py.File, name: str, n: int) -> None:
 
 
 def _embeds(f: h5py.File, name: str, n: int, dim: int, dtype: str) -> None:
+    """Chunked with HDF5's fletcher32 checksum, so damaged bytes fail loudly on read (empty: no chunks)."""
     chunks = (chunk_rows(n, dim, dtype), dim) if n else None
-    f.create_dataset(name, shape=(n, dim), dtype=dtype, chunks=chunks)
+    f.create_dataset(name, shape=(n, dim), dtype=dtype, chunks=chunks, fletcher32=bool(n))
+
+
+LAYOUT = (
+    "images/keys",
+    "images/sha256",
+    "images/embeds",
+    "texts/keys",
+    "texts/embeds",
+    "failed/keys",
+    "failed/sha256",
+    "failed/reasons",
+)
+# Datasets whose row counts must agree: (first, second).
+SAME_ROWS = (
+    ("images/keys", "images/embeds"),
+    ("images/keys", "images/sha256"),
+    ("texts/keys", "texts/embeds"),
+    ("failed/keys", "failed/sha256"),
+    ("failed/keys", "failed/reasons"),
+)
+
+
+def layout_problems(f: h5py.File) -> list[str]:
+    """What is wrong with the datasets' presence and shapes (empty when the layout is sound)."""
+    missing = [name for name in LAYOUT if name not in f]
+    if missing:
+        return [f"datasets missing: {', '.join(missing)}"]
+    rows = {name: f[name].shape[0] for name in LAYOUT}
+    problems = [f"{a} has {rows[a]} rows but {b} has {rows[b]}" for a, b in SAME_ROWS if rows[a] != rows[b]]
+    dim = f.attrs.get("projection_dim")
+    for name in ("images/embeds", "texts/embeds"):
+        shape = f[name].shape
+        if len(shape) != 2 or (dim is not None and shape[1] != int(dim)):
+            problems.append(f"{name} has shape {shape}, expected (rows, {dim}) for projection_dim {dim}")
+    return problems
+
+
+def check_layout(path: Path, f: h5py.File) -> None:
+    """BadInputError naming the damaged datasets and the repair."""
+    problems = layout_problems(f)
+    if problems:
+        raise BadInputError(f"{path}: damaged tagcons cache: {'; '.join(problems)}; {REPAIR.format(path=path)}")
 
 
 def read_strings(ds: h5py.Dataset, lo: int = 0, hi: int | None = None) -> list[str]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tagcons.cache.lock import FileLock
+from tagcons.cache.lock import FileLock, read_only_message
 from tagcons.cache.merge import ConsolidateStats, consolidate_files, replay
 from tagcons.cache.parts import Rows, list_parts, next_seq, parts_dir, remove_stale_temps, shard_tag, write_part
-from tagcons.cache.schema import CacheMeta, compute_fingerprint, meta_attrs, open_h5, read_attrs
+from tagcons.cache.schema import CacheMeta, compute_fingerprint, describe_difference, meta_attrs, open_h5, read_attrs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 
 log = logging.getLogger(__name__)
@@ -35,29 +35,56 @@ def lock_path(cache: Path) -> Path:
 
 
 class CacheWriter:
-    """Adds rows to the cache at `path`; `shard=(k, n)` (0 <= k < n) for one of n parallel writers."""
+    """Adds rows to the cache at `path`; `shard=(k, n)` (0 <= k < n) for one of n parallel writers.
 
-    def __init__(self, path: str | os.PathLike, meta: CacheMeta, shard: tuple[int, int] | None = None):
+    `meta=None` opens the cache for planning only (lock taken, state loaded, nothing can be committed):
+    `embed` does this before loading the model, then calls `bind(meta)` once it knows the settings."""
+
+    def __init__(self, path: str | os.PathLike, meta: CacheMeta | None, shard: tuple[int, int] | None = None):
         self.path = Path(path)
-        self.meta = meta
         self.shard = shard
         self.tag = shard_tag(shard)
-        self.fingerprint = compute_fingerprint(meta)
-        self._attrs = meta_attrs(meta)
+        self.meta: CacheMeta | None = None
         self._locks: list[FileLock] = []
         self._finished = False
         try:
             self._lock()
-            self._check_existing()
+            self._parts = list_parts(self.path)
             self._load_state()
+            if meta is not None:
+                self.bind(meta)
         except BaseException:
             self.close()
             raise
 
+    def bind(self, meta: CacheMeta) -> None:
+        """Fix the settings of the rows this writer adds; refuses a cache computed with other settings."""
+        if not self.writable:
+            raise BadInputError(read_only_message(self.path))
+        self.meta = meta
+        self.fingerprint = compute_fingerprint(meta)
+        self._attrs = meta_attrs(meta)
+        self._check_existing()
+
+    @property
+    def writable(self) -> bool:
+        """False when the folder is read-only (the lock could not be taken for writing)."""
+        return all(lock.writable for lock in self._locks)
+
+    def stored_attrs(self) -> dict | None:
+        """Root attrs of the consolidated file (None if there is none yet)."""
+        return read_attrs(self.path) if self.path.exists() else None
+
+    def has_pending_parts(self) -> bool:
+        return bool(self._parts)
+
     def _lock(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         sharded = self.shard is not None
-        self._locks.append(FileLock(lock_path(self.path), self.path, shared=sharded).acquire())
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._locks.append(FileLock(lock_path(self.path), self.path, shared=sharded).acquire(read_only_ok=True))
+        if not self.writable:
+            return
         if sharded:
             parts_dir(self.path).mkdir(exist_ok=True)
             self._locks.append(FileLock(parts_dir(self.path) / f"{self.tag}.lock", self.path).acquire())
@@ -67,19 +94,22 @@ class CacheWriter:
             remove_stale_temps(self.path.parent, f"{self.path.name}.consolidate-")
 
     def _check_existing(self) -> None:
+        self._previous = {}
         if self.path.exists():
-            attrs = read_attrs(self.path)
-            self._check_fingerprint(self.path, attrs["fingerprint"], attrs.get("backbone", "?"))
+            attrs = self._previous = read_attrs(self.path)
+            self._check_fingerprint(self.path, attrs["fingerprint"])
         self._parts = list_parts(self.path)
         for part in self._parts:
-            self._check_fingerprint(part.path, part.fingerprint, part.backbone)
+            self._check_fingerprint(part.path, part.fingerprint)
 
-    def _check_fingerprint(self, where: Path, fingerprint: str, backbone: str) -> None:
+    def _check_fingerprint(self, where: Path, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
+            stored = read_attrs(where)
             raise FingerprintMismatchError(
-                f"{where} holds features computed with other settings (fingerprint {fingerprint}, backbone "
-                f"{backbone}) than this run (fingerprint {self.fingerprint}, backbone {self.meta.backbone}); "
-                f"write to another --out, or delete {self.path} and {parts_dir(self.path)} to start over"
+                f"{where} holds features computed with other settings ({describe_difference(stored, self._attrs)}; "
+                f"fingerprint {fingerprint} vs {self.fingerprint}, backbone {stored.get('backbone', '?')} vs "
+                f"{self.meta.backbone}); write to another --out, "
+                f"or delete {self.path} and {parts_dir(self.path)} to start over"
             )
 
     def _load_state(self) -> None:
@@ -102,12 +132,23 @@ class CacheWriter:
         """Images that failed: key -> sha256 ('' if the file could not be read at all)."""
         return dict(self._failed)
 
+    def previous_attr(self, name: str, default=None):
+        """A root attribute of the cache as it was before this run (default for a new cache)."""
+        return self._previous.get(name, default)
+
+    def annotate(self, **attrs) -> None:
+        """Set root attributes that describe the content without changing the numbers (no fingerprint
+        change), e.g. diagnostics; they are written with the next part and the consolidated file."""
+        self._attrs.update(attrs)
+
     # -- commits ------------------------------------------------------------------------------------
     def commit(
         self, images: tuple | None = None, texts: tuple | None = None, failures: tuple | None = None
     ) -> Path | None:
         """Write one part file atomically. images=(keys, sha256s, embeds [n, d]), texts=(keys, embeds),
         failures=(keys, sha256s, reasons). Returns the part's path (None if everything was empty)."""
+        if self.meta is None:
+            raise RuntimeError(f"writer of {self.path} opened for planning only; call bind(meta) before committing")
         if self._finished:
             raise RuntimeError(f"shard writer {self.tag} of {self.path} already finished (consolidate was called)")
         rows = self._rows(images, texts, failures)
@@ -166,6 +207,8 @@ class CacheWriter:
                     self.path,
                 )
                 return None
+        if self.meta is None:
+            raise RuntimeError(f"writer of {self.path} opened for planning only; call bind(meta) before consolidating")
         self._check_existing()  # other shards may have added parts since we started
         return _consolidate_locked(self.path, self._attrs, self.meta.projection_dim, self.meta.store_dtype, progress)
 

@@ -143,7 +143,8 @@ def _read_table(path: Path, columns: PairColumns) -> pa.Table:
         table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, columns)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         raise BadInputError(
-            f"{path}: cannot be read as a pairs table ({first_line(e)}); save it as UTF-8 CSV, TSV or parquet"
+            f"{path}: cannot be read as a pairs table ({_unreadable_reason(path, e)}); "
+            "save it as UTF-8 CSV, TSV or parquet"
         ) from e
     if table.num_rows == 0:
         raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
@@ -163,6 +164,18 @@ def _read_delimited(path: Path, columns: PairColumns) -> pa.Table:
             column_types=as_text, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
         ),
     )
+
+
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """The parser's first line, without the NUL and control bytes a UTF-16 file puts into it."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if path.suffix.lower() != ".parquet" and (head.startswith(UTF16_BOMS) or b"\x00" in head):
+        return "it looks UTF-16 encoded (NUL bytes between the characters)"
+    return "".join(ch if ch.isprintable() else "?" for ch in first_line(error))
 
 
 def _first_data_line(path: Path) -> int:

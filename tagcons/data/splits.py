@@ -14,13 +14,16 @@ choice never see the test rows.
 
 from __future__ import annotations
 
+import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from tagcons.errors import BadInputError
 
+log = logging.getLogger(__name__)
 SPLIT_KINDS = ("images", "pairs")
 # StratifiedGroupKFold loops over groups in Python (83 s for 60,000 images on a busy 2-core box);
 # above this many images a vectorised grouped split stratified by each image's dominant score is used.
@@ -142,3 +145,78 @@ def _plain_validation(train_idx: np.ndarray, sub_labels: np.ndarray, val_size: f
     except ValueError:  # a score too rare, or fewer validation rows than scores: stratifying is impossible
         fit, val = train_test_split(positions, test_size=val_size, random_state=seed)
     return train_idx[np.sort(fit)], train_idx[np.sort(val)]
+
+
+# --- split the whole table first, then drop the rows that cannot be used -----------------------------
+
+DEDUPE_MODES = ("none", "exact")
+DEFAULT_DEDUPE = {"images": "exact", "pairs": "none"}  # pairs: the study's rows stay exactly the study's
+
+
+def default_dedupe(kind: str, dedupe: str | None) -> str:
+    """The dedupe mode a split uses: as asked, else exact for images and none for the study's pairs split."""
+    _check_kind(kind)
+    dedupe = DEFAULT_DEDUPE[kind] if dedupe is None else dedupe
+    if dedupe not in DEDUPE_MODES:
+        raise BadInputError(f"unknown --dedupe '{dedupe}'; choose one of {', '.join(DEDUPE_MODES)}")
+    return dedupe
+
+
+def duplicate_rows(frame, columns=("image", "text", "label")) -> np.ndarray:
+    """bool per row: an exact copy of an earlier row (the first of each identical group is kept)."""
+    return frame.duplicated(subset=list(columns), keep="first").to_numpy()
+
+
+def dedupe_table(table, kind: str, dedupe: str | None):
+    """(table, n_removed): a `PairTable` without exact duplicate (image, text, score) rows when the dedupe
+    mode (``default_dedupe(kind, dedupe)``) is exact; unchanged otherwise."""
+    if default_dedupe(kind, dedupe) == "none":
+        return table, 0
+    duplicates = duplicate_rows(table.frame)
+    if duplicates.any():
+        log.warning("%s: %d exact duplicate rows removed (--dedupe exact)", table.source, int(duplicates.sum()))
+    return table.subset(np.flatnonzero(~duplicates)), int(duplicates.sum())
+
+
+@dataclass
+class Partition:
+    """One train/test division of a table, after the unusable rows were taken out of the side they fell on.
+
+    ``train`` and ``test`` index the usable rows of the table in table order (positions among the
+    rows where ``usable`` is true), so they index features built for the usable rows only.
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    n_dropped_fit: int
+    n_dropped_test: int
+
+
+def usable_positions(usable: np.ndarray) -> np.ndarray:
+    """For each table row, its position among the usable rows (-1 where unusable)."""
+    usable = np.asarray(usable, dtype=bool)
+    return np.where(usable, np.cumsum(usable) - 1, -1)
+
+
+def drop_unusable(train: np.ndarray, test: np.ndarray, usable: np.ndarray) -> Partition:
+    """Keep each side's usable rows, renumbered among the usable rows; count what each side lost."""
+    position = usable_positions(usable)
+    kept_train, kept_test = train[position[train] >= 0], test[position[test] >= 0]
+    return Partition(
+        position[kept_train], position[kept_test], len(train) - len(kept_train), len(test) - len(kept_test)
+    )
+
+
+def split_then_drop(labels, groups, usable, kind: str = "images", test_size: float = 0.2, seed: int = 42) -> Partition:
+    """The train/test split of the whole table (usable or not), then unusable rows dropped from each side.
+
+    Splitting first keeps the test part independent of which images happened to fail or are missing
+    from the cache: with ``kind="pairs"`` it holds exactly the study's test rows minus the dropped ones.
+    """
+    train, test = train_test_split_indices(labels, groups, kind, test_size, seed)
+    return drop_unusable(train, test, usable)
+
+
+def folds_then_drop(labels, groups, usable, kind: str = "images", k: int = 5, seed: int = 42) -> list[Partition]:
+    """Cross-validation folds of the whole table, each with its unusable rows dropped afterwards."""
+    return [drop_unusable(train, test, usable) for train, test in cv_fold_indices(labels, groups, kind, k, seed)]

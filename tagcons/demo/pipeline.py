@@ -17,14 +17,14 @@ import pandas as pd
 
 from tagcons.demo.dataset import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
-from tagcons.evaluate.compare import compare_runs, render_markdown, write_comparison
+from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison
 
 log = logging.getLogger(__name__)
 
 # The study's head settings barely move in 20 epochs on the tiny backbone's features; the demo shows
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
-DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm")
+DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm", "text-only", "image-prior")
 
 
 @dataclass
@@ -66,10 +66,17 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
     run_dirs = [_fit(head, cache, demo_set.pairs_csv, out, config.progress) for head in config.heads]
     if config.finetune_epochs > 0:
         run_dirs.append(_finetune(demo_set, out, config))
-    table = compare_runs(run_dirs)
-    table_path, _ = write_comparison(table, out / "compare.md")
+    groups = paired_differences(run_dirs)
+    table_path, _ = write_comparison(groups, out / "compare.md")
     return DemoReport(
-        out, demo_set.pairs_csv, demo_set.images_dir, cache, run_dirs, table, render_markdown(table), table_path
+        out,
+        demo_set.pairs_csv,
+        demo_set.images_dir,
+        cache,
+        run_dirs,
+        comparison_frame(groups),
+        render_markdown(groups),
+        table_path,
     )
 
 

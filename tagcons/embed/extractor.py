@@ -8,6 +8,7 @@ chunk in flight and a rerun encodes only what is missing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -22,15 +23,21 @@ from tqdm.auto import tqdm
 
 from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
+from tagcons.cache.lock import read_only_message
+from tagcons.cache.rows import l2_normalise
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import Backbone, load_backbone
-from tagcons.embed.features import image_features, text_features, tokenize
+from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
+from tagcons.embed.features import image_features, text_features, token_counts
+from tagcons.embed.scripts import warn_if_unread_script
+from tagcons.embed.templates import check_templates, template_attr
 from tagcons.errors import BadInputError, StrictFailure
-from tagcons.runtime import resolve_dtype
+from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
+from tagcons.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
+FAILED_BEFORE = "failed in an earlier run; the file has not changed since"
 
 
 def default_workers() -> int:
@@ -49,7 +56,7 @@ class EmbedConfig:
     workers: int = field(default_factory=default_workers)
     device: str = "auto"
     dtype: str = "auto"
-    text_template: str = "{}"
+    text_templates: tuple[str, ...] = ("{}",)  # several: a prompt ensemble (mean of normalised features)
     strip_hash: bool = False
     store_dtype: str = "float32"
     strict: bool = False
@@ -70,6 +77,8 @@ class EmbedSummary:
     images_failed: int = 0
     texts_new: int = 0
     texts_cached: int = 0
+    texts_truncated: int = 0  # of the new texts, how many the tokenizer's limit cut
+    truncated_example: str | None = None
     image_seconds: float = 0.0
     text_seconds: float = 0.0
     elapsed_seconds: float = 0.0
@@ -125,15 +134,21 @@ class _Job:
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
     shard = context.shard or config.shard
-    backbone = load_backbone(config.backbone, config.revision)
-    device = context.device
-    dtype = resolve_dtype(config.dtype, device)
-    backbone.model.to(device=device, dtype=dtype)
     summary = EmbedSummary(Path(config.out), shard=shard)
-    with CacheWriter(config.out, cache_meta(backbone, config, dtype), shard=shard) as writer:
-        job = _Job(config, backbone, writer, shard, device, dtype)
-        _embed_images(job, table.unique_images(), summary)
-        _embed_texts(job, table.unique_texts(), summary)
+    # The lock comes first (a second writer is refused at once, not after the model loads), then the
+    # plan from the file hashes: a rerun with nothing new never imports transformers nor loads a model.
+    with CacheWriter(config.out, None, shard=shard) as writer:
+        images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers)
+        texts = _in_shard(table.unique_texts(), shard)
+        if context.world_size == 1 and _nothing_new(config, writer, images, texts):
+            _record_cached(summary, images, texts)
+            log.info("%s: everything is cached already; the model was not loaded", config.out)
+            return summary
+        job = _start_job(config, writer, shard, context)
+        warn_if_unread_script(job.backbone, table.unique_texts())
+        _embed_images(job, images, summary)
+        _embed_texts(job, texts, summary)
+        writer.annotate(texts_truncated=writer.previous_attr("texts_truncated", 0) + summary.texts_truncated)
         if shard is None:
             writer.consolidate(progress=config.progress)
     if context.world_size > 1:
@@ -145,9 +160,52 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
     return summary
 
 
+def _start_job(config: EmbedConfig, writer: CacheWriter, shard, context: distributed.DistContext) -> _Job:
+    """Load the model and bind the writer to its settings (refusing a cache computed another way)."""
+    if not writer.writable:
+        raise BadInputError(read_only_message(writer.path))
+    backbone = load_backbone(config.backbone, config.revision)
+    device = context.device or resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    backbone.model.to(device=device, dtype=dtype)
+    writer.bind(cache_meta(backbone, config, dtype))
+    return _Job(config, backbone, writer, shard, device, dtype)
+
+
+def _nothing_new(config: EmbedConfig, writer: CacheWriter, images: ImagePlan, texts: list[str]) -> bool:
+    """Every image and text of this run is in the consolidated cache, computed with the settings asked
+    for as far as they are known without loading the model (anything unsure takes the full path)."""
+    if images.todo or writer.has_pending_parts() or not writer.known_texts().issuperset(texts):
+        return False
+    stored = writer.stored_attrs()
+    return stored is not None and _same_known_settings(config, stored)
+
+
+def _same_known_settings(config: EmbedConfig, stored: dict) -> bool:
+    model_id, revision = backbone_identity(config.backbone, config.revision)
+    settings = json.loads(stored.get("settings") or "{}")
+    compute_dtype = str(resolve_dtype(config.dtype, resolve_device(config.device))).replace("torch.", "")
+    expected = {
+        "model_id": model_id,
+        "text_template": template_attr(config.text_templates),
+        "store_dtype": config.store_dtype,
+        "strip_hash": config.strip_hash,
+        "compute_dtype": compute_dtype,
+    }
+    found = {**settings, **{k: stored.get(k) for k in ("model_id", "text_template", "store_dtype")}}
+    same_revision = revision is None or revision == (stored.get("revision") or None)
+    return same_revision and all(found.get(k) == v for k, v in expected.items())
+
+
+def _record_cached(summary: EmbedSummary, images: ImagePlan, texts: list[str]) -> None:
+    summary.images_cached, summary.texts_cached = images.cached, len(texts)
+    summary.images_failed = len(images.failed_before)
+    summary.failures = {key: FAILED_BEFORE for key in images.failed_before}
+
+
 def _check_config(config: EmbedConfig) -> None:
-    if "{}" not in config.text_template:
-        raise BadInputError(f"--text-template '{config.text_template}' has no '{{}}' where the hashtag goes")
+    check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)  # an ambiguous or malformed --backbone stops before any work
     if config.batch_size < 1 or config.workers < 0:
         raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
@@ -156,12 +214,16 @@ def _check_config(config: EmbedConfig) -> None:
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
+    source = parse_source(config.backbone, config.revision)
+    trained = backbone_trained_keys(source.reference) if source.kind == "local" else None
+    if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows
+        settings[TRAINED_KEYS_SETTING] = trained
     return CacheMeta(
-        backbone=backbone.name if backbone.name in ("clip", "koclip", "tiny") else backbone.model_id,
+        backbone=backbone.name if backbone.name in BACKBONES else backbone.model_id,
         model_id=backbone.model_id,
         revision=backbone.revision,
         projection_dim=backbone.projection_dim,
-        text_template=config.text_template,
+        text_template=template_attr(config.text_templates),
         store_dtype=config.store_dtype,
         settings=settings,
     )
@@ -254,11 +316,10 @@ class BatchPreprocessor:
         return indices, (torch.cat(tensors) if tensors else None), failed
 
 
-def _embed_images(job: _Job, keys: list[str], summary: EmbedSummary) -> None:
+def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
     config, backbone, device = job.config, job.backbone, job.device
-    plan = plan_images(job.writer, config.images, _in_shard(keys, job.shard), config.workers)
     summary.images_cached = plan.cached
-    summary.failures = {key: "failed in an earlier run; the file has not changed since" for key in plan.failed_before}
+    summary.failures = {key: FAILED_BEFORE for key in plan.failed_before}
     summary.images_failed = len(plan.failed_before)
     todo = plan.todo
     if not todo:
@@ -333,7 +394,6 @@ class _PendingImages:
 
 def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
     config = job.config
-    texts = _in_shard(texts, job.shard)
     known = job.writer.known_texts()
     todo = [t for t in texts if t not in known]
     summary.texts_cached = len(texts) - len(todo)
@@ -348,7 +408,7 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             keys.extend(batch)
-            arrays.append(encode_texts(job.backbone, batch, config.text_template, config.batch_size, job.device))
+            arrays.append(encode_texts(job.backbone, batch, config.text_templates, config.batch_size, job.device))
             bar.update(len(batch))
             if len(keys) >= config.commit_rows or time.monotonic() - last_commit >= config.commit_seconds:
                 job.writer.commit_texts(keys, np.concatenate(arrays))
@@ -357,18 +417,50 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
         job.writer.commit_texts(keys, np.concatenate(arrays))
     summary.texts_new = len(todo)
     summary.text_seconds = time.perf_counter() - started
+    _count_truncated(job.backbone, todo, config.text_templates, summary)
 
 
-def encode_texts(backbone: Backbone, texts: list[str], template: str, batch_size: int, device) -> np.ndarray:
-    """Projected text features, float32 [len(texts), d], in the order given."""
+def _count_truncated(backbone: Backbone, texts: list[str], templates, summary: EmbedSummary) -> None:
+    """Texts the tokenizer's limit cuts (under any template): counted, warned about with an example."""
+    limit = backbone.max_text_tokens
+    cut = set()
+    for template in templates:
+        counts = token_counts(backbone.tokenizer, [template.format(t) for t in texts])
+        cut.update(t for t, n in zip(texts, counts) if n > limit)
+    summary.texts_truncated = len(cut)
+    if cut:
+        summary.truncated_example = min(cut, key=lambda t: (-len(t), t))
+        log.warning(
+            "%d of %d hashtags are longer than the text tower's %d tokens and were cut (e.g. %r); "
+            "their features see only the first %d tokens",
+            len(cut),
+            len(texts),
+            limit,
+            summary.truncated_example,
+            limit,
+        )
+
+
+def encode_texts(backbone: Backbone, texts: list[str], templates, batch_size: int, device) -> np.ndarray:
+    """Text features, float32 [len(texts), d], in the order given.
+
+    One template: the projected features as the model gives them. Several (a prompt ensemble, as in
+    CLIP's zero-shot practice): the mean over templates of the L2-normalised features.
+    """
+    if isinstance(templates, str):
+        templates = (templates,)
+    if len(templates) == 1:
+        return _encode_template(backbone, texts, templates[0], batch_size, device)
+    per_template = [_encode_template(backbone, texts, t, batch_size, device) for t in templates]
+    return np.mean([l2_normalise(f) for f in per_template], axis=0).astype(np.float32)
+
+
+def _encode_template(backbone: Backbone, texts: list[str], template: str, batch_size: int, device) -> np.ndarray:
     out = []
     for start in range(0, len(texts), batch_size):
-        batch = [template.format(t) for t in texts[start : start + batch_size]]
-        tokens = tokenize(backbone.tokenizer, batch, backbone.max_text_tokens)
-        features = text_features(
-            backbone.model, tokens["input_ids"].to(device), tokens.get("attention_mask").to(device)
-        )
-        out.append(features.float().cpu().numpy())
+        tokens = backbone.tokenize([template.format(t) for t in texts[start : start + batch_size]])
+        tokens = {name: tensor.to(device) for name, tensor in tokens.items()}
+        out.append(text_features(backbone.model, **tokens).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, backbone.projection_dim), np.float32)
 
 
@@ -381,13 +473,15 @@ def _merge_after_all_ranks(context, config: EmbedConfig) -> None:
 
 def _log_summary(s: EmbedSummary) -> None:
     log.info(
-        "images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached (%.1f txt/s); %.1f s",
+        "images: %d new, %d cached, %d failed (%.1f img/s); texts: %d new, %d cached, %d cut at the token limit "
+        "(%.1f txt/s); %.1f s",
         s.images_new,
         s.images_cached,
         s.images_failed,
         s.images_per_second,
         s.texts_new,
         s.texts_cached,
+        s.texts_truncated,
         s.texts_per_second,
         s.elapsed_seconds,
     )

@@ -26,6 +26,20 @@ def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor |
     return _projected(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> dict:
-    """Pad to the longest text of the batch (not to max length), truncating what is too long."""
-    return tokenizer(texts, padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
+TEXT_INPUTS = ("input_ids", "attention_mask")  # token_type_ids and the like stay at the model's defaults
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int, padding: str = "longest") -> dict:
+    """Token tensors, truncated at ``max_tokens``; ``padding`` is the backbone family's rule.
+
+    "longest" pads to the longest text of the batch (CLIP: padding never changes a text's
+    features); "max_length" pads every text to ``max_tokens`` (SigLIP pools the last position).
+    Only input_ids and, where the tokenizer makes one, attention_mask are returned.
+    """
+    tokens = tokenizer(texts, padding=padding, truncation=True, max_length=max_tokens, return_tensors="pt")
+    return {name: tokens[name] for name in TEXT_INPUTS if name in tokens}
+
+
+def token_counts(tokenizer, texts: list[str]) -> list[int]:
+    """Tokens of each text before truncation (special tokens included), to count what gets cut."""
+    return [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]

@@ -1,18 +1,43 @@
-"""`tagcons compare`: one table of runs (fit-head or finetune), best value per metric column marked."""
+"""`tagcons compare`: runs grouped by the rows they were tested on, with intervals and paired differences.
+
+Runs are only comparable on the same test rows, so they are grouped by ``test_rows_hash`` (the hash
+of their test pairs' keys, in metrics.json): one table per group, each with a one-line reason, and
+the best value of each metric column in bold within its own table only. Within a group every other
+run gets its difference from the best run per metric, with a paired image-clustered bootstrap
+interval (both runs' predictions resampled on the same images) and p-value; a difference is
+significant only when its interval excludes 0. Runs written before the hash existed go in a table of
+their own, where nothing is marked best.
+
+Library use (e.g. the HTML report): ``paired_differences(run_dirs) -> list[RunGroup]``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from tagcons.errors import BadInputError
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, read_json
+from tagcons.evaluate.intervals import (
+    INTERVAL_METRICS,
+    LOWER_IS_BETTER,
+    RESAMPLES,
+    PairedDifference,
+    aligned_counts,
+    paired_difference,
+)
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
 
 SETTING_COLUMNS = ("backbone", "head", "recipe", "split", "features")
-METRIC_COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman")
-LOWER_IS_BETTER = frozenset({"mae"})
-COUNT_COLUMNS = ("n_train", "n_test")
+METRIC_COLUMNS = INTERVAL_METRICS
+PAIRED_METRICS = ("macro_f1", "qwk")
+SHORTCUT_BASELINES = ("majority", "text_only", "image_prior")
+COUNT_COLUMNS = ("n_train", "n_test", "n_test_images")
+NO_HASH = (
+    "runs written before test rows were recorded (no test_rows_hash): their test rows may differ, so no best is marked"
+)
+SHOWN_COLUMNS_HIDDEN = ("test_rows_hash", "path")
 
 
 def _run_row(run_dir: Path) -> dict:
@@ -22,20 +47,27 @@ def _run_row(run_dir: Path) -> dict:
     metrics = read_json(run_dir / METRICS_FILE)
     row = {"run": run_dir.name}
     row.update({key: config.get(key) for key in SETTING_COLUMNS})
-    row.update({key: metrics.get(key) for key in METRIC_COLUMNS})
-    row["baseline_macro_f1"] = (metrics.get("baseline") or {}).get("macro_f1")
+    intervals = metrics.get("ci95") or {}
+    for key in METRIC_COLUMNS:
+        row[key] = metrics.get(key)
+        row[f"{key}_low"], row[f"{key}_high"] = intervals.get(key) or (None, None)
+    baselines = metrics.get("baselines") or {"majority": metrics.get("baseline") or {}}
+    for name in SHORTCUT_BASELINES:
+        row[f"{name}_macro_f1"] = (baselines.get(name) or {}).get("macro_f1")
     row.update({key: metrics.get(key) for key in COUNT_COLUMNS})
+    row.update(test_rows_hash=metrics.get("test_rows_hash"), path=str(run_dir))
     return row
 
 
 def compare_runs(run_dirs) -> pd.DataFrame:
-    """One row per run: settings, headline metrics, majority-baseline macro-F1, sizes."""
+    """One row per run: settings, headline metrics with their 95% interval bounds, baselines' macro-F1, sizes,
+    and the test rows' hash (runs with different hashes must not be ranked against each other)."""
     run_dirs = [Path(p) for p in run_dirs]
     if not run_dirs:
         raise BadInputError("compare needs at least one run directory")
     frame = pd.DataFrame([_run_row(p) for p in run_dirs])
     # A column no run fills (e.g. recipe among fit-head runs only) is noise in the table.
-    empty = [c for c in SETTING_COLUMNS if frame[c].isna().all()]
+    empty = [c for c in frame.columns if c not in ("run", "test_rows_hash", "path") and frame[c].isna().all()]
     return frame.drop(columns=empty)
 
 
@@ -43,11 +75,95 @@ def best_rows(frame: pd.DataFrame) -> dict[str, set[int]]:
     """For each metric column, the row positions holding its best value (ties all marked)."""
     best = {}
     for column in METRIC_COLUMNS:
+        if column not in frame:
+            continue
         values = pd.to_numeric(frame[column], errors="coerce")
         if values.notna().any():
             target = values.min() if column in LOWER_IS_BETTER else values.max()
             best[column] = set(values.index[values == target])
     return best
+
+
+@dataclass
+class RunGroup:
+    """Runs tested on the same rows (or, with ``test_rows_hash`` None, runs that cannot tell)."""
+
+    test_rows_hash: str | None
+    reason: str  # one line: why these runs share a table
+    frame: pd.DataFrame  # compare_runs rows of this group, positions 0..n-1
+    best: dict[str, set[int]]  # metric -> positions of the best run(s) in this group (empty: nothing marked)
+    differences: dict[str, dict] = field(default_factory=dict)  # metric -> {"best": run, "runs": {run: diff}}
+
+    def difference(self, metric: str, run: str) -> PairedDifference | None:
+        return self.differences.get(metric, {}).get("runs", {}).get(run)
+
+
+def paired_differences(
+    run_dirs, metrics=PAIRED_METRICS, resamples: int = RESAMPLES, seed: int = 0, frame: pd.DataFrame | None = None
+) -> list[RunGroup]:
+    """Group runs by test rows; within each group, each run's difference from the best run per metric.
+
+    ``differences[metric]["runs"][run]`` is a `PairedDifference` (difference = run - best, ``ci95``,
+    ``p_value``, ``significant``), from a paired bootstrap resampling the group's test images.
+    """
+    frame = compare_runs(run_dirs) if frame is None else frame
+    groups = [_hashed_group(part, metrics, resamples, seed) for _, part in _by_hash(frame)]
+    unknown = frame[frame["test_rows_hash"].isna()].reset_index(drop=True)
+    if len(unknown):
+        groups.append(RunGroup(None, NO_HASH, unknown, {}))
+    if len(groups) > 1:
+        for group in groups:
+            group.reason += "; the other tables were tested on other rows, so compare within a table only"
+    return groups
+
+
+def _by_hash(frame: pd.DataFrame):
+    hashed = frame[frame["test_rows_hash"].notna()]
+    return hashed.groupby("test_rows_hash", sort=False)
+
+
+def _hashed_group(part: pd.DataFrame, metrics, resamples: int, seed: int) -> RunGroup:
+    part = part.reset_index(drop=True)
+    first = part.iloc[0]
+    reason = f"tested on the same {_count(first['n_test'])} pairs"
+    if "n_test_images" in part and pd.notna(first.get("n_test_images")):
+        reason += f" of {_count(first['n_test_images'])} images"
+    reason += f" (test rows {first['test_rows_hash'][:12]})"
+    best = best_rows(part) if len(part) > 1 else {}  # a run alone in its table is the best of nothing
+    group = RunGroup(first["test_rows_hash"], reason, part, best)
+    if len(part) > 1:
+        group.differences = _differences(part, best, metrics, resamples, seed)
+    return group
+
+
+def _count(value) -> str:
+    return "?" if value is None or pd.isna(value) else str(int(value))
+
+
+def _differences(part: pd.DataFrame, best: dict, metrics, resamples: int, seed: int) -> dict:
+    predictions = [_predictions(Path(path)) for path in part["path"]]
+    if any(p is None for p in predictions):
+        return {}
+    counts = aligned_counts(predictions)
+    out = {}
+    for metric in metrics:
+        if metric not in best:
+            continue
+        reference = min(best[metric])
+        out[metric] = {
+            "best": part.loc[reference, "run"],
+            "runs": {
+                part.loc[i, "run"]: paired_difference(counts[i], counts[reference], metric, resamples, seed)
+                for i in range(len(part))
+                if i != reference
+            },
+        }
+    return out
+
+
+def _predictions(run_dir: Path) -> pd.DataFrame | None:
+    path = run_dir / PREDICTIONS_FILE
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def _cell(value) -> str:
@@ -56,24 +172,87 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render_markdown(frame: pd.DataFrame) -> str:
-    """A Markdown table; the best value of each metric column in bold (lowest for MAE)."""
-    best = best_rows(frame.reset_index(drop=True))
-    columns = list(frame.columns)
+def _metric_cell(row: pd.Series, column: str) -> str:
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return _cell(row[column])
+    return f"{_cell(row[column])} [{low:.3f}, {high:.3f}]"
+
+
+def _shown_columns(frame: pd.DataFrame) -> list[str]:
+    bounds = {f"{m}_{side}" for m in METRIC_COLUMNS for side in ("low", "high")}
+    return [c for c in frame.columns if c not in bounds and c not in SHOWN_COLUMNS_HIDDEN]
+
+
+def _group_table(group: RunGroup) -> list[str]:
+    frame = group.frame
+    columns = _shown_columns(frame)
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for position, (_, row) in enumerate(frame.iterrows()):
-        cells = [_cell(row[c]) for c in columns]
-        cells = [f"**{v}**" if position in best.get(c, ()) else v for c, v in zip(columns, cells)]
+    for position, row in frame.iterrows():
+        cells = [_metric_cell(row, c) if c in METRIC_COLUMNS else _cell(row[c]) for c in columns]
+        cells = [f"**{v}**" if position in group.best.get(c, ()) else v for c, v in zip(columns, cells)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write_comparison(frame: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
+def _difference_table(group: RunGroup) -> list[str]:
+    if not group.differences:
+        return []
+    lines = [
+        "",
+        "| run | metric | vs best | difference | 95% interval | p | significant |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for metric, entry in group.differences.items():
+        for run, diff in entry["runs"].items():
+            interval = "-" if diff.ci95 is None else f"[{diff.ci95[0]:.3f}, {diff.ci95[1]:.3f}]"
+            lines.append(
+                f"| {run} | {metric} | {entry['best']} | {_cell(diff.difference)} | {interval} | "
+                f"{_cell(diff.p_value)} | {'yes' if diff.significant else 'no'} |"
+            )
+    return lines
+
+
+def render_markdown(table) -> str:
+    """Markdown: one table per group of runs tested on the same rows, its reason above it, the best value
+    per metric column in bold within that table only (lowest for MAE), then the paired differences.
+
+    ``table`` is a list of `RunGroup` (from `paired_differences`) or a `compare_runs` frame (grouped
+    here, without differences)."""
+    groups = _groups_of(table)
+    blocks = []
+    for group in groups:
+        blocks.append("\n".join([f"{group.reason}:", "", *_group_table(group), *_difference_table(group)]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _groups_of(table) -> list[RunGroup]:
+    if isinstance(table, pd.DataFrame):
+        return paired_differences(None, metrics=(), frame=table)
+    return list(table)
+
+
+def comparison_frame(table) -> pd.DataFrame:
+    """Every run of every group in one frame, with its group's hash and its paired differences."""
+    frames = []
+    for group in _groups_of(table):
+        frame = group.frame.copy()
+        for metric in group.differences:
+            for position, run in frame["run"].items():
+                diff = group.difference(metric, run)
+                frame.loc[position, f"{metric}_vs_best"] = None if diff is None else diff.difference
+                frame.loc[position, f"{metric}_vs_best_p"] = None if diff is None else diff.p_value
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_comparison(table, out: str | Path) -> tuple[Path, Path]:
     """Write ``out`` with .md and .csv suffixes; returns (markdown_path, csv_path)."""
     out = Path(out)
     if not out.parent.is_dir():
         raise BadInputError(f"{out.parent}: folder does not exist; create it or pick another --out")
+    groups = _groups_of(table)
     markdown, csv = out.with_suffix(".md"), out.with_suffix(".csv")
-    markdown.write_text(render_markdown(frame), encoding="utf-8")
-    frame.to_csv(csv, index=False)
+    markdown.write_text(render_markdown(groups), encoding="utf-8")
+    comparison_frame(groups).drop(columns=["path"]).to_csv(csv, index=False)
     return markdown, csv

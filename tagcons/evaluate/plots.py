@@ -44,7 +44,8 @@ def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Pa
     for key in ("val_accuracy", "val_macro_f1", "val_qwk"):
         if history.get(key):
             right.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
-    left.set(xlabel="epoch", ylabel="loss", title=title or "training curves")
+    # Both losses are computed alike (eval mode, after each epoch), so their gap is over-fitting, not dropout.
+    left.set(xlabel="epoch", ylabel="loss (eval mode, after the epoch)", title=title or "training curves")
     right.set(xlabel="epoch", ylabel="validation metric")
     for ax in (left, right):
         if ax.lines:

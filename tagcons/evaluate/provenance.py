@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,9 +19,14 @@ import numpy as np
 
 from tagcons.errors import BadInputError
 
+log = logging.getLogger(__name__)
 PART_KEYS_FILE = "part_keys.json"
 PART_NAMES = ("fit", "validation", "test")
 KEY_SEPARATOR = "\t"
+# A cache embedded from a fine-tuned backbone keeps that backbone's trained keys in its settings (part of
+# the fingerprint: features from weights trained on other rows are other features).
+TRAINED_KEYS_SETTING = "trained_keys"
+FINETUNE_EXPORT_FILE = "tagcons_finetune.json"  # written beside every backbone `tagcons finetune` exports
 
 
 def pair_keys(images: Iterable[str], texts: Iterable[str]) -> np.ndarray:
@@ -76,3 +82,66 @@ def trained_keys(parts: dict[str, set[str] | None]) -> set[str]:
 def overlap_count(trained: set[str], test_keys: Iterable[str]) -> int:
     """How many of the current test pairs the reused weights were trained on."""
     return sum(1 for key in set(test_keys) if key in trained)
+
+
+def check_reuse(trained: set[str] | None, test_keys: Iterable[str], source: str, fix: str) -> None:
+    """Refuse weights that were trained on any of the current test pairs (BadInputError: exit 2).
+
+    `trained` None means nothing to check (the weights carry no row record and the caller allowed it).
+    """
+    if trained is None:
+        return
+    test = set(test_keys)
+    overlap = overlap_count(trained, test)
+    if overlap:
+        raise BadInputError(
+            f"{source}: its weights were trained on {overlap} of the {len(test)} pairs in this run's test part "
+            f"(a leak: those scores would be memorised, not predicted); {fix}"
+        )
+
+
+def recorded_trained_keys(directory: str | Path, source: str, allow_unverified: bool, flag: str) -> set[str] | None:
+    """Trained keys (fit + validation) saved in `directory`; an old run or export without them is refused
+    unless `allow_unverified` (then None: the caller cannot check, and says so in its log)."""
+    parts = read_part_keys(directory)
+    if parts is not None:
+        return trained_keys(parts)
+    if not allow_unverified:
+        raise BadInputError(
+            f"{source}: {Path(directory) / PART_KEYS_FILE} is missing, so which pairs trained it is unknown "
+            f"and a leak into the test part cannot be ruled out; refit it with this version of tagcons, or pass "
+            f"{flag} to use it anyway (its test metrics are then not evidence)"
+        )
+    log.warning("%s: no %s; using it unverified (%s): test rows may have trained it", source, PART_KEYS_FILE, flag)
+    return None
+
+
+def split_spec(kind: str, seed: int, test_size: float, cv=None, repeats: int = 1, dedupe="none", val_size=None):
+    """config.json's `split_spec`: everything that decides which rows land in which part."""
+    return {
+        "kind": kind,
+        "seed": seed,
+        "test_size": test_size,
+        "cv": cv,
+        "repeats": repeats,
+        "dedupe": dedupe,
+        "val_size": val_size,
+    }
+
+
+def backbone_trained_keys(backbone: str | Path) -> list[str] | None:
+    """Sorted keys that trained a local backbone folder (a `tagcons finetune` export); None for others."""
+    folder = Path(backbone)
+    if not folder.is_dir():
+        return None
+    parts = read_part_keys(folder)
+    if parts is None:
+        if (folder / FINETUNE_EXPORT_FILE).is_file():
+            log.warning(
+                "%s: a fine-tuned backbone without %s (exported by an older tagcons): which pairs trained it is "
+                "unknown, so fit-head cannot check its test part against them",
+                folder,
+                PART_KEYS_FILE,
+            )
+        return None
+    return sorted(trained_keys(parts))

@@ -6,9 +6,15 @@ Both fit-head and finetune use these, so `tagcons compare` reads any run the sam
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import json
 import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +22,17 @@ import pandas as pd
 
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
+from tagcons.evaluate.intervals import bootstrap_intervals
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_confusion_matrix
+from tagcons.evaluate.provenance import keys_hash, table_keys
 from tagcons.labels import LABELS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "numpy")
 
 
@@ -53,9 +62,48 @@ def _jsonable(value):
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
+    """Atomically: a failed write (a full disk) leaves the old file or none, never a truncated one."""
     path = Path(path)
-    path.write_text(json.dumps(_jsonable(payload), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_jsonable(payload), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def staged_run_dir(run_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to write a run into; on success its files move into `run_dir`
+    (the whole folder is renamed when `run_dir` does not exist yet). On any failure (a full disk, an
+    interrupt) the temporary folder is removed, so no half-written run blocks a rerun."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        work.mkdir()
+        yield work
+        _move_into_place(work, run_dir)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise BadInputError(
+            f"cannot write the run {run_dir}: {e.strerror}; nothing half-written was kept, fix that and rerun"
+        ) from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _move_into_place(work: Path, run_dir: Path) -> None:
+    if not run_dir.exists():
+        os.replace(work, run_dir)
+        return
+    for entry in sorted(work.iterdir()):
+        target = run_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
 
 
 def read_json(path: str | Path) -> dict:
@@ -97,16 +145,25 @@ def write_evaluation(
     extra_metrics: dict | None = None,
     title: str = "",
     labels=LABELS,
+    seed: int = 0,
 ) -> dict:
     """Score predictions on ``table_test`` (which has labels) and write metrics, predictions, confusion PNG.
 
     ``extra_metrics`` (e.g. n_train, baseline, per_fold, history) is merged into metrics.json; the
-    headline metrics win on a key clash. Returns the metrics dict as written.
+    headline metrics win on a key clash. Every run also gets the image-clustered bootstrap intervals
+    (``ci95``, ``bootstrap``, ``n_test_images``, resamples drawn with ``seed``) and ``test_rows_hash``,
+    the hash of the test pairs' keys that `compare` groups runs by. Returns the metrics dict as written.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     y_true = table_test.labels.astype(int)
-    metrics = {**(extra_metrics or {}), **compute_metrics(y_true, y_pred, proba, labels), "n_test": int(len(y_true))}
+    metrics = {
+        **(extra_metrics or {}),
+        **compute_metrics(y_true, y_pred, proba, labels),
+        **bootstrap_intervals(y_true, y_pred, table_test.images, proba, seed=seed, labels=labels),
+        "n_test": int(len(y_true)),
+        "test_rows_hash": keys_hash(table_keys(table_test)),
+    }
     metrics.setdefault("n_train", None)
     write_json(run_dir / METRICS_FILE, metrics)
     predictions_frame(table_test, y_pred, proba, y_true, labels).to_csv(run_dir / PREDICTIONS_FILE, index=False)

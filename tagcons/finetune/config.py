@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from tagcons.data.pairs import PairColumns
-from tagcons.data.splits import SPLIT_KINDS
+from tagcons.data.splits import SPLIT_KINDS, default_dedupe
+from tagcons.embed.backbones import parse_source
+from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
 from tagcons.labels import DEFAULT_SCALE
 
@@ -35,6 +37,7 @@ class FinetuneConfig:
     batch_size: int | None = None
     grad_accum: int | None = None
     split: str = "images"
+    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
     test_size: float = 0.2
     val_size: float = 0.1
     seed: int = 42
@@ -57,6 +60,7 @@ class FinetuneConfig:
     unfreeze_text: int | None = None
     lp_init: bool | None = None  # LP-FT: start the head from a linear probe on frozen features
     init_head: str | None = None  # a fit-head run (logreg or mlp) to start the head from
+    allow_unverified_init: bool = False  # accept an --init-head run that does not record its training rows
     dropout: float = 0.3
     hidden: int = 256
     # machinery
@@ -70,6 +74,7 @@ class FinetuneConfig:
     label_col: str = PairColumns.label
     strip_hash: bool = False
     scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
+    text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
     progress: bool = False
 
     @property
@@ -84,6 +89,7 @@ class FinetuneConfig:
         settings = asdict(self)
         settings.pop("progress")
         settings.pop("resume")
+        settings["text_templates"] = list(self.text_templates)  # as JSON gives it back, for --resume
         return settings
 
 
@@ -148,7 +154,10 @@ def resolve(config: FinetuneConfig) -> FinetuneConfig:
 
 
 def check(config: FinetuneConfig) -> None:
+    check_templates(config.text_templates)
+    parse_source(config.backbone, config.revision)
     _choice("--split", config.split, SPLIT_KINDS)
+    default_dedupe(config.split, config.dedupe)
     _choice("--precision", config.precision, PRECISIONS)
     _choice("--optimizer", config.optimizer, OPTIMIZERS)
     _choice("--schedule", config.schedule, SCHEDULES)
@@ -166,6 +175,7 @@ def check(config: FinetuneConfig) -> None:
             raise BadInputError(f"{flag} {value}: must be positive")
     _within("--wise-alpha", config.wise_alpha, 0.0, 1.0)
     _within("--dropout", config.dropout, 0.0, 0.99)
+    _within("--val-size", config.val_size, 0.0, 0.9)  # 0: no validation part, every epoch runs, the last is kept
     _within("--warmup", config.warmup, 0.0, 0.99)
     if config.workers < 0 or config.patience < 0 or config.grad_clip < 0 or config.weight_decay < 0:
         raise BadInputError("--workers, --patience, --grad-clip and --weight-decay cannot be negative")

@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairTable
-from tagcons.embed.features import tokenize
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -28,23 +27,44 @@ SHOWN_FAILURES = 5
 
 @dataclass
 class TokenTable:
-    """Token ids of every unique text, padded to the longest; `index` maps a pair row to its text."""
+    """Token ids of every unique text under each template; `index` maps a pair row to its text.
+
+    Tensors are [templates, unique texts, tokens]. With padding to the longest (CLIP), a batch is
+    trimmed to its longest text; with the SigLIP family's max-length rule it keeps the full width.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     index: np.ndarray
+    trim: bool = True
 
     @classmethod
-    def build(cls, texts: np.ndarray, tokenizer, max_tokens: int) -> TokenTable:
+    def build(cls, texts: np.ndarray, backbone, templates=("{}",)) -> TokenTable:
         unique, index = np.unique(texts.astype(str), return_inverse=True)
-        tokens = tokenize(tokenizer, list(unique), max_tokens)
-        return cls(tokens["input_ids"], tokens["attention_mask"], index)
+        per_template = [backbone.tokenize([template.format(u) for u in unique]) for template in templates]
+        width = max(tokens["input_ids"].shape[1] for tokens in per_template)
+        pad_id = backbone.tokenizer.pad_token_id or 0
+        ids = torch.stack([_widen(t["input_ids"], width, pad_id) for t in per_template])
+        masks = torch.stack([_widen(_mask_of(t), width, 0) for t in per_template])
+        return cls(ids, masks, index, trim=not backbone.family.pad_to_max_length)
 
     def rows(self, pair_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """[batch, tokens] for one template, [templates, batch, tokens] for an ensemble."""
         at = torch.as_tensor(self.index[pair_rows])
-        mask = self.attention_mask[at]
-        width = int(mask.sum(dim=1).max())
-        return self.input_ids[at, :width], mask[:, :width]
+        ids, mask = self.input_ids[:, at], self.attention_mask[:, at]
+        if self.trim:
+            width = int(mask.sum(dim=2).max())
+            ids, mask = ids[..., :width], mask[..., :width]
+        return (ids[0], mask[0]) if len(ids) == 1 else (ids, mask)
+
+
+def _mask_of(tokens: dict) -> torch.Tensor:
+    """The tokenizer's attention mask; all ones where it makes none (same features as no mask)."""
+    return tokens.get("attention_mask", torch.ones_like(tokens["input_ids"]))
+
+
+def _widen(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
 
 
 def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int = 8) -> tuple[PairTable, dict[str, str]]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from tagcons.embed.backbones import Backbone
+from tagcons.evaluate.provenance import FINETUNE_EXPORT_FILE
 
 BACKBONE_DIR = "backbone"
-PROVENANCE_FILE = "tagcons_finetune.json"
+PROVENANCE_FILE = FINETUNE_EXPORT_FILE
 
 
 def interpolate(zero_shot: dict[str, torch.Tensor], fine_tuned: dict[str, torch.Tensor], alpha: float) -> dict:

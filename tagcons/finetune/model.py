@@ -1,30 +1,26 @@
 """The end-to-end model: a CLIP-architecture backbone plus the study's head over [image, text].
 
 Which backbone parameters train is data (`freeze`), and the optimiser's parameter groups come
-from each parameter's depth in its tower (`param_groups`), so layer-wise learning-rate decay works
-for any CLIP-shaped checkpoint without per-model code.
+from each parameter's depth in its tower (`param_groups`); the parameter names of each tower come
+from the backbone's family (CLIP, SigLIP, VisionTextDualEncoder), so layer-wise learning-rate decay
+works for every supported architecture without per-model code.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tagcons.embed.families import family_of
 from tagcons.embed.features import image_features, text_features
 from tagcons.finetune.config import ALL_LAYERS
 from tagcons.heads.mlp import build_mlp
 from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
-_LAYER = re.compile(r"^(vision_model|text_model)\.encoder\.layers\.(\d+)\.")
-_TOWER_TOP = {
-    "vision_model": ("vision_model.post_layernorm", "visual_projection"),
-    "text_model": ("text_model.final_layer_norm", "text_projection"),
-}
 
 
 class StudyHead(nn.Module):
@@ -67,23 +63,30 @@ class FinetuneModel(nn.Module):
     ):
         super().__init__()
         self.clip = clip
-        self.head = StudyHead(int(clip.config.projection_dim), hidden, dropout, n_classes)
+        self.head = StudyHead(family_of(clip.config).feature_width(clip.config), hidden, dropout, n_classes)
 
     def embed(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
         image = F.normalize(image_features(self.clip, pixel_values).float(), dim=-1)
-        text = F.normalize(text_features(self.clip, input_ids, attention_mask).float(), dim=-1)
-        return torch.cat([image, text], dim=-1)
+        return torch.cat([image, self.text(input_ids, attention_mask)], dim=-1)
+
+    def text(self, input_ids, attention_mask) -> torch.Tensor:
+        """Normalised text features; for [templates, batch, tokens] the normalised mean over templates,
+        as heads see a prompt-ensemble cache (mean of normalised features, normalised when joined)."""
+        if input_ids.dim() == 2:
+            return F.normalize(text_features(self.clip, input_ids, attention_mask).float(), dim=-1)
+        per_template = [self.text(ids, mask) for ids, mask in zip(input_ids, attention_mask)]
+        return F.normalize(torch.stack(per_template).mean(dim=0), dim=-1)
 
     def forward(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
         return self.head(self.embed(pixel_values, input_ids, attention_mask))
 
 
-def tower_depth(name: str, n_layers: dict[str, int]) -> tuple[str, int] | None:
+def tower_depth(name: str, n_layers: dict[str, int], family) -> tuple[str, int] | None:
     """(tower, depth) of a backbone parameter: 0 embeddings, i+1 block i, n+1 final norm/projection."""
-    match = _LAYER.match(name)
+    match = family.layer_regex().match(name)
     if match:
         return match.group(1), int(match.group(2)) + 1
-    for tower, top in _TOWER_TOP.items():
+    for tower, top in family.tower_tops.items():
         if name.startswith(top):
             return tower, n_layers[tower] + 1
         if name.startswith(tower + "."):
@@ -104,11 +107,11 @@ def freeze(clip: nn.Module, unfreeze_vision: int, unfreeze_text: int) -> dict[st
     `logit_scale` always stays frozen: the head does not use it, and the export must keep it.
     Returns the number of trainable parameters per tower.
     """
-    layers = n_layers(clip)
+    layers, family = n_layers(clip), family_of(clip.config)
     keep = {"vision_model": unfreeze_vision, "text_model": unfreeze_text}
     counts = {"vision_model": 0, "text_model": 0}
     for name, parameter in clip.named_parameters():
-        place = tower_depth(name, layers)
+        place = tower_depth(name, layers, family)
         trains = place is not None and _trains(keep[place[0]], place[1], layers[place[0]])
         parameter.requires_grad_(trains)
         if trains:
@@ -127,7 +130,7 @@ def param_groups(
     model: FinetuneModel, lr: float, head_lr: float, weight_decay: float, layer_decay: float
 ) -> list[dict]:
     """Groups by (lr, decay): lr * layer_decay ** (distance from the tower's top); no decay on biases/norms."""
-    layers = n_layers(model.clip)
+    layers, family = n_layers(model.clip), family_of(model.clip.config)
     groups: dict[tuple[float, float], list] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -135,7 +138,7 @@ def param_groups(
         if name.startswith("head."):
             group_lr = head_lr
         else:
-            tower, depth = tower_depth(name[len("clip.") :], layers)
+            tower, depth = tower_depth(name[len("clip.") :], layers, family)
             group_lr = lr * layer_decay ** (layers[tower] + 1 - depth)
         decay = 0.0 if parameter.ndim < 2 else weight_decay
         groups.setdefault((group_lr, decay), []).append(parameter)

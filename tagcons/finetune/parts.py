@@ -8,15 +8,16 @@ split), so early stopping never looks at test rows.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
-from tagcons.data.splits import train_test_split_indices, validation_indices
+from tagcons.data.splits import dedupe_table, split_then_drop, validation_indices
 from tagcons.distributed import DistContext
 from tagcons.errors import BadInputError
+from tagcons.evaluate.provenance import table_keys
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.data import exclude_unloadable
 
@@ -31,6 +32,15 @@ class Parts:
     test: np.ndarray
     failed_images: dict[str, str]
     n_pairs_read: int
+    dropped: dict = field(default_factory=dict)  # n_dropped_fit, n_dropped_test, n_duplicates_removed
+
+    def keys(self) -> dict[str, np.ndarray | None]:
+        """Pair keys of each part (validation None when there is none), for provenance records."""
+        return {
+            "fit": table_keys(self.table.subset(self.fit)),
+            "validation": table_keys(self.table.subset(self.val)) if len(self.val) else None,
+            "test": table_keys(self.table.subset(self.test)),
+        }
 
     def summary(self) -> dict:
         return {
@@ -41,28 +51,40 @@ class Parts:
             "n_test": len(self.test),
             "n_images_failed": len(self.failed_images),
             "images_failed": dict(list(self.failed_images.items())[:20]),
+            **self.dropped,
         }
 
 
 def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
-    """Read and check the pairs, drop pairs whose image cannot be decoded, then split."""
-    table = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
-    check_image_keys(config.images, table.unique_images())
+    """Read and check the pairs, dedupe, split the whole table, then drop the pairs whose image cannot be
+    decoded from the side they fell on (the same split fit-head makes with the same seed and dedupe)."""
+    read = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
+    check_image_keys(config.images, read.unique_images())
+    table, n_duplicates = dedupe_table(read, config.split, config.dedupe)
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)
-    usable = table.subset(np.flatnonzero(~table.frame["image"].isin(list(failed)).to_numpy()))
+    loadable = ~table.frame["image"].isin(list(failed)).to_numpy()
+    part = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
+    usable = table.subset(np.flatnonzero(loadable))
     labels, groups = usable.labels, usable.images
-    train, test = train_test_split_indices(labels, groups, config.split, config.test_size, config.seed)
-    fit, val = validation_indices(train, labels, groups, config.split, config.val_size, config.seed)
+    fit, val = _carve_validation(part.train, labels, groups, config)
     _check_fit_labels(usable, fit, val, config)
-    log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(test), config.split)
-    return Parts(usable, fit, val, test, failed, len(table))
+    log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(part.test), config.split)
+    counts = {"n_dropped_fit": part.n_dropped_fit, "n_dropped_test": part.n_dropped_test}
+    return Parts(usable, fit, val, part.test, failed, len(read), {**counts, "n_duplicates_removed": n_duplicates})
+
+
+def _carve_validation(train: np.ndarray, labels, groups, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) from the training part; --val-size 0 keeps the whole training part for fitting."""
+    if config.val_size == 0:
+        return train, train[:0]
+    return validation_indices(train, labels, groups, config.split, config.val_size, config.seed)
 
 
 def _check_fit_labels(table: PairTable, fit: np.ndarray, val: np.ndarray, config: FinetuneConfig) -> None:
-    if len(val) == 0 or len(fit) == 0:
+    if (len(val) == 0 and config.val_size > 0) or len(fit) == 0:
         raise BadInputError(
             f"{config.data}: too few pairs to carve a validation part from the training part; "
-            "add pairs or raise --val-size"
+            "add pairs, raise --val-size, or pass --val-size 0 (no validation part: the last epoch is kept)"
         )
     if len(np.unique(table.labels[fit])) < 2:
         raise BadInputError(f"{config.data}: the training part holds only one score; fine-tuning needs at least two")

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tagcons.embed.templates import template_attr, templates_from_attr
 from tagcons.errors import BadInputError
+from tagcons.evaluate.rundir import CONFIG_FILE, read_json
 from tagcons.finetune.model import FinetuneModel
 from tagcons.labels import DEFAULT_SCALE, ScoreScale
 
@@ -70,10 +72,13 @@ def _fold_standardisation(weight, bias, mean, scale) -> tuple[torch.Tensor, torc
     return folded, bias - folded @ mean
 
 
-def load_init_head(model: FinetuneModel, run_dir: str | Path, scale: ScoreScale = DEFAULT_SCALE) -> str:
+def load_init_head(
+    model: FinetuneModel, run_dir: str | Path, scale: ScoreScale = DEFAULT_SCALE, templates=("{}",)
+) -> str:
     """Start the head from a fit-head run; returns the kind of head read. BadInputError if it does not fit."""
     from tagcons.heads import load_head  # heads pull in sklearn/lightgbm: only when asked for
 
+    check_same_templates(run_dir, templates)
     head = load_head(run_dir)
     dim = model.head.net[0].in_features
     if head.init_kind == "network":
@@ -88,6 +93,18 @@ def load_init_head(model: FinetuneModel, run_dir: str | Path, scale: ScoreScale 
         )
     log.info("head initialised from %s run %s", head.name, run_dir)
     return head.name
+
+
+def check_same_templates(run_dir: str | Path, templates) -> None:
+    """The donor head learnt on texts encoded with its cache's templates; the fine-tune must encode alike."""
+    config_path = Path(run_dir) / CONFIG_FILE
+    recorded = read_json(config_path).get("text_template") if config_path.is_file() else None
+    if recorded is not None and templates_from_attr(recorded) != tuple(templates):
+        wanted = " ".join(f"--text-template '{t}'" for t in templates_from_attr(recorded))
+        raise BadInputError(
+            f"--init-head {run_dir}: its head was fit on texts encoded as {recorded!r}, this fine-tune encodes "
+            f"them as {template_attr(templates)!r}; pass {wanted} to finetune"
+        )
 
 
 def _columns(head, scale: ScoreScale, run_dir) -> np.ndarray:

@@ -19,11 +19,13 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from tagcons.data.splits import default_dedupe
 from tagcons.distributed import DistContext, setup
 from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import compute_metrics, majority_baseline
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
+from tagcons.evaluate.provenance import check_reuse, part_hashes, recorded_trained_keys, split_spec, write_part_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
 from tagcons.finetune import checkpoint
 from tagcons.finetune.config import FinetuneConfig, resolve
@@ -33,13 +35,24 @@ from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+from tagcons.heads.baselines import shortcut_baselines
 from tagcons.labels import AUTO, class_weights
 from tagcons.runtime import compute_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 CURVES_FILE = "training_curves.png"
-HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk", "samples_per_s")
+# train_loss and val_loss are computed alike (eval mode, after the epoch, class-weighted), so their gap shows
+# over-fitting; train_loss_running is the mean loss during the epoch (dropout on, weights moving).
+HISTORY_KEYS = (
+    "train_loss",
+    "train_loss_running",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "val_qwk",
+    "samples_per_s",
+)
 
 
 @dataclass
@@ -89,13 +102,15 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     parts = load_parts(config, dist)
+    if config.resume:
+        _check_resumed_parts(config, parts)
     backbone = load_backbone(config.backbone, config.revision)
     model = FinetuneModel(backbone.model, config.hidden, config.dropout, parts.table.scale.n_classes).to(dist.device)
     collate = Collate(
         parts.table,
         config.images,
         backbone.image_processor,
-        TokenTable.build(parts.table.texts, backbone.tokenizer, backbone.max_text_tokens),
+        TokenTable.build(parts.table.texts, backbone, config.text_templates),
     )
     settings = LoaderSettings(
         config.batch_size,
@@ -117,6 +132,7 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
         model.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if dist.is_main:
         write_config(config.run_dir, _config_record(config, backbone, parts, precision.name, head_init, dist))
+        write_part_keys(config.run_dir, parts.keys())
     progress = _train(config, model, parts, collate, settings, precision, dist, hooks)
     metrics = _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress)
     backbone_dir = Path(config.run_dir) / "backbone"
@@ -134,6 +150,7 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
             },
             config.progress,
         )
+        write_part_keys(backbone_dir, parts.keys())  # `embed --backbone` records them: fit-head checks its test part
     dist.barrier()
     return FinetuneResult(
         Path(config.run_dir),
@@ -157,7 +174,17 @@ def _check_run_dir(config: FinetuneConfig) -> None:
         )
 
 
-RESUME_MAY_CHANGE = {"epochs", "patience", "device", "workers", "out", "data", "images", "init_head"}
+RESUME_MAY_CHANGE = {
+    "epochs",
+    "patience",
+    "device",
+    "workers",
+    "out",
+    "data",
+    "images",
+    "init_head",
+    "allow_unverified_init",
+}
 
 
 def _resumed_head_init(config: FinetuneConfig) -> str:
@@ -176,10 +203,36 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
     return saved.get("head_init", "resumed")
 
 
+def _check_resumed_parts(config: FinetuneConfig, parts: Parts) -> None:
+    """--resume must see the same fit / validation / test rows: else trained rows could land in test."""
+    saved = read_json(config.run_dir / CONFIG_FILE).get("parts")
+    if saved is None:
+        log.warning("%s: the run predates part hashes; cannot check that --resume sees the same rows", config.run_dir)
+        return
+    current = part_hashes(parts.keys())
+    changed = [name for name in current if saved.get(name) != current[name]]
+    if changed:
+        raise BadInputError(
+            f"{config.run_dir}: --resume with other rows than the run's (the {', '.join(changed)} part(s) changed: "
+            "another --data, --images or failed images); rows already trained on could now be tested. "
+            "Resume with the run's --data and --images, or start a new --out"
+        )
+
+
+def _checked_init_head(config: FinetuneConfig, parts: Parts) -> str:
+    """--init-head's run, refused when its training rows (fit + validation) hold any of our test pairs."""
+    source = f"--init-head {config.init_head}"
+    trained = recorded_trained_keys(config.init_head, source, config.allow_unverified_init, "--allow-unverified-init")
+    fix = "fit the donor head with the same --split, --seed and --test-size (and without --cv), or drop --init-head"
+    check_reuse(trained, parts.keys()["test"], source, fix)
+    return config.init_head
+
+
 def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
     """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
     if config.init_head:
-        return "fit-head:" + load_init_head(model, config.init_head, parts.table.scale)
+        init_head = _checked_init_head(config, parts)
+        return "fit-head:" + load_init_head(model, init_head, parts.table.scale, config.text_templates)
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)
@@ -218,6 +271,14 @@ def _config_record(config, backbone: Backbone, parts: Parts, precision: str, hea
         "head_init": head_init,
         "world_size": dist.world_size,
         "data_summary": parts.summary(),
+        "split_spec": split_spec(
+            config.split,
+            config.seed,
+            config.test_size,
+            dedupe=default_dedupe(config.split, config.dedupe),
+            val_size=config.val_size,
+        ),
+        "parts": part_hashes(parts.keys()),
     }
 
 
@@ -242,10 +303,15 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
         dist.device,
     )
     progress = _resume(config, model, trainer) if config.resume else Progress()
-    val_loader = eval_loader(parts.val, collate, settings)
+    fit_loader = eval_loader(parts.fit, collate, settings)
+    val_loader = eval_loader(parts.val, collate, settings) if len(parts.val) else None
     while progress.epoch < config.epochs and not progress.stopped:
         record = trainer.train_epoch(loader, progress.epoch, dist, config.progress, hooks.on_batch)
-        record.update(_validate(model, val_loader, parts, trainer, dist, hooks, config.progress))
+        record["train_loss_running"] = record.pop("train_loss")
+        record["train_loss"] = _validate(model, fit_loader, parts, trainer, dist, hooks, config.progress, "fit")["loss"]
+        if val_loader is not None:
+            scores = _validate(model, val_loader, parts, trainer, dist, hooks, config.progress, "val")
+            record.update({f"val_{name}": value for name, value in scores.items()})
         _advance(progress, record, config.patience)
         _save_epoch(config, model, trainer, progress, dist)
         log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in record.items()})
@@ -256,26 +322,34 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
     return progress
 
 
-def _validate(model, loader, parts, trainer, dist, hooks, show) -> dict:
-    rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, "val", hooks.on_batch, show)
+def _validate(model, loader, parts, trainer, dist, hooks, show, part: str) -> dict:
+    """Loss (eval mode, the training loss's class weights) and scores of one part after an epoch."""
+    rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, part, hooks.on_batch, show)
     labels, scale = parts.table.labels[rows].astype(int), parts.table.scale
     weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
     targets = torch.from_numpy(scale.column_of(labels).astype(np.int64))
     loss = float(F.cross_entropy(torch.from_numpy(logits), targets, weight=weight))
     metrics = compute_metrics(labels, np.asarray(scale.labels)[logits.argmax(axis=1)], labels=scale.labels)
     return {
-        "val_loss": loss,
-        "val_accuracy": metrics["accuracy"],
-        "val_macro_f1": metrics["macro_f1"],
-        "val_qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
+        "loss": loss,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
     }
 
 
 def _advance(progress: Progress, record: dict, patience: int) -> None:
-    """Append the epoch; a better (QWK, then lower loss) validation score becomes the best."""
+    """Append the epoch; a better (QWK, then lower loss) validation score becomes the best.
+
+    Without a validation part (--val-size 0) every epoch runs and the last one is kept.
+    """
     for key in HISTORY_KEYS:
-        progress.history[key].append(float(record[key]))
+        if key in record:
+            progress.history.setdefault(key, []).append(float(record[key]))
     progress.epoch += 1
+    if "val_qwk" not in record:
+        progress.best_epoch = progress.epoch
+        return
     score = (record["val_qwk"], -record["val_loss"])
     if progress.best_score is None or score > progress.best_score:
         progress.best_score, progress.best_epoch, progress.waited = score, progress.epoch, 0
@@ -289,7 +363,7 @@ def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: DistC
         root = config.run_dir / CHECKPOINTS
         if progress.best_epoch == progress.epoch:
             checkpoint.save_checkpoint(
-                root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score)}
+                root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score or [])}
             )
         checkpoint.save_checkpoint(root / "last", model, _state(trainer, progress))
         write_json(config.run_dir / "history.json", progress.history)
@@ -356,15 +430,20 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         "history": progress.history,
         "best_val_qwk": progress.best_score[0] if progress.best_score else None,
         "test_seconds": time.perf_counter() - started,
-        "baseline": majority_baseline(
-            parts.table.labels[parts.fit], parts.table.labels[parts.test], parts.table.scale.labels
-        ),
     }
+    if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
+        fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
+        labels = parts.table.scale.labels
+        y_fit, y_test = fit.labels.astype(int), test.labels.astype(int)
+        extra["baselines"] = shortcut_baselines(fit, y_fit, test, y_test, config.seed, labels)
+        extra["baseline"] = extra["baselines"]["majority"]
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
         labels = parts.table.scale.labels
         pred = np.asarray(labels)[proba.argmax(axis=1)]
-        metrics = write_evaluation(config.run_dir, parts.table.subset(rows), pred, proba, extra, title, labels)
+        metrics = write_evaluation(
+            config.run_dir, parts.table.subset(rows), pred, proba, extra, title, labels, seed=config.seed
+        )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)

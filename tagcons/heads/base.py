@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, co
 from tagcons.errors import BadInputError
 from tagcons.heads.features import PairFeatures
 from tagcons.heads.registry import get_head_class
-from tagcons.labels import LABELS
+from tagcons.labels import LABELS, class_weights
 
 HEAD_FILE = "head.json"
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
@@ -125,6 +125,29 @@ def chunked(fn, X, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     if len(X) <= chunk:
         return fn(X[np.arange(len(X))] if not isinstance(X, np.ndarray) else X)
     return np.concatenate([fn(X[np.arange(s, min(s + chunk, len(X)))]) for s in range(0, len(X), chunk)])
+
+
+def class_weighting(setting, y: np.ndarray, classes=None) -> np.ndarray | None:
+    """The class weights every weighting head uses: balanced on `y` (its training rows), or None when off.
+
+    One weight per class in `classes` (default: the sorted scores in `y`, a head's ``classes_``).
+    `setting` is a head's ``class_weight`` parameter: "balanced" (every head's default), None/"none", or
+    scikit-learn's {class: weight} (classes not named weigh 1).
+    """
+    if setting is None or setting == "none":
+        return None
+    classes = np.unique(y) if classes is None else classes
+    if isinstance(setting, dict):
+        return np.asarray([float(setting.get(c, 1.0)) for c in classes])
+    if setting != "balanced":
+        raise BadInputError(f"class_weight={setting}: use balanced (the default), none or {{score: weight}}")
+    return class_weights(y, classes)
+
+
+def class_weight_map(setting, y: np.ndarray) -> dict | None:
+    """`class_weighting` as scikit-learn's ``class_weight`` argument: {score: weight} for the scores in `y`."""
+    weights = class_weighting(setting, y)
+    return None if weights is None else {int(c): float(w) for c, w in zip(np.unique(y), weights)}
 
 
 def check_labels(y) -> np.ndarray:

@@ -1,9 +1,18 @@
-"""`fit_head`: join pairs to a cache, split honestly, fit a head, evaluate, write the run directory.
+"""`fit_head`: split the pairs honestly, join them to a cache, fit a head, evaluate, write the run directory.
+
+Order matters. The split (or the CV folds) is computed on the whole table, after the optional
+dedupe; rows that cannot be used (not in the cache, image failed) are then removed from the side
+they fell on and counted (``n_dropped_fit``, ``n_dropped_test``), so a missing image never reshuffles
+the test part: ``--split pairs`` keeps exactly the study's test rows minus the dropped ones.
 
 Everything chosen from data (cut-points, C, early-stopping epoch, boosting rounds) is chosen on the
-training part only; the test part is touched once, for the reported metrics. With ``cv`` the metrics
-are pooled over K out-of-fold predictions (per-fold metrics beside them) and the saved head is refit
-on every row, so `predict` has one model to use.
+training part only; the test part is touched once, for the reported metrics, their image-clustered
+bootstrap intervals and the shortcut baselines (majority, text-only, image-prior) fitted on the same
+training part. With ``cv`` the metrics are pooled over K out-of-fold predictions (per-fold metrics
+beside them) and the saved head is refit on every row, so `predict` has one model to use. With
+``repeats`` R > 1 the split (or the CV) is repeated with seeds seed..seed+R-1 and metrics.json gains
+their mean, sd and pooled interval; the run's own predictions and head are the first seed's.
+`fit_heads` fits several heads on one load and join of the cache, one run directory per head.
 """
 
 from __future__ import annotations
@@ -17,35 +26,60 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.data.pairs import PairColumns, PairTable, load_pairs
-from tagcons.data.splits import SPLIT_KINDS, cv_fold_indices, train_test_split_indices
+from tagcons.data.splits import (
+    SPLIT_KINDS,
+    Partition,
+    dedupe_table,
+    default_dedupe,
+    folds_then_drop,
+    split_then_drop,
+)
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import compute_metrics, majority_baseline, majority_label, pooled_and_per_fold
+from tagcons.evaluate.intervals import repeat_summary
+from tagcons.evaluate.metrics import majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, write_config, write_evaluation
+from tagcons.evaluate.provenance import (
+    TRAINED_KEYS_SETTING,
+    check_reuse,
+    part_hashes,
+    table_keys,
+    write_part_keys,
+)
+from tagcons.evaluate.provenance import split_spec as row_split_spec
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head, on_scale
-from tagcons.heads.features import PairFeatures, check_kind
+from tagcons.heads.baselines import scored_baselines, shortcut_predictions
+from tagcons.heads.features import check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.registry import get_head_class, make_head
 from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
+CACHE_REUSE = {
+    "source": "the cache's backbone (fine-tuned by tagcons finetune)",
+    "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
+    "fine-tuned on this run's training rows only",
+}
 
 
 @dataclass
 class FitHeadConfig:
-    cache: str | Path
     data: str | Path
     head: str
     out: str | Path
+    # required unless the head needs no features (text-only, image-prior); with one they use its rows
+    cache: str | Path | None = None
     split: str = "images"  # "images" (grouped, no leak) or "pairs" (the study's split)
     cv: int | None = None  # K folds instead of one train/test split
     features: str = "concat"  # "concat" or "rich"
     seed: int = 42
     objective: str | None = None  # threshold: macro_f1|qwk; lgbm: multiclass|regression
     test_size: float = 0.2
-    columns: PairColumns = field(default_factory=PairColumns)
+    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
+    repeats: int = 1  # repeat the split (or the CV) with seeds seed..seed+repeats-1
     scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
+    columns: PairColumns = field(default_factory=PairColumns)
     strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
     overwrite: bool = False
@@ -62,10 +96,50 @@ class FitResult:
 
 @dataclass
 class _Data:
-    table: PairTable  # present pairs only
-    X: PairFeatures
-    y: np.ndarray
-    groups: np.ndarray | None  # images, when splits are grouped
+    table: PairTable  # every row after the dedupe (the split is computed on these)
+    usable: np.ndarray  # bool per row of table: has features
+    features: object  # features of the usable rows, in table order (None without a cache)
+    n_duplicates_removed: int
+    n_excluded: int
+
+    @property
+    def usable_table(self) -> PairTable:
+        return self.table.subset(np.flatnonzero(self.usable))
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.usable_table.labels.astype(int)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return self.table.scale.labels
+
+    def inputs(self, head: str):
+        """What ``head`` reads: the features, or the usable pairs for a head that needs none.
+
+        With a cache, a head that needs no features still leaves out the pairs without embeddings, so it
+        is tested on the same rows as the heads it is a baseline for."""
+        return self.features if needs_features(head) else self.usable_table
+
+
+@dataclass
+class _Outcome:
+    """Predictions of one split or CV on the usable rows: pooled over the partitions in order."""
+
+    partitions: list[Partition]
+    heads: list[Head]
+    preds: list[np.ndarray]
+    probas: list[np.ndarray]
+    baselines: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> predictions per partition
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.concatenate([p.test for p in self.partitions])
+
+
+def needs_features(head: str) -> bool:
+    """Whether a head reads cached embeddings (the baselines read the pairs themselves)."""
+    return getattr(get_head_class(head), "NEEDS_FEATURES", True)
 
 
 def fit_head(config: FitHeadConfig) -> FitResult:
@@ -106,18 +180,18 @@ def _config_for(config: FitHeadConfig, name: str) -> FitHeadConfig:
     return dataclasses.replace(config, head=name, out=out, objective=objective, head_params=params)
 
 
-def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict, n_excluded: int) -> FitResult:
+def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict) -> FitResult:
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.cv:
-        metrics, head = _cross_validate(config, data, run_dir, n_excluded)
-    else:
-        metrics, head = _holdout(config, data, run_dir, n_excluded)
-    head.save(run_dir)
-    if getattr(head, "history_", None):
-        plot_training_curves(head.history_, run_dir / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
-    write_config(run_dir, _settings(config, head, provenance, data, n_excluded), provenance["fingerprint"])
-    return FitResult(run_dir, metrics, head, n_excluded)
+    check_reuse(provenance.get("trained_keys"), table_keys(_tested_table(config, data)), **CACHE_REUSE)
+    with staged_run_dir(run_dir) as work:  # a failure (full disk) leaves no half run behind
+        outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
+        metrics, head, parts = _write_run(config, data, outcomes, work)
+        head.save(work)
+        write_part_keys(work, parts)
+        if getattr(head, "history_", None):
+            plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
+        write_config(work, _settings(config, head, provenance, data, parts), provenance["fingerprint"])
+    return FitResult(run_dir, metrics, head, data.n_excluded)
 
 
 def _check_config(config: FitHeadConfig) -> None:
@@ -127,6 +201,11 @@ def _check_config(config: FitHeadConfig) -> None:
         raise BadInputError(f"unknown --split '{config.split}'; choose one of {', '.join(SPLIT_KINDS)}")
     if config.cv is not None and config.cv < 2:
         raise BadInputError(f"--cv {config.cv}: cross-validation needs at least 2 folds")
+    if config.repeats < 1:
+        raise BadInputError(f"--repeats {config.repeats}: needs at least 1")
+    default_dedupe(config.split, config.dedupe)
+    if config.cache is None and needs_features(config.head):
+        raise BadInputError(f"head '{config.head}' reads embeddings: pass --cache (a cache from `tagcons embed`)")
 
 
 def _check_out(run_dir: Path, overwrite: bool) -> Path:
@@ -137,97 +216,201 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
     return run_dir
 
 
-def _load(config: FitHeadConfig) -> tuple[_Data, dict, int]:
+def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
+    if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
+        table, n_duplicates = dedupe_table(
+            load_pairs(config.data, config.columns, bool(config.strip_hash), scale=config.scale),
+            config.split,
+            config.dedupe,
+        )
+        provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
+        return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table = load_pairs(config.data, config.columns, strip_hash, require_labels=True, scale=config.scale)
+        table, n_duplicates = dedupe_table(
+            load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
+        )
         joined = join_pairs(cache, table, config.features)
-        provenance = {"backbone": cache.backbone, "model_id": cache.model_id, "fingerprint": cache.fingerprint}
-    report_missing(joined, table, f"; add them with: tagcons embed --data {config.data} --out {config.cache} ...")
-    table = table.subset(np.flatnonzero(joined.present))
-    groups = table.images if config.split == "images" else None
-    return _Data(table, joined.features, table.labels.astype(int), groups), provenance, joined.n_missing
+        provenance = {
+            "backbone": cache.backbone,
+            "model_id": cache.model_id,
+            "fingerprint": cache.fingerprint,
+            "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
+            "trained_keys": _cache_trained_keys(cache),
+        }
+    if not joined.present.any():
+        raise BadInputError(
+            f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
+            f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
+        )
+    report_missing(joined, table, " (after the split, from the side each fell on)")
+    return _Data(table, joined.present, joined.features, n_duplicates, joined.n_missing), provenance
 
 
-def _new_head(config: FitHeadConfig) -> Head:
+def _cache_trained_keys(cache) -> set[str] | None:
+    """Pairs that trained the cache's backbone (a re-embedded fine-tune), None for a pretrained one."""
+    keys = getattr(cache, "settings", {}).get(TRAINED_KEYS_SETTING)
+    return None if keys is None else set(keys)
+
+
+def _tested_table(config: FitHeadConfig, data: _Data) -> PairTable:
+    """Every usable pair this run tests on: each repeat's test part (every row under --cv)."""
+    parts = [p for r in range(config.repeats) for p in _partitions(config, data, config.seed + r)]
+    return data.usable_table.subset(np.unique(np.concatenate([p.test for p in parts])))
+
+
+def _new_head(config: FitHeadConfig, seed: int) -> Head:
     params = dict(config.head_params)
     if config.progress and "progress" in get_head_class(config.head)._get_param_names():
         params["progress"] = True
-    return make_head(config.head, config.objective, config.seed, params)
+    return make_head(config.head, config.objective, seed, params)
 
 
-def _part_groups(data: _Data, rows: np.ndarray):
-    return None if data.groups is None else data.groups[rows]
+def _groups(config: FitHeadConfig, table: PairTable):
+    return table.images if config.split == "images" else None
 
 
-def _holdout(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:
-    train, test = train_test_split_indices(data.y, data.table.images, config.split, config.test_size, config.seed)
-    head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
-    X_test = data.X.subset(test)
-    labels = data.table.scale.labels
-    proba, pred = _scale_proba(head, X_test, labels), head.predict(X_test)
+def _partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
+    labels, groups = data.table.labels.astype(int), data.table.images
+    if config.cv:
+        return folds_then_drop(labels, groups, data.usable, config.split, config.cv, seed)
+    return [split_then_drop(labels, groups, data.usable, config.split, config.test_size, seed)]
+
+
+def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
+    """Fit and predict every partition of one seed's split; baselines only for the run's own seed."""
+    usable, y, X = data.usable_table, data.y, data.inputs(config.head)
+    outcome = _Outcome(_partitions(config, data, seed), [], [], [])
+    for part in outcome.partitions:
+        head = _new_head(config, seed).fit(
+            X.subset(part.train), y[part.train], _groups(config, usable.subset(part.train))
+        )
+        X_test = X.subset(part.test)
+        outcome.heads.append(head)
+        outcome.probas.append(on_scale(head.predict_proba(X_test), head.classes_, data.labels))
+        outcome.preds.append(head.predict(X_test))
+        if seed == config.seed:
+            _add_baselines(outcome, usable, y, part, data.labels)
+    return outcome
+
+
+def _add_baselines(outcome: _Outcome, usable: PairTable, y: np.ndarray, part: Partition, labels) -> None:
+    predictions = shortcut_predictions(usable.subset(part.train), y[part.train], usable.subset(part.test), labels)
+    predictions["majority"] = (np.full(len(part.test), majority_label(y[part.train], labels)), None)
+    for name, (pred, _) in predictions.items():
+        outcome.baselines.setdefault(name, []).append(pred)
+
+
+def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run_dir: Path):
+    first = outcomes[0]
+    usable, y = data.usable_table, data.y
+    rows = first.rows
     extra = {
-        "n_train": len(train),
-        "n_excluded": n_excluded,
-        "baseline": majority_baseline(data.y[train], data.y[test], labels),
+        **_counts(config, data, first),
+        "baselines": _baseline_metrics(config, first, y[rows], usable.images[rows], data.labels),
     }
-    extra.update(head.extra_test_metrics(X_test, data.y[test]))
+    extra["baseline"] = extra["baselines"]["majority"]
+    if config.cv:
+        extra.update(cv=config.cv, per_fold=_per_fold(first, y, data.labels))
+    else:
+        extra.update(first.heads[0].extra_test_metrics(data.inputs(config.head).subset(rows), y[rows]))
+    if config.repeats > 1:
+        extra["repeats"] = _repeats(config, usable, y, outcomes, data.labels)
+    title = _title(config) + (f", {config.cv}-fold" if config.cv else "")
+    pred, proba = np.concatenate(first.preds), np.concatenate(first.probas)
     metrics = write_evaluation(
-        run_dir, data.table.subset(test), pred, proba, extra, title=_title(config), labels=labels
+        run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
     )
-    return metrics, head
+    head = _final_head(config, data, first)
+    return metrics, head, _part_keys(config, usable, first)
 
 
-def _cross_validate(config: FitHeadConfig, data: _Data, run_dir: Path, n_excluded: int) -> tuple[dict, Head]:
-    folds = cv_fold_indices(data.y, data.table.images, config.split, config.cv, config.seed)
-    outcomes, baseline_preds = [], []
-    labels = data.table.scale.labels
-    for train, test in folds:
-        head = _new_head(config).fit(data.X.subset(train), data.y[train], _part_groups(data, train))
-        X_test = data.X.subset(test)
-        outcomes.append((data.y[test], head.predict(X_test), _scale_proba(head, X_test, labels)))
-        baseline_preds.append(np.full(len(test), majority_label(data.y[train], labels)))
-    pooled, per_fold = pooled_and_per_fold(outcomes, labels)
-    order = np.concatenate([test for _, test in folds])
-    extra = {
-        "cv": config.cv,
-        "per_fold": per_fold,
-        "n_excluded": n_excluded,
-        "n_train": int(np.mean([len(train) for train, _ in folds])),  # mean training rows per fold
-        "baseline": compute_metrics(data.y[order], np.concatenate(baseline_preds), labels=labels),
+def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
+    """Row bookkeeping: training size, what the dedupe removed and what each side of the split lost."""
+    parts = outcome.partitions
+    dropped_fit, dropped_test = sum(p.n_dropped_fit for p in parts), sum(p.n_dropped_test for p in parts)
+    if config.cv:  # every row is tested once; an unusable row is also missing from the refit's fit part
+        dropped_fit = dropped_test
+    if dropped_fit or dropped_test:
+        log.warning(
+            "%d training and %d test pairs dropped after the split (no embedding); the other test rows stay as split",
+            dropped_fit,
+            dropped_test,
+        )
+    n_train = [len(p.train) for p in parts]
+    return {
+        "n_train": n_train[0] if not config.cv else int(np.mean(n_train)),  # CV: mean training rows per fold
+        "n_excluded": data.n_excluded,
+        "n_dropped_fit": int(dropped_fit),
+        "n_dropped_test": int(dropped_test),
+        "n_duplicates_removed": data.n_duplicates_removed,
+        "dedupe": default_dedupe(config.split, config.dedupe),
     }
-    metrics = write_evaluation(
-        run_dir,
-        data.table.subset(order),
-        np.concatenate([o[1] for o in outcomes]),
-        np.concatenate([o[2] for o in outcomes]),
-        extra,
-        title=_title(config) + f", {config.cv}-fold",
-        labels=labels,
-    )
+
+
+def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y_test: np.ndarray, images: np.ndarray, labels) -> dict:
+    """Each baseline's metrics (and intervals) on the pooled test rows; the majority one also names its label."""
+    predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
+    metrics = scored_baselines(y_test, predictions, images, config.seed, labels)
+    if len(outcome.partitions) == 1:
+        metrics["majority"]["label"] = int(predictions["majority"][0]) if len(y_test) else None
+    return metrics
+
+
+def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
+    folds = [(y[p.test], pred, proba) for p, pred, proba in zip(outcome.partitions, outcome.preds, outcome.probas)]
+    return pooled_and_per_fold(folds, labels)[1]
+
+
+def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome], labels) -> dict:
+    pooled = [(y[o.rows], np.concatenate(o.preds), usable.images[o.rows], np.concatenate(o.probas)) for o in outcomes]
+    seeds = [config.seed + r for r in range(config.repeats)]
+    return repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
+
+
+def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> Head:
+    if not config.cv:
+        return outcome.heads[0]
     log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
-    final = _new_head(config).fit(data.X, data.y, data.groups)
-    return metrics, final
+    return _new_head(config, config.seed).fit(data.inputs(config.head), data.y, _groups(config, data.usable_table))
 
 
-def _scale_proba(head: Head, X, labels) -> np.ndarray:
-    """The head's probabilities with one column per score of the scale (zeros for scores it never saw)."""
-    return on_scale(head.predict_proba(X), head.classes_, labels)
+def _part_keys(config: FitHeadConfig, usable: PairTable, outcome: _Outcome) -> dict:
+    """Pair keys of each part; CV: the refit head's fit part is every row, the test part every out-of-fold row."""
+    keys = table_keys(usable)
+    fit = keys if config.cv else keys[outcome.partitions[0].train]
+    return {"fit": fit, "validation": None, "test": keys[outcome.rows]}
 
 
 def _title(config: FitHeadConfig) -> str:
     return f"{config.head}, {config.features} features, {config.split} split"
 
 
-def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, n_excluded: int) -> dict:
+def split_spec(config: FitHeadConfig) -> dict:
+    """config.json's ``split_spec``: everything needed to recompute the parts from the table."""
+    return row_split_spec(
+        config.split,
+        config.seed,
+        None if config.cv else config.test_size,
+        cv=config.cv,
+        repeats=config.repeats,
+        dedupe=default_dedupe(config.split, config.dedupe),
+        val_size=None,  # heads carve any validation part inside their training part
+    )
+
+
+def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, parts: dict) -> dict:
     settings = dataclasses.asdict(config)
     settings.update(
         kind="fit-head",
-        scale=str(data.table.scale),
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
+        text_template=provenance["text_template"],
         head_params_resolved=head.get_params(),
-        n_pairs=len(data.y),
-        n_excluded=n_excluded,
+        n_pairs=int(data.usable.sum()),
+        n_excluded=data.n_excluded,
+        scale=str(data.table.scale),
+        split_spec=split_spec(config),
+        parts=part_hashes(parts),
     )
     return settings

@@ -2,9 +2,12 @@
 early stopping on an inner validation part carved from the training rows (grouped by image when
 groups are given).
 
-``objective="multiclass"`` (default) predicts class probabilities with balanced class weights.
-``objective="regression"`` fits the score as a number and rounds it with four cut-points chosen on
-the training part by the threshold head's exact search (macro-F1); its predict_proba is one-hot.
+``objective="multiclass"`` (default) predicts class probabilities. Rows are weighted by balanced class
+weights under both objectives, as in every head (``class_weight=none`` turns it off).
+``objective="regression"`` fits the score as a number and rounds it with four cut-points chosen by the
+threshold head's exact search (macro-F1) on the *inner validation part's* predictions: predictions on
+the boosted rows themselves are over-spread (the trees fit them), so cuts chosen there misplace the
+test rows. Its predict_proba is one-hot.
 The model is saved as LightGBM's text format, which loads without executing code.
 """
 
@@ -16,10 +19,9 @@ import lightgbm as lgb
 import numpy as np
 
 from tagcons.data.splits import validation_indices
-from tagcons.heads.base import Head, one_hot
+from tagcons.heads.base import Head, class_weighting, one_hot
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
-from tagcons.labels import class_weights
 from tagcons.runtime import auto_threads
 
 MODEL_FILE = "lgbm.txt"
@@ -42,6 +44,7 @@ class LGBMHead(Head):
         min_data_in_leaf=20,
         lambda_l2=1.0,
         val_size=0.1,
+        class_weight="balanced",
         threads=None,
         seed=42,
     ):
@@ -56,6 +59,7 @@ class LGBMHead(Head):
         self.min_data_in_leaf = min_data_in_leaf
         self.lambda_l2 = lambda_l2
         self.val_size = val_size
+        self.class_weight = class_weight
         self.threads = threads
         self.seed = seed
 
@@ -87,9 +91,8 @@ class LGBMHead(Head):
         kind = "images" if groups is not None else "pairs"
         fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
         target = codes if self.objective == "multiclass" else y.astype(np.float64)
-        weight = (
-            class_weights(codes[fit_idx], range(len(self.classes_)))[codes] if self.objective == "multiclass" else None
-        )
+        balanced = class_weighting(self.class_weight, y[fit_idx], self.classes_)
+        weight = None if balanced is None else balanced[codes]
         train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
         valid = lgb.Dataset(
             X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train
@@ -104,7 +107,7 @@ class LGBMHead(Head):
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.cuts_ = None
         if self.objective == "regression":
-            self.cuts_, _ = search_cuts(self._raw(X), y, "macro_f1")
+            self.cuts_, _ = search_cuts(self._raw(X[val_idx]), y[val_idx], "macro_f1")  # held-out rows only
         return self
 
     def _raw(self, X) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Logistic-regression head: standardised features, multinomial L-BFGS, C chosen by inner CV.
 
 The inner cross-validation runs on the training part only (grouped by image when the caller passes
-groups). Above ``cv_max_rows`` training rows the C search uses a random subsample of that size, and
-when a dense float32 copy of the features would exceed ``max_dense_bytes`` the final fit streams
-mini-batches instead: the scaler by ``partial_fit`` and a one-vs-rest SGD logistic model
-(``alpha = 1 / (C * n)``, the same penalty scale), so a million pairs never sit in memory at once.
+groups). Classes are weighted as in every head (``class_weight="balanced"``: n / (K * count) on the
+rows being fitted; ``class_weight=none`` turns it off). Above ``cv_max_rows`` training rows the C
+search uses a random subsample of that size, and when a dense float32 copy of the features would
+exceed ``max_dense_bytes`` the final fit streams mini-batches instead: the scaler by ``partial_fit``
+and a one-vs-rest SGD logistic model (``alpha = 1 / (C * n)``, the same penalty scale), so a million
+pairs never sit in memory at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
-from tagcons.heads.base import Head, chunked
+from tagcons.heads.base import Head, chunked, class_weight_map
 from tagcons.heads.registry import register_head
 from tagcons.runtime import auto_threads, limited_threads
 
@@ -40,6 +42,7 @@ class LogregHead(Head):
         cv_max_rows=20000,
         max_dense_bytes=2 * 1024**3,
         sgd_epochs=5,
+        class_weight="balanced",
         threads=None,
         seed=42,
     ):
@@ -50,6 +53,7 @@ class LogregHead(Head):
         self.cv_max_rows = cv_max_rows
         self.max_dense_bytes = max_dense_bytes
         self.sgd_epochs = sgd_epochs
+        self.class_weight = class_weight
         self.threads = threads
         self.seed = seed
 
@@ -79,17 +83,21 @@ class LogregHead(Head):
 
     def _fold_score(self, X, y, train, test, C) -> float:
         scaler = StandardScaler().fit(X[train])
-        model = self._lbfgs(C).fit(scaler.transform(X[train]), y[train])
+        model = self._lbfgs(C, y[train]).fit(scaler.transform(X[train]), y[train])
         return f1_score(y[test], model.predict(scaler.transform(X[test])), average="macro", zero_division=0)
 
-    def _lbfgs(self, C) -> LogisticRegression:
-        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter)
+    def _lbfgs(self, C, y) -> LogisticRegression:
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=self.max_iter, class_weight=self._weights(y))
+
+    def _weights(self, y) -> dict | None:
+        """{score: weight} for the scores in `y` (the rows being fitted), or None when weighting is off."""
+        return class_weight_map(self.class_weight, y)
 
     def _fit_dense(self, X, y):
         scaler = StandardScaler().fit(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
-            model = self._lbfgs(self.C_).fit(scaler.transform(X), y)
+            model = self._lbfgs(self.C_, y).fit(scaler.transform(X), y)
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=True)
         self.n_iter_ = model.n_iter_
 
@@ -97,7 +105,9 @@ class LogregHead(Head):
         scaler = StandardScaler()
         for start in range(0, len(y), STREAM_CHUNK):
             scaler.partial_fit(X[np.arange(start, min(start + STREAM_CHUNK, len(y)))])
-        model = SGDClassifier(loss="log_loss", alpha=1.0 / (self.C_ * len(y)), random_state=self.seed)
+        model = SGDClassifier(
+            loss="log_loss", alpha=1.0 / (self.C_ * len(y)), class_weight=self._weights(y), random_state=self.seed
+        )
         rng = np.random.default_rng(self.seed)
         for _ in range(self.sgd_epochs):
             order = rng.permutation(len(y))

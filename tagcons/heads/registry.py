@@ -17,6 +17,8 @@ BUILTIN_HEADS = {
     "logreg": "tagcons.heads.logreg",
     "mlp": "tagcons.heads.mlp",
     "lgbm": "tagcons.heads.lgbm",
+    "text-only": "tagcons.heads.baselines",
+    "image-prior": "tagcons.heads.baselines",
 }
 
 

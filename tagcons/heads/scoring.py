@@ -18,6 +18,7 @@ import numpy as np
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_keys, trained_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import load_head, on_scale
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
@@ -44,6 +45,7 @@ class PredictResult:
     n_scored: int
     n_missing: int
     metrics: dict | None  # when the pairs file has labels
+    n_trained_on: int = 0  # scored pairs that were in the head's fit or validation part
 
 
 def predict(config: PredictConfig) -> PredictResult:
@@ -61,14 +63,32 @@ def predict(config: PredictConfig) -> PredictResult:
     report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
-    proba = on_scale(head.predict_proba(joined.features), head.classes_, scale.labels)
-    pred = head.predict(joined.features)
+    X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
+    proba = on_scale(head.predict_proba(X), head.classes_, scale.labels)
+    pred = head.predict(X)
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)
     metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
-    return PredictResult(out, len(present), joined.n_missing, metrics)
+    return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
+
+
+def _count_trained_on(run_dir: Path, table) -> int:
+    """How many scored pairs trained the head (its part_keys.json); warns when any did."""
+    parts = read_part_keys(run_dir)
+    if parts is None:
+        return 0
+    n = overlap_count(trained_keys(parts), table_keys(table))
+    if n:
+        log.warning(
+            "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not predicted; "
+            "metrics on this file are not a test",
+            n,
+            len(table),
+            run_dir,
+        )
+    return n
 
 
 def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:

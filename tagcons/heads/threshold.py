@@ -11,15 +11,23 @@ QWK is 1 - A/B where both A (weighted disagreements) and B (their expectation un
 are sums of per-class interval terms; Dinkelbach's method (minimise A - lambda*B by the same DP,
 set lambda = A/B of the result, repeat) reaches the exact best ratio in a few rounds.
 
+``search="study"`` reproduces the study's own search instead, cut for cut: 100 candidates drawn by
+``np.random.seed(42); sorted(np.random.uniform(0.05, 0.95, 100))``, only the first 5,000 of
+``itertools.combinations(candidates, 4)`` in that order (so the first two cuts stay near 0.055 and
+0.07), each scored by scikit-learn's macro ``f1_score`` and the first best kept. It is vectorised
+(all 5,000 combinations at once) and keeps the same cut-points as the study's loop.
+
 predict_proba is one-hot on the predicted score: a threshold rule ranks, it has no probabilities.
 """
 
 from __future__ import annotations
 
+from itertools import combinations, islice
 from pathlib import Path
 
 import numpy as np
 
+from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads.base import Head, one_hot
 from tagcons.heads.features import cosine_of
@@ -27,7 +35,11 @@ from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 
 STUDY_FIXED_CUTS = (0.2, 0.4, 0.6, 0.8)  # the study's fixed 0.2-interval similarity -> score mapping
+STUDY_SCORES = LABELS  # the study's 1-5 scale (search=study cuts it in five)
+K = len(STUDY_FIXED_CUTS) + 1
 MAX_DINKELBACH_ROUNDS = 50
+SEARCHES = ("exact", "study")
+STUDY_SEED, STUDY_CANDIDATES, STUDY_RANGE, STUDY_COMBINATIONS = 42, 100, (0.05, 0.95), 5000
 
 
 def scores_from_cuts(similarity: np.ndarray, cuts, classes=LABELS) -> np.ndarray:
@@ -104,6 +116,41 @@ def search_cuts(similarity: np.ndarray, y: np.ndarray, objective: str = "macro_f
     return grid[boundaries - 1], best
 
 
+def study_candidates() -> list[float]:
+    """The study's cut-point candidates: np.random.seed(42); sorted(np.random.uniform(0.05, 0.95, 100))."""
+    return sorted(np.random.RandomState(STUDY_SEED).uniform(*STUDY_RANGE, STUDY_CANDIDATES))  # legacy seeding
+
+
+def study_combinations() -> np.ndarray:
+    """Candidate indices of the first 5,000 of itertools.combinations(candidates, 4), in order: [5000, 4]."""
+    return np.asarray(list(islice(combinations(range(STUDY_CANDIDATES), K - 1), STUDY_COMBINATIONS)))
+
+
+def study_search(similarity: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """The study's search over its 5,000 candidate combinations; the first best wins, as in its loop.
+
+    Vectorised through per-segment label counts: a row's score under cuts (c1..c4) only depends on how
+    many candidates lie at or below its similarity, so each combination's confusion counts are
+    differences of cumulative counts, and its macro-F1 is computed as scikit-learn's f1_score does
+    (the mean over the scores that are true or predicted; F1 0 where a score is one and not the other).
+    """
+    candidates = np.asarray(study_candidates())
+    codes = np.asarray(y).astype(int) - STUDY_SCORES[0]
+    cum = _segment_counts(np.asarray(similarity), codes, candidates, K)  # [101 + 1, K]
+    combos = study_combinations()
+    edges = np.concatenate(
+        [np.zeros((len(combos), 1), int), combos + 1, np.full((len(combos), 1), len(candidates) + 1)], axis=1
+    )
+    counts = cum[edges[:, 1:]] - cum[edges[:, :-1]]  # [combination, predicted score, true score]
+    tp = np.diagonal(counts, axis1=1, axis2=2)
+    denominator = counts.sum(axis=2) + cum[-1][None, :]  # predicted + true, per score
+    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    present = denominator > 0
+    scores = f1.sum(axis=1, where=present) / present.sum(axis=1)
+    best = int(np.argmax(scores))  # the first maximum: the study's loop replaced its best only on a strict gain
+    return candidates[combos[best]], float(scores[best])
+
+
 def _ratio(observed: np.ndarray, expected: np.ndarray, boundaries: np.ndarray) -> float:
     edges = np.concatenate([[0], boundaries, [observed.shape[1] - 1]])
     a = sum(observed[k, edges[k], edges[k + 1]] for k in range(observed.shape[0]))
@@ -126,19 +173,35 @@ def _best_qwk(cum: np.ndarray) -> tuple[np.ndarray, float]:
 
 @register_head("threshold")
 class ThresholdHead(Head):
-    """Cosine similarity with four learned cut-points; ``objective`` is macro_f1 or qwk."""
+    """Cosine similarity with four learned cut-points; ``objective`` is macro_f1 or qwk, ``search`` exact
+    (the best cuts on the quantile grid) or study (the study's 5,000 combinations, cut for cut)."""
 
     OBJECTIVES = ("macro_f1", "qwk")
 
-    def __init__(self, objective: str = "macro_f1", n_grid: int = 99):
+    def __init__(self, objective: str = "macro_f1", n_grid: int = 99, search: str = "exact"):
         self.objective = objective
         self.n_grid = n_grid
+        self.search = search
 
     def fit(self, X, y, groups=None):
         X, y = self._fit_input(X, y)
         self.classes_ = np.unique(y)
-        self.thresholds_, self.train_objective_ = search_cuts(cosine_of(X), y, self.objective, self.n_grid)
+        if self.search not in SEARCHES:
+            raise BadInputError(f"threshold search '{self.search}': choose one of {', '.join(SEARCHES)}")
+        if self.search == "study":
+            self._fit_study(cosine_of(X), y)
+        else:
+            self.thresholds_, self.train_objective_ = search_cuts(cosine_of(X), y, self.objective, self.n_grid)
         return self
+
+    def _fit_study(self, similarity: np.ndarray, y: np.ndarray) -> None:
+        """The study's search: four cuts over its 1-5 scale, whichever scores the training rows hold."""
+        if self.objective != "macro_f1":
+            raise BadInputError("search=study optimises macro-F1, as the study did; drop --objective qwk")
+        if y.min() < STUDY_SCORES[0] or y.max() > STUDY_SCORES[-1]:
+            raise BadInputError("search=study cuts the study's 1-5 scale; use search=exact for another --scale")
+        self.classes_ = np.asarray(STUDY_SCORES)
+        self.thresholds_, self.train_objective_ = study_search(similarity, y)
 
     def predict(self, X) -> np.ndarray:
         X = self._predict_input(X)
