@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 # A CPU build of torch: pinned so pip takes the local wheel instead of a multi-GB CUDA download.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# A second environment with the lowest supported versions (.ci/min-constraints.txt).
+VENV_MIN := .venv-min
+STAMP_MIN := $(VENV_MIN)/.installed
 
-.PHONY: test demo install bench clean
+.PHONY: test test-min demo install bench mutate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +20,13 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+$(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VENV_MIN)/bin/python -m pip install -q -c .ci/min-constraints.txt -e ".[test]"
+	touch $(STAMP_MIN)
+
 install: $(STAMP)
 
 test: $(STAMP)
@@ -24,8 +34,17 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
+# The suite at the lowest supported transformers (CI runs it after `make test`).
+test-min: $(STAMP_MIN)
+	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests
+
 demo: $(STAMP)
 	$(VENV)/bin/tagcons demo --out demo_out
+
+# Mutation score of the evaluation core (modules and tests in pyproject.toml [tool.mutmut]);
+# writes benchmarks/results/mutation.json. About 30 minutes on 2 cores.
+mutate: $(STAMP)
+	$(PY) benchmarks/mutation.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/embed_throughput.py
@@ -34,4 +53,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/cache_scale.py
 
 clean:
-	rm -rf demo_out .pytest_cache
+	rm -rf demo_out .pytest_cache mutants

@@ -3,6 +3,7 @@
     python benchmarks/heads.py                  # 2,022 pairs + the study's threshold search + 200,000 pairs
     python benchmarks/heads.py --skip-large     # 2,022 pairs only
     python benchmarks/heads.py --million        # also mlp + logreg on 1,000,000 pairs read from a cache file
+    python benchmarks/heads.py --audit-only     # only `tagcons audit` (5 folds, 2,022 pairs), added to the JSON
 
 Features are random with a planted score signal (speed does not depend on the values). Every head
 run happens in a fresh subprocess, so its peak memory (VmHWM, reset before the fit) is its own;
@@ -16,6 +17,7 @@ macro-F1 at least as high; `search=study` gives the study's cut-points, vectoris
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -186,6 +188,62 @@ def million_from_cache(rows: int = 1_000_000) -> list[dict]:
     return results
 
 
+def audit_run(n_pairs: int = 2022, folds: int = 5, head: str = "lgbm", flip_share: float = 0.05) -> dict:
+    """`tagcons audit` end to end (join, out-of-fold fits, cleanlab) on a cache of synthetic 768-d features
+    whose labels have ``flip_share`` moved two steps; reports time, peak memory and flips found in the top."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TAGCONS_BENCH_DIR")) as tmp:
+        cache, pairs, flipped = _audit_files(Path(tmp), n_pairs, flip_share)
+        spec = {"mode": "audit", "head": head, "folds": folds, "n_pairs": n_pairs, "cache": str(cache)}
+        return run_isolated({**spec, "pairs": str(pairs), "flipped": flipped})
+
+
+def _audit_files(tmp: Path, n_pairs: int, flip_share: float):
+    import pandas as pd
+
+    from tagcons.cache import CacheMeta, CacheWriter
+
+    X, y, groups = synthetic(n_pairs)
+    images = [f"img_{i}.png" for i in range(len(X.image_embeds))]
+    texts = [f"#tag{j}" for j in range(len(X.text_embeds))]
+    meta = CacheMeta(backbone="bench", model_id="bench", revision=None, projection_dim=X.image_embeds.shape[1])
+    with CacheWriter(tmp / "bench.h5", meta) as writer:
+        digests = [hashlib.sha256(key.encode()).hexdigest() for key in images]
+        writer.commit(images=(images, digests, X.image_embeds), texts=(texts, X.text_embeds))
+        writer.consolidate()
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(n_pairs, round(flip_share * n_pairs), replace=False)
+    y = y.copy()
+    y[flipped] = np.where(y[flipped] >= 3, y[flipped] - 2, y[flipped] + 2)
+    frame = pd.DataFrame(
+        {"Image Filename": np.asarray(images)[X.image_index], "Hashtag": np.asarray(texts)[X.text_index], "Score": y}
+    )
+    frame.to_csv(tmp / "pairs.csv", index=False)
+    keys = [f"{frame['Image Filename'][i]}\t{frame['Hashtag'][i]}" for i in flipped]
+    return tmp / "bench.h5", tmp / "pairs.csv", keys
+
+
+def audit_worker(spec: dict) -> dict:
+    from tagcons.audit.run import AuditConfig, run_audit
+
+    base_mb = peak_reset()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        result = run_audit(
+            AuditConfig(cache=spec["cache"], data=spec["pairs"], out=out, head=spec["head"], folds=spec["folds"])
+        )
+    top = result.issues.head(len(spec["flipped"]))
+    found = set(spec["flipped"]) & {f"{i}\t{t}" for i, t in zip(top["image"], top["hashtag"])}
+    return {
+        **{k: v for k, v in spec.items() if k not in ("flipped", "cache", "pairs")},
+        "seconds": time.perf_counter() - start,
+        "peak_mb": _status_mb("VmHWM"),
+        "peak_over_start_mb": _status_mb("VmHWM") - base_mb,
+        "n_flagged": result.summary["n_flagged"],
+        "flips": len(spec["flipped"]),
+        "flips_in_top": len(found),
+    }
+
+
 def cache_worker(spec: dict) -> dict:
     """fit_head end to end from the cache file (join, split, fit, evaluate, write run dir)."""
     from tagcons.heads import FitHeadConfig, fit_head
@@ -236,11 +294,24 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--million-only", action="store_true", help="only the 1,000,000-pair runs, added to the existing --out JSON"
     )
+    parser.add_argument(
+        "--audit-only", action="store_true", help="only the audit run, added to the existing --out JSON"
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "heads.json"))
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps(cache_worker(spec) if spec.get("mode") == "cache" else worker(spec)))
+        workers = {"cache": cache_worker, "audit": audit_worker}
+        print(json.dumps(workers.get(spec.get("mode"), worker)(spec)))
+        return 0
+    if args.audit_only:
+        report = json.loads(Path(args.out).read_text())
+        report["audit"] = audit_run()
+        report["small"] = [r for r in report["small"] if r["head"] != "ordinal"]
+        report["small"].append(run_isolated({"head": "ordinal", "n_pairs": 2022}))
+        print(json.dumps(report["audit"], indent=2), flush=True)
+        print(table(report["small"][-1:]), flush=True)
+        _save(report, Path(args.out))
         return 0
     if args.million_only:
         report = json.loads(Path(args.out).read_text())
@@ -257,7 +328,7 @@ def main(argv=None) -> int:
         }
     }
     heads = ("threshold", "logreg", "mlp", "lgbm")
-    small = [{"head": h, "n_pairs": 2022} for h in heads] + [
+    small = [{"head": h, "n_pairs": 2022} for h in (*heads, "ordinal")] + [
         {"head": "mlp", "n_pairs": 2022, "params": {"recipe": "paper"}}  # the default mlp is recipe=robust
     ]
     report["small"] = [run_isolated(spec) for spec in small]
@@ -266,6 +337,9 @@ def main(argv=None) -> int:
     save()
     report["threshold_search"] = threshold_comparison()
     print(json.dumps(report["threshold_search"], indent=2), flush=True)
+    report["audit"] = audit_run()
+    print(json.dumps(report["audit"], indent=2), flush=True)
+    save()
     if not args.skip_large:
         report["large"] = [
             run_isolated({"head": h, "n_pairs": 200_000, "params": LARGE_PARAMS.get(h, {})}) for h in heads

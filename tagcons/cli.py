@@ -222,23 +222,14 @@ def _scale(_ctx, _param, value: str) -> str:
 
 
 def _head_params(_ctx, _param, values):
-    """--param key=value pairs; numbers become numbers, the rest stay strings."""
+    """--param key=value pairs as text; fit-head parses each by its head's setting type."""
     params = {}
     for item in values:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise click.BadParameter(f"'{item}': use KEY=VALUE, e.g. --param max_epochs=40")
-        params[key.strip().replace("-", "_")] = _parse_value(raw.strip())
+        params[key.strip().replace("-", "_")] = raw.strip()
     return params
-
-
-def _parse_value(raw: str):
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
 
 
 @cli.command("fit-head")
@@ -293,6 +284,26 @@ def _parse_value(raw: str):
     metavar="KEY=VALUE",
     help="Head hyperparameter, repeatable (e.g. --param recipe=paper for mlp, --param class_weight=none).",
 )
+@click.option(
+    "--decode",
+    type=click.Choice(["argmax", "expected"]),
+    default="argmax",
+    show_default=True,
+    help="argmax, or the expected score cut at four points chosen on the validation part.",
+)
+@click.option(
+    "--val-size",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of the training part held out to fit the temperature and the expected-score cuts.",
+)
+@click.option(
+    "--exclude-pairs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
     "--scale",
@@ -315,6 +326,9 @@ def fit_head_command(
     seed,
     objective,
     params,
+    decode,
+    val_size,
+    exclude_pairs,
     overwrite,
     scale,
     image_col,
@@ -322,7 +336,8 @@ def fit_head_command(
     label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
-    from tagcons.heads import FitHeadConfig, fit_head, fit_heads
+    from tagcons.heads import FitHeadConfig, fit_head, fit_heads, get_head_class
+    from tagcons.heads.params import parse_head_params
 
     heads = _expand_heads(heads)
     config = FitHeadConfig(
@@ -337,7 +352,11 @@ def fit_head_command(
         features=features,
         seed=seed,
         objective=objective,
-        head_params=params,
+        # one head: its settings' types parse the values here; several: each head parses its own (fit_heads)
+        head_params=parse_head_params(get_head_class(heads[0]), params) if len(heads) == 1 else params,
+        decode=decode,
+        val_size=val_size,
+        exclude_pairs=exclude_pairs,
         overwrite=overwrite,
         columns=_columns(image_col, text_col, label_col),
         scale=scale,
@@ -423,6 +442,55 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
         click.echo(_headline(result.out, result.metrics))
 
 
+@cli.command("audit")
+@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
+@click.option("--head", default="lgbm", show_default=True, type=click.Choice(head_names()))
+@click.option("--folds", default=5, show_default=True, type=int, help="Image-grouped folds for out-of-fold scores.")
+@click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE", help="Head hyperparameter."
+)
+@click.option(
+    "--scale",
+    default=str(DEFAULT_SCALE),
+    show_default=True,
+    callback=_scale,
+    help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
+)
+@pair_columns
+def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
+    """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
+    from tagcons.audit.run import AuditConfig, run_audit, top_lines
+    from tagcons.heads import get_head_class
+    from tagcons.heads.params import parse_head_params
+
+    result = run_audit(
+        AuditConfig(
+            cache=cache_path,
+            data=data,
+            out=out,
+            head=head,
+            folds=folds,
+            features=features,
+            seed=seed,
+            head_params=parse_head_params(get_head_class(head), params),
+            columns=_columns(image_col, text_col, label_col),
+            progress=_progress(),
+            scale=scale,
+        )
+    )
+    summary = result.summary
+    click.echo(
+        f"{result.out}: {summary['n_flagged']} of {summary['n_pairs']} pairs flagged "
+        f"({100 * summary['flagged_share']:.1f}%); audit.csv lists them worst first"
+    )
+    for line in top_lines(result):
+        click.echo(line)
+
+
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
@@ -435,6 +503,32 @@ def compare_command(run_dirs, out):
     if out:
         markdown, csv = write_comparison(groups, out)
         click.echo(f"written {markdown} and {csv}")
+
+
+@cli.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--images", default=None, type=click.Path(path_type=Path), help="Images folder: thumbnails in galleries.")
+@click.option("--data", default=None, type=click.Path(path_type=Path), help="Pairs file (for --category-col).")
+@click.option("--category-col", default=None, help="Column of --data holding each pair's category.")
+@click.option("--category-from", default=None, metavar="REGEX", help="Category from the image key, e.g. '^([a-z]+)_'.")
+@click.option("--worst", default=12, show_default=True, type=click.IntRange(min=1), help="Pairs per gallery.")
+@pair_columns
+def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
+    """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
+    from tagcons.evaluate.report import ReportConfig, write_report
+
+    config = ReportConfig(
+        run_dirs=list(run_dirs),
+        out=out,
+        images=images,
+        data=data,
+        category_col=category_col,
+        category_from=category_from,
+        worst=worst,
+        columns=_columns(image_col, text_col, label_col),
+    )
+    click.echo(f"report: {write_report(config)}")
 
 
 # `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
@@ -538,7 +632,7 @@ def finetune_command(**options):
 @click.option("--out", default="demo_out", show_default=True, type=click.Path(path_type=Path))
 @click.option("--finetune-epochs", default=3, show_default=True, type=int, help="0 skips the fine-tune.")
 def demo_command(out, finetune_epochs):
-    """The whole job offline: demo set -> tiny embed -> four heads -> short fine-tune -> table."""
+    """The whole job offline: demo set -> tiny embed -> heads -> short fine-tune -> table -> label audit."""
     from tagcons.demo import DemoRunConfig, run_demo
 
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
@@ -549,6 +643,8 @@ def demo_command(out, finetune_epochs):
         "(metrics.json, predictions.csv, confusion_matrix.png, training_curves.png)"
     )
     click.echo(f"comparison table: {report.table_path} (and .csv)")
+    click.echo(report.audit_line)
+    click.echo(f"report (open in a browser): {report.report_path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ chosen moments; a resumed writer must then produce exactly the cache of an unint
 import hashlib
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def assert_resumable(path: Path):
             c.image_embeddings()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", range(2))
 def test_kill9_during_commits_then_resume(tmp_path, trial, reference):
     rng = random.Random(trial)
@@ -159,6 +161,7 @@ def test_kill9_during_commits_then_resume(tmp_path, trial, reference):
     assert_no_leftovers(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trial", range(3))
 def test_kill9_during_consolidate_leaves_readable_cache(tmp_path, trial, reference):
     rng = random.Random(100 + trial)
@@ -171,8 +174,10 @@ def test_kill9_during_consolidate_leaves_readable_cache(tmp_path, trial, referen
         proc.stdout.readline()
     # somewhere inside consolidation (timed on the uninterrupted run), now and then just after it
     time.sleep(rng.uniform(0, 1.2) * TIMING["consolidate"])
+    assert proc.poll() is None, "the writer exited before the kill: the kill did not hit consolidation"
     proc.kill()
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     with tc.open(path) as c:  # old or new version, never a broken one
         assert len(c.image_keys) in (len(before[0]), len(reference[0]))
     run_writer(path)

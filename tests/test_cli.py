@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 from embed_helpers import make_image_set
 
@@ -109,9 +110,12 @@ def test_embed_strict_exits_3_after_saving_then_fit_predict_compare(tmp_path, ca
         ["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs, "--out", tmp_path / "pred.csv"],
         capsys,
     )
-    assert code == 0 and (tmp_path / "pred.csv").is_file() and "1 missing" in out
+    assert code == 0 and "1 missing" in out
+    scored = pd.read_csv(tmp_path / "pred.csv")
+    assert len(scored) == 120 and set(scored["pred"]) <= {1, 2, 3, 4, 5} and "gone.png" not in set(scored["image"])
     code, out, _ = run_cli(["-q", "compare", tmp_path / "run", "--out", tmp_path / "table.md"], capsys)
-    assert code == 0 and "| logreg |" in out and (tmp_path / "table.csv").is_file()
+    assert code == 0 and "| logreg |" in out
+    assert list(pd.read_csv(tmp_path / "table.csv")["head"]) == ["logreg"]
 
 
 def test_python_dash_m_and_version():

@@ -29,6 +29,24 @@ def test_metrics_match_sklearn_with_labels_fixed_to_1_to_5():
     assert m["n"] == 8 and set(HEADLINE) <= set(m)
 
 
+def _reference_qwk(y_true, y_pred, k=5):
+    """Quadratic weighted kappa over the full 1..k scale, written out from its definition."""
+    observed = np.zeros((k, k))
+    np.add.at(observed, (np.asarray(y_true) - 1, np.asarray(y_pred) - 1), 1)
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2 / (k - 1) ** 2
+    return 1 - (weights * observed).sum() / (weights * expected).sum()
+
+
+def test_qwk_weighs_distances_on_the_full_scale_when_middle_scores_are_absent():
+    # A small test part with scores {1, 2, 5} only: 5 vs 2 is three steps apart, not one.
+    y_true = np.array([1, 1, 2, 2, 5, 5, 5, 5])
+    y_pred = np.array([1, 2, 2, 1, 5, 5, 2, 5])
+    qwk = compute_metrics(y_true, y_pred)["qwk"]
+    assert qwk == pytest.approx(_reference_qwk(y_true, y_pred)) and qwk == pytest.approx(7 / 9)
+    assert qwk != pytest.approx(cohen_kappa_score(y_true, y_pred, weights="quadratic"))  # the 3-label value
+
+
 def test_expected_score_mae_from_probabilities():
     proba = np.array([[0, 0, 0, 0.5, 0.5], [1, 0, 0, 0, 0]])
     m = compute_metrics([5, 1], [5, 1], proba)
@@ -38,7 +56,7 @@ def test_expected_score_mae_from_probabilities():
 def test_majority_baseline_predicts_training_mode_and_has_no_spearman():
     base = majority_baseline([5, 5, 4, 1], [4, 5, 5, 3])
     assert base["label"] == 5 and base["accuracy"] == 0.5 and base["spearman"] is None
-    json.dumps(base)  # JSON-able: no NaN
+    json.dumps(base, allow_nan=False)  # JSON-able: no NaN (json.dumps accepts NaN unless told not to)
 
 
 def test_pooled_and_per_fold():

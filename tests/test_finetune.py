@@ -68,8 +68,14 @@ def test_recipes_fill_only_what_is_not_given():
     )
     robust = resolve(FinetuneConfig(**base))
     assert robust.lp_init and robust.unfreeze_vision == 2 and robust.grad_clip == 1.0 and robust.head_lr == 1e-3
-    for bad in (dict(recipe="fast"), dict(wise_alpha=1.5), dict(split="rows"), dict(epochs=0), dict(precision="int8")):
-        with pytest.raises(BadInputError):
+    for bad, message in (
+        (dict(recipe="fast"), "unknown recipe 'fast'"),
+        (dict(wise_alpha=1.5), "--wise-alpha 1.5: must be between 0.0 and 1.0"),
+        (dict(split="rows"), "--split rows: choose one of"),
+        (dict(epochs=0), "--epochs 0: must be at least 1"),
+        (dict(precision="int8"), "--precision int8: choose one of"),
+    ):
+        with pytest.raises(BadInputError, match=message):
             resolve(FinetuneConfig(**{**base, **bad}))
 
 
@@ -115,7 +121,7 @@ def test_init_head_from_an_mlp_run_copies_it(model, tmp_path):
     load_init_head(model, tmp_path)
     ours = torch.softmax(model.head.eval()(torch.from_numpy(X)), dim=1).detach().double().numpy()
     assert np.allclose(ours, on_scale(head.predict_proba(X), head.classes_), atol=1e-5)
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match="its mlp takes 128 features with 256 hidden units.*--hidden 64"):
         load_init_head(FinetuneModel(build_tiny()[0], hidden=64), tmp_path)
 
 

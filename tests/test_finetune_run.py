@@ -109,7 +109,9 @@ def test_run_directory_matches_fit_head_runs(learned):
     predictions = pd.read_csv(run / "predictions.csv")
     assert {"image", "text", "true", "pred", "p1", "p5"} <= set(predictions.columns)
     assert len(predictions) == metrics["n_test"]
+    assert metrics["calibration"]["temperature"] > 0 and set(metrics["decodings"]) == {"argmax", "expected"}
     for name in (
+        "reliability.png",
         "confusion_matrix.png",
         "training_curves.png",
         "checkpoints/best/model.safetensors",
@@ -126,10 +128,13 @@ def test_test_part_is_only_seen_after_training(learned):
     train, test = train_test_split_indices(table.labels, table.images, "images", 0.2, 42)
     last_epoch_end = max(i for i, (part, _) in enumerate(hooks.events) if part == "epoch_end")
     seen_before = set().union(*(rows for part, rows in hooks.events[:last_epoch_end] if part != "epoch_end"))
-    seen_after = set().union(*(rows for part, rows in hooks.events[last_epoch_end + 1 :]))
     assert seen_before <= set(train.tolist()) and not seen_before & set(test.tolist())
-    assert {part for part, _ in hooks.events[last_epoch_end + 1 :]} == {"test"}
-    assert seen_after == set(test.tolist())
+    after = hooks.events[last_epoch_end + 1 :]
+    # after training: the validation part once more (temperature of the best model), then the test part
+    assert [part for part, _ in after][-1] == "test" and {part for part, _ in after} <= {"val", "test"}
+    seen_val_after = set().union(*(rows for part, rows in after if part == "val"))
+    assert seen_val_after <= set(train.tolist())
+    assert set().union(*(rows for part, rows in after if part == "test")) == set(test.tolist())
     assert not set(table.images[test]) & set(table.images[train])
 
 
@@ -141,7 +146,8 @@ def test_exported_backbone_gives_the_fine_tuned_features(learned):
     tuned = result.model.clip.eval()
     with torch.no_grad():
         assert torch.allclose(image_features(exported.model, pixels), image_features(tuned, pixels), atol=1e-5)
-        assert torch.allclose(text_features(exported.model, **tokens), text_features(tuned, **tokens), atol=1e-5)
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]  # older tokenizers add token_type_ids
+        assert torch.allclose(text_features(exported.model, ids, mask), text_features(tuned, ids, mask), atol=1e-5)
         assert not torch.allclose(image_features(load_backbone("tiny").model, pixels), image_features(tuned, pixels))
 
 

@@ -8,7 +8,8 @@ from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.compare import compare_runs, render_markdown
-from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, predict
+from tagcons.heads import HEADS, FitHeadConfig, PredictConfig, fit_head, predict
+from tagcons.heads.threshold import ThresholdHead
 
 METRIC_KEYS = {
     "accuracy",
@@ -69,7 +70,7 @@ def test_same_seed_gives_identical_metrics(files):
     first = _fit(files, "mlp_a", **kw).metrics
     second = _fit(files, "mlp_b", **kw).metrics
     assert first == second
-    assert (files["root"] / "mlp_a" / "training_curves.png").is_file()
+    assert (files["root"] / "mlp_a" / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_pairs_split_and_cv_report_pooled_and_per_fold(files):
@@ -120,20 +121,65 @@ def test_bad_inputs_raise_clear_errors(files, tmp_path):
     strange_pairs = write_pairs(stranger, tmp_path / "strange.csv")
     with pytest.raises(BadInputError, match="none of the 12 pairs"):
         fit_head(FitHeadConfig(cache=files["cache"], data=strange_pairs, head="threshold", out=tmp_path / "r"))
+    _fit(files, "bad_existing", head="threshold")
     with pytest.raises(BadInputError, match="already holds a run"):
-        _fit(files, "thr", head="threshold")
+        _fit(files, "bad_existing", head="threshold")
     with pytest.raises(BadInputError, match="a tagcons run directory"):
         predict(PredictConfig(run=tmp_path, cache=files["cache"], data=files["pairs"], out=tmp_path / "p.csv"))
 
 
 def test_compare_runs_from_fit_head(files):
-    runs = [files["root"] / name for name in ("thr", "lgbm")]
-    for run in runs:
-        if not run.exists():
-            pytest.skip("depends on runs written by earlier tests in this module")
+    runs = [
+        _fit(files, "cmp_thr", head="threshold").run_dir,
+        _fit(files, "cmp_lgbm", head="lgbm", head_params={"n_estimators": 30}).run_dir,
+    ]
     frame = compare_runs(runs)
     assert list(frame["head"]) == ["threshold", "lgbm"] and set(frame["split"]) == {"images"}
+    for run, (_, row) in zip(runs, frame.iterrows()):
+        assert row["macro_f1"] == pytest.approx(json.loads((run / "metrics.json").read_text())["macro_f1"])
     assert render_markdown(frame).count("**") >= 2 * 7
+
+
+class _SpyHead(ThresholdHead):
+    """The threshold head, recording the rows each fit is given (a test double, registered for one test)."""
+
+    name = "spy"
+    calls: list = []
+
+    def fit(self, X, y, groups=None):
+        self.calls.append((len(X), None if groups is None else np.asarray(groups).copy()))
+        return super().fit(X, y, groups)
+
+
+@pytest.fixture
+def spy_head(monkeypatch):
+    monkeypatch.setitem(HEADS, "spy", _SpyHead)
+    monkeypatch.setattr(_SpyHead, "calls", [])
+    return _SpyHead.calls
+
+
+def test_holdout_head_is_fitted_on_training_rows_only_grouped_by_image(files, spy_head):
+    result = _fit(files, "spy_holdout", head="spy", split="images")
+    test_images = set(pd.read_csv(result.run_dir / "predictions.csv")["image"])
+    [(n_rows, groups)] = spy_head
+    assert n_rows == result.metrics["n_train"] == 280 - result.metrics["n_test"]  # never the test rows
+    assert groups is not None and len(groups) == n_rows  # inner validation / C search split by image
+    assert test_images and not set(groups) & test_images
+
+
+def test_pairs_split_gives_the_head_no_groups(files, spy_head):
+    _fit(files, "spy_pairs", head="spy", split="pairs")
+    [(_, groups)] = spy_head
+    assert groups is None
+
+
+def test_cv_heads_see_each_image_in_all_folds_but_its_own_then_refit_on_all(files, spy_head):
+    _fit(files, "spy_cv", head="spy", split="images", cv=4)
+    *folds, (n_final, final_groups) = spy_head
+    assert len(folds) == 4 and all(groups is not None and len(groups) == n for n, groups in folds)
+    seen = pd.Series(np.concatenate([np.unique(groups) for _, groups in folds])).value_counts()
+    assert len(seen) == 28 and set(seen) == {3}  # grouped folds: each image is tested in exactly one fold
+    assert n_final == 280 and len(np.unique(final_groups)) == 28
 
 
 def test_baseline_heads_with_a_cache_test_on_its_rows_and_predict(files):

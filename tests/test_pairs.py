@@ -119,3 +119,28 @@ def test_large_parquet_table_counts_duplicates_and_conflicts(tmp_path):
     expected_conflicts = int((frame.groupby(["Image Filename", "Hashtag"])["Score"].nunique() > 1).sum())
     assert report_duplicates(table) == (expected_duplicates, expected_conflicts)
     assert len(table.unique_images()) == frame["Image Filename"].nunique()
+
+
+def test_nfd_and_nfc_image_keys_become_one_key(write_csv):
+    nfc = "바다.png"
+    nfd = unicodedata.normalize("NFD", nfc)  # what macOS writes for the same file name
+    assert nfd != nfc
+    table = load_pairs(write_csv([[nfc, "x", 5], [nfd, "y", 4], [f" {nfd} ", "z", 3]]))
+    assert table.unique_images() == [nfc] and list(table.images) == [nfc, nfc, nfc]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("Image Filename,Hashtag,Score\na.png,#바다,5\n".encode("cp949"), "invalid UTF8 data"),
+        (b"Image Filename,Hashtag,Score\na.png,x,5\nb.png,y,4,extra\n", "Expected 3 columns, got 4"),
+    ],
+    ids=["cp949", "ragged"],
+)
+def test_unreadable_csv_is_bad_input_naming_file_and_fix(tmp_path, content, reason):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(content)
+    with pytest.raises(BadInputError, match=reason) as info:
+        load_pairs(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "save it as UTF-8 CSV" in message and "\n" not in message

@@ -79,6 +79,7 @@ def readme_workspace(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_short_readme_commands_run(readme_workspace, monkeypatch, capsys):
     monkeypatch.chdir(readme_workspace)
     ran = 0

@@ -60,6 +60,7 @@ def test_a_killed_shard_is_rerun_and_only_its_missing_keys_are_encoded(tmp_path,
     assert_same_contents(cache_contents(tmp_path / "single.h5"), cache_contents(tmp_path / "c.h5"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_on_cpu_equal_a_single_run(tmp_path, image_set):
     pairs, images = image_set
     command = [

@@ -104,6 +104,62 @@ def test_many_images_use_the_vectorised_grouped_split(monkeypatch):
     assert sum(len(set(groups[te])) for _, te in folds) == 200
 
 
+def test_defaults_are_the_grouped_split_of_a_fifth_seed_42_and_five_folds():
+    labels, groups = _table()
+    for got, want in zip(
+        train_test_split_indices(labels, groups),
+        train_test_split_indices(labels, groups, kind="images", test_size=0.2, seed=42),
+    ):
+        assert np.array_equal(got, want)
+    folds = cv_fold_indices(labels, groups)
+    assert len(folds) == 5
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, cv_fold_indices(labels, groups, "images", 5, 42)))
+    train = np.arange(len(labels))
+    fit, val = validation_indices(train, labels, groups)
+    assert np.array_equal(val, validation_indices(train, labels, groups, "images", 0.1, 42)[1])
+    assert not set(groups[fit]) & set(groups[val])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda y, g: train_test_split_indices(y, g, kind="rows"),
+            r"^unknown split 'rows'; choose one of images, pairs$",
+        ),
+        (lambda y, g: train_test_split_indices(y, g, test_size=0.0), r"^test size 0.0 must be between 0 and 1"),
+        (lambda y, g: train_test_split_indices(y, g, test_size=1.0), r"^test size 1.0 must be between 0 and 1"),
+        (lambda y, g: train_test_split_indices(y, None), r"^an images split needs the image of every row"),
+        (lambda y, g: cv_fold_indices(y, g, k=1), r"^--cv 1: cross-validation needs at least 2 folds$"),
+        (lambda y, g: cv_fold_indices(y, None, k=3), r"^image-grouped folds need the image of every row"),
+        (lambda y, g: cv_fold_indices(y, None, kind="pairs", k=500), r"^cannot make 500 stratified folds"),
+        (lambda y, g: cv_fold_indices(y, np.asarray(["a", "b"] * (len(y) // 2)), k=3), r"^only 2 distinct images"),
+        (lambda y, g: train_test_split_indices(np.r_[y, 9], None, "pairs"), r"every score needs at least 2 rows$"),
+    ],
+)
+def test_bad_split_requests_name_the_problem(call, message):
+    labels, groups = _table(n_images=10)
+    labels, groups = labels[: len(labels) // 2 * 2], groups[: len(labels) // 2 * 2]
+    with pytest.raises(BadInputError, match=message):
+        call(labels, groups)
+
+
+@pytest.mark.parametrize("n_images, grouped", [(10, True), (9, False)])
+def test_validation_groups_by_image_from_as_many_images_as_folds(n_images, grouped):
+    groups = np.repeat([f"img_{i}" for i in range(n_images)], 6)
+    labels = np.tile([1, 2, 3, 4, 5, 5], n_images)
+    fit, val = validation_indices(np.arange(len(labels)), labels, groups, "images", val_size=0.1, seed=0)
+    assert np.array_equal(np.sort(np.r_[fit, val]), np.arange(len(labels)))
+    assert (not set(groups[fit]) & set(groups[val])) == grouped
+
+
+def test_plain_validation_is_stratified_by_score():
+    labels = np.array([1] * 90 + [2] * 10)
+    for seed in range(5):
+        _, val = validation_indices(np.arange(100), labels, None, "pairs", val_size=0.1, seed=seed)
+        assert sorted(labels[val].tolist()) == [1] * 9 + [2]
+
+
 def test_split_then_drop_keeps_each_side_and_counts_what_it_lost():
     from tagcons.data.splits import split_then_drop, train_test_split_indices
 

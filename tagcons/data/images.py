@@ -1,13 +1,20 @@
 """Safe image loading: paths stay under the images root, every mode becomes RGB, failures are values.
 
-A missing, empty, truncated, corrupt or non-image file raises `ImageLoadError` with a short reason;
-callers record it per item and go on. Paths that are absolute or escape the root are the user's
-mistake (`BadInputError`), found before any work starts.
+A missing, empty, truncated, corrupt, unreadable or non-image file, and a symlink whose target lies
+outside the images root, raise `ImageLoadError` with a short reason; callers record it per item and
+go on. Paths that are absolute or climb out of the root with '..' are the user's mistake
+(`BadInputError`), found before any work starts. Large images are decoded reduced to a few times the
+model's input size (`load_rgb(..., min_side=...)`), so a batch's memory is bounded by batch size x
+model input, not by the photos' megapixels.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import os
+import unicodedata
 import warnings
 from pathlib import Path, PurePosixPath
 
@@ -21,6 +28,12 @@ from tagcons.errors import BadInputError
 MAX_IMAGE_PIXELS = 2 * 89_478_485
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 _HASH_BLOCK = 1 << 20
+# Decode to at least this many times the model's input side: the processor's own resize then sees
+# enough pixels that features barely move (measured in tests/faults/test_input_faults.py).
+REDUCE_FACTOR = 4
+# HEIF-family brands (bytes 8-12 of an ISO media file); Pillow has no decoder for them.
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+log = logging.getLogger(__name__)
 
 
 class ImageLoadError(Exception):
@@ -32,16 +45,47 @@ class ImageLoadError(Exception):
         self.reason = reason
 
 
-def resolve_image_path(root: str | Path, key: str) -> Path:
-    """The file for an image key, refusing absolute paths and paths that leave `root`."""
+def lexical_image_path(root: str | Path, key: str) -> Path:
+    """The path of an image key under `root` without touching the disk; absolute or '..'-escaping keys refused."""
+    if "\x00" in key:
+        raise BadInputError(f"image path {key!r} contains a NUL byte; fix it in the pairs file")
     relative = PurePosixPath(key.replace("\\", "/"))
     if relative.is_absolute() or Path(key).is_absolute() or (len(key) > 1 and key[1] == ":"):
         raise BadInputError(f"image path '{key}' is absolute; image paths must be relative to --images")
-    root = Path(root).resolve()
-    candidate = (root / relative).resolve()
+    root = Path(os.path.abspath(root))
+    candidate = Path(os.path.normpath(root / relative))
     if candidate != root and root not in candidate.parents:
         raise BadInputError(f"image path '{key}' escapes the images folder {root}; remove '..' from the pairs file")
     return candidate
+
+
+def resolve_image_path(root: str | Path, key: str) -> Path:
+    """The file for an image key: NFC or NFD spelling, symlinks followed only while they stay under `root`.
+
+    Raises BadInputError for keys that are wrong whatever the disk holds, ImageLoadError for a
+    symlink whose target lies outside `root` (one image refused, the run goes on).
+    """
+    lexical = lexical_image_path(root, key)
+    real_root = Path(root).resolve()
+    target = _existing_spelling(lexical, key).resolve()
+    if target != real_root and real_root not in target.parents:
+        raise ImageLoadError(
+            key,
+            f"symlink pointing outside the images folder (to {target}); copy the file into the folder "
+            "or pass the folder holding the real files as --images",
+        )
+    return target
+
+
+def _existing_spelling(path: Path, key: str) -> Path:
+    """`path` as written (NFC), else its NFD spelling (macOS copies), else `path` (missing either way)."""
+    if os.path.lexists(path):
+        return path
+    decomposed = Path(unicodedata.normalize("NFD", str(path)))
+    if decomposed != path and os.path.lexists(decomposed):
+        log.info("image %s: found under its NFD (decomposed Unicode) file name", key)
+        return decomposed
+    return path
 
 
 def check_image_keys(root: str | Path, keys) -> None:
@@ -49,7 +93,7 @@ def check_image_keys(root: str | Path, keys) -> None:
     if not Path(root).is_dir():
         raise BadInputError(f"{root}: images folder not found; check the --images path")
     for key in keys:
-        resolve_image_path(root, key)
+        lexical_image_path(root, key)
 
 
 def file_sha256(path: Path) -> str:
@@ -66,8 +110,17 @@ def files_sha256(paths) -> str:
     return digest.hexdigest()
 
 
-def load_rgb(path: Path, key: str = "") -> Image.Image:
-    """Decode an image fully: EXIF orientation applied, first frame only, any mode converted to RGB."""
+def open_image(root: str | Path, key: str, min_side: int | None = None) -> Image.Image:
+    """Resolve an image key under `root` and decode it (reduced when `min_side` is given)."""
+    return load_rgb(resolve_image_path(root, key), key, min_side)
+
+
+def load_rgb(path: Path, key: str = "", min_side: int | None = None) -> Image.Image:
+    """Decode an image: EXIF orientation applied, first frame only, any mode converted to RGB.
+
+    With `min_side`, an image whose shorter side is larger is decoded reduced so that side is about
+    `min_side` (see `decode_reduced`); otherwise it is decoded at full size.
+    """
     key = key or str(path)
     try:
         if path.stat().st_size == 0:
@@ -76,18 +129,71 @@ def load_rgb(path: Path, key: str = "") -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.seek(0)  # animations: the first frame
-                image.load()
-                return to_rgb(ImageOps.exif_transpose(image))
+                return decode_reduced(image, min_side) if min_side else _decode(image)
     except FileNotFoundError as e:
         raise ImageLoadError(key, "file not found") from e
     except IsADirectoryError as e:
         raise ImageLoadError(key, "is a directory, not an image") from e
+    except PermissionError as e:
+        raise ImageLoadError(key, "permission denied: the file cannot be read; check its permissions") from e
     except UnidentifiedImageError as e:
-        raise ImageLoadError(key, "not an image (unrecognised format)") from e
+        raise ImageLoadError(key, _unrecognised_reason(path)) from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(key, f"too many pixels (decompression bomb guard, limit {MAX_IMAGE_PIXELS})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(key, f"corrupt or truncated image ({type(e).__name__}: {e})") from e
+
+
+def _decode(image: Image.Image) -> Image.Image:
+    image.load()
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def decode_reduced(image: Image.Image, min_side: int) -> Image.Image:
+    """Decode an opened image so its shorter side is about `min_side` (never upscaled).
+
+    JPEGs are asked for a DCT-scaled decode (`draft`: 1/2, 1/4 or 1/8 size, never below the target),
+    so the full-size pixels never exist; other formats decode at full size (one image at a time) and
+    are resized at once, so only the reduced copy waits in a batch.
+    """
+    scale = min_side / min(image.size)
+    if scale < 1 and image.format == "JPEG":
+        image.draft(None, (math.ceil(image.size[0] * scale), math.ceil(image.size[1] * scale)))
+    rgb = _decode(image)
+    scale = min_side / min(rgb.size)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(rgb.size[0] * scale)), max(1, round(rgb.size[1] * scale)))
+    return rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+def reduced_side(image_processor) -> int | None:
+    """The shorter side to decode images to for `image_processor`: REDUCE_FACTOR x its input side."""
+    sizes = [getattr(image_processor, "crop_size", None), getattr(image_processor, "size", None)]
+    sides = [_size_value(size, name) for size in sizes for name in ("shortest_edge", "height", "width")]
+    sides = [side for side in sides if side]
+    return REDUCE_FACTOR * max(sides) if sides else None
+
+
+def _size_value(size, name: str) -> int | None:
+    """One entry of a processor's size: a dict in older transformers, a SizeDict object in newer ones."""
+    value = size.get(name) if isinstance(size, dict) else getattr(size, name, None)
+    return value if isinstance(value, int) else None
+
+
+def _unrecognised_reason(path: Path) -> str:
+    if path.suffix.lower() in (".heic", ".heif") or _is_heif(path):
+        return "HEIC/HEIF images are not supported; convert them to JPEG or PNG"
+    return "not an image (unrecognised format)"
+
+
+def _is_heif(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,9 +1,10 @@
 """The pairs table: load a CSV/TSV/parquet of (image, text, label), validate it, normalise it.
 
 Every later stage works on a `PairTable` whose frame has the columns `image`, `text`, `label`
-(int8 on the table's score scale, 1-5 by default, or -1 when the file has no labels) and `line`
-(the row's line number in the file, for messages). Validation failures raise `BadInputError` naming
-the file, the first offending lines and the fix; nothing is written by this module.
+(int8 on the table's score scale, 1-5 by default, or -1 when the file has no labels) and `line` (the
+physical line a row starts on in the file, for messages: a quoted cell spanning lines counts every
+line). Validation failures raise `BadInputError` naming the file, the first offending lines and the
+fix; nothing is written here.
 """
 
 from __future__ import annotations
@@ -115,16 +116,20 @@ def load_pairs(
     _check_columns(raw, path, columns, require_labels)
     has_labels = columns.label in raw.column_names
     scale = parse_scale(scale)
-    n = raw.num_rows
+    where = _Where(path, row_lines(raw, path))
+    images = _required_strings(raw, columns.image, where)
+    _check_no_nul(images, columns.image, where)
     frame = pd.DataFrame(
         {
-            "image": _as_series(_normalise_image_keys(_required_strings(raw, columns.image, path))),
-            "text": _as_series(_normalise_texts(_required_strings(raw, columns.text, path), strip_hash)),
-            "label": _labels(raw, columns.label, path, scale) if has_labels else np.full(n, NO_LABEL, np.int8),
-            "line": np.arange(n) + _first_data_line(path),
+            "image": _as_series(_normalise_image_keys(images)),
+            "text": _as_series(_normalise_texts(_required_strings(raw, columns.text, where), strip_hash)),
+            "label": (
+                _labels(raw, columns.label, where, scale) if has_labels else np.full(raw.num_rows, NO_LABEL, np.int8)
+            ),
+            "line": where.lines,
         }
     )
-    _check_not_blank_after_normalising(frame, path, columns)
+    _check_not_blank_after_normalising(frame, where, columns)
     if scale == AUTO:
         scale = infer_scale(frame["label"]) if has_labels else DEFAULT_SCALE
     table = PairTable(frame, str(path), has_labels, scale)
@@ -196,21 +201,45 @@ def _check_columns(raw: pa.Table, path: Path, columns: PairColumns, require_labe
         )
 
 
-def _lines(path: Path, mask: np.ndarray) -> str:
-    rows = np.flatnonzero(mask)
-    shown = ", ".join(str(r + _first_data_line(path)) for r in rows[:MAX_LINES_IN_MESSAGE])
-    more = f" and {len(rows) - MAX_LINES_IN_MESSAGE} more" if len(rows) > MAX_LINES_IN_MESSAGE else ""
-    what = "rows" if path.suffix.lower() == ".parquet" else "lines"
-    return f"{what} {shown}{more}"
+@dataclass(frozen=True)
+class _Where:
+    """The file being validated and the line (CSV/TSV) or row (parquet) number of each of its rows."""
+
+    path: Path
+    lines: np.ndarray
+
+    def describe(self, mask: np.ndarray) -> str:
+        rows = np.flatnonzero(mask)
+        shown = ", ".join(str(line) for line in self.lines[rows[:MAX_LINES_IN_MESSAGE]])
+        more = f" and {len(rows) - MAX_LINES_IN_MESSAGE} more" if len(rows) > MAX_LINES_IN_MESSAGE else ""
+        what = "rows" if self.path.suffix.lower() == ".parquet" else "lines"
+        return f"{what} {shown}{more}"
 
 
-def _text_column(raw: pa.Table, column: str) -> pa.Array:
+def row_lines(raw: pa.Table, path: Path) -> np.ndarray:
+    """The physical line each row starts on: a quoted cell holding line breaks pushes later rows down."""
+    first = _first_data_line(path)
+    if first == 0:
+        return np.arange(raw.num_rows)
+    breaks = np.zeros(raw.num_rows, np.int64)
+    for column in raw.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            counts = pc.count_substring(column.combine_chunks(), "\n").fill_null(0)
+            breaks += counts.to_numpy(zero_copy_only=False).astype(np.int64)
+    return first + np.arange(raw.num_rows) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+
+
+def _text_column(raw: pa.Table, column: str, where: _Where) -> pa.Array:
     values = raw.column(column).combine_chunks()
-    return (
-        values
-        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-        else pc.cast(values, pa.string())
-    )
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values
+    try:
+        return pc.cast(values, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as e:
+        raise BadInputError(
+            f"{where.path}: column '{column}' holds {values.type} values, not single values; "
+            "store one text or number per cell"
+        ) from e
 
 
 def _blank(values: pa.Array) -> np.ndarray:
@@ -218,46 +247,58 @@ def _blank(values: pa.Array) -> np.ndarray:
     return pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")).fill_null(True).to_numpy(zero_copy_only=False)
 
 
-def _required_strings(raw: pa.Table, column: str, path: Path) -> pa.Array:
-    values = _text_column(raw, column)
+def _required_strings(raw: pa.Table, column: str, where: _Where) -> pa.Array:
+    values = _text_column(raw, column, where)
     empty = _blank(values)
     if empty.any():
         raise BadInputError(
-            f"{path}: empty cell in column '{column}' at {_lines(path, empty)}; fill or delete those rows"
+            f"{where.path}: empty cell in column '{column}' at {where.describe(empty)}; fill or delete those rows"
         )
     return values
 
 
-def _labels(raw: pa.Table, column: str, path: Path, scale: ScoreScale | str) -> np.ndarray:
-    text = _text_column(raw, column)
+def _check_no_nul(values: pa.Array, column: str, where: _Where) -> None:
+    """A NUL byte cannot be part of a file name on any system (and breaks path functions)."""
+    has_nul = pc.match_substring(values, "\x00").fill_null(False).to_numpy(zero_copy_only=False)
+    if has_nul.any():
+        raise BadInputError(
+            f"{where.path}: image path in column '{column}' contains a NUL byte at {where.describe(has_nul)}; "
+            "fix those paths"
+        )
+
+
+def _labels(raw: pa.Table, column: str, where: _Where, scale: ScoreScale | str) -> np.ndarray:
+    text = _text_column(raw, column, where)
+    path = where.path
+    on_scale = "" if scale == AUTO else f" {scale}"
     missing = _blank(text)
     if missing.any():
         raise BadInputError(
-            f"{path}: empty label in column '{column}' at {_lines(path, missing)}; every pair needs a score"
+            f"{path}: empty label in column '{column}' at {where.describe(missing)}; every pair needs a score{on_scale}"
         )
     numbers = _to_float(pc.utf8_trim_whitespace(text))
     not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
     if not_integer.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' is not an integer at {_lines(path, not_integer)}; "
-            "scores must be whole numbers"
+            f"{path}: label in column '{column}' is not an integer at {where.describe(not_integer)}; "
+            f"scores must be whole numbers{on_scale}"
         )
     if scale == AUTO:
-        return _auto_range_labels(numbers, column, path)
+        return _auto_range_labels(numbers, column, where)
     out_of_range = scale.outside(numbers)
     if out_of_range.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' outside {scale} at {_lines(path, out_of_range)}; "
+            f"{path}: label in column '{column}' outside {scale} at {where.describe(out_of_range)}; "
             f"scores must be {', '.join(map(str, scale.labels))}, or pass the study's scale with --scale LOW-HIGH"
         )
     return numbers.astype(np.int8)
 
 
-def _auto_range_labels(numbers: np.ndarray, column: str, path: Path) -> np.ndarray:
+def _auto_range_labels(numbers: np.ndarray, column: str, where: _Where) -> np.ndarray:
     outside = (numbers < 0) | (numbers > MAX_SCORE)
     if outside.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' outside 0-{MAX_SCORE} at {_lines(path, outside)}; "
+            f"{where.path}: label in column '{column}' outside 0-{MAX_SCORE} at {where.describe(outside)}; "
             f"--scale auto takes scores from 0 to {MAX_SCORE}"
         )
     return numbers.astype(np.int8)
@@ -271,11 +312,11 @@ def _to_float(text: pa.Array) -> np.ndarray:
         return pd.to_numeric(_as_series(text), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
-def _check_not_blank_after_normalising(frame: pd.DataFrame, path: Path, columns: PairColumns) -> None:
+def _check_not_blank_after_normalising(frame: pd.DataFrame, where: _Where, columns: PairColumns) -> None:
     blank = (frame["text"] == "").to_numpy(dtype=bool, na_value=True)
     if blank.any():
         raise BadInputError(
-            f"{path}: hashtag in column '{columns.text}' is empty after normalising at {_lines(path, blank)} "
+            f"{where.path}: hashtag in column '{columns.text}' is empty after normalising at {where.describe(blank)} "
             "(a lone '#' with --strip-hash?); fix or delete those rows"
         )
 

@@ -35,7 +35,10 @@ not matter: '#빨강' and '빨간색', or '#주황' and '#orange', name the same
 Rules are checked top-down, so a colour that is both the scene colour and a neighbour scores 4.
 Each image gets `pairs_per_image` distinct tags; how many of each score is drawn so that the whole
 set follows the study's skew (1: 4%, 2: 10%, 3: 16%, 4: 27%, 5: 43%), then the tags are picked
-at random within each score (generic tags four times as likely as others). About 1% of rows are
+at random within each score (generic tags four times as likely as others). Then 5% of the rows
+(`flip_fraction`) get a wrong score, as a careless rater gives: moved two or three steps away from
+the rule's score (5 -> 3 or 2, 1 -> 3 or 4); `out_dir/flipped.csv` lists them with the rule's
+score, so `tagcons audit` has real errors to find and its list can be checked. About 1% of rows are
 then repeated verbatim (`duplicate_fraction`), as in the study.
 """
 
@@ -55,6 +58,7 @@ from tagcons.errors import BadInputError
 log = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.csv"
+FLIPPED_FILE = "flipped.csv"
 IMAGES_DIR = "images"
 CSV_COLUMNS = ("Image Filename", "Hashtag", "Score", "Hashtag_en")
 # The study's score distribution (scores 1..5), which the tag sampling reproduces.
@@ -162,6 +166,7 @@ class DemoConfig:
     image_size: int = 224
     seed: int = 0
     duplicate_fraction: float = 0.01  # share of rows repeated verbatim (the study has such rows)
+    flip_fraction: float = 0.05  # share of rows given a wrong score (listed in flipped.csv)
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ class DemoSet:
     images_dir: Path
     n_pairs: int
     n_images: int
+    flipped_csv: Path | None = None  # rows whose score was made wrong on purpose, with the rule's score
 
 
 @dataclass(frozen=True)
@@ -216,11 +222,33 @@ def make_demo_set(out_dir: str | Path, config: DemoConfig = DemoConfig()) -> Dem
         rng = np.random.default_rng([config.seed, index, 1])
         draw_image(spec, config.image_size, rng).save(images_dir / spec.filename, format="PNG", optimize=False)
         rows.extend((spec.filename, tag.text, s, tag.gloss) for tag, s in _pick_tags(spec, config.pairs_per_image, rng))
+    rows, flipped = flip_scores(rows, config.flip_fraction, np.random.default_rng([config.seed, 3]))
     rows = _add_duplicates(rows, config)
     pairs_csv = out_dir / PAIRS_FILE
     _write_csv(pairs_csv, rows)
-    log.info("demo set: %d images, %d pairs in %s", config.n_images, len(rows), out_dir)
-    return DemoSet(pairs_csv, images_dir, len(rows), config.n_images)
+    _write_csv(out_dir / FLIPPED_FILE, flipped, (*CSV_COLUMNS, "Rule Score"))
+    log.info(
+        "demo set: %d images, %d pairs (%d scores flipped) in %s", config.n_images, len(rows), len(flipped), out_dir
+    )
+    return DemoSet(pairs_csv, images_dir, len(rows), config.n_images, out_dir / FLIPPED_FILE)
+
+
+def flip_scores(rows: list, share: float, rng: np.random.Generator) -> tuple[list, list]:
+    """Give ``share`` of the rows a wrong score two or three steps from the rule's; returns
+    (rows, flipped rows with the rule's score appended)."""
+    chosen = set(rng.choice(len(rows), size=round(share * len(rows)), replace=False).tolist())
+    out, flipped = [], []
+    for i, (image, text, rule_score, gloss) in enumerate(rows):
+        given = _wrong_score(rule_score, rng) if i in chosen else rule_score
+        out.append((image, text, given, gloss))
+        if i in chosen:
+            flipped.append((image, text, given, gloss, rule_score))
+    return out, flipped
+
+
+def _wrong_score(rule_score: int, rng: np.random.Generator) -> int:
+    step = 2 + int(rng.integers(0, 2))
+    return rule_score - step if rule_score - step >= 1 else min(rule_score + step, 5)
 
 
 def _check_config(config: DemoConfig) -> None:
@@ -232,6 +260,8 @@ def _check_config(config: DemoConfig) -> None:
         raise BadInputError(f"demo: image_size is {config.image_size}; it must be at least 32 pixels")
     if not 0 <= config.duplicate_fraction < 1:
         raise BadInputError(f"demo: duplicate_fraction is {config.duplicate_fraction}; it must be in [0, 1)")
+    if not 0 <= config.flip_fraction < 1:
+        raise BadInputError(f"demo: flip_fraction is {config.flip_fraction}; it must be in [0, 1)")
 
 
 def image_specs(config: DemoConfig) -> list[ImageSpec]:
@@ -300,10 +330,10 @@ def _add_duplicates(rows: list, config: DemoConfig) -> list:
     return [copy for i, row in enumerate(rows) for copy in ([row, row] if i in chosen else [row])]
 
 
-def _write_csv(path: Path, rows: list) -> None:
+def _write_csv(path: Path, rows: list, columns=CSV_COLUMNS) -> None:
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
 
 

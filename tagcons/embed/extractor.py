@@ -25,7 +25,14 @@ from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.lock import read_only_message
 from tagcons.cache.rows import l2_normalise
-from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, load_rgb, resolve_image_path
+from tagcons.data.images import (
+    ImageLoadError,
+    check_image_keys,
+    file_sha256,
+    open_image,
+    reduced_side,
+    resolve_image_path,
+)
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.features import image_features, text_features, token_counts
@@ -101,7 +108,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     """Embed what the cache lacks; raise StrictFailure (after saving) when --strict and images failed."""
     started = time.perf_counter()
     _check_config(config)
-    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash)
+    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
     check_image_keys(config.images, table.unique_images())
     context = distributed.setup(config.device)
     try:
@@ -265,15 +272,18 @@ def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int) 
 def _sha256_or_missing(root: Path, key: str) -> str:
     try:
         return file_sha256(resolve_image_path(root, key))
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ImageLoadError):
         return MISSING_FILE
 
 
 class ImageFiles(Dataset):
-    """Decoded RGB images by key; a file that cannot be decoded yields its reason instead."""
+    """Decoded RGB images by key; a file that cannot be decoded yields its reason instead.
 
-    def __init__(self, root: Path, keys: list[str]):
-        self.root, self.keys = Path(root), keys
+    With `min_side`, large images are decoded reduced (`tagcons.data.images.decode_reduced`).
+    """
+
+    def __init__(self, root: Path, keys: list[str], min_side: int | None = None):
+        self.root, self.keys, self.min_side = Path(root), keys, min_side
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -281,7 +291,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         key = self.keys[index]
         try:
-            return index, load_rgb(resolve_image_path(self.root, key), key), None
+            return index, open_image(self.root, key, self.min_side), None
         except ImageLoadError as e:
             return index, None, e.reason
 
@@ -326,7 +336,7 @@ def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
         return
     started = time.perf_counter()
     loader = DataLoader(
-        ImageFiles(config.images, todo),
+        ImageFiles(config.images, todo, reduced_side(backbone.image_processor)),
         batch_size=config.batch_size,
         num_workers=config.workers,
         collate_fn=BatchPreprocessor(backbone.image_processor),

@@ -53,6 +53,21 @@ def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Pa
     return _save(fig, path)
 
 
+def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy against top-label confidence per bin, one line per named curve.
+
+    ``curves`` maps a label (e.g. "before (ECE 0.12)") to `calibration.reliability_bins` output.
+    """
+    fig, ax = _pyplot().subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    for label, bins in curves.items():
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top score probability)", ylabel="accuracy")
+    ax.set_title(title or "reliability")
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()

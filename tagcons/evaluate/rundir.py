@@ -107,13 +107,19 @@ def _move_into_place(work: Path, run_dir: Path) -> None:
 
 
 def read_json(path: str | Path) -> dict:
+    """A run file holding one JSON object (every run file does); anything else is a damaged run."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
         raise BadInputError(f"{path}: not found; is {path.parent} a tagcons run directory?") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(f"{path}: not valid JSON ({e}); the run directory is damaged") from e
+    if not isinstance(payload, dict):
+        raise BadInputError(
+            f"{path}: holds a JSON {type(payload).__name__}, not an object of settings; the run directory is damaged"
+        )
+    return payload
 
 
 def write_config(run_dir: str | Path, settings: dict, fingerprint: str | None = None) -> Path:

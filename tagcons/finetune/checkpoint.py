@@ -4,11 +4,14 @@ Weights go to `model.safetensors` and hold only what trains (trainable backbone 
 the frozen rest is the backbone as loaded, whose revision the state records and `--resume`
 checks. `state.pt` holds optimiser, schedule, loss scaler, RNG streams, epoch and the early-stopping
 record as tensors and plain values only, so it loads with `torch.load(weights_only=True)`.
-A checkpoint is written to a temporary folder and swapped in, so a kill never leaves half of one.
+A checkpoint is written to `NAME.tmp` and swapped in (`NAME` -> `NAME.old`, `NAME.tmp` -> `NAME`,
+`NAME.old` deleted), so a kill never leaves half of one; `recover_checkpoint` puts a swap a kill
+interrupted back in order (every later save and resume calls it), whichever step the kill hit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 from pathlib import Path
@@ -27,12 +30,11 @@ STATE_FILE = "state.pt"
 def save_checkpoint(directory: Path, model: FinetuneModel, state: dict) -> Path:
     """Write weights + `state` (plain values and tensors) to `directory`, replacing it whole."""
     directory = Path(directory)
-    staging = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
+    recover_checkpoint(directory)
+    staging, retired = _staging(directory), _retired(directory)
     staging.mkdir(parents=True)
     save_file(trainable_state(model), str(staging / WEIGHTS_FILE))
     torch.save(state, staging / STATE_FILE)
-    retired = directory.with_name(directory.name + ".old")
     if directory.exists():
         directory.rename(retired)
     staging.rename(directory)
@@ -40,8 +42,33 @@ def save_checkpoint(directory: Path, model: FinetuneModel, state: dict) -> Path:
     return directory
 
 
+def recover_checkpoint(directory: Path) -> None:
+    """Finish or undo a swap a kill interrupted: afterwards only `directory` (if any) remains.
+
+    `NAME` missing but `NAME.old` present: the kill came between the two renames, so the previous
+    checkpoint goes back in place. `NAME` present: any `NAME.old` is a leftover. `NAME.tmp` is always
+    an unfinished (or never swapped-in) write.
+    """
+    directory = Path(directory)
+    retired = _retired(directory)
+    if retired.is_dir() and not directory.exists():
+        with contextlib.suppress(FileNotFoundError):  # another rank may have just done it
+            retired.rename(directory)
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(_staging(directory), ignore_errors=True)
+
+
+def _staging(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".tmp")
+
+
+def _retired(directory: Path) -> Path:
+    return directory.with_name(directory.name + ".old")
+
+
 def load_weights(directory: Path, model: FinetuneModel) -> None:
     """Put a checkpoint's trainable weights into `model` (which holds the same backbone as loaded)."""
+    recover_checkpoint(directory)
     weights = load_file(str(Path(directory) / WEIGHTS_FILE))
     missing = set(trainable_state(model)) - set(weights)
     if missing:
@@ -53,6 +80,7 @@ def load_weights(directory: Path, model: FinetuneModel) -> None:
 
 
 def load_state(directory: Path) -> dict:
+    recover_checkpoint(directory)
     path = Path(directory) / STATE_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

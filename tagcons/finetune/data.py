@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
+from tagcons.data.images import ImageLoadError, open_image, reduced_side
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
 
@@ -70,9 +70,8 @@ def _widen(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
 def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int = 8) -> tuple[PairTable, dict[str, str]]:
     """Decode every unique image once; drop the pairs of those that fail and return why they failed."""
     keys = table.unique_images()
-    paths = [resolve_image_path(images_root, key) for key in keys]
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        reasons = list(pool.map(_load_reason, paths, keys))
+        reasons = list(pool.map(lambda key: _load_reason(images_root, key), keys))
     failed = {key: reason for key, reason in zip(keys, reasons) if reason}
     shown = "; ".join(f"{k}: {r}" for k, r in list(failed.items())[:SHOWN_FAILURES])
     if failed:
@@ -86,9 +85,9 @@ def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int =
     return table.subset(np.flatnonzero(keep)), failed
 
 
-def _load_reason(path: Path, key: str) -> str:
+def _load_reason(images_root: str | Path, key: str) -> str:
     try:
-        load_rgb(path, key)
+        open_image(images_root, key)
     except ImageLoadError as e:
         return e.reason
     return ""
@@ -115,12 +114,13 @@ class Collate:
         self.labels, self.scale = table.labels, table.scale
         self.root = Path(images_root)
         self.processor = image_processor
+        self.min_side = reduced_side(image_processor)
         self.tokens = tokens
 
     def __call__(self, rows: list[int]) -> dict:
         rows = np.asarray(rows)
         keys = self.images[rows]
-        decoded = {key: load_rgb(resolve_image_path(self.root, key), key) for key in dict.fromkeys(keys)}
+        decoded = {key: open_image(self.root, key, self.min_side) for key in dict.fromkeys(keys)}
         pixels = self.processor(images=[decoded[k] for k in keys], return_tensors="pt")["pixel_values"]
         input_ids, attention_mask = self.tokens.rows(rows)
         labels = torch.as_tensor(self.scale.column_of(self.labels[rows]).astype(np.int64))  # score -> class index

@@ -36,6 +36,7 @@ from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
 from tagcons.heads.baselines import shortcut_baselines
+from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
 from tagcons.labels import AUTO, class_weights
 from tagcons.runtime import compute_threads
 
@@ -166,6 +167,7 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
 
 def _check_run_dir(config: FinetuneConfig) -> None:
     last = config.run_dir / CHECKPOINTS / "last"
+    checkpoint.recover_checkpoint(last)
     if config.resume and not last.is_dir():
         raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
     if not config.resume and last.is_dir():
@@ -408,7 +410,9 @@ def _resume(config, model, trainer: Trainer) -> Progress:
 
 
 def _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress) -> dict:
-    """The only look at the test part: its loader is built here, after training ended."""
+    """The only look at the test part: its loader is built here, after training ended and after the
+    temperature was fitted on the validation part."""
+    rule = _calibration_rule(model, parts, collate, settings, precision, dist, hooks, config.progress)
     started = time.perf_counter()
     rows, logits = predict(
         model,
@@ -421,6 +425,8 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         config.progress,
     )
     proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    labels = parts.table.scale.labels  # the model's outputs, one per score of the scale
+    evaluated = evaluate_probabilities(proba, parts.table.labels[rows].astype(int), rule, labels)
     extra = {
         **parts.summary(),
         "n_train": len(parts.fit),
@@ -440,10 +446,27 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
-        labels = parts.table.scale.labels
-        pred = np.asarray(labels)[proba.argmax(axis=1)]
+        extra.update(evaluation_report([evaluated], config.run_dir))
         metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), pred, proba, extra, title, labels, seed=config.seed
+            config.run_dir,
+            parts.table.subset(rows),
+            evaluated.pred,
+            evaluated.proba,
+            extra,
+            title,
+            parts.table.scale.labels,
+            seed=config.seed,
         )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)
+
+
+def _calibration_rule(model, parts, collate, settings, precision, dist, hooks, show):
+    """Temperature (and expected-score cuts) of the best model, fitted on the validation part."""
+    if len(parts.val) == 0:
+        return fit_rule(None, parts.val, "argmax", parts.table.scale.labels)
+    rows, logits = predict(
+        model, eval_loader(parts.val, collate, settings), precision, dist.device, dist, "val", hooks.on_batch, show
+    )
+    raw = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    return fit_rule(raw, parts.table.labels[rows].astype(int), "argmax", parts.table.scale.labels)

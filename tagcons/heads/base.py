@@ -11,6 +11,7 @@ loading never executes code from the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, column_or_1d
 
 from tagcons.errors import BadInputError
+from tagcons.heads.decode import ScoreRule
 from tagcons.heads.features import PairFeatures
-from tagcons.heads.registry import get_head_class
+from tagcons.heads.registry import get_head_class, head_names
 from tagcons.labels import LABELS, class_weights
 
 HEAD_FILE = "head.json"
+REFIT = "the run directory is damaged or was edited; refit it with `tagcons fit-head`"
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
 
 
@@ -36,6 +39,14 @@ class Head(ClassifierMixin, BaseEstimator):
     # What a fine-tuning head can start from (`finetune --init-head`): "linear" (coef_, intercept_,
     # mean_, scale_), "network" (model_ with the fine-tuning head's layout) or None.
     init_kind: str | None = None
+    PROBABILISTIC = True  # False for heads that only rank (their predict_proba is one-hot)
+    rule_ = ScoreRule()  # temperature and decoding fitted after training (tagcons.heads.calibrate)
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.PROBABILISTIC
+
+    PARAM_TYPES: dict = {}  # setting -> tagcons.heads.params type, where the default does not tell it
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -69,12 +80,33 @@ class Head(ClassifierMixin, BaseEstimator):
         """Head-specific comparisons reported beside the test metrics (none by default)."""
         return {}
 
+    def scale_proba(self, X, labels=LABELS) -> np.ndarray:
+        """Raw probabilities spread over the run's scale ``labels`` (one column per score)."""
+        return on_scale(self.predict_proba(X), self.classes_, labels)
+
+    def calibrated_proba(self, X, labels=LABELS) -> np.ndarray:
+        """Probabilities on the scale after the saved temperature (the raw ones for heads that only rank)."""
+        raw = self.scale_proba(X, labels)
+        return self.rule_.proba(raw) if self.probabilistic else raw
+
+    def predict_scores(self, X, labels=LABELS) -> tuple[np.ndarray, np.ndarray]:
+        """(scores under the saved decoding, calibrated probabilities on the scale): what runs and `predict` report."""
+        if not self.probabilistic:
+            return self.predict(X), self.scale_proba(X, labels)
+        proba = self.calibrated_proba(X, labels)
+        return self.rule_.scores(proba, labels=labels), proba
+
     def _state(self, run_dir: Path) -> dict:
         """Write data files into run_dir; return the small JSON-able learned values."""
         raise NotImplementedError
 
     def _restore(self, run_dir: Path, state: dict) -> None:
+        """Rebuild from saved state; check every value, shape and count (`require`, `reading`)."""
         raise NotImplementedError
+
+    def input_width(self) -> int | None:
+        """Feature columns the fitted head expects (None: any width)."""
+        return None
 
     def save(self, run_dir: str | Path) -> Path:
         run_dir = Path(run_dir)
@@ -84,6 +116,7 @@ class Head(ClassifierMixin, BaseEstimator):
             "params": self.get_params(),
             "classes": [int(c) for c in self.classes_],
             "state": self._state(run_dir),
+            "rule": self.rule_.to_json(),
         }
         path = run_dir / HEAD_FILE
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -96,14 +129,49 @@ def load_head(run_dir: str | Path) -> Head:
     path = run_dir / HEAD_FILE
     if not path.is_file():
         raise BadInputError(f"{run_dir}: no {HEAD_FILE}; pass a run directory written by `tagcons fit-head`")
-    try:
+    with reading(path):
         payload = json.loads(path.read_text(encoding="utf-8"))
+        _check_payload(payload, path)
         head = get_head_class(payload["head"])(**payload["params"])
         head.classes_ = np.asarray(payload.get("classes", LABELS))  # runs saved before classes_ were 1-5
         head._restore(run_dir, payload["state"])
-    except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
-        raise BadInputError(f"{path}: cannot be read as a saved head ({e}); refit the run") from e
+        head.rule_ = ScoreRule.from_json(payload.get("rule"))
     return head
+
+
+def _check_payload(payload, path: Path) -> None:
+    require(isinstance(payload, dict), path, "is not a JSON object")
+    missing = [key for key in ("head", "params", "state") if key not in payload]
+    require(not missing, path, f"lacks {', '.join(missing)}")
+    require(payload["head"] in head_names(), path, f"names an unknown head {payload['head']!r}")
+    require(isinstance(payload["params"], dict) and isinstance(payload["state"], dict), path, "params/state malformed")
+
+
+def require(condition, path: Path, problem: str) -> None:
+    """A saved head's file failed a check: one BadInputError naming the file and the repair."""
+    if not condition:
+        raise BadInputError(f"{path}: {problem}; {REFIT}")
+
+
+@contextlib.contextmanager
+def reading(path: Path, problem: str = "cannot be read as part of a saved head"):
+    """Any failure while rebuilding a head from `path` becomes one BadInputError naming that file."""
+    try:
+        yield
+    except BadInputError:
+        raise
+    except Exception as e:  # the file came from disk: whatever breaks on it, the file is damaged or edited
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BadInputError(f"{path}: {problem} ({type(e).__name__}: {first}); {REFIT}") from e
+
+
+def check_finite_sorted(values: np.ndarray, count: int, path: Path, name: str) -> None:
+    """Cut-points: exactly `count` finite numbers in increasing order."""
+    require(
+        values.shape == (count,) and np.isfinite(values).all() and (np.diff(values) >= 0).all(),
+        path,
+        f"{name} must be {count} increasing numbers, found {values.tolist()}",
+    )
 
 
 def on_scale(proba: np.ndarray, classes, labels=LABELS) -> np.ndarray:

@@ -104,6 +104,7 @@ class TextOnlyHead(Head):
 @register_head("image-prior")
 class ImagePriorHead(Head):
     NEEDS_FEATURES = False
+    PROBABILISTIC = False  # a rounded mean: its probabilities are one-hot
 
     def __init__(self):
         pass

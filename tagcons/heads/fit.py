@@ -9,7 +9,10 @@ Everything chosen from data (cut-points, C, early-stopping epoch, boosting round
 training part only; the test part is touched once, for the reported metrics, their image-clustered
 bootstrap intervals and the shortcut baselines (majority, text-only, image-prior) fitted on the same
 training part. With ``cv`` the metrics are pooled over K out-of-fold predictions (per-fold metrics
-beside them) and the saved head is refit on every row, so `predict` has one model to use. With
+beside them) and the saved head is refit on every row, so `predict` has one model to use. Heads
+with probabilities are fitted on their training part minus a validation part (``val_size``, grouped
+like the split), on which their temperature and expected-score cuts are then fitted
+(`tagcons.heads.calibrate`); metrics.json reports both decodings and the calibration. With
 ``repeats`` R > 1 the split (or the CV) is repeated with seeds seed..seed+R-1 and metrics.json gains
 their mean, sd and pooled interval; the run's own predictions and head are the first seed's.
 `fit_heads` fits several heads on one load and join of the cache, one run directory per head.
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.audit.exclude import excluded_rows
 from tagcons.data.pairs import PairColumns, PairTable, load_pairs
 from tagcons.data.splits import (
     SPLIT_KINDS,
@@ -47,10 +51,19 @@ from tagcons.evaluate.provenance import (
 )
 from tagcons.evaluate.provenance import split_spec as row_split_spec
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
-from tagcons.heads.base import Head, on_scale
+from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
+from tagcons.heads.calibrate import (
+    EvaluatedPart,
+    calibrate_head,
+    calibration_rows,
+    check_decoding,
+    evaluate_part,
+    evaluation_report,
+)
 from tagcons.heads.features import check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
 from tagcons.labels import DEFAULT_SCALE
 
@@ -84,6 +97,9 @@ class FitHeadConfig:
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
     overwrite: bool = False
     progress: bool = False
+    decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation part
+    val_size: float = 0.1  # share of the training part held out to fit the temperature and the cuts
+    exclude_pairs: str | Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
 
 
 @dataclass
@@ -131,6 +147,8 @@ class _Outcome:
     preds: list[np.ndarray]
     probas: list[np.ndarray]
     baselines: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> predictions per partition
+    evaluated: list[EvaluatedPart] = field(default_factory=list)  # per partition: both decodings, raw probabilities
+    validation: list[np.ndarray] = field(default_factory=list)  # per partition: rows that calibrated the head
 
     @property
     def rows(self) -> np.ndarray:
@@ -176,6 +194,7 @@ def _config_for(config: FitHeadConfig, name: str) -> FitHeadConfig:
     accepted = set(cls._get_param_names())
     objective = config.objective if config.objective in cls.OBJECTIVES else None
     params = {k: v for k, v in config.head_params.items() if k in accepted}
+    params.update(parse_head_params(cls, {k: v for k, v in params.items() if isinstance(v, str)}))  # --param text
     out = Path(config.out) / name
     return dataclasses.replace(config, head=name, out=out, objective=objective, head_params=params)
 
@@ -206,6 +225,7 @@ def _check_config(config: FitHeadConfig) -> None:
     default_dedupe(config.split, config.dedupe)
     if config.cache is None and needs_features(config.head):
         raise BadInputError(f"head '{config.head}' reads embeddings: pass --cache (a cache from `tagcons embed`)")
+    check_decoding(config.decode, _new_head(config, config.seed).probabilistic, config.head, config.val_size)
 
 
 def _check_out(run_dir: Path, overwrite: bool) -> Path:
@@ -218,18 +238,12 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
-        table, n_duplicates = dedupe_table(
-            load_pairs(config.data, config.columns, bool(config.strip_hash), scale=config.scale),
-            config.split,
-            config.dedupe,
-        )
+        table, n_duplicates = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
         return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table, n_duplicates = dedupe_table(
-            load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
-        )
+        table, n_duplicates = _table(config, strip_hash)
         joined = join_pairs(cache, table, config.features)
         provenance = {
             "backbone": cache.backbone,
@@ -245,6 +259,14 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
     return _Data(table, joined.present, joined.features, n_duplicates, joined.n_missing), provenance
+
+
+def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int]:
+    """The pairs after the dedupe, less any pairs ``exclude_pairs`` lists (left out of every part)."""
+    table, n_duplicates = dedupe_table(
+        load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
+    )
+    return table.subset(np.flatnonzero(~excluded_rows(table, config.exclude_pairs, strip_hash))), n_duplicates
 
 
 def _cache_trained_keys(cache) -> set[str] | None:
@@ -282,16 +304,31 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
     usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     outcome = _Outcome(_partitions(config, data, seed), [], [], [])
     for part in outcome.partitions:
-        head = _new_head(config, seed).fit(
-            X.subset(part.train), y[part.train], _groups(config, usable.subset(part.train))
-        )
-        X_test = X.subset(part.test)
+        head, _, validation = _fit_calibrated(config, data, part.train, seed)
+        evaluated = evaluate_part(head, X.subset(part.test), y[part.test], data.labels)
         outcome.heads.append(head)
-        outcome.probas.append(on_scale(head.predict_proba(X_test), head.classes_, data.labels))
-        outcome.preds.append(head.predict(X_test))
+        outcome.evaluated.append(evaluated)
+        outcome.validation.append(validation)
+        outcome.probas.append(evaluated.proba)  # calibrated, on the run's scale
+        outcome.preds.append(evaluated.pred)  # under the chosen decoding
         if seed == config.seed:
             _add_baselines(outcome, usable, y, part, data.labels)
     return outcome
+
+
+def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: int):
+    """Fit a head on ``rows`` minus a validation part, then its temperature and cuts on that part.
+
+    Returns (head, fit rows, validation rows); heads without probabilities fit on every row.
+    """
+    usable, y, X = data.usable_table, data.y, data.inputs(config.head)
+    head = _new_head(config, seed)
+    groups = usable.images if config.split == "images" else None
+    fit_rows, val_rows = calibration_rows(rows, y, groups, config.split, config.val_size, seed, head.probabilistic)
+    head.fit(X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
+    if head.probabilistic:
+        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels)
+    return head, fit_rows, val_rows
 
 
 def _add_baselines(outcome: _Outcome, usable: PairTable, y: np.ndarray, part: Partition, labels) -> None:
@@ -316,13 +353,14 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         extra.update(first.heads[0].extra_test_metrics(data.inputs(config.head).subset(rows), y[rows]))
     if config.repeats > 1:
         extra["repeats"] = _repeats(config, usable, y, outcomes, data.labels)
+    extra.update(evaluation_report(first.evaluated, run_dir, rows="out-of-fold" if config.cv else "test"))
     title = _title(config) + (f", {config.cv}-fold" if config.cv else "")
     pred, proba = np.concatenate(first.preds), np.concatenate(first.probas)
     metrics = write_evaluation(
         run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
     )
-    head = _final_head(config, data, first)
-    return metrics, head, _part_keys(config, usable, first)
+    head, fit_rows, validation = _final_head(config, data, first)
+    return metrics, head, _part_keys(config, usable, first, fit_rows, validation)
 
 
 def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
@@ -343,6 +381,7 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
         "n_excluded": data.n_excluded,
         "n_dropped_fit": int(dropped_fit),
         "n_dropped_test": int(dropped_test),
+        "n_validation": int(np.mean([len(v) for v in outcome.validation])),  # CV: mean per fold
         "n_duplicates_removed": data.n_duplicates_removed,
         "dedupe": default_dedupe(config.split, config.dedupe),
     }
@@ -368,18 +407,23 @@ def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: 
     return repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
 
 
-def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> Head:
+def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
+    """(head, its fit rows, its validation rows): the run's own head, or with CV a refit on every row."""
     if not config.cv:
-        return outcome.heads[0]
+        validation = outcome.validation[0]
+        return outcome.heads[0], np.setdiff1d(outcome.partitions[0].train, validation), validation
     log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
-    return _new_head(config, config.seed).fit(data.inputs(config.head), data.y, _groups(config, data.usable_table))
+    return _fit_calibrated(config, data, np.arange(len(data.y)), config.seed)
 
 
-def _part_keys(config: FitHeadConfig, usable: PairTable, outcome: _Outcome) -> dict:
-    """Pair keys of each part; CV: the refit head's fit part is every row, the test part every out-of-fold row."""
+def _part_keys(config, usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
+    """Pair keys of each part of the saved head; CV: the test part is every out-of-fold row."""
     keys = table_keys(usable)
-    fit = keys if config.cv else keys[outcome.partitions[0].train]
-    return {"fit": fit, "validation": None, "test": keys[outcome.rows]}
+    return {
+        "fit": keys[fit_rows],
+        "validation": keys[validation] if len(validation) else None,
+        "test": keys[outcome.rows],
+    }
 
 
 def _title(config: FitHeadConfig) -> str:
@@ -395,7 +439,8 @@ def split_spec(config: FitHeadConfig) -> dict:
         cv=config.cv,
         repeats=config.repeats,
         dedupe=default_dedupe(config.split, config.dedupe),
-        val_size=None,  # heads carve any validation part inside their training part
+        # the calibration part (heads with probabilities only); mlp and lgbm carve early stopping inside the fit part
+        val_size=config.val_size if _new_head(config, config.seed).probabilistic else None,
     )
 
 

@@ -19,7 +19,16 @@ import lightgbm as lgb
 import numpy as np
 
 from tagcons.data.splits import validation_indices
-from tagcons.heads.base import Head, class_weighting, one_hot
+from tagcons.heads.base import (
+    HEAD_FILE,
+    Head,
+    check_finite_sorted,
+    class_weighting,
+    one_hot,
+    reading,
+    require,
+)
+from tagcons.heads.params import INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 from tagcons.runtime import auto_threads
@@ -27,9 +36,24 @@ from tagcons.runtime import auto_threads
 MODEL_FILE = "lgbm.txt"
 
 
+def _trees_complete(text: bytes) -> bool:
+    """LightGBM aborts the whole process on a damaged model text, so check its framing first: the trees
+    between `Tree=0` and `end of trees` must be exactly as long as the `tree_sizes=` header says."""
+    _, found, rest = text.partition(b"\ntree_sizes=")
+    start, end = text.find(b"\nTree=0\n") + 1, text.find(b"\nend of trees")
+    if not found or start <= 0 or end < start:
+        return False
+    try:
+        sizes = [int(size) for size in rest.split(b"\n", 1)[0].split()]
+    except ValueError:
+        return False
+    return sum(sizes) == end + 1 - start
+
+
 @register_head("lgbm")
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
 
     def __init__(
         self,
@@ -62,6 +86,10 @@ class LGBMHead(Head):
         self.class_weight = class_weight
         self.threads = threads
         self.seed = seed
+
+    @property
+    def probabilistic(self) -> bool:
+        return self.objective == "multiclass"  # regression rounds a number: its probabilities are one-hot
 
     def _params(self, n_rows: int) -> dict:
         params = dict(
@@ -135,6 +163,25 @@ class LGBMHead(Head):
         return {"best_iteration": self.best_iteration_, "cuts": cuts}
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        self.booster_ = lgb.Booster(model_file=str(run_dir / MODEL_FILE))
+        path = run_dir / MODEL_FILE
+        require(path.is_file(), path, "is missing")
+        with reading(path):
+            text = path.read_bytes()
+            require(_trees_complete(text), path, "is truncated or edited (its trees do not add up to tree_sizes)")
+            self.booster_ = lgb.Booster(model_str=text.decode("utf-8"))
         self.best_iteration_ = int(state["best_iteration"])
-        self.cuts_ = None if state["cuts"] is None else np.asarray(state["cuts"])
+        self.cuts_ = None if state["cuts"] is None else np.asarray(state["cuts"], dtype=np.float64)
+        self._check_model(path, run_dir / HEAD_FILE)
+
+    def _check_model(self, path: Path, head_file: Path) -> None:
+        outputs = len(self.classes_) if self.objective == "multiclass" else 1
+        found = self.booster_.num_model_per_iteration()
+        require(found == outputs, path, f"predicts {found} values per row; the {self.objective} head needs {outputs}")
+        trees = self.booster_.current_iteration()
+        require(1 <= self.best_iteration_ <= trees, path, f"holds {trees} boosting rounds of {self.best_iteration_}")
+        if self.objective == "regression":
+            require(self.cuts_ is not None, head_file, "a regression head needs its cuts")
+            check_finite_sorted(self.cuts_, len(self.classes_) - 1, head_file, "cuts")
+
+    def input_width(self) -> int:
+        return int(self.booster_.num_feature())

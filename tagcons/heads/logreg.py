@@ -22,16 +22,27 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
-from tagcons.heads.base import Head, chunked, class_weight_map
+from tagcons.heads.base import (
+    Head,
+    chunked,
+    class_weight_map,
+    reading,
+    require,
+)
+from tagcons.heads.params import FLOAT, FLOATS, INT, optional
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
 
 STREAM_CHUNK = 8192
+NPZ_FILE = "logreg.npz"
+NPZ_ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 
 
 @register_head("logreg")
 class LogregHead(Head):
     init_kind = "linear"
+    PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
 
     def __init__(
         self,
@@ -141,7 +152,7 @@ class LogregHead(Head):
 
     def _state(self, run_dir: Path) -> dict:
         np.savez(
-            run_dir / "logreg.npz",
+            run_dir / NPZ_FILE,
             mean=self.mean_,
             scale=self.scale_,
             coef=self.coef_,
@@ -155,12 +166,33 @@ class LogregHead(Head):
         }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        with np.load(run_dir / "logreg.npz", allow_pickle=False) as data:
-            self._set(
-                data["mean"], data["scale"], data["coef"], data["intercept"], data["classes"], state["multinomial"]
-            )
-        self.C_ = state["C"]
-        self.cv_scores_ = {float(k): v for k, v in state["cv_scores"].items()}
+        path = run_dir / NPZ_FILE
+        require(path.is_file(), path, "is missing")
+        scale_classes = getattr(self, "classes_", LABELS)  # head.json's classes (load_head sets them first)
+        with reading(path), np.load(path, allow_pickle=False) as data:
+            arrays = [data[name] for name in NPZ_ARRAYS]
+            require(all(a.dtype.kind in "biuf" for a in arrays), path, "holds non-numeric arrays")
+            self._set(*arrays, bool(state["multinomial"]))
+        self._check_shapes(path, scale_classes)
+        self.C_ = float(state["C"])
+        self.cv_scores_ = {float(k): float(v) for k, v in state["cv_scores"].items()}
+
+    def _check_shapes(self, path: Path, scale_classes=LABELS) -> None:
+        d, coef, classes = self.mean_.shape, self.coef_, self.classes_
+        require(self.mean_.ndim == 1 and self.scale_.shape == d, path, "mean/scale shapes differ")
+        require(coef.ndim == 2 and coef.shape[1] == d[0], path, f"coef shape {coef.shape} does not fit {d[0]} features")
+        require(self.intercept_.shape == (coef.shape[0],), path, "intercept and coef disagree")
+        require(
+            set(classes.tolist()) <= {int(c) for c in scale_classes} and len(set(classes.tolist())) == len(classes),
+            path,
+            "bad classes",
+        )
+        require(coef.shape[0] in (len(classes), 1), path, f"{coef.shape[0]} coef rows for {len(classes)} classes")
+        finite = all(np.isfinite(a).all() for a in (self.mean_, self.scale_, coef, self.intercept_))
+        require(finite and (self.scale_ > 0).all(), path, "holds non-finite values or zero scales")
+
+    def input_width(self) -> int:
+        return int(self.mean_.shape[0])
 
 
 def _nbytes(X) -> int:

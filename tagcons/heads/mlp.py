@@ -8,6 +8,10 @@ Recipes hold the optimiser settings; any explicit argument overrides its recipe'
   One difference is deliberate: the study computed its class weights on all rows, test included;
   here they come from the training part only. It reproduces the study; it barely learns.
 
+``loss``: ``ce`` (default) is the study's class-weighted cross-entropy over five outputs; ``corn``
+is the rank-consistent ordinal loss CORN over four (see `tagcons.heads.corn`), whose cumulative
+probabilities never cross.
+
 Early stopping (``val_size`` > 0) watches the validation loss on a part carved from the *training*
 rows (grouped by image when groups are given), and the best epoch's weights are restored; with
 ``val_size=0`` every epoch runs and the last one is kept. ``train_loss`` and ``val_loss`` are both
@@ -31,7 +35,16 @@ from torch import nn
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import quick_scores
-from tagcons.heads.base import Head, chunked, class_weighting
+from tagcons.heads.base import (
+    HEAD_FILE,
+    Head,
+    chunked,
+    class_weighting,
+    reading,
+    require,
+)
+from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
+from tagcons.heads.params import FLOAT, INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
@@ -46,7 +59,9 @@ MLP_RECIPES = {
 }
 HISTORY_KEYS = ("train_loss", "train_loss_running", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
 EVAL_BATCH = 8192
+WEIGHTS_FILE = "mlp.safetensors"
 DENSE_TRAINING_BYTES = 512 * 1024**2
+LOSSES = ("ce", "corn")
 
 
 def _rows_source(X):
@@ -58,8 +73,8 @@ def _rows_source(X):
     return lambda rows: torch.from_numpy(np.asarray(X[rows], dtype=np.float32))
 
 
-def build_mlp(in_dim: int, hidden: int, dropout: float, n_classes: int = len(LABELS)) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+def build_mlp(in_dim: int, hidden: int, dropout: float, out_dim: int = len(LABELS)) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
 def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -73,6 +88,12 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 @register_head("mlp")
 class MLPHead(Head):
     init_kind = "network"
+    PARAM_TYPES = {
+        "recipe": choice(*MLP_RECIPES),
+        **{name: optional(FLOAT) for name in ("lr", "weight_decay", "gamma", "val_size")},
+        "loss": choice(*LOSSES),
+        **{name: optional(INT) for name in ("step_size", "batch_size", "max_epochs", "patience", "threads")},
+    }
 
     def __init__(
         self,
@@ -91,6 +112,7 @@ class MLPHead(Head):
         threads=None,
         seed=42,
         progress=False,
+        loss="ce",
     ):
         self.recipe = recipe
         self.hidden = hidden
@@ -107,11 +129,14 @@ class MLPHead(Head):
         self.threads = threads
         self.seed = seed
         self.progress = progress
+        self.loss = loss
 
     def settings(self) -> dict:
         """The recipe's optimiser settings with explicit arguments on top."""
         if self.recipe not in MLP_RECIPES:
             raise BadInputError(f"unknown mlp recipe '{self.recipe}'; choose one of {', '.join(MLP_RECIPES)}")
+        if self.loss not in LOSSES:
+            raise BadInputError(f"unknown mlp loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         own = {k: getattr(self, k) for k in MLP_RECIPES[self.recipe] if getattr(self, k) is not None}
         return {**MLP_RECIPES[self.recipe], **own}
 
@@ -124,7 +149,7 @@ class MLPHead(Head):
         self.in_dim_ = int(X.shape[1])
         with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
             torch.manual_seed(self.seed)
-            self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout, len(self.classes_))
+            self.model_ = self._build()
             self._train(_rows_source(X), codes, fit_idx, val_idx)
         return self
 
@@ -142,6 +167,8 @@ class MLPHead(Head):
         s = self.settings_
         weights = class_weighting(self.class_weight, self.classes_[y[fit_idx]], self.classes_)
         loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32))
+        if self.loss == "corn":
+            loss_fn = corn_loss  # rank-consistent ordinal loss; not class-weighted
         optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)
@@ -192,7 +219,7 @@ class MLPHead(Head):
         (``y`` holds class indices 0..K-1)."""
         logits = torch.from_numpy(self._logits(X, rows))
         loss = float(loss_fn(logits, torch.from_numpy(y[rows]).long()))
-        return loss, logits.argmax(dim=1).numpy()
+        return loss, self._to_proba(logits).argmax(dim=1).numpy()
 
     def _validate(self, X, y, val_idx, loss_fn) -> float:
         loss, predicted = self._loss_and_scores(X, y, val_idx, loss_fn)
@@ -208,7 +235,27 @@ class MLPHead(Head):
         with torch.no_grad():
             for start in range(0, len(rows), EVAL_BATCH):
                 out.append(self.model_(X(rows[start : start + EVAL_BATCH])).numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self._out_dim()), np.float32)
+
+    def _out_dim(self) -> int:
+        """One output per class in classes_; CORN: one fewer (one per boundary between classes)."""
+        return len(self.classes_) - 1 if self.loss == "corn" else len(self.classes_)
+
+    def _build(self) -> nn.Sequential:
+        return build_mlp(self.in_dim_, self.hidden, self.dropout, self._out_dim())
+
+    def _to_proba(self, logits: torch.Tensor) -> torch.Tensor:
+        return corn_proba(logits) if self.loss == "corn" else torch.softmax(logits, dim=1)
+
+    def cumulative_proba(self, X) -> np.ndarray:
+        """P(score > classes_[k]) for each boundary k (columns), from the class probabilities (CORN: its own chain)."""
+        block = torch.from_numpy(np.asarray(X, dtype=np.float32))
+        self.model_.eval()
+        with torch.no_grad():
+            if self.loss == "corn":
+                return corn_cumulative(self.model_(block)).double().numpy()
+            proba = torch.softmax(self.model_(block), dim=1).double().numpy()
+        return 1.0 - np.cumsum(proba, axis=1)[:, :-1]
 
     def predict_proba(self, X) -> np.ndarray:
         X = self._predict_input(X)
@@ -218,14 +265,10 @@ class MLPHead(Head):
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         self.model_.eval()
         with torch.no_grad():
-            return (
-                torch.softmax(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32))), dim=1)
-                .double()
-                .numpy()
-            )
+            return self._to_proba(self.model_(torch.from_numpy(np.asarray(block, dtype=np.float32)))).double().numpy()
 
     def _state(self, run_dir: Path) -> dict:
-        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / "mlp.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.model_.state_dict().items()}, str(run_dir / WEIGHTS_FILE))
         return {
             "in_dim": self.in_dim_,
             "settings": self.settings_,
@@ -234,8 +277,16 @@ class MLPHead(Head):
         }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        self.in_dim_, self.settings_ = state["in_dim"], state["settings"]
+        self.in_dim_, self.settings_ = int(state["in_dim"]), state["settings"]
         self.best_epoch_, self.history_ = state["best_epoch"], state["history"]
-        self.model_ = build_mlp(self.in_dim_, self.hidden, self.dropout, len(self.classes_))
-        self.model_.load_state_dict(load_file(str(run_dir / "mlp.safetensors")))
+        path = run_dir / WEIGHTS_FILE
+        require(path.is_file(), path, "is missing")
+        with reading(path, f"does not hold the network {HEAD_FILE} describes"):
+            self.model_ = self._build()
+            self.model_.load_state_dict(load_file(str(path)))
+        finite = all(torch.isfinite(t).all() for t in self.model_.state_dict().values())
+        require(finite, path, "holds non-finite weights")
+
+    def input_width(self) -> int:
+        return self.in_dim_
         self.model_.eval()

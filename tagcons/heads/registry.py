@@ -17,6 +17,7 @@ BUILTIN_HEADS = {
     "logreg": "tagcons.heads.logreg",
     "mlp": "tagcons.heads.mlp",
     "lgbm": "tagcons.heads.lgbm",
+    "ordinal": "tagcons.heads.ordinal",
     "text-only": "tagcons.heads.baselines",
     "image-prior": "tagcons.heads.baselines",
 }

@@ -3,7 +3,8 @@ so the function `tagcons.heads.predict` and a module of the same name never shad
 
 The cache must carry the fingerprint the run was trained on (other features would give silent
 nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
-adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5.
+adds them. The output CSV has image, text, [true], pred, expected (sum of k * p_k), p1..p5: the
+probabilities after the run's temperature, and pred under the run's decoding (argmax or expected).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.errors import FingerprintMismatchError
+from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_keys, trained_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
-from tagcons.heads.base import load_head, on_scale
+from tagcons.heads.base import HEAD_FILE, load_head
+from tagcons.heads.features import FEATURE_KINDS
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.labels import scale_from_config
 
@@ -59,13 +61,13 @@ def predict(config: PredictConfig) -> PredictResult:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         scale = scale_from_config(run_config)
         table = load_pairs(config.data, columns, strip_hash, require_labels=False, scale=scale)
-        joined = join_pairs(cache, table, run_config.get("features", "concat"))
+        joined = join_pairs(cache, table, _feature_kind(run_config, run_dir))
+    _check_input_width(head, joined.features.shape[1], run_dir)
     report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
     X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
-    proba = on_scale(head.predict_proba(X), head.classes_, scale.labels)
-    pred = head.predict(X)
+    pred, proba = head.predict_scores(X, scale.labels)  # calibrated probabilities on the scale, the run's decoding
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,26 @@ def _count_trained_on(run_dir: Path, table) -> int:
             run_dir,
         )
     return n
+
+
+def _feature_kind(run_config: dict, run_dir: Path) -> str:
+    kind = run_config.get("features", "concat")
+    if kind not in FEATURE_KINDS:
+        raise BadInputError(
+            f"{run_dir / CONFIG_FILE}: features {kind!r} is not one of {', '.join(FEATURE_KINDS)}; "
+            "the run directory was edited or damaged, refit it"
+        )
+    return kind
+
+
+def _check_input_width(head, width: int, run_dir: Path) -> None:
+    """The features config.json names must have the width the saved head was fitted on."""
+    expected = head.input_width()
+    if expected is not None and expected != width:
+        raise BadInputError(
+            f"{run_dir / CONFIG_FILE}: its features give {width} columns but the head in {run_dir / HEAD_FILE} "
+            f"was fitted on {expected}; the run directory was edited or damaged, refit it"
+        )
 
 
 def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:

@@ -29,8 +29,9 @@ import numpy as np
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.heads.base import Head, one_hot
+from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, one_hot
 from tagcons.heads.features import cosine_of
+from tagcons.heads.params import choice
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 
@@ -177,6 +178,8 @@ class ThresholdHead(Head):
     (the best cuts on the quantile grid) or study (the study's 5,000 combinations, cut for cut)."""
 
     OBJECTIVES = ("macro_f1", "qwk")
+    PROBABILISTIC = False
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES)}
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99, search: str = "exact"):
         self.objective = objective
@@ -223,3 +226,4 @@ class ThresholdHead(Head):
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
         self.train_objective_ = float(state["train_objective"])
+        check_finite_sorted(self.thresholds_, len(self.classes_) - 1, run_dir / HEAD_FILE, "thresholds")

@@ -1,0 +1,133 @@
+"""After training: a temperature and expected-score cut-points fitted on the validation part.
+
+The validation part is carved from the training rows (grouped by image when the split is) before
+the head is fitted, so neither the temperature nor the cut-points ever see a row the head trained
+on, nor a test row. `evaluate_part` then scores a part with the calibrated probabilities under both
+decodings; `evaluation_report` turns the evaluated parts into metrics.json's `calibration`,
+`decodings` and `decode` entries and draws reliability.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tagcons.data.splits import validation_indices
+from tagcons.errors import BadInputError
+from tagcons.evaluate.calibration import calibration_metrics, fit_temperature, reliability_bins
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.plots import plot_reliability
+from tagcons.heads.decode import DECODINGS, ScoreRule, check_decode, fit_expected_cuts
+from tagcons.labels import LABELS
+
+log = logging.getLogger(__name__)
+RELIABILITY_FILE = "reliability.png"
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman")
+
+
+@dataclass
+class EvaluatedPart:
+    y: np.ndarray
+    raw: np.ndarray  # the head's probabilities before temperature scaling
+    proba: np.ndarray  # calibrated
+    by_decode: dict[str, np.ndarray]  # scores under each decoding
+    pred: np.ndarray  # scores under the chosen decoding
+    rule: ScoreRule
+    probabilistic: bool = True
+    labels: tuple[int, ...] = LABELS  # the scale: one probability column per score
+
+
+def calibration_rows(rows, y, groups, kind: str, val_size: float, seed: int, probabilistic: bool):
+    """(fit rows, validation rows) of a training part; no validation part for heads without probabilities."""
+    rows = np.asarray(rows)
+    if not probabilistic or val_size <= 0:
+        return rows, rows[:0]
+    return validation_indices(rows, y, groups, kind, val_size, seed)
+
+
+def check_decoding(decode: str, probabilistic: bool, head_name: str, val_size: float) -> None:
+    check_decode(decode)
+    if decode == "expected" and not probabilistic:
+        raise BadInputError(f"--decode expected needs a head with probabilities; '{head_name}' only ranks")
+    if decode == "expected" and val_size <= 0:
+        raise BadInputError("--decode expected chooses its cut-points on the validation part; use --val-size > 0")
+
+
+def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str, labels=LABELS) -> ScoreRule:
+    """Temperature on held-out probabilities (one column per score in ``labels``), then expected-score
+    cuts on the calibrated ones."""
+    if len(y_val) == 0:
+        return ScoreRule(decode="argmax")
+    temperature = fit_temperature(raw_val, y_val, labels)
+    cuts = fit_expected_cuts(ScoreRule(temperature=temperature).proba(raw_val), y_val, labels)
+    cut_scores = np.unique(np.asarray(y_val).astype(int))  # the scores the cuts separate
+    log.info("calibrated on %d validation pairs: temperature %.3f", len(y_val), temperature)
+    return ScoreRule(temperature, decode, tuple(float(c) for c in cuts), tuple(int(s) for s in cut_scores))
+
+
+def calibrate_head(head, X_val, y_val, decode: str, labels=LABELS) -> ScoreRule:
+    """Fit the head's rule on the validation part; the head keeps it (and saves it in head.json)."""
+    head.rule_ = fit_rule(head.scale_proba(X_val, labels) if len(y_val) else None, y_val, decode, labels)
+    return head.rule_
+
+
+def evaluate_part(head, X, y, labels=LABELS) -> EvaluatedPart:
+    """Calibrated probabilities (on the scale ``labels``) and scores of one evaluated part under every decoding."""
+    raw = head.scale_proba(X, labels)
+    if not head.probabilistic:
+        pred = head.predict(X)
+        return EvaluatedPart(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, False, tuple(labels))
+    return evaluate_probabilities(raw, y, head.rule_, labels)
+
+
+def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule, labels=LABELS) -> EvaluatedPart:
+    """The same for any model's raw probabilities (the fine-tuned model's softmax, for one)."""
+    proba = rule.proba(raw)
+    by_decode = {d: rule.scores(proba, d, labels) for d in DECODINGS if d == "argmax" or rule.cuts is not None}
+    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule, labels=tuple(labels))
+
+
+def _pooled(parts: list[EvaluatedPart], attribute: str) -> np.ndarray:
+    return np.concatenate([getattr(p, attribute) for p in parts])
+
+
+def evaluation_report(parts: list[EvaluatedPart], run_dir: Path, rows: str = "test") -> dict:
+    """metrics.json entries: decode, decodings (headline metrics per decoding), calibration; draws reliability.png."""
+    y, labels = _pooled(parts, "y"), parts[0].labels
+    report = {"decode": parts[0].rule.decode, "decodings": _decodings(parts, y, labels)}
+    if not all(p.probabilistic for p in parts):
+        report["calibration"] = None
+        return report
+    raw, proba = _pooled(parts, "raw"), _pooled(parts, "proba")
+    before, after = calibration_metrics(raw, y, labels), calibration_metrics(proba, y, labels)
+    temperatures = [p.rule.temperature for p in parts]
+    report["calibration"] = {
+        "temperature": temperatures[0] if len(temperatures) == 1 else float(np.mean(temperatures)),
+        "rows": rows,
+        "before": before,
+        "after": after,
+    }
+    if len(temperatures) > 1:
+        report["calibration"]["per_fold_temperature"] = temperatures
+    curves = {
+        f"before (ECE {before['ece']:.3f})": reliability_bins(raw, y, labels=labels),
+        f"after, T={report['calibration']['temperature']:.2f} (ECE {after['ece']:.3f})": reliability_bins(
+            proba, y, labels=labels
+        ),
+    }
+    plot_reliability(curves, Path(run_dir) / RELIABILITY_FILE, title=f"reliability on the {rows} part")
+    return report
+
+
+def _decodings(parts: list[EvaluatedPart], y: np.ndarray, labels=LABELS) -> dict:
+    out = {}
+    for decode in DECODINGS:
+        if all(decode in p.by_decode for p in parts):
+            metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in parts]), labels=labels)
+            out[decode] = {k: metrics[k] for k in HEADLINE}
+        else:
+            out[decode] = None
+    return out

@@ -1,0 +1,219 @@
+"""Ordinal decoding, the ordinal head, CORN, temperature scaling and saved calibration."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import softmax
+from test_heads_support import dense, planted, write_cache, write_pairs
+
+from tagcons.evaluate.calibration import (
+    apply_temperature,
+    brier_score,
+    calibration_metrics,
+    expected_calibration_error,
+    fit_temperature,
+)
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, load_head, make_head, predict
+from tagcons.heads.corn import corn_cumulative, corn_proba
+from tagcons.heads.decode import ScoreRule, decode_scores, fit_expected_cuts
+
+
+@pytest.fixture(scope="module")
+def split():
+    data = planted(n_images=40, per_image=12, dim=16)
+    X = dense(data)
+    train = np.isin(data.images, list(data.image_embeds)[:32])
+    return X[train], data.labels[train], data.images[train], X[~train], data.labels[~train]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ordinal")
+    data = planted(n_images=80, per_image=10, dim=16, seed=3)
+    return {"root": root, "pairs": write_pairs(data, root / "pairs.csv"), "cache": write_cache(data, root / "c.h5")}
+
+
+def _fit(files, out, **kw):
+    return fit_head(FitHeadConfig(cache=files["cache"], data=files["pairs"], out=files["root"] / out, **kw))
+
+
+def test_expected_decoding_with_validation_cuts_beats_or_equals_argmax_qwk(files):
+    metrics = _fit(files, "mlp_expected", head="mlp", decode="expected", head_params={"recipe": "robust"}).metrics
+    decodings = metrics["decodings"]
+    assert metrics["decode"] == "expected"
+    assert decodings["expected"]["qwk"] >= decodings["argmax"]["qwk"]
+    assert metrics["qwk"] == decodings["expected"]["qwk"]  # the run's predictions use the chosen decoding
+
+
+def test_expected_decoding_rounds_with_the_cuts_found_on_given_rows():
+    proba = softmax(np.random.default_rng(0).normal(size=(200, 5)), axis=1)
+    expected = proba @ np.arange(1, 6)
+    y = 1 + (expected >= 2.8).astype(int) + (expected >= 3.0) + (expected >= 3.2) + (expected >= 3.4)
+    cuts = fit_expected_cuts(proba, y)
+    assert np.mean(decode_scores(proba, "expected", cuts) == y) > 0.95
+    assert np.array_equal(decode_scores(proba, "argmax"), proba.argmax(axis=1) + 1)
+
+
+def test_ordinal_head_learns_planted_ordinal_signal_at_least_as_well_as_multinomial_logreg(split):
+    X_tr, y_tr, g_tr, X_te, y_te = split
+    params = {"Cs": (0.01, 0.1, 1.0)}
+    qwk = {
+        name: compute_metrics(y_te, make_head(name, params=params).fit(X_tr, y_tr, g_tr).predict(X_te))["qwk"]
+        for name in ("logreg", "ordinal")
+    }
+    assert qwk["ordinal"] >= qwk["logreg"] and qwk["ordinal"] > 0.6
+
+
+# Checks the fixed 1-5 score scale blocks (their labels are 0, 1, 2; issue 15 makes the scale a setting),
+# and the base class's input handling shared by every head (no check_array / check_is_fitted yet).
+SCALE_BLOCKED = {
+    "check_fit_score_takes_y",
+    "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters",
+    "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input",
+    "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit",
+    "check_complex_data",
+    "check_dtype_object",
+    "check_pipeline_consistency",
+    "check_estimators_pickle",
+    "check_f_contiguous_array_estimator",
+    "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance",
+    "check_fit2d_1sample",
+    "check_dict_unchanged",
+    "check_fit_idempotent",
+    "check_fit_check_is_fitted",
+    "check_n_features_in",
+    "check_fit1d",
+    "check_fit2d_predict1d",
+}
+BASE_INPUT_HANDLING = {
+    "check_estimators_unfitted",
+    "check_estimators_empty_data_messages",
+    "check_estimators_nan_inf",
+    "check_estimator_sparse_tag",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
+}
+
+
+def test_ordinal_head_passes_the_estimator_checks_the_score_scale_allows():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(make_head("ordinal", params={"Cs": (1.0,)}), on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    # Heads take any ordered integer scale (issue 15): the checks' string classes and unordered blobs are
+    # what is left, excused with their reasons in test_estimator_checks.py.
+    allowed = SCALE_BLOCKED | BASE_INPUT_HANDLING | {"check_classifiers_classes", "check_classifiers_train"}
+    assert failed <= allowed, failed - allowed
+    assert {"check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params"} <= passed
+
+
+def test_ordinal_head_reloads_with_identical_probabilities(split, tmp_path):
+    X_tr, y_tr, g_tr, X_te, _ = split
+    head = make_head("ordinal", params={"Cs": (0.1,)}).fit(X_tr, y_tr, g_tr)
+    head.save(tmp_path)
+    assert np.allclose(load_head(tmp_path).predict_proba(X_te), head.predict_proba(X_te))
+
+
+def test_corn_cumulative_probabilities_never_cross_where_independent_binary_outputs_do():
+    logits = torch.randn(500, 4) * 3
+    independent = torch.sigmoid(logits)  # K-1 unlinked binary classifiers: P(y > k) can rise with k
+    assert (independent[:, 1:] > independent[:, :-1]).any()
+    cumulative = corn_cumulative(logits)
+    assert (cumulative[:, 1:] <= cumulative[:, :-1]).all()
+    proba = corn_proba(logits)
+    assert (proba >= 0).all() and torch.allclose(proba.sum(dim=1), torch.ones(500))
+
+
+def test_mlp_with_corn_loss_learns_and_stays_rank_consistent(split):
+    X_tr, y_tr, g_tr, X_te, y_te = split
+    head = make_head("mlp", params={"recipe": "robust", "max_epochs": 25, "loss": "corn"}).fit(X_tr, y_tr, g_tr)
+    cumulative = head.cumulative_proba(X_te)
+    assert cumulative.shape == (len(y_te), 4) and (np.diff(cumulative, axis=1) <= 0).all()
+    assert head.model_[-1].out_features == 4
+    assert compute_metrics(y_te, head.predict(X_te))["qwk"] > 0.6
+
+
+def test_temperature_scaling_brings_overconfident_probabilities_below_005_ece():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 5)) * 1.5
+    true = softmax(logits, axis=1)
+    y = 1 + np.array([rng.choice(5, p=p) for p in true])
+    overconfident = softmax(3.0 * logits, axis=1)
+    temperature = fit_temperature(overconfident[:2000], y[:2000])
+    held_out = overconfident[2000:]
+    before = expected_calibration_error(held_out, y[2000:])
+    after = expected_calibration_error(apply_temperature(held_out, temperature), y[2000:])
+    assert 2.5 < temperature < 3.5
+    assert after < before and after < 0.05
+    perfect = np.eye(5)[y[:10] - 1]
+    assert brier_score(perfect, y[:10]) == 0.0 and calibration_metrics(perfect, y[:10])["ece"] == 0.0
+
+
+def test_fit_head_reports_calibration_and_predict_reuses_the_saved_temperature(files, tmp_path):
+    result = _fit(files, "lgbm_cal", head="lgbm", head_params={"n_estimators": 100})
+    run, metrics = result.run_dir, result.metrics
+    calibration = metrics["calibration"]
+    assert set(calibration["before"]) == {"log_loss", "brier", "ece"} and calibration["rows"] == "test"
+    assert (run / "reliability.png").is_file() and metrics["n_validation"] > 0
+    saved = json.loads((run / "head.json").read_text())["rule"]
+    assert saved["temperature"] == pytest.approx(calibration["temperature"]) and saved["temperature"] != 1.0
+    reloaded = load_head(run)
+    assert reloaded.rule_ == result.head.rule_
+    scored = predict(PredictConfig(run=run, cache=files["cache"], data=files["pairs"], out=tmp_path / "p.csv"))
+    run_rows = pd.read_csv(run / "predictions.csv")
+    again = pd.read_csv(scored.out).merge(run_rows, on=["image", "text"], suffixes=("", "_run"))
+    probs = [f"p{k}" for k in range(1, 6)]
+    assert len(again) == len(run_rows)
+    assert np.allclose(again[probs].to_numpy(), again[[p + "_run" for p in probs]].to_numpy())
+    assert np.allclose(again["expected"], again[probs].to_numpy() @ np.arange(1, 6))
+
+
+def test_threshold_head_has_no_calibration_and_refuses_expected_decoding(files):
+    from tagcons.errors import BadInputError
+
+    metrics = _fit(files, "thr", head="threshold").metrics
+    assert metrics["calibration"] is None and metrics["decodings"]["expected"] is None
+    with pytest.raises(BadInputError, match="decode expected"):
+        _fit(files, "thr2", head="threshold", decode="expected")
+
+
+def test_score_rule_round_trips_through_json():
+    rule = ScoreRule(1.7, "expected", (1.5, 2.5, 3.5, 4.5))
+    assert ScoreRule.from_json(json.loads(json.dumps(rule.to_json()))) == rule
+
+
+def test_temperature_fit_agrees_with_scikit_learns_temperature_scaling():
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    class Given(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.arange(5)
+            return self
+
+        def predict_proba(self, X):
+            return X
+
+        def predict(self, X):
+            return X.argmax(axis=1)
+
+    rng = np.random.default_rng(1)
+    proba = softmax(rng.normal(size=(600, 5)) * 2, axis=1)
+    y = 1 + np.array([rng.choice(5, p=p) for p in softmax(np.log(proba) / 2, axis=1)])
+    sklearn_fit = CalibratedClassifierCV(FrozenEstimator(Given().fit(proba, y - 1)), method="temperature")
+    beta = sklearn_fit.fit(proba, y - 1).calibrated_classifiers_[0].calibrators[0].beta_
+    assert fit_temperature(proba, y) == pytest.approx(1.0 / beta, rel=1e-4)
+    assert np.allclose(apply_temperature(proba, 1.0 / beta), sklearn_fit.predict_proba(proba), atol=1e-6)

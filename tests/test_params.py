@@ -1,0 +1,109 @@
+"""`--param KEY=VALUE`: every head's every setting parses by its type; bad values exit 2 with one line."""
+
+import json
+
+import pytest
+from test_cli import run_cli
+from test_heads_support import planted, write_cache, write_pairs
+
+from tagcons.errors import BadInputError
+from tagcons.heads import HEADS, make_head
+from tagcons.heads.params import param_defaults, param_type, parse_head_params
+
+SETTINGS = [(name, setting) for name, cls in sorted(HEADS.items()) for setting in param_defaults(cls)]
+
+
+def _as_text(value) -> str:
+    """How a user writes a setting's value on the command line."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+@pytest.mark.parametrize("head, setting", SETTINGS, ids=[f"{h}-{s}" for h, s in SETTINGS])
+def test_every_setting_of_every_head_parses_its_default_written_as_text(head, setting):
+    cls = HEADS[head]
+    default = param_defaults(cls)[setting]
+    assert param_type(cls, setting) is not None, f"head '{head}' must declare the type of {setting}"
+    parsed = parse_head_params(cls, {setting: _as_text(default)})
+    assert parsed == {setting: default}
+    assert make_head(head, params=parsed).get_params()[setting] == default
+
+
+@pytest.mark.parametrize(
+    "head, raw, expected",
+    [
+        ("logreg", {"Cs": "0.1"}, {"Cs": (0.1,)}),
+        ("logreg", {"Cs": "0.1,1"}, {"Cs": (0.1, 1.0)}),
+        ("logreg", {"C": "2", "threads": "none"}, {"C": 2.0, "threads": None}),
+        ("mlp", {"recipe": "robust", "max_epochs": "40", "lr": "1e-3", "progress": "true"}, None),
+        ("lgbm", {"objective": "regression", "n_estimators": "60", "feature_fraction": "0.5"}, None),
+        ("threshold", {"objective": "qwk", "n_grid": "19"}, {"objective": "qwk", "n_grid": 19}),
+    ],
+)
+def test_values_take_their_settings_types(head, raw, expected):
+    parsed = parse_head_params(HEADS[head], raw)
+    if expected is None:
+        expected = {k: param_type(HEADS[head], k).parse(v) for k, v in raw.items()}
+    assert parsed == expected
+    assert all(type(parsed[k]) is type(expected[k]) for k in expected)  # 40 is an int, not 40.0
+
+
+def test_typed_values_are_the_types_the_heads_use():
+    parsed = parse_head_params(HEADS["mlp"], {"max_epochs": "40", "lr": "1e-3", "progress": "false"})
+    assert parsed == {"max_epochs": 40, "lr": 0.001, "progress": False}
+    assert type(parsed["max_epochs"]) is int and type(parsed["lr"]) is float
+
+
+@pytest.mark.parametrize(
+    "head, raw, message",
+    [
+        ("logreg", {"Cs": "abc"}, "Cs=abc: head 'logreg' takes numbers separated by commas"),
+        ("logreg", {"Cs": ","}, "Cs=,: head 'logreg' takes numbers separated by commas"),
+        ("mlp", {"max_epochs": "1.5"}, "max_epochs=1.5: head 'mlp' takes an integer"),
+        ("mlp", {"recipe": "magic"}, "recipe=magic: head 'mlp' takes one of paper, robust"),
+        ("mlp", {"progress": "maybe"}, "progress=maybe: head 'mlp' takes true or false"),
+        ("threshold", {"objective": "mae"}, "objective=mae: head 'threshold' takes one of macro_f1, qwk"),
+        ("lgbm", {"depth": "3"}, "depth=3: head 'lgbm' has no setting depth"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_setting_and_its_type(head, raw, message):
+    with pytest.raises(BadInputError, match=message.replace("(", r"\(")):
+        parse_head_params(HEADS[head], raw)
+
+
+@pytest.fixture(scope="module")
+def fit_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("params")
+    data = planted(n_images=12, per_image=8, dim=8, seed=2)
+    return write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5")
+
+
+def _fit_head(fit_files, out, *params, capsys):
+    pairs, cache = fit_files
+    args = ["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "logreg", "--out", out]
+    return run_cli(args + [x for p in params for x in ("--param", p)], capsys)
+
+
+@pytest.mark.parametrize("value, expected", [("0.1", [0.1]), ("0.1,1", [0.1, 1.0])])
+def test_fit_head_takes_a_list_setting_from_the_command_line(fit_files, tmp_path, capsys, value, expected):
+    code, out, err = _fit_head(fit_files, tmp_path / "run", f"Cs={value}", "max_iter=50", capsys=capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["head_params_resolved"]["Cs"] == expected and config["head_params_resolved"]["max_iter"] == 50
+    assert set(json.loads((tmp_path / "run" / "head.json").read_text())["state"]["cv_scores"]) == {
+        str(c) for c in expected
+    }
+
+
+@pytest.mark.parametrize("param", ["Cs=abc", "max_iter=many", "nosuch=1"])
+def test_fit_head_bad_param_exits_2_with_one_line(fit_files, tmp_path, capsys, param):
+    code, _, err = _fit_head(fit_files, tmp_path / "run", param, capsys=capsys)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and param.split("=")[0] in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_head_param_without_a_key_is_a_usage_error(fit_files, tmp_path, capsys):
+    code, _, err = _fit_head(fit_files, tmp_path / "run", "=3", capsys=capsys)
+    assert code == 2 and "'=3': use KEY=VALUE" in err and "Traceback" not in err

@@ -1,0 +1,233 @@
+"""`tagcons report`: sections, escaping, self-containment, categories, galleries, bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from PIL import Image
+from report_helpers import CATEGORY_REGEX, HOSTILE_IMAGE, HOSTILE_TAGS, contract_run, fit_runs, make_study
+
+from tagcons.cli import main
+from tagcons.evaluate.compare import compare_runs
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.report import ReportConfig, render_report
+
+VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
+
+
+class Page(HTMLParser):
+    """Strict enough to catch broken markup: every non-void element closed in order."""
+
+    def __init__(self, html: str):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.ids, self.images, self.texts, self.problems = [], set(), [], [], []
+        self.scripts = 0
+        self.feed(html)
+        self.close()
+        if self.stack:
+            self.problems.append(f"unclosed: {self.stack}")
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.update([attrs["id"]] if "id" in attrs else [])
+        self.images += [attrs] if tag == "img" else []
+        self.scripts += tag == "script"
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.texts.append(data)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    pairs, images = make_study(root)
+    runs = [
+        contract_run(root / "runs", name, value, seed) for name, value, seed in (("alpha", 0.5, 1), ("beta", 0.4, 2))
+    ]
+    return {"root": root, "pairs": pairs, "images": images, "runs": runs}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    runs, pairs, images = fit_runs(tmp_path_factory.mktemp("report_real"))
+    return {"runs": runs, "pairs": pairs, "images": images}
+
+
+def _render(runs, **options) -> tuple[str, Page]:
+    html = render_report(ReportConfig(run_dirs=runs, out=None, **options))
+    return html, Page(html)
+
+
+def _decoded(uri: str) -> Image.Image:
+    assert uri.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")), uri[:40]
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_report_parses_and_holds_every_section(study):
+    html, page = _render(study["runs"], images=study["images"], category_from=CATEGORY_REGEX)
+    assert page.problems == []
+    assert {"summary", "runs", "categories", "worst", "disagree"} <= page.ids
+    for shown in ("Baselines", "Paired differences", "Per category", "Worst errors", "Disagreements: alpha vs beta"):
+        assert shown in page.text
+
+
+def test_contract_keys_are_shown(study):
+    _, page = _render(study["runs"])
+    text = page.text
+    assert "0.500[0.400, 0.600]" in text  # alpha's accuracy with its ci95
+    assert "1000 resamples, seed 7" in text
+    for baseline in ("majority", "text_only", "image_prior"):
+        assert baseline in text
+    assert "temperature 1.700" in text and "0.050" in text  # calibration: after-ECE
+    assert "reported: expected" in text and "argmax" in text
+    assert sum(1 for img in page.images if img["alt"].startswith("reliability diagram")) == 2
+    assert sum(1 for img in page.images if img["alt"].startswith("training curves")) == 2  # drawn from history
+
+
+def test_a_decoding_the_head_cannot_do_and_no_calibration(tmp_path):
+    run = contract_run(tmp_path, "plain", 0.3, 3, decode="argmax", decodings={"argmax": None, "expected": None})
+    (run / "reliability.png").unlink()
+    metrics_path = run / "metrics.json"
+    metrics_path.write_text(metrics_path.read_text().replace('"calibration": {', '"calibration_": {'))
+    _, page = _render([run])
+    assert page.problems == [] and "reported: argmax" in page.text
+    assert "Calibration" not in page.text and not any(i["alt"].startswith("reliability") for i in page.images)
+
+
+def test_no_network_reference_and_no_script(study):
+    html, page = _render(study["runs"], images=study["images"], category_from=CATEGORY_REGEX)
+    assert not re.search(r"https?://", html)
+    assert page.scripts == 0
+    assert all(img["src"].startswith("data:image/") for img in page.images)
+    assert "default-src 'none'" in html  # the CSP forbids anything not embedded
+
+
+def test_hostile_strings_render_as_text(study):
+    html, page = _render(study["runs"], images=study["images"])
+    assert "<script>alert" not in html and "<img src=x" not in html and "<img src=y" not in html
+    for tag in HOSTILE_TAGS:
+        assert tag in page.text  # shown, as text
+    assert HOSTILE_IMAGE in page.text
+    assert any(img["alt"] == HOSTILE_IMAGE for img in page.images)  # an attribute keeps the whole name
+
+
+def test_worst_errors_come_first_with_thumbnails_at_most_160_px(study):
+    _, page = _render(study["runs"], images=study["images"], worst=2)
+    worst = page.text.split("Worst errors", 2)[2].split("Disagreements")[0]
+    assert worst.count("true 1 · predicted 5") == 4  # the hostile rows (off by 4) lead both runs' galleries
+    thumbnails = [_decoded(img["src"]) for img in page.images if img["src"].startswith("data:image/jpeg")]
+    assert thumbnails and max(max(t.size) for t in thumbnails) <= 160
+
+
+def test_without_images_the_galleries_are_text_only(study):
+    _, page = _render(study["runs"])
+    assert not [img for img in page.images if img["src"].startswith("data:image/jpeg")]
+    assert "text only" in page.text and HOSTILE_TAGS[0] in page.text
+    assert "categories" not in page.ids  # no category option: no section
+
+
+def _category_table(page: Page) -> str:
+    return page.text.split("Per category", 2)[2].split("Worst errors")[0]
+
+
+def test_categories_from_the_image_key_match_compute_metrics(study):
+    _, page = _render(study["runs"][:1], category_from=CATEGORY_REGEX)
+    predictions = pd.read_csv(study["runs"][0] / "predictions.csv", keep_default_na=False)
+    food = predictions[predictions["image"].str.startswith("food_")]
+    accuracy = compute_metrics(food["true"], food["pred"])["accuracy"]
+    assert f"foodalpha{len(food)}{food['image'].nunique()}{accuracy:.3f}" in _category_table(page)
+
+
+def test_categories_from_a_column_of_the_pairs_file(study):
+    _, page = _render(study["runs"][:1], data=study["pairs"], category_col="Category")
+    table = _category_table(page)
+    assert "FASHIONalpha" in table and "FOODalpha" in table
+
+
+def test_real_fit_head_runs(real):
+    _, page = _render(real["runs"], images=real["images"], category_from=CATEGORY_REGEX)
+    assert page.problems == []
+    metrics = json.loads((real["runs"][0] / "metrics.json").read_text(encoding="utf-8"))
+    if "ci95" in metrics:  # fit-head writes intervals: shown under the value
+        low, high = metrics["ci95"]["macro_f1"]
+        assert f"{metrics['macro_f1']:.3f}[{low:.3f}, {high:.3f}]" in page.text
+    else:
+        assert "Intervals: not available for these runs" in page.text
+    assert any(img["alt"] == "training curves of mlp" for img in page.images)
+    assert all(_decoded(img["src"]).size[0] > 0 for img in page.images)
+    # paired differences are compare's numbers: mlp's macro-F1 minus the better of the two
+    frame = compare_runs(real["runs"]).set_index("run")
+    gap = frame.loc["mlp", "macro_f1"] - frame["macro_f1"].max()
+    differences = page.text.split("Paired differences", 1)[1].split("Per run")[0]
+    assert ("best" if gap == 0 else f"{gap:+.3f}") in differences.split("mlp", 1)[1]
+
+
+def test_cli_writes_the_file_and_prints_its_path(study, capsys):
+    out = study["root"] / "report.html"
+    main(["report", *map(str, study["runs"]), "--out", str(out), "--images", str(study["images"])])
+    assert out.is_file() and str(out) in capsys.readouterr().out
+    assert Page(out.read_text(encoding="utf-8")).problems == []
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--category-from", "^[a-z]+_"], "needs exactly one group"),
+        (["--category-from", "("], "not a valid regular expression"),
+        (["--category-col", "Category"], "add --data"),
+        (["--category-col", "Nope", "--data", "PAIRS"], "no column Nope"),
+        (["--category-col", "Category", "--category-from", "(x)", "--data", "PAIRS"], "not both"),
+        (["--images", "MISSING"], "images folder not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(study, capsys, options, message):
+    options = [
+        str(study["pairs"]) if o == "PAIRS" else str(study["root"] / "nowhere") if o == "MISSING" else o
+        for o in options
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(study["runs"][0]), "--out", str(study["root"] / "bad.html"), *options])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+def test_a_folder_that_is_not_a_run_exits_2(study, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(study["images"]), "--out", str(study["root"] / "bad.html")])
+    assert exit_info.value.code == 2
+    assert "predictions.csv: not found" in capsys.readouterr().err
+
+
+def test_paired_differences_are_the_numbers_compare_computes(study):
+    from tagcons.evaluate import compare
+
+    _, page = _render(study["runs"])
+    differences = page.text.split("Paired differences", 1)[1].split("Per run")[0]
+    if hasattr(compare, "RunGroup"):  # compare's paired bootstrap: difference, interval and p-value
+        (group,) = compare.paired_differences(study["runs"])
+        diff = group.difference("macro_f1", "beta")
+        low, high = diff.ci95
+        assert f"{diff.difference:+.3f}[{low:+.3f}, {high:+.3f}] p={diff.p_value:.3f}" in differences
+    else:  # an older compare: its table's differences to the best run, said to have no interval
+        frame = compare.compare_runs(study["runs"]).set_index("run")
+        assert f"{frame.loc['beta', 'macro_f1'] - frame.loc['alpha', 'macro_f1']:+.3f}" in differences
+        assert "paired intervals are not available" in differences
