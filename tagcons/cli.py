@@ -120,6 +120,14 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 @click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
 @click.option("--shard", callback=_shard, default=None, help="K/N: encode only shard K of N (job arrays).")
+@click.option(
+    "--decode",
+    type=click.Choice(["cpu", "gpu"]),
+    default="cpu",
+    show_default=True,
+    help="gpu: JPEGs decoded (nvJPEG) and preprocessed on the CUDA device; needs torchvision.",
+)
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the image encoder (large runs).")
 @pair_columns
 def embed(
     data,
@@ -136,6 +144,8 @@ def embed(
     store_dtype,
     strict,
     shard,
+    decode,
+    compile_model,
     image_col,
     text_col,
     label_col,
@@ -160,6 +170,8 @@ def embed(
         shard=shard,
         columns=_columns(image_col, text_col, label_col),
         progress=_progress(),
+        decode=decode,
+        compile=compile_model,
     )
     summary = run_embed(config)
     if summary.rank == 0:

@@ -165,16 +165,14 @@ def test_kill9_during_commits_then_resume(tmp_path, trial, reference):
 @pytest.mark.parametrize("trial", range(3))
 def test_kill9_during_consolidate_leaves_readable_cache(tmp_path, trial, reference):
     rng = random.Random(100 + trial)
-    path = tmp_path / "c.h5"
-    run_writer(path, n=N // 2, chunk=N)  # a consolidated cache already exists
-    before = cache_state(path)
-    n_lines = -(-(N - N // 2) // CHUNK) + 1  # every COMMIT line, then CONSOLIDATE
-    proc = spawn(path, "announce")
-    for _ in range(n_lines):
-        proc.stdout.readline()
-    # somewhere inside consolidation (timed on the uninterrupted run), now and then just after it
-    time.sleep(rng.uniform(0, 1.2) * TIMING["consolidate"])
-    assert proc.poll() is None, "the writer exited before the kill: the kill did not hit consolidation"
+    delay = rng.uniform(0, 0.9) * TIMING["consolidate"]  # somewhere inside consolidation, timed uninterrupted
+    for attempt in range(4):  # a machine faster than when timed finishes first: retry with half the delay
+        path = tmp_path / f"attempt{attempt}" / "c.h5"
+        before, proc = _writer_inside_consolidation(path, delay / 2**attempt)
+        if proc.poll() is None:
+            break
+        proc.wait()
+    assert proc.poll() is None, "the writer exited before every kill: no kill hit consolidation"
     proc.kill()
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -183,6 +181,20 @@ def test_kill9_during_consolidate_leaves_readable_cache(tmp_path, trial, referen
     run_writer(path)
     assert_same_state(path, reference)
     assert_no_leftovers(path)
+
+
+def _writer_inside_consolidation(path, delay: float):
+    """A consolidated cache of half the rows, then a writer that commits the rest and is `delay` s into
+    consolidating them (when its announcements say it started)."""
+    path.parent.mkdir(parents=True)
+    run_writer(path, n=N // 2, chunk=N)
+    before = cache_state(path)
+    n_lines = -(-(N - N // 2) // CHUNK) + 1  # every COMMIT line, then CONSOLIDATE
+    proc = spawn(path, "announce")
+    for _ in range(n_lines):
+        proc.stdout.readline()
+    time.sleep(delay)
+    return before, proc
 
 
 def test_crash_after_swap_leftover_parts_and_temp_are_harmless(tmp_path, reference):

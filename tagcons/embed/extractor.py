@@ -44,6 +44,7 @@ from tagcons.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
+DECODE_MODES = ("cpu", "gpu")
 FAILED_BEFORE = "failed in an earlier run; the file has not changed since"
 
 
@@ -74,6 +75,8 @@ class EmbedConfig:
     commit_rows: int = 16384
     commit_seconds: float = 30.0
     progress: bool = False
+    decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
+    compile: bool = False  # torch.compile the image encoder
 
 
 @dataclass
@@ -215,12 +218,20 @@ def _check_config(config: EmbedConfig) -> None:
     parse_source(config.backbone, config.revision)  # an ambiguous or malformed --backbone stops before any work
     if config.batch_size < 1 or config.workers < 0:
         raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
+    if config.decode not in DECODE_MODES:
+        raise BadInputError(f"--decode {config.decode}: choose one of {', '.join(DECODE_MODES)}")
+    if config.decode == "gpu":  # before the model loads: no CUDA or no torchvision is exit 2 at once
+        from tagcons.embed.gpu_decode import load_batch_decoder
+
+        load_batch_decoder(resolve_device(config.device))
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
         raise BadInputError(f"--shard {config.shard[0]}/{config.shard[1]}: K must be in 0..N-1")
 
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
+    if config.decode == "gpu":  # nvJPEG + torch resize: not measured against the reference yet, kept apart
+        settings["image_decode"] = "gpu"
     source = parse_source(config.backbone, config.revision)
     trained = backbone_trained_keys(source.reference) if source.kind == "local" else None
     if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows
@@ -335,20 +346,14 @@ def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
     if not todo:
         return
     started = time.perf_counter()
-    loader = DataLoader(
-        ImageFiles(config.images, todo, reduced_side(backbone.image_processor)),
-        batch_size=config.batch_size,
-        num_workers=config.workers,
-        collate_fn=BatchPreprocessor(backbone.image_processor),
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    batches = _image_batches(job, todo)
+    encode = torch.compile(image_features) if config.compile else image_features
     pending = _PendingImages(job.writer, todo, plan.hashes, config.commit_rows, config.commit_seconds)
     bar = tqdm(total=len(todo), desc="images", unit="img", disable=not config.progress, dynamic_ncols=True)
     with torch.inference_mode(), bar:
-        for indices, pixels, failed in loader:
+        for indices, pixels, failed in batches:
             if pixels is not None:
-                features = image_features(backbone.model, pixels.to(device, job.dtype, non_blocking=True))
+                features = encode(backbone.model, pixels.to(device, job.dtype, non_blocking=True))
                 pending.add_features(indices, features.float().cpu().numpy())
             pending.add_failures(failed)
             bar.update(len(indices) + len(failed))
@@ -357,6 +362,34 @@ def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
     summary.images_failed += len(pending.failures)
     summary.failures.update(pending.failures)
     summary.image_seconds = time.perf_counter() - started
+
+
+def _image_batches(job: _Job, todo: list[str]):
+    """(indices, pixel_values, failed) per batch: decoded in DataLoader workers, or on the GPU."""
+    config, processor = job.config, job.backbone.image_processor
+    if config.decode == "gpu":
+        from tagcons.embed import gpu_decode
+
+        return gpu_decode.DeviceBatches(
+            config.images,
+            todo,
+            gpu_decode.load_batch_decoder(job.device),
+            gpu_decode.DevicePreprocess.from_processor(processor, job.device),
+            BatchPreprocessor(processor),
+            reduced_side(processor),
+            job.device,
+            job.dtype,
+            config.batch_size,
+            config.workers,
+        )
+    return DataLoader(
+        ImageFiles(config.images, todo, reduced_side(processor)),
+        batch_size=config.batch_size,
+        num_workers=config.workers,
+        collate_fn=BatchPreprocessor(processor),
+        pin_memory=job.device.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 class _PendingImages:

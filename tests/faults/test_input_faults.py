@@ -100,8 +100,15 @@ def test_large_images_reach_the_processor_reduced_and_features_barely_move(tmp_p
 def test_large_jpeg_is_decoded_reduced(tmp_path):
     path = tmp_path / "big.jpg"
     Image.open(_large_png(tmp_path / "big.png")).save(path, quality=90)
-    assert load_rgb(path, min_side=256).size == (384, 256)
+    assert load_rgb(path, min_side=4 * 224).size == (375, 250)  # 1/8 still covers a 224-pixel input
     assert load_rgb(path).size == (3000, 2000)
+
+
+def test_photo_sized_jpeg_is_dct_scaled_to_cover_the_model_input_only(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.open(_large_png(tmp_path / "photo.png", size=(1080, 1080))).save(path, quality=90)
+    assert load_rgb(path, min_side=4 * 224).size == (270, 270)  # 1/4: the processor resizes 270 -> 224
+    assert load_rgb(path, min_side=4 * 300).size == (540, 540)  # 1/4 would not cover 300: 1/2
 
 
 def test_nfd_file_names_are_found_under_an_nfc_key(tmp_path, caplog):
