@@ -30,6 +30,8 @@ $(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt
 install: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
 # The suite at the lowest supported transformers (CI runs it after `make test`).

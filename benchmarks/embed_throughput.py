@@ -33,9 +33,10 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tagcons.embed.backbones import load_backbone, resolve_device, resolve_dtype  # noqa: E402
+from tagcons.embed.backbones import load_backbone  # noqa: E402
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed  # noqa: E402
 from tagcons.embed.tiny import build_tiny_tokenizer  # noqa: E402
+from tagcons.runtime import resolve_device, resolve_dtype  # noqa: E402
 
 REFERENCE = HERE.parent.parent / "shared" / "data" / "combined_data.csv"
 ARCHITECTURES = {
@@ -130,14 +131,7 @@ def _build_siglip(name: str, directory: Path) -> Path:
 
 def build_inputs(directory: Path) -> tuple[Path, Path, dict]:
     """Pairs CSV + 1080x1080 images in the reference table's structure."""
-    import pandas as pd
-
-    if REFERENCE.is_file():
-        frame = pd.read_csv(REFERENCE, encoding="utf-8-sig")[["Image Filename", "Hashtag", "Score"]]
-        source = "reference table"
-    else:
-        frame = _synthetic_table()
-        source = "synthetic table of the reference's shape"
+    frame, source = study_table()
     images = directory / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -155,6 +149,15 @@ def build_inputs(directory: Path) -> tuple[Path, Path, dict]:
         image_formats=sorted({Path(k).suffix for k in keys}),
     )
     return pairs, images, facts
+
+
+def study_table():
+    """(pairs frame, where it came from): the reference table when it lies beside the project, else one of its shape."""
+    import pandas as pd
+
+    if REFERENCE.is_file():
+        return pd.read_csv(REFERENCE, encoding="utf-8-sig")[["Image Filename", "Hashtag", "Score"]], "reference table"
+    return _synthetic_table(), "synthetic table of the reference's shape"
 
 
 def _synthetic_table():

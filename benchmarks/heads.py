@@ -41,7 +41,8 @@ LARGE_PARAMS = {
 
 def synthetic(n_pairs: int, dim: int = 768, seed: int = 0):
     """(PairFeatures, labels, image key per pair) with a planted linear and cosine score signal."""
-    from tagcons.heads.features import PairFeatures, l2_normalise
+    from tagcons.cache.rows import l2_normalise
+    from tagcons.heads.features import PairFeatures
 
     rng = np.random.default_rng(seed)
     n_images, n_texts = max(2, round(n_pairs * 172 / 2022)), max(2, round(n_pairs * 1375 / 2022))

@@ -16,11 +16,12 @@ import click
 
 from tagcons import __version__
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
+from tagcons.heads.registry import head_names
+from tagcons.labels import DEFAULT_SCALE, parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
-# The head registry's names, spelled out so `tagcons --help` need not import torch (a test keeps them equal).
-HEAD_NAMES = ("threshold", "logreg", "mlp", "lgbm", "ordinal", "text-only", "image-prior")
+ALL_HEADS = "all"
 BACKBONE_HELP = (
     "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
     "(a bare name that is both an alias and a folder is refused as ambiguous)."
@@ -42,16 +43,14 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _quiet_third_party() -> None:
-    """transformers' own progress bars and advice would drown ours. Set through the environment it
-    reads at import, so commands that never load a model (a no-op embed) never import it."""
-    if "transformers" not in sys.modules:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    """transformers' own progress bars and advice would drown ours; set through the environment, which
+    transformers reads when (and only if) a command imports it."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:  # already imported (the library used in-process): set it directly
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
 
 
 def pair_columns(command):
@@ -91,7 +90,8 @@ def _shard(_ctx, _param, value):
 @click.version_option(__version__, prog_name="tagcons")
 @click.option("-v", "--verbose", count=True, help="More detail (-v debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
-def cli(verbose: int, quiet: bool) -> None:
+@click.option("--progress", is_flag=True, help="Progress bars even when stderr is not a terminal.")
+def cli(verbose: int, quiet: bool, progress: bool) -> None:
     """Score how well a hashtag fits an image (1-5) with CLIP-family models: embed once, fit many."""
     _configure_logging(-1 if quiet else verbose)
 
@@ -224,6 +224,15 @@ def cache_verify(cache_path, repair):
     )
 
 
+def _scale(_ctx, _param, value: str) -> str:
+    """Check --scale early (a usage error, exit 2); the library resolves 'auto' from the labels."""
+    try:
+        parse_scale(value)
+    except BadInputError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 def _head_params(_ctx, _param, values):
     """--param key=value pairs as text; fit-head parses each by its head's setting type."""
     params = {}
@@ -244,8 +253,17 @@ def _head_params(_ctx, _param, values):
     help="Cache from tagcons embed (not needed by text-only and image-prior).",
 )
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
-@click.option("--head", required=True, type=click.Choice(HEAD_NAMES))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to create.")
+@click.option(
+    "--head",
+    "heads",
+    required=True,
+    multiple=True,
+    type=click.Choice([*head_names(), ALL_HEADS]),
+    help="Repeatable, or 'all': several heads share one cache join, one run each under --out/<head>.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Run directory (the parent of runs with heads)."
+)
 @click.option(
     "--split",
     type=click.Choice(["images", "pairs"]),
@@ -299,11 +317,18 @@ def _head_params(_ctx, _param, values):
     help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option(
+    "--scale",
+    default=str(DEFAULT_SCALE),
+    show_default=True,
+    callback=_scale,
+    help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range); recorded in the run.",
+)
 @pair_columns
 def fit_head_command(
     cache_path,
     data,
-    head,
+    heads,
     out,
     split,
     cv,
@@ -317,18 +342,20 @@ def fit_head_command(
     val_size,
     exclude_pairs,
     overwrite,
+    scale,
     image_col,
     text_col,
     label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
-    from tagcons.heads import FitHeadConfig, fit_head, get_head_class
+    from tagcons.heads import FitHeadConfig, fit_head, fit_heads, get_head_class
     from tagcons.heads.params import parse_head_params
 
+    heads = _expand_heads(heads)
     config = FitHeadConfig(
         cache=cache_path,
         data=data,
-        head=head,
+        head=heads[0],
         out=out,
         split=split,
         cv=cv,
@@ -337,16 +364,36 @@ def fit_head_command(
         features=features,
         seed=seed,
         objective=objective,
-        head_params=parse_head_params(get_head_class(head), params),
+        # one head: its settings' types parse the values here; several: each head parses its own (fit_heads)
+        head_params=parse_head_params(get_head_class(heads[0]), params) if len(heads) == 1 else params,
         decode=decode,
         val_size=val_size,
         exclude_pairs=exclude_pairs,
         overwrite=overwrite,
         columns=_columns(image_col, text_col, label_col),
+        scale=scale,
         progress=_progress(),
     )
-    result = fit_head(config)
-    click.echo(_headline(result.run_dir, result.metrics))
+    if len(heads) == 1:
+        result = fit_head(config)
+        click.echo(_headline(result.run_dir, result.metrics))
+        return
+    results = fit_heads(config, heads)
+    for result in results:
+        click.echo(_headline(result.run_dir, result.metrics))
+    _echo_comparison([result.run_dir for result in results])
+
+
+def _expand_heads(heads: tuple[str, ...]) -> list[str]:
+    """--head all means every registered head; repeats are fitted once."""
+    names = head_names() if ALL_HEADS in heads else heads
+    return list(dict.fromkeys(names))
+
+
+def _echo_comparison(run_dirs: list[Path]) -> None:
+    from tagcons.evaluate.compare import compare_runs, render_markdown
+
+    click.echo(render_markdown(compare_runs(run_dirs)))
 
 
 def _headline(run_dir: Path, metrics: dict) -> str:
@@ -364,8 +411,10 @@ def _interval(bounds) -> str:
 
 
 def _progress() -> bool:
-    """Progress bars unless --quiet."""
-    return logging.getLogger("tagcons").level <= logging.INFO
+    """Progress bars when --progress, else when stderr is a terminal (a log file gets no bar frames) and not --quiet."""
+    if click.get_current_context().find_root().params.get("progress"):
+        return True
+    return sys.stderr.isatty() and logging.getLogger("tagcons").level <= logging.INFO
 
 
 @cli.command("predict")
@@ -409,15 +458,22 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
-@click.option("--head", default="lgbm", show_default=True, type=click.Choice(HEAD_NAMES))
+@click.option("--head", default="lgbm", show_default=True, type=click.Choice(head_names()))
 @click.option("--folds", default=5, show_default=True, type=int, help="Image-grouped folds for out-of-fold scores.")
 @click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option(
     "--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE", help="Head hyperparameter."
 )
+@click.option(
+    "--scale",
+    default=str(DEFAULT_SCALE),
+    show_default=True,
+    callback=_scale,
+    help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
+)
 @pair_columns
-def audit_command(cache_path, data, out, head, folds, features, seed, params, image_col, text_col, label_col):
+def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import AuditConfig, run_audit, top_lines
     from tagcons.heads import get_head_class
@@ -435,6 +491,7 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, im
             head_params=parse_head_params(get_head_class(head), params),
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
+            scale=scale,
         )
     )
     summary = result.summary
@@ -528,6 +585,7 @@ FINETUNE_OPTIONS = [
     ("--wise-alpha", float, "Export (1-A)*zero-shot + A*fine-tuned weights (WiSE-FT) [1.0]."),
     ("--device", str, "auto, cpu, cuda or mps."),
     ("--workers", int, "DataLoader workers [2]."),
+    ("--scale", str, "Score scale LOW-HIGH or auto [1-5]."),
 ]
 FINETUNE_FLAGS = [
     ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),

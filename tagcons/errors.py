@@ -8,8 +8,10 @@ class TagconsError(Exception):
     """Base class of every error tagcons raises on purpose."""
 
 
-class BadInputError(TagconsError):
-    """The user's input (file, column, flag, path) is wrong; the message says what and how to fix it."""
+class BadInputError(TagconsError, ValueError):
+    """The user's input (file, column, flag, path) is wrong; the message says what and how to fix it.
+
+    Also a ValueError, the exception scikit-learn's estimator rules expect for bad fit input."""
 
 
 class CacheBusyError(BadInputError):

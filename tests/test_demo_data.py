@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tagcons.data import load_pairs
-from tagcons.data.demo import (
+from tagcons.demo.dataset import (
     COLOUR_RGB,
     CSV_COLUMNS,
     TARGET_SHARE,

@@ -98,6 +98,7 @@ def test_on_the_fly_probe_separates_planted_classes():
 
 def test_init_head_from_a_logreg_run_reproduces_its_probabilities(model, tmp_path):
     from tagcons.heads import make_head
+    from tagcons.heads.base import on_scale
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(80, 128)).astype(np.float32)
@@ -106,11 +107,12 @@ def test_init_head_from_a_logreg_run_reproduces_its_probabilities(model, tmp_pat
     head.save(tmp_path)
     assert load_init_head(model, tmp_path) == "logreg"
     ours = torch.softmax(model.head.eval()(torch.from_numpy(X)), dim=1).detach().double().numpy()
-    assert np.allclose(ours, head.predict_proba(X), atol=1e-4)
+    assert np.allclose(ours, on_scale(head.predict_proba(X), head.classes_), atol=1e-4)
 
 
 def test_init_head_from_an_mlp_run_copies_it(model, tmp_path):
     from tagcons.heads import make_head
+    from tagcons.heads.base import on_scale
 
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(60, 128)).astype(np.float32), rng.choice([1, 3, 5], size=60)
@@ -118,7 +120,7 @@ def test_init_head_from_an_mlp_run_copies_it(model, tmp_path):
     head.save(tmp_path)
     load_init_head(model, tmp_path)
     ours = torch.softmax(model.head.eval()(torch.from_numpy(X)), dim=1).detach().double().numpy()
-    assert np.allclose(ours, head.predict_proba(X), atol=1e-5)
+    assert np.allclose(ours, on_scale(head.predict_proba(X), head.classes_), atol=1e-5)
     with pytest.raises(BadInputError, match="its mlp takes 128 features with 256 hidden units.*--hidden 64"):
         load_init_head(FinetuneModel(build_tiny()[0], hidden=64), tmp_path)
 

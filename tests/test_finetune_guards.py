@@ -11,16 +11,16 @@ from test_finetune_run import config, planted
 from tagcons.cli import main
 from tagcons.data.pairs import load_pairs
 from tagcons.data.splits import train_test_split_indices
+from tagcons.distributed import setup
 from tagcons.embed.backbones import load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.provenance import PART_KEYS_FILE, keys_hash, read_part_keys, table_keys, write_part_keys
 from tagcons.finetune import run_finetune
 from tagcons.finetune.config import resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader
-from tagcons.finetune.distributed import start
 from tagcons.finetune.loop import make_precision, predict
 from tagcons.finetune.parts import load_parts
-from tagcons.heads.mlp import class_weights
+from tagcons.labels import class_weights
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_train_loss_is_the_eval_mode_loss_of_the_kept_model(no_validation_run):
     """Training and validation losses are computed alike (eval mode, after the epoch), so the curves compare."""
     result, settings = no_validation_run
     settings = resolve(settings)
-    dist, cpu = start("cpu"), torch.device("cpu")
+    dist, cpu = setup("cpu"), torch.device("cpu")
     try:
         parts = load_parts(settings, dist)
         backbone = load_backbone("tiny")
@@ -122,6 +122,6 @@ def test_train_loss_is_the_eval_mode_loss_of_the_kept_model(no_validation_run):
     finally:
         dist.close()
     labels = torch.from_numpy(parts.table.labels[rows].astype(np.int64) - 1)
-    weight = class_weights(parts.table.labels[parts.fit].astype(int))
+    weight = torch.tensor(class_weights(parts.table.labels[parts.fit].astype(int)), dtype=torch.float32)
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels, weight=weight))
     assert result.history["train_loss"][-1] == pytest.approx(loss, rel=1e-4)

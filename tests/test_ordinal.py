@@ -112,7 +112,10 @@ def test_ordinal_head_passes_the_estimator_checks_the_score_scale_allows():
         results = check_estimator(make_head("ordinal", params={"Cs": (1.0,)}), on_fail=None)
     failed = {r["check_name"] for r in results if r["status"] == "failed"}
     passed = {r["check_name"] for r in results if r["status"] == "passed"}
-    assert failed <= SCALE_BLOCKED | BASE_INPUT_HANDLING, failed - SCALE_BLOCKED - BASE_INPUT_HANDLING
+    # Heads take any ordered integer scale (issue 15): the checks' string classes and unordered blobs are
+    # what is left, excused with their reasons in test_estimator_checks.py.
+    allowed = SCALE_BLOCKED | BASE_INPUT_HANDLING | {"check_classifiers_classes", "check_classifiers_train"}
+    assert failed <= allowed, failed - allowed
     assert {"check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params"} <= passed
 
 

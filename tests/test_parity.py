@@ -14,10 +14,10 @@ from test_heads_support import dense, planted, write_cache, write_pairs
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.heads import FitHeadConfig, fit_head, make_head
-from tagcons.heads.base import balanced_class_weights
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import HEADS
 from tagcons.heads.threshold import search_cuts, study_search
+from tagcons.labels import class_weights
 
 
 def study_loop(similarities, y):
@@ -92,7 +92,7 @@ def test_mlp_train_loss_is_the_eval_mode_loss_like_the_validation_loss():
     head = make_head("mlp", params={"val_size": 0, "max_epochs": 3, "dropout": 0.9}).fit(X, y)
     with torch.no_grad():
         logits = head.model_(torch.from_numpy(X.astype(np.float32)))
-    weights = torch.tensor(balanced_class_weights(y), dtype=torch.float32)
+    weights = torch.tensor(class_weights(y), dtype=torch.float32)
     eval_loss = float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(y - 1).long(), weight=weights))
     assert head.history_["train_loss"][-1] == pytest.approx(eval_loss, rel=1e-5)
     assert head.history_["train_loss_running"][-1] != pytest.approx(eval_loss, rel=1e-3)  # dropout 0.9 was on

@@ -12,7 +12,7 @@ import pytest
 
 import tagcons.cache
 from tagcons.cli import cli, main
-from tagcons.data.demo import DemoConfig, make_demo_set
+from tagcons.demo.dataset import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, run_embed
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -26,8 +26,9 @@ import pandas as pd
 from tagcons.data.pairs import PairColumns
 from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS
+from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.rundir import write_json
+from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
@@ -48,6 +49,7 @@ class AuditConfig:
     head_params: dict = field(default_factory=dict)
     val_size: float = 0.1
     progress: bool = False
+    scale: str = str(DEFAULT_SCALE)  # the score scale, as fit-head takes it ("auto": the labels' own range)
 
 
 @dataclass
@@ -75,6 +77,7 @@ def run_audit(config: AuditConfig) -> AuditResult:
         head_params=config.head_params,
         val_size=config.val_size,
         progress=config.progress,
+        scale=config.scale,
     )
     data = _training_data(fit_config)
     oof = out_of_fold_proba(fit_config, data, config.folds)
@@ -93,41 +96,43 @@ def out_of_fold_proba(fit_config, data, folds: int) -> np.ndarray:
     """Calibrated probabilities of each pair from the fold model that did not train on its image."""
     from tagcons.heads.fit import _fit_calibrated
 
-    oof = np.zeros((len(data.y), len(LABELS)))
+    oof = np.zeros((len(data.y), len(data.labels)))
     images = data.usable_table.images
     for number, (train, test) in enumerate(cv_fold_indices(data.y, images, "images", folds, fit_config.seed)):
         head, _, _ = _fit_calibrated(fit_config, data, train, fit_config.seed)
         if not head.probabilistic:
             raise BadInputError(f"the audit needs a head with probabilities; '{fit_config.head}' only ranks")
-        oof[test] = head.calibrated_proba(data.X.subset(test))
+        oof[test] = head.calibrated_proba(data.inputs(fit_config.head).subset(test), data.labels)
         log.info("audit fold %d/%d: %d pairs scored", number + 1, folds, len(test))
     return oof
 
 
-def label_issues(y: np.ndarray, oof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(flagged rows worst first, every row worst first) by cleanlab's self-confidence quality."""
+def label_issues(y: np.ndarray, oof: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged rows worst first, every row worst first) by cleanlab's self-confidence quality;
+    ``oof`` has one column per score in ``labels`` (the run's scale)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    labels = np.asarray(y).astype(int) - LABELS[0]
-    flagged = find_label_issues(labels, oof, return_indices_ranked_by="self_confidence", n_jobs=1)
-    quality = get_label_quality_scores(labels, oof, method="self_confidence")
+    columns = columns_of(y, labels)
+    flagged = find_label_issues(columns, oof, return_indices_ranked_by="self_confidence", n_jobs=1)
+    quality = get_label_quality_scores(columns, oof, method="self_confidence")
     return np.asarray(flagged, dtype=np.int64), np.argsort(quality, kind="stable")
 
 
-def noise_rates(y: np.ndarray, oof: np.ndarray) -> dict:
+def noise_rates(y: np.ndarray, oof: np.ndarray, labels) -> dict:
     """Estimated share of wrong labels per given score: 1 - P(true = k | given = k) from cleanlab's joint."""
     from cleanlab.count import estimate_joint
 
-    joint = estimate_joint(np.asarray(y).astype(int) - LABELS[0], oof)
+    joint = estimate_joint(columns_of(y, labels), oof)
     given = joint.sum(axis=1)
-    rates = 1.0 - np.divide(np.diag(joint), given, out=np.ones(len(LABELS)), where=given > 0)
-    return {str(k): float(rates[i]) for i, k in enumerate(LABELS)}
+    rates = 1.0 - np.divide(np.diag(joint), given, out=np.ones(len(labels)), where=given > 0)
+    return {str(k): float(rates[i]) for i, k in enumerate(labels)}
 
 
 def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
-    flagged, ranking = label_issues(data.y, oof)
-    suggested = np.asarray(LABELS)[oof.argmax(axis=1)]
+    labels = data.labels
+    flagged, ranking = label_issues(data.y, oof, labels)
+    suggested = np.asarray(labels)[oof.argmax(axis=1)]
     issues = pd.DataFrame(
         {
             "rank": np.arange(1, len(flagged) + 1),
@@ -135,15 +140,15 @@ def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
             "hashtag": data.usable_table.texts[flagged],
             "given_score": data.y[flagged],
             "suggested_score": suggested[flagged],
-            "p_given": oof[flagged, data.y[flagged] - LABELS[0]],
+            "p_given": oof[flagged, columns_of(data.y[flagged], labels)],
         }
     )
     summary = {
         "n_pairs": int(len(data.y)),
         "n_flagged": int(len(flagged)),
         "flagged_share": float(len(flagged) / max(len(data.y), 1)),
-        "noise_rate": noise_rates(data.y, oof),
-        "given_vs_suggested": _confusion(data.y[flagged], suggested[flagged]),
+        "noise_rate": noise_rates(data.y, oof, labels),
+        "given_vs_suggested": _confusion(data.y[flagged], suggested[flagged], labels),
         "rows": "out-of-fold",
         **settings,
     }
@@ -153,9 +158,9 @@ def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
     return AuditResult(out, issues, summary, oof, ranking)
 
 
-def _confusion(given: np.ndarray, suggested: np.ndarray) -> dict:
+def _confusion(given: np.ndarray, suggested: np.ndarray, labels) -> dict:
     """{given score: {suggested score: count}} over the flagged pairs."""
-    return {str(g): {str(s): int(np.sum((given == g) & (suggested == s))) for s in LABELS} for g in LABELS}
+    return {str(g): {str(s): int(np.sum((given == g) & (suggested == s))) for s in labels} for g in labels}
 
 
 def top_lines(result: AuditResult, n: int = SHOWN) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tagcons.cache.join import join_rows
 from tagcons.cache.parts import parts_dir, pending_parts
 from tagcons.cache.rows import check_finite, checked_read, l2_normalise, read_range, read_rows
 from tagcons.cache.schema import check_layout, check_schema, open_h5, plain_attr, read_strings
@@ -158,18 +159,14 @@ class CacheReader:
         """Features for pairs (images[i], texts[i]); pairs with an absent or failed side are left out."""
         if len(images) != len(texts):
             raise ValueError(f"lookup needs as many images as texts, got {len(images)} and {len(texts)}")
-        img_rows = _rows_of(images, self.index("images"))
-        txt_rows = _rows_of(texts, self.index("texts"))
-        present = (img_rows >= 0) & (txt_rows >= 0)
-        failed = self.failed
-        absent_images = _unique(k for k, r in zip(images, img_rows) if r < 0)
+        joined = join_rows(self, images, texts, normalise)
         return PairLookup(
-            image_embeds=self.read_rows("images", img_rows[present], normalise),
-            text_embeds=self.read_rows("texts", txt_rows[present], normalise),
-            present=present,
-            missing_images=[k for k in absent_images if k not in failed],
-            missing_texts=_unique(k for k, r in zip(texts, txt_rows) if r < 0),
-            failed_images=[k for k in absent_images if k in failed],
+            image_embeds=np.asarray(joined.image_embeds[joined.image_index], dtype=np.float32),
+            text_embeds=np.asarray(joined.text_embeds[joined.text_index], dtype=np.float32),
+            present=joined.present,
+            missing_images=joined.missing_images,
+            missing_texts=joined.missing_texts,
+            failed_images=list(joined.failed_images),
         )
 
     def _dataset(self, group: str, name: str) -> h5py.Dataset:
@@ -196,11 +193,3 @@ def open(path: str | os.PathLike) -> CacheReader:
 def _finish(x: np.ndarray, normalise: bool) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return l2_normalise(x, inplace=True) if normalise else x
-
-
-def _rows_of(keys: Sequence[str], index: dict[str, int]) -> np.ndarray:
-    return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
-
-def _unique(keys) -> list[str]:
-    return list(dict.fromkeys(keys))

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from tagcons.errors import BadInputError, first_line
+
+if TYPE_CHECKING:
+    import h5py
 
 REPAIR = (
     "run `tagcons cache verify --repair {path}` to drop the damaged rows, then rerun tagcons embed to re-embed them"
@@ -62,14 +65,14 @@ def read_sorted_rows(ds: h5py.Dataset, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def l2_normalise(x: np.ndarray, eps: float = 1e-12, inplace: bool = False) -> np.ndarray:
-    """Row-wise L2 normalisation in float32; all-zero rows stay zero instead of becoming NaN."""
+def l2_normalise(x: np.ndarray, dtype=np.float32, eps: float = 1e-12, inplace: bool = False) -> np.ndarray:
+    """Row-wise L2 normalisation computed in float32, returned as ``dtype``; all-zero rows stay zero, not NaN."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
     if inplace:
         x /= norms
-        return x
-    return x / norms
+        return x.astype(dtype, copy=False)
+    return (x / norms).astype(dtype, copy=False)
 
 
 def check_finite(path: Path, ds: h5py.Dataset, block: np.ndarray, rows) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Pairs tables, safe image loading, splits and the demo set."""
+"""Pairs tables, safe image loading and splits."""
 
-from tagcons.data.pairs import LABELS, NO_LABEL, PairColumns, PairTable, load_pairs, normalise_text
+from tagcons.data.pairs import PairColumns, PairTable, load_pairs, normalise_text
 
-__all__ = ["LABELS", "NO_LABEL", "PairColumns", "PairTable", "load_pairs", "normalise_text"]
+__all__ = ["PairColumns", "PairTable", "load_pairs", "normalise_text"]

@@ -97,10 +97,16 @@ def check_image_keys(root: str | Path, keys) -> None:
 
 
 def file_sha256(path: Path) -> str:
+    return files_sha256([path])
+
+
+def files_sha256(paths) -> str:
+    """sha256 hex digest of the files' contents, read in order, block by block."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

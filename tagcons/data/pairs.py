@@ -1,9 +1,10 @@
 """The pairs table: load a CSV/TSV/parquet of (image, text, label), validate it, normalise it.
 
 Every later stage works on a `PairTable` whose frame has the columns `image`, `text`, `label`
-(int8 1-5, or -1 when the file has no labels) and `line` (the physical line a row starts on in the
-file, for messages: a quoted cell spanning lines counts every line). Validation failures raise
-`BadInputError` naming the file, the first offending lines and the fix; nothing is written here.
+(int8 on the table's score scale, 1-5 by default, or -1 when the file has no labels) and `line` (the
+physical line a row starts on in the file, for messages: a quoted cell spanning lines counts every
+line). Validation failures raise `BadInputError` naming the file, the first offending lines and the
+fix; nothing is written here.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tagcons.errors import BadInputError
+from tagcons.errors import BadInputError, first_line
+from tagcons.labels import AUTO, DEFAULT_SCALE, MAX_SCORE, NO_LABEL, ScoreScale, infer_scale, parse_scale
 
 log = logging.getLogger(__name__)
 
-LABELS = (1, 2, 3, 4, 5)
-NO_LABEL = -1
 MAX_LINES_IN_MESSAGE = 5
+LABEL_SPAN = 128  # labels are int8: -1 (none) .. 126
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class PairTable:
     frame: pd.DataFrame
     source: str
     has_labels: bool = True
+    scale: ScoreScale = DEFAULT_SCALE
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -68,7 +70,7 @@ class PairTable:
         return list(pd.unique(self.frame["text"]))
 
     def subset(self, index: np.ndarray) -> PairTable:
-        return PairTable(self.frame.iloc[index].reset_index(drop=True), self.source, self.has_labels)
+        return PairTable(self.frame.iloc[index].reset_index(drop=True), self.source, self.has_labels, self.scale)
 
 
 def normalise_text(text: str, strip_hash: bool = False) -> str:
@@ -99,8 +101,12 @@ def load_pairs(
     columns: PairColumns = PairColumns(),
     strip_hash: bool = False,
     require_labels: bool = True,
+    scale: ScoreScale | str | None = None,
 ) -> PairTable:
     """Read, validate and normalise a pairs file. Raises BadInputError on any problem.
+
+    Labels must lie on ``scale`` (a `ScoreScale`, 'LOW-HIGH', or 'auto' for the labels' own range;
+    None: the study's 1-5).
 
     Columns stay Arrow strings end to end, so a 10-million-row table loads without a Python
     object per cell.
@@ -109,6 +115,7 @@ def load_pairs(
     raw = _read_table(path, columns)
     _check_columns(raw, path, columns, require_labels)
     has_labels = columns.label in raw.column_names
+    scale = parse_scale(scale)
     where = _Where(path, row_lines(raw, path))
     images = _required_strings(raw, columns.image, where)
     _check_no_nul(images, columns.image, where)
@@ -116,12 +123,16 @@ def load_pairs(
         {
             "image": _as_series(_normalise_image_keys(images)),
             "text": _as_series(_normalise_texts(_required_strings(raw, columns.text, where), strip_hash)),
-            "label": _labels(raw, columns.label, where) if has_labels else np.full(raw.num_rows, NO_LABEL, np.int8),
+            "label": (
+                _labels(raw, columns.label, where, scale) if has_labels else np.full(raw.num_rows, NO_LABEL, np.int8)
+            ),
             "line": where.lines,
         }
     )
     _check_not_blank_after_normalising(frame, where, columns)
-    table = PairTable(frame, str(path), has_labels)
+    if scale == AUTO:
+        scale = infer_scale(frame["label"]) if has_labels else DEFAULT_SCALE
+    table = PairTable(frame, str(path), has_labels, scale)
     report_duplicates(table)
     return table
 
@@ -169,11 +180,7 @@ def _unreadable_reason(path: Path, error: Exception) -> str:
         head = handle.read(4096)
     if path.suffix.lower() != ".parquet" and (head.startswith(UTF16_BOMS) or b"\x00" in head):
         return "it looks UTF-16 encoded (NUL bytes between the characters)"
-    return "".join(ch if ch.isprintable() else "?" for ch in _first_line(error))
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return "".join(ch if ch.isprintable() else "?" for ch in first_line(error))
 
 
 def _first_data_line(path: Path) -> int:
@@ -260,26 +267,39 @@ def _check_no_nul(values: pa.Array, column: str, where: _Where) -> None:
         )
 
 
-def _labels(raw: pa.Table, column: str, where: _Where) -> np.ndarray:
+def _labels(raw: pa.Table, column: str, where: _Where, scale: ScoreScale | str) -> np.ndarray:
     text = _text_column(raw, column, where)
     path = where.path
+    on_scale = "" if scale == AUTO else f" {scale}"
     missing = _blank(text)
     if missing.any():
         raise BadInputError(
-            f"{path}: empty label in column '{column}' at {where.describe(missing)}; every pair needs a score 1-5"
+            f"{path}: empty label in column '{column}' at {where.describe(missing)}; every pair needs a score{on_scale}"
         )
     numbers = _to_float(pc.utf8_trim_whitespace(text))
     not_integer = np.isnan(numbers) | (numbers != np.round(numbers))
     if not_integer.any():
         raise BadInputError(
             f"{path}: label in column '{column}' is not an integer at {where.describe(not_integer)}; "
-            "scores must be whole numbers 1-5"
+            f"scores must be whole numbers{on_scale}"
         )
-    out_of_range = (numbers < LABELS[0]) | (numbers > LABELS[-1])
+    if scale == AUTO:
+        return _auto_range_labels(numbers, column, where)
+    out_of_range = scale.outside(numbers)
     if out_of_range.any():
         raise BadInputError(
-            f"{path}: label in column '{column}' outside 1-5 at {where.describe(out_of_range)}; "
-            "scores must be 1, 2, 3, 4 or 5"
+            f"{path}: label in column '{column}' outside {scale} at {where.describe(out_of_range)}; "
+            f"scores must be {', '.join(map(str, scale.labels))}, or pass the study's scale with --scale LOW-HIGH"
+        )
+    return numbers.astype(np.int8)
+
+
+def _auto_range_labels(numbers: np.ndarray, column: str, where: _Where) -> np.ndarray:
+    outside = (numbers < 0) | (numbers > MAX_SCORE)
+    if outside.any():
+        raise BadInputError(
+            f"{where.path}: label in column '{column}' outside 0-{MAX_SCORE} at {where.describe(outside)}; "
+            f"--scale auto takes scores from 0 to {MAX_SCORE}"
         )
     return numbers.astype(np.int8)
 
@@ -304,17 +324,17 @@ def _check_not_blank_after_normalising(frame: pd.DataFrame, where: _Where, colum
 def report_duplicates(table: PairTable) -> tuple[int, int]:
     """Log exact duplicate pairs (count) and warn about conflicting labels; return (duplicates, conflicts)."""
     pair_codes = _pair_codes(table.frame)
-    labelled = pair_codes * 8 + table.labels.astype(np.int64) + 1  # label -1..5 -> 0..6
+    labelled = pair_codes * LABEL_SPAN + table.labels.astype(np.int64) + 1  # label -1..126 -> 0..127
     unique_labelled, first_rows = np.unique(labelled, return_index=True)
     duplicate_rows = len(labelled) - len(unique_labelled)
     if duplicate_rows:
         log.info("%s: %d duplicate pair rows (same image, hashtag and score)", table.source, duplicate_rows)
     if not table.has_labels:
         return duplicate_rows, 0
-    pairs_of_unique, labels_per_pair = np.unique(unique_labelled // 8, return_counts=True)
+    pairs_of_unique, labels_per_pair = np.unique(unique_labelled // LABEL_SPAN, return_counts=True)
     conflicts = int((labels_per_pair > 1).sum())
     if conflicts:
-        example = first_rows[np.isin(unique_labelled // 8, pairs_of_unique[labels_per_pair > 1])][0]
+        example = first_rows[np.isin(unique_labelled // LABEL_SPAN, pairs_of_unique[labels_per_pair > 1])][0]
         log.warning(
             "%s: %d pairs appear with different scores (e.g. image '%s', hashtag '%s'); they are kept as separate rows",
             table.source,

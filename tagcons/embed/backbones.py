@@ -9,21 +9,16 @@ transformers ships.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from tagcons.data.images import files_sha256
 from tagcons.embed.families import Family, family_of
-from tagcons.embed.features import tokenize
-from tagcons.errors import BackboneUnavailableError, BadInputError
+from tagcons.errors import BackboneUnavailableError, BadInputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +71,7 @@ register_backbone(
 
 
 def _build_tiny() -> tuple:
-    from tagcons.embed.tiny import build_tiny  # imports transformers: only when the model is wanted
+    from tagcons.embed.tiny import build_tiny  # torch and transformers: only when the model is built
 
     return build_tiny()
 
@@ -115,6 +110,8 @@ class Backbone:
 
     def tokenize(self, texts: list[str]) -> dict:
         """Token tensors as the family's padding rule asks (input_ids, and attention_mask where used)."""
+        from tagcons.embed.features import tokenize  # torch: only when texts are encoded
+
         return tokenize(self.tokenizer, texts, self.max_text_tokens, self.family.text_padding())
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -217,7 +214,7 @@ def _load_hub(name: str, model_id: str, revision: str | None) -> Backbone:
     except OSError as e:
         raise BackboneUnavailableError(
             f"backbone '{name}' ({model_id}) could not be loaded: the Hugging Face hub is unreachable or the id is "
-            f"wrong, and it is not in the local HF cache ({_first_line(e)}). Download it on a connected machine "
+            f"wrong, and it is not in the local HF cache ({first_line(e)}). Download it on a connected machine "
             f"(`huggingface-cli download {model_id}`) and copy the HF cache (HF_HOME), or save it with "
             "save_pretrained and pass that folder as --backbone"
         ) from e
@@ -271,13 +268,8 @@ def numeric_settings(backbone: Backbone) -> dict:
 
 
 def _weights_digest(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")) + [directory / "config.json"]:
-        if path.is_file():
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-    return "sha256:" + digest.hexdigest()[:20]
+    paths = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")) + [directory / "config.json"]
+    return "sha256:" + files_sha256(path for path in paths if path.is_file())[:20]
 
 
 def _local_model_id(directory: Path) -> str:
@@ -285,49 +277,3 @@ def _local_model_id(directory: Path) -> str:
     config_path = directory / "config.json"
     recorded = json.loads(config_path.read_text()).get("_name_or_path", "") if config_path.is_file() else ""
     return recorded if recorded and not Path(recorded).is_absolute() else f"local:{directory.resolve().name}"
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def resolve_device(requested: str = "auto") -> torch.device:
-    """auto: CUDA, then Apple MPS, then CPU."""
-    if requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise BackboneUnavailableError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@contextmanager
-def compute_threads(workers: int):
-    """Give torch the cores the DataLoader workers leave free, for the duration of a run.
-
-    For fine-tuning, where the workers decode every step: on 2 cores with one worker, a tiny-backbone
-    fine-tune took 12.7 s with one torch thread and 19.7 s with two (and 10x longer with two when
-    the machine was busy). `embed` does not use it: there the model dominates, and a ViT-B/32 image
-    phase took 21 s with two threads beside one worker against 29 s with one.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on CUDA that supports it, fp16 on other CUDA, fp32 elsewhere."""
-    if requested != "auto":
-        return DTYPES[requested]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32

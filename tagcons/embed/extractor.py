@@ -34,20 +34,13 @@ from tagcons.data.images import (
     resolve_image_path,
 )
 from tagcons.data.pairs import PairColumns, load_pairs
-from tagcons.embed.backbones import (
-    BACKBONES,
-    Backbone,
-    backbone_identity,
-    load_backbone,
-    parse_source,
-    resolve_device,
-    resolve_dtype,
-)
+from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.features import image_features, text_features, token_counts
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
 from tagcons.errors import BadInputError, StrictFailure
 from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
+from tagcons.runtime import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist

@@ -17,31 +17,36 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
 
-from tagcons.evaluate.metrics import LABELS
+from tagcons.labels import LABELS
 
 ECE_BINS = 15
 EPS = 1e-12
 
 
-def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-probability of the true score (scores 1..K)."""
-    picked = np.asarray(proba)[np.arange(len(y)), np.asarray(y).astype(int) - 1]
+def columns_of(y: np.ndarray, labels=LABELS) -> np.ndarray:
+    """The probability column of each score: its position in the scale ``labels``."""
+    return np.searchsorted(np.asarray(labels), np.asarray(y).astype(int))
+
+
+def log_loss(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> float:
+    """Mean negative log-probability of the true score (one column per score in ``labels``)."""
+    picked = np.asarray(proba)[np.arange(len(y)), columns_of(y, labels)]
     return float(-np.mean(np.log(np.clip(picked, EPS, 1.0))))
 
 
-def brier_score(proba: np.ndarray, y: np.ndarray) -> float:
+def brier_score(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> float:
     """Multiclass Brier score: mean over rows of the squared distance to the one-hot truth."""
     proba = np.asarray(proba, dtype=np.float64)
     truth = np.zeros_like(proba)
-    truth[np.arange(len(y)), np.asarray(y).astype(int) - 1] = 1.0
+    truth[np.arange(len(y)), columns_of(y, labels)] = 1.0
     return float(np.mean(np.sum((proba - truth) ** 2, axis=1)))
 
 
-def reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+def reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS, labels=LABELS) -> list[dict]:
     """Top-label confidence vs accuracy per equal-width confidence bin (empty bins left out)."""
     proba = np.asarray(proba)
     confidence = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) + 1) == np.asarray(y).astype(int)
+    correct = proba.argmax(axis=1) == columns_of(y, labels)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     return [
         {
@@ -54,31 +59,31 @@ def reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> 
     ]
 
 
-def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS, labels=LABELS) -> float:
     """Count-weighted mean |accuracy - confidence| over the reliability bins."""
-    table = reliability_bins(proba, y, bins)
+    table = reliability_bins(proba, y, bins, labels)
     total = sum(b["count"] for b in table)
     return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in table) / max(total, 1))
 
 
-def calibration_metrics(proba: np.ndarray, y: np.ndarray) -> dict:
+def calibration_metrics(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> dict:
     return {
-        "log_loss": log_loss(proba, y),
-        "brier": brier_score(proba, y),
-        "ece": expected_calibration_error(proba, y),
+        "log_loss": log_loss(proba, y, labels),
+        "brier": brier_score(proba, y, labels),
+        "ece": expected_calibration_error(proba, y, labels=labels),
     }
 
 
-def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
+def fit_temperature(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> float:
     """Temperature T minimising the log-loss of softmax(log p / T) on these (held-out) rows.
 
     The same one-parameter fit as scikit-learn's ``CalibratedClassifierCV(FrozenEstimator(model),
     method="temperature")`` (a test checks they agree), done directly: scikit-learn 1.9's version
-    reads integer targets as column positions (1-5 scores must be re-encoded) and runs
+    reads integer targets as column positions (scores must be re-encoded to columns of ``labels``) and runs
     ``cross_val_predict`` even on a frozen model, which fails on a validation part that lacks a score.
     """
     logits = np.log(_renormalised(proba) + EPS)
-    rows, columns = np.arange(len(y)), np.asarray(y).astype(int) - LABELS[0]
+    rows, columns = np.arange(len(y)), columns_of(y, labels)
 
     def loss(log_beta: float) -> float:
         scaled = np.exp(log_beta) * logits

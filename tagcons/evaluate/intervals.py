@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tagcons.evaluate.metrics import LABELS
+from tagcons.labels import LABELS
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -229,7 +229,7 @@ def _point(counts: ImageCounts, metric: str) -> float:
 
 
 def repeat_summary(
-    outcomes: list[tuple], seeds: list[int], resamples: int = RESAMPLES, bootstrap_seed: int = 0
+    outcomes: list[tuple], seeds: list[int], resamples: int = RESAMPLES, bootstrap_seed: int = 0, labels=LABELS
 ) -> dict:
     """metrics.json's ``repeats``: the split (or CV) repeated with several seeds.
 
@@ -238,7 +238,7 @@ def repeat_summary(
     """
     per_seed, resampled = [], []
     for y_true, y_pred, images, proba in outcomes:
-        counts = image_counts(y_true, y_pred, images, proba)
+        counts = image_counts(y_true, y_pred, images, proba, labels)
         per_seed.append({k: _finite(v[0]) for k, v in resampled_metrics(counts, np.ones((1, counts.n_images))).items()})
         resampled.append(resampled_metrics(counts, image_weights(counts.n_images, resamples, bootstrap_seed)))
     names = per_seed[0].keys()

@@ -28,8 +28,10 @@ from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, normalise_image_key, normalise_text
 from tagcons.errors import BadInputError
 from tagcons.evaluate import compare
-from tagcons.evaluate.metrics import LABELS, compute_metrics
+from tagcons.evaluate.calibration import columns_of
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
+from tagcons.labels import LABELS, scale_from_config
 
 log = logging.getLogger(__name__)
 
@@ -247,13 +249,19 @@ def confusion_view(run: RunView) -> list[dict]:
     """Rows of the confusion matrix: per cell the count and its share of the true score's row."""
     from sklearn.metrics import confusion_matrix
 
-    counts = confusion_matrix(run.predictions["true"], run.predictions["pred"], labels=list(LABELS))
+    labels = run_labels(run)
+    counts = confusion_matrix(run.predictions["true"], run.predictions["pred"], labels=list(labels))
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     return [
         {"label": label, "cells": [{"count": int(c), "share": float(s)} for c, s in zip(counts[i], shares[i])]}
-        for i, label in enumerate(LABELS)
+        for i, label in enumerate(labels)
     ]
+
+
+def run_labels(run: RunView) -> tuple[int, ...]:
+    """The run's score scale (config.json's `scale`; the study's 1-5 for runs that predate it)."""
+    return scale_from_config(run.config).labels
 
 
 def distribution_png(run: RunView) -> str:
@@ -263,13 +271,14 @@ def distribution_png(run: RunView) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    positions = np.arange(len(LABELS))
-    true_counts = [int((run.predictions["true"] == k).sum()) for k in LABELS]
-    pred_counts = [int((run.predictions["pred"] == k).sum()) for k in LABELS]
+    labels = run_labels(run)
+    positions = np.arange(len(labels))
+    true_counts = [int((run.predictions["true"] == k).sum()) for k in labels]
+    pred_counts = [int((run.predictions["pred"] == k).sum()) for k in labels]
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     ax.bar(positions - 0.2, true_counts, width=0.4, label="true", color="#4c72b0")
     ax.bar(positions + 0.2, pred_counts, width=0.4, label="predicted", color="#dd8452")
-    ax.set(xticks=positions, xticklabels=LABELS, xlabel="score", ylabel="pairs", title="true vs predicted scores")
+    ax.set(xticks=positions, xticklabels=labels, xlabel="score", ylabel="pairs", title="true vs predicted scores")
     ax.legend()
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -434,18 +443,20 @@ class Thumbnails:
         return _data_uri(buffer.getvalue(), "image/jpeg")
 
 
-def _true_probability(frame: pd.DataFrame) -> pd.Series:
-    columns = [f"p{k}" for k in LABELS]
+def _true_probability(frame: pd.DataFrame, labels=LABELS) -> pd.Series:
+    columns = [f"p{k}" for k in labels]
     if not all(c in frame.columns for c in columns):
         return pd.Series(np.nan, index=frame.index)
     probabilities = frame[columns].to_numpy(dtype=float)
-    return pd.Series(probabilities[np.arange(len(frame)), frame["true"].to_numpy() - LABELS[0]], index=frame.index)
+    return pd.Series(
+        probabilities[np.arange(len(frame)), columns_of(frame["true"].to_numpy(), labels)], index=frame.index
+    )
 
 
 def worst_errors(run: RunView, count: int, thumbnail) -> list[dict]:
     """The pairs with the largest |true - predicted|, then the lowest probability of the true score."""
     frame = run.predictions.assign(error=(run.predictions["true"] - run.predictions["pred"]).abs())
-    frame = frame.assign(p_true=_true_probability(frame))
+    frame = frame.assign(p_true=_true_probability(frame, run_labels(run)))
     frame = frame[frame["error"] > 0].sort_values(["error", "p_true"], ascending=[False, True], na_position="last")
     return [
         {

@@ -23,9 +23,10 @@ import pandas as pd
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import bootstrap_intervals
-from tagcons.evaluate.metrics import LABELS, compute_metrics
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_confusion_matrix
 from tagcons.evaluate.provenance import keys_hash, table_keys
+from tagcons.labels import LABELS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -128,16 +129,16 @@ def write_config(run_dir: str | Path, settings: dict, fingerprint: str | None = 
     return write_json(run_dir / CONFIG_FILE, {**settings, "cache_fingerprint": fingerprint, "versions": versions()})
 
 
-def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None) -> pd.DataFrame:
-    """image, text, [true], pred, expected (sum of k * p_k), p1..p5; one row per pair of ``table``."""
+def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None, labels=LABELS) -> pd.DataFrame:
+    """image, text, [true], pred, expected (sum of k * p_k), p{k} per label k; one row per pair of ``table``."""
     frame = pd.DataFrame({"image": table.images, "text": table.texts})
     if y_true is not None:
         frame["true"] = np.asarray(y_true).astype(int)
     frame["pred"] = np.asarray(y_pred).astype(int)
     if proba is not None:
         proba = np.asarray(proba, dtype=float)
-        frame["expected"] = proba @ np.asarray(LABELS, dtype=float)
-        for i, k in enumerate(LABELS):
+        frame["expected"] = proba @ np.asarray(labels, dtype=float)
+        for i, k in enumerate(labels):
             frame[f"p{k}"] = proba[:, i]
     return frame
 
@@ -149,6 +150,7 @@ def write_evaluation(
     proba=None,
     extra_metrics: dict | None = None,
     title: str = "",
+    labels=LABELS,
     seed: int = 0,
 ) -> dict:
     """Score predictions on ``table_test`` (which has labels) and write metrics, predictions, confusion PNG.
@@ -163,13 +165,13 @@ def write_evaluation(
     y_true = table_test.labels.astype(int)
     metrics = {
         **(extra_metrics or {}),
-        **compute_metrics(y_true, y_pred, proba),
-        **bootstrap_intervals(y_true, y_pred, table_test.images, proba, seed=seed),
+        **compute_metrics(y_true, y_pred, proba, labels),
+        **bootstrap_intervals(y_true, y_pred, table_test.images, proba, seed=seed, labels=labels),
         "n_test": int(len(y_true)),
         "test_rows_hash": keys_hash(table_keys(table_test)),
     }
     metrics.setdefault("n_train", None)
     write_json(run_dir / METRICS_FILE, metrics)
-    predictions_frame(table_test, y_pred, proba, y_true).to_csv(run_dir / PREDICTIONS_FILE, index=False)
-    plot_confusion_matrix(y_true, y_pred, run_dir / CONFUSION_FILE, title=title)
+    predictions_frame(table_test, y_pred, proba, y_true, labels).to_csv(run_dir / PREDICTIONS_FILE, index=False)
+    plot_confusion_matrix(y_true, y_pred, run_dir / CONFUSION_FILE, title=title, labels=labels)
     return _jsonable(metrics)

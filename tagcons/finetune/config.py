@@ -15,6 +15,7 @@ from tagcons.data.splits import SPLIT_KINDS, default_dedupe
 from tagcons.embed.backbones import parse_source
 from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
+from tagcons.labels import DEFAULT_SCALE
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -72,6 +73,7 @@ class FinetuneConfig:
     text_col: str = PairColumns.text
     label_col: str = PairColumns.label
     strip_hash: bool = False
+    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
     progress: bool = False
 

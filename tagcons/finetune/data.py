@@ -111,7 +111,7 @@ class Collate:
 
     def __init__(self, table: PairTable, images_root: str | Path, image_processor, tokens: TokenTable):
         self.images = table.images
-        self.labels = table.labels
+        self.labels, self.scale = table.labels, table.scale
         self.root = Path(images_root)
         self.processor = image_processor
         self.min_side = reduced_side(image_processor)
@@ -123,7 +123,7 @@ class Collate:
         decoded = {key: open_image(self.root, key, self.min_side) for key in dict.fromkeys(keys)}
         pixels = self.processor(images=[decoded[k] for k in keys], return_tensors="pt")["pixel_values"]
         input_ids, attention_mask = self.tokens.rows(rows)
-        labels = torch.as_tensor(self.labels[rows].astype(np.int64) - 1)  # scores 1-5 -> classes 0-4
+        labels = torch.as_tensor(self.scale.column_of(self.labels[rows]).astype(np.int64))  # score -> class index
         return {
             "pixel_values": pixels,
             "input_ids": input_ids,

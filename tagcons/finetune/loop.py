@@ -18,9 +18,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from tagcons.distributed import DistContext
 from tagcons.finetune.config import FinetuneConfig
-from tagcons.finetune.distributed import Dist
-from tagcons.finetune.model import N_CLASSES, FinetuneModel, param_groups
+from tagcons.finetune.model import FinetuneModel, param_groups
+from tagcons.labels import DEFAULT_SCALE
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Trainer:
         self.schedule.step()
         self.pending = 0
 
-    def train_epoch(self, loader, epoch: int, dist: Dist, progress: bool, on_batch=None) -> dict:
+    def train_epoch(self, loader, epoch: int, dist: DistContext, progress: bool, on_batch=None) -> dict:
         """One pass; returns mean training loss over this rank's batches (averaged over ranks) and samples/s."""
         self.model.train()
         loader.sampler.set_epoch(epoch)
@@ -137,7 +138,7 @@ def predict(
     loader,
     precision: Precision,
     device: torch.device,
-    dist: Dist,
+    dist: DistContext,
     part: str,
     on_batch=None,
     progress: bool = False,
@@ -153,7 +154,7 @@ def predict(
             out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         rows.append(batch["rows"].cpu().numpy())
         logits.append(out.float().cpu().numpy())
-    width = N_CLASSES if not logits else logits[0].shape[1]
+    width = logits[0].shape[1] if logits else _n_classes(model)
     mine = (
         np.concatenate(rows) if rows else np.zeros(0, np.int64),
         np.concatenate(logits) if logits else np.zeros((0, width), np.float32),
@@ -163,3 +164,9 @@ def predict(
     all_logits = np.concatenate([x for _, x in gathered])
     order = np.argsort(all_rows, kind="stable")
     return all_rows[order], all_logits[order]
+
+
+def _n_classes(model: nn.Module) -> int:
+    """Output width of a fine-tuning model (or the DDP wrapper around one) when a rank saw no rows."""
+    head = getattr(getattr(model, "module", model), "head", None)
+    return int(getattr(head, "n_classes", DEFAULT_SCALE.n_classes))

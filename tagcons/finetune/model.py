@@ -16,20 +16,20 @@ from torch.nn import functional as F
 
 from tagcons.embed.families import family_of
 from tagcons.embed.features import image_features, text_features
-from tagcons.evaluate.metrics import LABELS
 from tagcons.finetune.config import ALL_LAYERS
 from tagcons.heads.mlp import build_mlp
+from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
-N_CLASSES = len(LABELS)
 
 
 class StudyHead(nn.Module):
-    """Linear(2d -> hidden) - ReLU - Dropout - Linear(hidden -> 5), as in the study."""
+    """Linear(2d -> hidden) - ReLU - Dropout - Linear(hidden -> K), as in the study (K = 5 there)."""
 
-    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.3):
+    def __init__(self, dim: int, hidden: int = 256, dropout: float = 0.3, n_classes: int = DEFAULT_SCALE.n_classes):
         super().__init__()
-        self.net = build_mlp(2 * dim, hidden, dropout)  # the fit-head mlp's layers, so --init-head maps 1:1
+        self.n_classes = n_classes
+        self.net = build_mlp(2 * dim, hidden, dropout, n_classes)  # the fit-head mlp's layers: --init-head maps 1:1
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
@@ -42,26 +42,28 @@ class StudyHead(nn.Module):
         layer subtracts them. The other hidden units keep their random input weights and get zero
         output weights, so they start silent and learn during fine-tuning.
         """
-        first, last = self.net[0], self.net[3]
-        if first.out_features < 2 * N_CLASSES:
-            raise ValueError(f"a hidden size of {first.out_features} cannot hold a {N_CLASSES}-class linear probe")
-        first.weight[:N_CLASSES] = weight
-        first.weight[N_CLASSES : 2 * N_CLASSES] = -weight
-        first.bias[: 2 * N_CLASSES] = 0.0
+        first, last, k = self.net[0], self.net[3], self.n_classes
+        if first.out_features < 2 * k:
+            raise ValueError(f"a hidden size of {first.out_features} cannot hold a {k}-class linear probe")
+        first.weight[:k] = weight
+        first.weight[k : 2 * k] = -weight
+        first.bias[: 2 * k] = 0.0
         last.weight.zero_()
-        eye = torch.eye(N_CLASSES, dtype=last.weight.dtype)
-        last.weight[:, :N_CLASSES] = eye
-        last.weight[:, N_CLASSES : 2 * N_CLASSES] = -eye
+        eye = torch.eye(k, dtype=last.weight.dtype)
+        last.weight[:, :k] = eye
+        last.weight[:, k : 2 * k] = -eye
         last.bias.copy_(bias)
 
 
 class FinetuneModel(nn.Module):
     """logits = head([normalise(image features), normalise(text features)])."""
 
-    def __init__(self, clip: nn.Module, hidden: int = 256, dropout: float = 0.3):
+    def __init__(
+        self, clip: nn.Module, hidden: int = 256, dropout: float = 0.3, n_classes: int = DEFAULT_SCALE.n_classes
+    ):
         super().__init__()
         self.clip = clip
-        self.head = StudyHead(family_of(clip.config).feature_width(clip.config), hidden, dropout)
+        self.head = StudyHead(family_of(clip.config).feature_width(clip.config), hidden, dropout, n_classes)
 
     def embed(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
         image = F.normalize(image_features(self.clip, pixel_values).float(), dim=-1)

@@ -15,11 +15,11 @@ import numpy as np
 from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import dedupe_table, split_then_drop, validation_indices
+from tagcons.distributed import DistContext
 from tagcons.errors import BadInputError
 from tagcons.evaluate.provenance import table_keys
 from tagcons.finetune.config import FinetuneConfig
 from tagcons.finetune.data import exclude_unloadable
-from tagcons.finetune.distributed import Dist
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ class Parts:
         }
 
 
-def load_parts(config: FinetuneConfig, dist: Dist) -> Parts:
+def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
     """Read and check the pairs, dedupe, split the whole table, then drop the pairs whose image cannot be
     decoded from the side they fell on (the same split fit-head makes with the same seed and dedupe)."""
-    read = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=True)
+    read = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
     check_image_keys(config.images, read.unique_images())
     table, n_duplicates = dedupe_table(read, config.split, config.dedupe)
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)

@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from tagcons.embed.templates import template_attr, templates_from_attr
 from tagcons.errors import BadInputError
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json
-from tagcons.finetune.model import N_CLASSES, FinetuneModel
+from tagcons.finetune.model import FinetuneModel
+from tagcons.labels import DEFAULT_SCALE, ScoreScale
 
 log = logging.getLogger(__name__)
 ABSENT_CLASS_BIAS = -20.0  # a score the probe never saw: never predicted at the start
@@ -38,15 +39,21 @@ class EmbedOnly(nn.Module):
         return self.model.embed(pixel_values, input_ids, attention_mask)
 
 
-def fit_linear_probe(features: np.ndarray, labels: np.ndarray, weights: torch.Tensor, seed: int) -> tuple:
-    """(weight [5, 2d], bias [5]) of a class-weighted, L2-penalised softmax regression on standardised features."""
+def fit_linear_probe(
+    features: np.ndarray,
+    labels: np.ndarray,
+    weights: torch.Tensor,
+    seed: int,
+    score_scale: ScoreScale = DEFAULT_SCALE,
+) -> tuple:
+    """(weight [K, 2d], bias [K]) of a class-weighted, L2-penalised softmax regression on standardised features."""
     x = torch.as_tensor(features, dtype=torch.float32)
-    y = torch.as_tensor(np.asarray(labels).astype(np.int64) - 1)
+    y = torch.as_tensor(score_scale.column_of(labels).astype(np.int64))
     mean, scale = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
     z = (x - mean) / scale
     generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(N_CLASSES, z.shape[1], generator=generator) * 0.01).requires_grad_()
-    bias = torch.zeros(N_CLASSES, requires_grad=True)
+    weight = (torch.randn(score_scale.n_classes, z.shape[1], generator=generator) * 0.01).requires_grad_()
+    bias = torch.zeros(score_scale.n_classes, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=PROBE_STEPS, line_search_fn="strong_wolfe")
 
     def closure():
@@ -65,17 +72,20 @@ def _fold_standardisation(weight, bias, mean, scale) -> tuple[torch.Tensor, torc
     return folded, bias - folded @ mean
 
 
-def load_init_head(model: FinetuneModel, run_dir: str | Path, templates=("{}",)) -> str:
+def load_init_head(
+    model: FinetuneModel, run_dir: str | Path, scale: ScoreScale = DEFAULT_SCALE, templates=("{}",)
+) -> str:
     """Start the head from a fit-head run; returns the kind of head read. BadInputError if it does not fit."""
     from tagcons.heads import load_head  # heads pull in sklearn/lightgbm: only when asked for
 
     check_same_templates(run_dir, templates)
     head = load_head(run_dir)
     dim = model.head.net[0].in_features
-    if head.name == "mlp":
-        _copy_mlp(model, head, dim, run_dir)
-    elif head.name == "logreg":
-        model.head.load_linear(*_logreg_linear(head, dim, run_dir))
+    if head.init_kind == "network":
+        _copy_mlp(model, head, dim, run_dir, _columns(head, scale, run_dir))
+    elif head.init_kind == "linear":
+        columns = _columns(head, scale, run_dir)
+        model.head.load_linear(*_logreg_linear(head, dim, run_dir, columns, model.head.n_classes))
     else:
         raise BadInputError(
             f"--init-head {run_dir}: a '{head.name}' head cannot start a fine-tuning head; "
@@ -97,24 +107,40 @@ def check_same_templates(run_dir: str | Path, templates) -> None:
         )
 
 
-def _copy_mlp(model: FinetuneModel, head, dim: int, run_dir) -> None:
+def _columns(head, scale: ScoreScale, run_dir) -> np.ndarray:
+    """The fine-tuning head's column of each score the fit-head run saw."""
+    if scale.outside(head.classes_).any():
+        raise BadInputError(
+            f"--init-head {run_dir}: its scores {head.classes_.tolist()} are not on this run's scale {scale}; "
+            "pass the scale the head was fitted with (--scale)"
+        )
+    return scale.column_of(head.classes_)
+
+
+def _copy_mlp(model: FinetuneModel, head, dim: int, run_dir, columns: np.ndarray) -> None:
     if head.in_dim_ != dim or head.hidden != model.head.net[0].out_features:
         raise BadInputError(
             f"--init-head {run_dir}: its mlp takes {head.in_dim_} features with {head.hidden} hidden units, "
             f"this backbone's head needs {dim} (concat features) and --hidden {model.head.net[0].out_features}"
         )
-    model.head.net.load_state_dict(head.model_.state_dict())
+    state, net = head.model_.state_dict(), model.head.net
+    net[0].load_state_dict({"weight": state["0.weight"], "bias": state["0.bias"]})
+    at = torch.as_tensor(columns)  # the scores it saw, among the fine-tuning head's
+    with torch.no_grad():  # scores it never saw keep (almost) no probability, as a linear probe's do
+        net[3].weight.zero_()
+        net[3].bias.fill_(ABSENT_CLASS_BIAS)
+        net[3].weight[at], net[3].bias[at] = state["3.weight"], state["3.bias"]
 
 
-def _logreg_linear(head, dim: int, run_dir) -> tuple[torch.Tensor, torch.Tensor]:
+def _logreg_linear(head, dim: int, run_dir, columns: np.ndarray, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     if head.coef_.shape[1] != dim:
         raise BadInputError(
             f"--init-head {run_dir}: its logreg takes {head.coef_.shape[1]} features, this backbone's "
             f"head needs {dim}; fit the head on this backbone's cache with --features concat"
         )
-    weight = torch.zeros(N_CLASSES, dim, dtype=torch.float64)
-    bias = torch.full((N_CLASSES,), ABSENT_CLASS_BIAS, dtype=torch.float64)
-    at = torch.as_tensor(head.classes_.astype(np.int64) - 1)
+    weight = torch.zeros(n_classes, dim, dtype=torch.float64)
+    bias = torch.full((n_classes,), ABSENT_CLASS_BIAS, dtype=torch.float64)
+    at = torch.as_tensor(columns)
     coef, intercept = torch.as_tensor(head.coef_), torch.as_tensor(head.intercept_)
     if len(at) == 2 and coef.shape[0] == 1:  # binary logistic regression: one row for the second class
         coef, intercept = (

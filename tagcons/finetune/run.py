@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from tagcons.data.splits import default_dedupe
-from tagcons.embed.backbones import Backbone, compute_threads, load_backbone
+from tagcons.distributed import DistContext, setup
+from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
@@ -29,7 +30,6 @@ from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_
 from tagcons.finetune import checkpoint
 from tagcons.finetune.config import FinetuneConfig, resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
-from tagcons.finetune.distributed import Dist, start
 from tagcons.finetune.export import export_backbone
 from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_schedule, predict
 from tagcons.finetune.model import FinetuneModel, freeze
@@ -37,7 +37,8 @@ from tagcons.finetune.parts import Parts, load_parts
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
 from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
-from tagcons.heads.mlp import class_weights
+from tagcons.labels import AUTO, class_weights
+from tagcons.runtime import compute_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -89,7 +90,7 @@ class Progress:
 
 def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> FinetuneResult:
     config = resolve(config)
-    dist = start(config.device)
+    dist = setup(config.device)
     try:
         with compute_threads(config.workers):
             return _run(config, dist, hooks or Hooks())
@@ -97,7 +98,7 @@ def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> Finetune
         dist.close()
 
 
-def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
+def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneResult:
     _check_run_dir(config)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -105,7 +106,7 @@ def _run(config: FinetuneConfig, dist: Dist, hooks: Hooks) -> FinetuneResult:
     if config.resume:
         _check_resumed_parts(config, parts)
     backbone = load_backbone(config.backbone, config.revision)
-    model = FinetuneModel(backbone.model, config.hidden, config.dropout).to(dist.device)
+    model = FinetuneModel(backbone.model, config.hidden, config.dropout, parts.table.scale.n_classes).to(dist.device)
     collate = Collate(
         parts.table,
         config.images,
@@ -191,7 +192,10 @@ RESUME_MAY_CHANGE = {
 def _resumed_head_init(config: FinetuneConfig) -> str:
     """The interrupted run's head_init; refuses a resume whose settings differ from the run's."""
     saved = read_json(config.run_dir / CONFIG_FILE)
-    changed = sorted(k for k, v in config.to_dict().items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
+    requested = config.to_dict()
+    if requested["scale"] == AUTO:  # the run recorded the range auto resolved to
+        requested.pop("scale")
+    changed = sorted(k for k, v in requested.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
     if changed:
         shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
         raise BadInputError(
@@ -229,7 +233,8 @@ def _checked_init_head(config: FinetuneConfig, parts: Parts) -> str:
 def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
     """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
     if config.init_head:
-        return "fit-head:" + load_init_head(model, _checked_init_head(config, parts), config.text_templates)
+        init_head = _checked_init_head(config, parts)
+        return "fit-head:" + load_init_head(model, init_head, parts.table.scale, config.text_templates)
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)
@@ -243,17 +248,23 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
         hooks.on_batch,
         config.progress,
     )
-    weights = class_weights(parts.table.labels[parts.fit]) if config.class_weights else None
-    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed)
+    weights = _class_weights(parts) if config.class_weights else None
+    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed, parts.table.scale)
     model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
     return "linear-probe"
 
 
-def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: Dist) -> dict:
+def _class_weights(parts: Parts) -> torch.Tensor:
+    weights = class_weights(parts.table.labels[parts.fit], parts.table.scale.labels)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: DistContext) -> dict:
     """config.json: the resolved settings plus the keys `tagcons compare` reads."""
     return {
         **config.to_dict(),
         "head": "finetune",
+        "scale": str(parts.table.scale),
         "backbone": backbone.name,
         "model_id": backbone.model_id,
         "backbone_revision": backbone.revision,
@@ -282,7 +293,7 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
     loader = train_loader(parts.fit, collate, settings)
     steps_per_epoch = -(-len(loader) // config.grad_accum)
     optimizer = make_optimizer(model, config)
-    weights = class_weights(parts.table.labels[parts.fit]).to(dist.device) if config.class_weights else None
+    weights = _class_weights(parts).to(dist.device) if config.class_weights else None
     trainer = Trainer(
         ddp,
         optimizer,
@@ -316,10 +327,11 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
 def _validate(model, loader, parts, trainer, dist, hooks, show, part: str) -> dict:
     """Loss (eval mode, the training loss's class weights) and scores of one part after an epoch."""
     rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, part, hooks.on_batch, show)
-    labels = parts.table.labels[rows].astype(int)
+    labels, scale = parts.table.labels[rows].astype(int), parts.table.scale
     weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
-    loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels - 1), weight=weight))
-    metrics = compute_metrics(labels, logits.argmax(axis=1) + 1)
+    targets = torch.from_numpy(scale.column_of(labels).astype(np.int64))
+    loss = float(F.cross_entropy(torch.from_numpy(logits), targets, weight=weight))
+    metrics = compute_metrics(labels, np.asarray(scale.labels)[logits.argmax(axis=1)], labels=scale.labels)
     return {
         "loss": loss,
         "accuracy": metrics["accuracy"],
@@ -348,7 +360,7 @@ def _advance(progress: Progress, record: dict, patience: int) -> None:
         progress.stopped = patience > 0 and progress.waited >= patience
 
 
-def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: Dist) -> None:
+def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: DistContext) -> None:
     if dist.is_main:
         root = config.run_dir / CHECKPOINTS
         if progress.best_epoch == progress.epoch:
@@ -413,7 +425,8 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         config.progress,
     )
     proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    evaluated = evaluate_probabilities(proba, parts.table.labels[rows].astype(int), rule)
+    labels = parts.table.scale.labels  # the model's outputs, one per score of the scale
+    evaluated = evaluate_probabilities(proba, parts.table.labels[rows].astype(int), rule, labels)
     extra = {
         **parts.summary(),
         "n_train": len(parts.fit),
@@ -426,14 +439,23 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
     }
     if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
         fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
-        extra["baselines"] = shortcut_baselines(fit, fit.labels.astype(int), test, test.labels.astype(int), config.seed)
+        labels = parts.table.scale.labels
+        y_fit, y_test = fit.labels.astype(int), test.labels.astype(int)
+        extra["baselines"] = shortcut_baselines(fit, y_fit, test, y_test, config.seed, labels)
         extra["baseline"] = extra["baselines"]["majority"]
     metrics = None
     if dist.is_main:
         title = f"finetune {config.recipe} ({Path(config.backbone).name})"
         extra.update(evaluation_report([evaluated], config.run_dir))
         metrics = write_evaluation(
-            config.run_dir, parts.table.subset(rows), evaluated.pred, evaluated.proba, extra, title, seed=config.seed
+            config.run_dir,
+            parts.table.subset(rows),
+            evaluated.pred,
+            evaluated.proba,
+            extra,
+            title,
+            parts.table.scale.labels,
+            seed=config.seed,
         )
         plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)
@@ -442,9 +464,9 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
 def _calibration_rule(model, parts, collate, settings, precision, dist, hooks, show):
     """Temperature (and expected-score cuts) of the best model, fitted on the validation part."""
     if len(parts.val) == 0:
-        return fit_rule(None, parts.val, "argmax")
+        return fit_rule(None, parts.val, "argmax", parts.table.scale.labels)
     rows, logits = predict(
         model, eval_loader(parts.val, collate, settings), precision, dist.device, dist, "val", hooks.on_batch, show
     )
     raw = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    return fit_rule(raw, parts.table.labels[rows].astype(int), "argmax")
+    return fit_rule(raw, parts.table.labels[rows].astype(int), "argmax", parts.table.scale.labels)

@@ -1,30 +1,35 @@
 """Heads on cached features: registry, pair features, threshold/logreg/mlp/lgbm, fit and predict.
 
 Library entry points (the CLI wraps them): `fit_head(FitHeadConfig)`, `predict(PredictConfig)`.
+Names load on first use (PEP 562) and head modules only when a head is asked for
+(`get_head_class`), so `import tagcons.heads.registry` and a threshold fit stay light.
 """
 
-from tagcons.heads import baselines, lgbm, logreg, mlp, ordinal, threshold  # noqa: F401  (importing registers the heads)
-from tagcons.heads.base import Head, load_head
-from tagcons.heads.features import FEATURE_KINDS, PairFeatures, pair_features
-from tagcons.heads.fit import FitHeadConfig, FitResult, fit_head
-from tagcons.heads.predict import PredictConfig, PredictResult, predict
-from tagcons.heads.registry import HEADS, get_head_class, head_names, make_head, register_head
+import importlib
 
-__all__ = [
-    "FitHeadConfig",
-    "FitResult",
-    "PredictConfig",
-    "PredictResult",
-    "fit_head",
-    "predict",
-    "FEATURE_KINDS",
-    "HEADS",
-    "Head",
-    "PairFeatures",
-    "get_head_class",
-    "head_names",
-    "load_head",
-    "make_head",
-    "pair_features",
-    "register_head",
-]
+_EXPORTS = {
+    "FitHeadConfig": "tagcons.heads.fit",
+    "FitResult": "tagcons.heads.fit",
+    "fit_head": "tagcons.heads.fit",
+    "fit_heads": "tagcons.heads.fit",
+    "PredictConfig": "tagcons.heads.scoring",
+    "PredictResult": "tagcons.heads.scoring",
+    "predict": "tagcons.heads.scoring",
+    "Head": "tagcons.heads.base",
+    "load_head": "tagcons.heads.base",
+    "FEATURE_KINDS": "tagcons.heads.features",
+    "PairFeatures": "tagcons.heads.features",
+    "pair_features": "tagcons.heads.features",
+    "HEADS": "tagcons.heads.registry",
+    "get_head_class": "tagcons.heads.registry",
+    "head_names": "tagcons.heads.registry",
+    "make_head": "tagcons.heads.registry",
+    "register_head": "tagcons.heads.registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tagcons.heads' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

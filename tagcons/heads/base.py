@@ -1,8 +1,10 @@
-"""Common behaviour of heads: scikit-learn estimator rules, fixed 1-5 classes, pickle-free persistence.
+"""Common behaviour of heads: scikit-learn estimator rules, classes learned from y, pickle-free persistence.
 
 A head's ``fit(X, y, groups=None)`` takes features X (a numpy array or a `PairFeatures`, which
-builds rows on demand), integer scores y in 1..5 and optionally the image of each row, so inner
-validation splits can be grouped by image. Saved state is ``head.json`` (name, hyperparameters,
+builds rows on demand), integer scores y (any ordered integers: ``classes_`` are the sorted scores
+seen, as in any scikit-learn classifier) and optionally the image of each row, so inner validation
+splits can be grouped by image. ``predict_proba`` has one column per ``classes_``; `on_scale`
+spreads it over a run's whole score scale. Saved state is ``head.json`` (name, hyperparameters,
 small learned values) plus at most one data file per head (npz, safetensors or LightGBM text);
 loading never executes code from the run directory.
 """
@@ -14,27 +16,29 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator
-from threadpoolctl import threadpool_limits
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y, column_or_1d
 
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.decode import ScoreRule
+from tagcons.heads.features import PairFeatures
 from tagcons.heads.registry import get_head_class, head_names
+from tagcons.labels import LABELS, class_weights
 
 HEAD_FILE = "head.json"
 REFIT = "the run directory is damaged or was edited; refit it with `tagcons fit-head`"
-SMALL_TABLE_ROWS = 50_000
 PREDICT_CHUNK = 16384  # rows per block: 16k x 1536 float32 = 100 MB
-CLASSES = np.asarray(LABELS)
 
 
-class Head(BaseEstimator):
+class Head(ClassifierMixin, BaseEstimator):
     """Base class; subclasses implement fit, predict_proba, _state and _restore."""
 
     name = "head"
     OBJECTIVES: tuple[str, ...] = ()
+    # What a fine-tuning head can start from (`finetune --init-head`): "linear" (coef_, intercept_,
+    # mean_, scale_), "network" (model_ with the fine-tuning head's layout) or None.
+    init_kind: str | None = None
     PROBABILISTIC = True  # False for heads that only rank (their predict_proba is one-hot)
     rule_ = ScoreRule()  # temperature and decoding fitted after training (tagcons.heads.calibrate)
 
@@ -45,19 +49,52 @@ class Head(BaseEstimator):
     PARAM_TYPES: dict = {}  # setting -> tagcons.heads.params type, where the default does not tell it
 
     def predict(self, X) -> np.ndarray:
-        return CLASSES[np.argmax(self.predict_proba(X), axis=1)]
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def calibrated_proba(self, X) -> np.ndarray:
-        """Probabilities after the saved temperature (the raw ones for heads that only rank)."""
-        raw = self.predict_proba(X)
+    def _fit_input(self, X, y):
+        """scikit-learn's input rules for arrays (a `PairFeatures` table, built lazily, is taken as it is);
+        y must be integer scores of at least two classes."""
+        if isinstance(X, PairFeatures):
+            y = column_or_1d(y, warn=True)
+        else:
+            X, y = check_X_y(X, y, accept_sparse=False)
+        check_classification_targets(y)
+        self.n_features_in_ = int(X.shape[1])
+        return X, check_labels(y)
+
+    def _predict_input(self, X):
+        """Fitted, and X shaped like the training features."""
+        check_is_fitted(self)
+        if isinstance(X, PairFeatures):
+            return X
+        X = check_array(X, accept_sparse=False)
+        expected = getattr(self, "n_features_in_", X.shape[1])  # heads saved before it was recorded
+        if X.shape[1] != expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {expected} features as input"
+            )
+        return X
+
+    def extra_test_metrics(self, X, y) -> dict:
+        """Head-specific comparisons reported beside the test metrics (none by default)."""
+        return {}
+
+    def scale_proba(self, X, labels=LABELS) -> np.ndarray:
+        """Raw probabilities spread over the run's scale ``labels`` (one column per score)."""
+        return on_scale(self.predict_proba(X), self.classes_, labels)
+
+    def calibrated_proba(self, X, labels=LABELS) -> np.ndarray:
+        """Probabilities on the scale after the saved temperature (the raw ones for heads that only rank)."""
+        raw = self.scale_proba(X, labels)
         return self.rule_.proba(raw) if self.probabilistic else raw
 
-    def predict_scores(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """(scores under the saved decoding, calibrated probabilities): what runs and `predict` report."""
+    def predict_scores(self, X, labels=LABELS) -> tuple[np.ndarray, np.ndarray]:
+        """(scores under the saved decoding, calibrated probabilities on the scale): what runs and `predict` report."""
         if not self.probabilistic:
-            return self.predict(X), self.predict_proba(X)
-        proba = self.calibrated_proba(X)
-        return self.rule_.scores(proba), proba
+            return self.predict(X), self.scale_proba(X, labels)
+        proba = self.calibrated_proba(X, labels)
+        return self.rule_.scores(proba, labels=labels), proba
 
     def _state(self, run_dir: Path) -> dict:
         """Write data files into run_dir; return the small JSON-able learned values."""
@@ -77,6 +114,7 @@ class Head(BaseEstimator):
         payload = {
             "head": self.name,
             "params": self.get_params(),
+            "classes": [int(c) for c in self.classes_],
             "state": self._state(run_dir),
             "rule": self.rule_.to_json(),
         }
@@ -95,6 +133,7 @@ def load_head(run_dir: str | Path) -> Head:
         payload = json.loads(path.read_text(encoding="utf-8"))
         _check_payload(payload, path)
         head = get_head_class(payload["head"])(**payload["params"])
+        head.classes_ = np.asarray(payload.get("classes", LABELS))  # runs saved before classes_ were 1-5
         head._restore(run_dir, payload["state"])
         head.rule_ = ScoreRule.from_json(payload.get("rule"))
     return head
@@ -135,17 +174,17 @@ def check_finite_sorted(values: np.ndarray, count: int, path: Path, name: str) -
     )
 
 
-def full_proba(proba: np.ndarray, classes) -> np.ndarray:
-    """Spread columns for ``classes`` (a subset of 1..5 seen in training) into 5 columns."""
-    out = np.zeros((len(proba), len(LABELS)), dtype=np.float64)
-    out[:, np.asarray(classes).astype(int) - 1] = proba
+def on_scale(proba: np.ndarray, classes, labels=LABELS) -> np.ndarray:
+    """Spread columns for ``classes`` (the scores a head saw in training) over every score in ``labels``."""
+    out = np.zeros((len(proba), len(labels)), dtype=np.float64)
+    out[:, np.searchsorted(np.asarray(labels), np.asarray(classes))] = proba
     return out
 
 
-def one_hot(pred: np.ndarray) -> np.ndarray:
-    """Probabilities for heads that only rank: all mass on the predicted score."""
-    out = np.zeros((len(pred), len(LABELS)), dtype=np.float64)
-    out[np.arange(len(pred)), np.asarray(pred).astype(int) - 1] = 1.0
+def one_hot(pred: np.ndarray, classes) -> np.ndarray:
+    """Probabilities for heads that only rank: all mass on the predicted class."""
+    out = np.zeros((len(pred), len(classes)), dtype=np.float64)
+    out[np.arange(len(pred)), np.searchsorted(np.asarray(classes), np.asarray(pred))] = 1.0
     return out
 
 
@@ -156,62 +195,37 @@ def chunked(fn, X, chunk: int = PREDICT_CHUNK) -> np.ndarray:
     return np.concatenate([fn(X[np.arange(s, min(s + chunk, len(X)))]) for s in range(0, len(X), chunk)])
 
 
-def balanced_class_weights(y: np.ndarray) -> np.ndarray:
-    """Per-score weights n / (K * count) for scores 1..K; a score absent from `y` gets weight 0."""
-    counts = np.bincount(np.asarray(y).astype(int) - 1, minlength=len(LABELS)).astype(np.float64)
-    return np.divide(len(y), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
-
-
-def class_weighting(setting, y: np.ndarray) -> np.ndarray | None:
+def class_weighting(setting, y: np.ndarray, classes=None) -> np.ndarray | None:
     """The class weights every weighting head uses: balanced on `y` (its training rows), or None when off.
 
-    `setting` is a head's ``class_weight`` parameter: "balanced" (every head's default) or None/"none".
+    One weight per class in `classes` (default: the sorted scores in `y`, a head's ``classes_``).
+    `setting` is a head's ``class_weight`` parameter: "balanced" (every head's default), None/"none", or
+    scikit-learn's {class: weight} (classes not named weigh 1).
     """
     if setting is None or setting == "none":
         return None
+    classes = np.unique(y) if classes is None else classes
+    if isinstance(setting, dict):
+        return np.asarray([float(setting.get(c, 1.0)) for c in classes])
     if setting != "balanced":
-        raise BadInputError(f"class_weight={setting}: use balanced (the default) or none")
-    return balanced_class_weights(y)
+        raise BadInputError(f"class_weight={setting}: use balanced (the default), none or {{score: weight}}")
+    return class_weights(y, classes)
 
 
 def class_weight_map(setting, y: np.ndarray) -> dict | None:
     """`class_weighting` as scikit-learn's ``class_weight`` argument: {score: weight} for the scores in `y`."""
     weights = class_weighting(setting, y)
-    return None if weights is None else {int(c): float(weights[c - 1]) for c in np.unique(y)}
+    return None if weights is None else {int(c): float(w) for c, w in zip(np.unique(y), weights)}
 
 
 def check_labels(y) -> np.ndarray:
-    y = np.asarray(y).astype(int)
+    """Integer scores with at least two distinct values (the scale itself is checked when pairs load)."""
+    y = np.asarray(y)
     if len(y) == 0:
         raise BadInputError("no training rows: the training part is empty")
-    if y.min() < LABELS[0] or y.max() > LABELS[-1]:
-        raise BadInputError(f"training labels must be scores 1-5; found {sorted(set(y.tolist()))}")
+    if not np.all(np.equal(np.mod(y, 1), 0)):
+        raise ValueError(f"scores must be integers; found {sorted(set(y.tolist()))[:5]}")
+    y = y.astype(int)
     if len(np.unique(y)) < 2:
-        raise BadInputError(f"the training part holds only score {y[0]}; a head needs at least two scores")
+        raise BadInputError(f"the training part holds only score {y[0]} (one class); a head needs at least two scores")
     return y
-
-
-def auto_threads(n_rows: int, threads: int | None) -> int | None:
-    """Threads for a fit: as asked, else 1 for small tables (None = library default for large ones).
-
-    On a few thousand rows thread synchronisation costs more than it saves, and on a busy machine
-    spinning OpenMP/BLAS threads make a 2-thread fit 10x slower than a 1-thread one (measured).
-    """
-    if threads is not None:
-        return threads
-    return 1 if n_rows < SMALL_TABLE_ROWS else None
-
-
-@contextlib.contextmanager
-def limited_threads(threads: int | None):
-    """Limit BLAS/OpenMP and torch intra-op threads inside the block; restore them afterwards."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        torch.set_num_threads(previous)

@@ -22,17 +22,10 @@ from sklearn.linear_model import LogisticRegression
 
 from tagcons.evaluate.intervals import bootstrap_intervals
 from tagcons.evaluate.metrics import compute_metrics, majority_label
-from tagcons.heads.base import (
-    CLASSES,
-    Head,
-    auto_threads,
-    check_labels,
-    class_weight_map,
-    full_proba,
-    limited_threads,
-    one_hot,
-)
+from tagcons.heads.base import Head, check_labels, class_weight_map, on_scale, one_hot
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
+from tagcons.runtime import auto_threads, limited_threads
 
 TEXT_STATE = "text_only.npz"
 BASELINE_NAMES = ("majority", "text_only", "image_prior")
@@ -65,7 +58,7 @@ class TextOnlyHead(Head):
         self.model_ = LogisticRegression(C=self.C, class_weight=weights, max_iter=self.max_iter)
         with limited_threads(auto_threads(len(y), None)):
             self.model_.fit(self._design(X), y)
-        self.classes_ = CLASSES
+        self.classes_ = self.model_.classes_
         return self
 
     def _design(self, X):
@@ -78,7 +71,7 @@ class TextOnlyHead(Head):
         return sp.hstack([text, onehot], format="csr")
 
     def predict_proba(self, X) -> np.ndarray:
-        return full_proba(self.model_.predict_proba(self._design(X)), self.model_.classes_)
+        return self.model_.predict_proba(self._design(X))
 
     def _state(self, run_dir: Path) -> dict:
         np.savez(
@@ -105,7 +98,7 @@ class TextOnlyHead(Head):
             saved["intercept"],
             saved["classes"],
         )
-        self.classes_ = CLASSES
+        self.classes_ = np.asarray(saved["classes"])
 
 
 @register_head("image-prior")
@@ -123,51 +116,54 @@ class ImagePriorHead(Head):
         means = np.bincount(code, weights=y) / np.bincount(code)
         self.image_means_ = dict(zip(keys.tolist(), means.tolist()))
         self.global_mean_ = float(y.mean())
-        self.classes_ = CLASSES
+        self.classes_ = np.unique(y)
         return self
 
     def predict(self, X) -> np.ndarray:
         means = np.asarray([self.image_means_.get(key, self.global_mean_) for key in _strings(X.images)])
-        return np.clip(np.floor(means + 0.5), CLASSES[0], CLASSES[-1]).astype(int)  # halves round up
+        distance = np.abs(means[:, None] - self.classes_[None, ::-1])
+        return self.classes_[::-1][np.argmin(distance, axis=1)]  # the nearest class; halves round up
 
     def predict_proba(self, X) -> np.ndarray:
-        return one_hot(self.predict(X))
+        return one_hot(self.predict(X), self.classes_)
 
     def _state(self, run_dir: Path) -> dict:
         return {"image_means": self.image_means_, "global_mean": self.global_mean_}
 
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.image_means_, self.global_mean_ = dict(state["image_means"]), float(state["global_mean"])
-        self.classes_ = CLASSES
 
 
-def shortcut_predictions(train, y_train, test) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(pred, proba) on ``test`` of each pixel-free baseline fitted on ``train`` (pair tables)."""
+def shortcut_predictions(train, y_train, test, labels=LABELS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(pred, proba over ``labels``) on ``test`` of each pixel-free baseline fitted on ``train`` (pair tables)."""
     out = {}
     for name, head in (("text_only", TextOnlyHead()), ("image_prior", ImagePriorHead())):
         head.fit(train, y_train)
         proba = head.predict_proba(test)
-        out[name] = (CLASSES[np.argmax(proba, axis=1)], proba)
+        out[name] = (head.classes_[np.argmax(proba, axis=1)], on_scale(proba, head.classes_, labels))
     return out
 
 
-def scored_baselines(y_test, predictions: dict[str, np.ndarray], images, seed: int = 0) -> dict:
+def scored_baselines(y_test, predictions: dict[str, np.ndarray], images, seed: int = 0, labels=LABELS) -> dict:
     """Each baseline's metrics on the test rows, with their image-clustered 95% intervals (``ci95``)."""
     return {
-        name: {**compute_metrics(y_test, predictions[name]), **_intervals(y_test, predictions[name], images, seed)}
+        name: {
+            **compute_metrics(y_test, predictions[name], labels=labels),
+            **_intervals(y_test, predictions[name], images, seed, labels),
+        }
         for name in BASELINE_NAMES
     }
 
 
-def _intervals(y_test, pred, images, seed: int) -> dict:
-    return {"ci95": bootstrap_intervals(y_test, pred, images, seed=seed)["ci95"]}
+def _intervals(y_test, pred, images, seed: int, labels) -> dict:
+    return {"ci95": bootstrap_intervals(y_test, pred, images, seed=seed, labels=labels)["ci95"]}
 
 
-def shortcut_baselines(train, y_train, test, y_test, seed: int = 0) -> dict:
+def shortcut_baselines(train, y_train, test, y_test, seed: int = 0, labels=LABELS) -> dict:
     """metrics.json's ``baselines``: majority, text_only and image_prior, each fitted on ``train`` only."""
-    label = majority_label(y_train)
-    predictions = {name: pred for name, (pred, _) in shortcut_predictions(train, y_train, test).items()}
+    label = majority_label(y_train, labels)
+    predictions = {name: pred for name, (pred, _) in shortcut_predictions(train, y_train, test, labels).items()}
     predictions["majority"] = np.full(len(y_test), label)
-    baselines = scored_baselines(y_test, predictions, test.images, seed)
+    baselines = scored_baselines(y_test, predictions, test.images, seed, labels)
     baselines["majority"]["label"] = label
     return baselines

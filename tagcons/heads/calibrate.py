@@ -21,6 +21,7 @@ from tagcons.evaluate.calibration import calibration_metrics, fit_temperature, r
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_reliability
 from tagcons.heads.decode import DECODINGS, ScoreRule, check_decode, fit_expected_cuts
+from tagcons.labels import LABELS
 
 log = logging.getLogger(__name__)
 RELIABILITY_FILE = "reliability.png"
@@ -36,6 +37,7 @@ class EvaluatedPart:
     pred: np.ndarray  # scores under the chosen decoding
     rule: ScoreRule
     probabilistic: bool = True
+    labels: tuple[int, ...] = LABELS  # the scale: one probability column per score
 
 
 def calibration_rows(rows, y, groups, kind: str, val_size: float, seed: int, probabilistic: bool):
@@ -54,36 +56,38 @@ def check_decoding(decode: str, probabilistic: bool, head_name: str, val_size: f
         raise BadInputError("--decode expected chooses its cut-points on the validation part; use --val-size > 0")
 
 
-def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str) -> ScoreRule:
-    """Temperature on held-out probabilities, then expected-score cuts on the calibrated ones."""
+def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str, labels=LABELS) -> ScoreRule:
+    """Temperature on held-out probabilities (one column per score in ``labels``), then expected-score
+    cuts on the calibrated ones."""
     if len(y_val) == 0:
         return ScoreRule(decode="argmax")
-    temperature = fit_temperature(raw_val, y_val)
-    cuts = fit_expected_cuts(ScoreRule(temperature=temperature).proba(raw_val), y_val)
+    temperature = fit_temperature(raw_val, y_val, labels)
+    cuts = fit_expected_cuts(ScoreRule(temperature=temperature).proba(raw_val), y_val, labels)
+    cut_scores = np.unique(np.asarray(y_val).astype(int))  # the scores the cuts separate
     log.info("calibrated on %d validation pairs: temperature %.3f", len(y_val), temperature)
-    return ScoreRule(temperature, decode, tuple(float(c) for c in cuts))
+    return ScoreRule(temperature, decode, tuple(float(c) for c in cuts), tuple(int(s) for s in cut_scores))
 
 
-def calibrate_head(head, X_val, y_val, decode: str) -> ScoreRule:
+def calibrate_head(head, X_val, y_val, decode: str, labels=LABELS) -> ScoreRule:
     """Fit the head's rule on the validation part; the head keeps it (and saves it in head.json)."""
-    head.rule_ = fit_rule(head.predict_proba(X_val) if len(y_val) else None, y_val, decode)
+    head.rule_ = fit_rule(head.scale_proba(X_val, labels) if len(y_val) else None, y_val, decode, labels)
     return head.rule_
 
 
-def evaluate_part(head, X, y) -> EvaluatedPart:
-    """Calibrated probabilities and scores of one evaluated part under every decoding."""
-    raw = head.predict_proba(X)
+def evaluate_part(head, X, y, labels=LABELS) -> EvaluatedPart:
+    """Calibrated probabilities (on the scale ``labels``) and scores of one evaluated part under every decoding."""
+    raw = head.scale_proba(X, labels)
     if not head.probabilistic:
         pred = head.predict(X)
-        return EvaluatedPart(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, probabilistic=False)
-    return evaluate_probabilities(raw, y, head.rule_)
+        return EvaluatedPart(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, False, tuple(labels))
+    return evaluate_probabilities(raw, y, head.rule_, labels)
 
 
-def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule) -> EvaluatedPart:
+def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule, labels=LABELS) -> EvaluatedPart:
     """The same for any model's raw probabilities (the fine-tuned model's softmax, for one)."""
     proba = rule.proba(raw)
-    by_decode = {d: rule.scores(proba, d) for d in DECODINGS if d == "argmax" or rule.cuts is not None}
-    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule)
+    by_decode = {d: rule.scores(proba, d, labels) for d in DECODINGS if d == "argmax" or rule.cuts is not None}
+    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule, labels=tuple(labels))
 
 
 def _pooled(parts: list[EvaluatedPart], attribute: str) -> np.ndarray:
@@ -92,13 +96,13 @@ def _pooled(parts: list[EvaluatedPart], attribute: str) -> np.ndarray:
 
 def evaluation_report(parts: list[EvaluatedPart], run_dir: Path, rows: str = "test") -> dict:
     """metrics.json entries: decode, decodings (headline metrics per decoding), calibration; draws reliability.png."""
-    y = _pooled(parts, "y")
-    report = {"decode": parts[0].rule.decode, "decodings": _decodings(parts, y)}
+    y, labels = _pooled(parts, "y"), parts[0].labels
+    report = {"decode": parts[0].rule.decode, "decodings": _decodings(parts, y, labels)}
     if not all(p.probabilistic for p in parts):
         report["calibration"] = None
         return report
     raw, proba = _pooled(parts, "raw"), _pooled(parts, "proba")
-    before, after = calibration_metrics(raw, y), calibration_metrics(proba, y)
+    before, after = calibration_metrics(raw, y, labels), calibration_metrics(proba, y, labels)
     temperatures = [p.rule.temperature for p in parts]
     report["calibration"] = {
         "temperature": temperatures[0] if len(temperatures) == 1 else float(np.mean(temperatures)),
@@ -109,18 +113,20 @@ def evaluation_report(parts: list[EvaluatedPart], run_dir: Path, rows: str = "te
     if len(temperatures) > 1:
         report["calibration"]["per_fold_temperature"] = temperatures
     curves = {
-        f"before (ECE {before['ece']:.3f})": reliability_bins(raw, y),
-        f"after, T={report['calibration']['temperature']:.2f} (ECE {after['ece']:.3f})": reliability_bins(proba, y),
+        f"before (ECE {before['ece']:.3f})": reliability_bins(raw, y, labels=labels),
+        f"after, T={report['calibration']['temperature']:.2f} (ECE {after['ece']:.3f})": reliability_bins(
+            proba, y, labels=labels
+        ),
     }
     plot_reliability(curves, Path(run_dir) / RELIABILITY_FILE, title=f"reliability on the {rows} part")
     return report
 
 
-def _decodings(parts: list[EvaluatedPart], y: np.ndarray) -> dict:
+def _decodings(parts: list[EvaluatedPart], y: np.ndarray, labels=LABELS) -> dict:
     out = {}
     for decode in DECODINGS:
         if all(decode in p.by_decode for p in parts):
-            metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in parts]))
+            metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in parts]), labels=labels)
             out[decode] = {k: metrics[k] for k in HEADLINE}
         else:
             out[decode] = None

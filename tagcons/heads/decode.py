@@ -15,7 +15,7 @@ import numpy as np
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import apply_temperature
-from tagcons.evaluate.metrics import LABELS
+from tagcons.labels import LABELS
 
 DECODINGS = ("argmax", "expected")
 CUT_OBJECTIVE = "qwk"
@@ -26,24 +26,27 @@ def check_decode(decode: str) -> None:
         raise BadInputError(f"unknown --decode '{decode}'; choose one of {', '.join(DECODINGS)}")
 
 
-def expected_score(proba: np.ndarray) -> np.ndarray:
-    return np.asarray(proba, dtype=np.float64) @ np.asarray(LABELS, dtype=np.float64)
+def expected_score(proba: np.ndarray, labels=LABELS) -> np.ndarray:
+    return np.asarray(proba, dtype=np.float64) @ np.asarray(labels, dtype=np.float64)
 
 
-def fit_expected_cuts(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Four cut-points on the expected score that maximise QWK on these rows (exact search)."""
+def fit_expected_cuts(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> np.ndarray:
+    """K-1 cut-points on the expected score separating the K scores in y (``np.unique(y)``), maximising
+    QWK on these rows (exact search)."""
     from tagcons.heads.threshold import search_cuts  # the threshold head imports heads.base, which imports this
 
-    cuts, _ = search_cuts(expected_score(proba), np.asarray(y).astype(int), CUT_OBJECTIVE)
+    cuts, _ = search_cuts(expected_score(proba, labels), np.asarray(y).astype(int), CUT_OBJECTIVE)
     return cuts
 
 
-def decode_scores(proba: np.ndarray, decode: str, cuts=None) -> np.ndarray:
+def decode_scores(proba: np.ndarray, decode: str, cuts=None, labels=LABELS, cut_scores=None) -> np.ndarray:
+    """Scores on the scale ``labels`` (the probability columns): argmax, or the expected score cut at
+    ``cuts`` into ``cut_scores`` (the scores seen when the cuts were fitted; default every label)."""
     if decode == "argmax" or cuts is None:
-        return np.asarray(LABELS)[np.argmax(proba, axis=1)]
+        return np.asarray(labels)[np.argmax(proba, axis=1)]
     from tagcons.heads.threshold import scores_from_cuts
 
-    return scores_from_cuts(expected_score(proba), cuts)
+    return scores_from_cuts(expected_score(proba, labels), cuts, labels if cut_scores is None else cut_scores)
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,14 @@ class ScoreRule:
     temperature: float = 1.0
     decode: str = "argmax"
     cuts: tuple[float, ...] | None = None  # on the expected score; None before calibration
+    cut_scores: tuple[int, ...] | None = None  # the scores the cuts separate (None: every label of the scale)
 
     def proba(self, raw: np.ndarray) -> np.ndarray:
         return apply_temperature(raw, self.temperature)
 
-    def scores(self, proba: np.ndarray, decode: str | None = None) -> np.ndarray:
-        return decode_scores(proba, decode or self.decode, self.cuts)
+    def scores(self, proba: np.ndarray, decode: str | None = None, labels=LABELS) -> np.ndarray:
+        """Scores of probabilities with one column per score in ``labels`` (the run's scale)."""
+        return decode_scores(proba, decode or self.decode, self.cuts, labels, self.cut_scores)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,4 +73,6 @@ class ScoreRule:
         payload = dict(payload or {})
         if payload.get("cuts") is not None:
             payload["cuts"] = tuple(float(c) for c in payload["cuts"])
+        if payload.get("cut_scores") is not None:
+            payload["cut_scores"] = tuple(int(c) for c in payload["cut_scores"])
         return cls(**payload)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tagcons.cache.rows import l2_normalise
 from tagcons.errors import BadInputError
 
 FEATURE_KINDS = ("concat", "rich")
@@ -23,12 +24,6 @@ GATHER_CHUNK = 65536
 def check_kind(kind: str) -> None:
     if kind not in FEATURE_KINDS:
         raise BadInputError(f"unknown features '{kind}'; choose one of {', '.join(FEATURE_KINDS)}")
-
-
-def l2_normalise(x: np.ndarray, dtype=np.float32) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(dtype, copy=False)
 
 
 def feature_dim(d: int, kind: str) -> int:

@@ -15,12 +15,14 @@ like the split), on which their temperature and expected-score cuts are then fit
 (`tagcons.heads.calibrate`); metrics.json reports both decodings and the calibration. With
 ``repeats`` R > 1 the split (or the CV) is repeated with seeds seed..seed+R-1 and metrics.json gains
 their mean, sd and pooled interval; the run's own predictions and head are the first seed's.
+`fit_heads` fits several heads on one load and join of the cache, one run directory per head.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +40,7 @@ from tagcons.data.splits import (
 )
 from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import repeat_summary
-from tagcons.evaluate.metrics import compute_metrics, majority_label, pooled_and_per_fold
+from tagcons.evaluate.metrics import majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import (
     TRAINED_KEYS_SETTING,
@@ -59,10 +61,11 @@ from tagcons.heads.calibrate import (
     evaluate_part,
     evaluation_report,
 )
-from tagcons.heads.features import check_kind, cosine_of
+from tagcons.heads.features import check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
-from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts
+from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -88,6 +91,7 @@ class FitHeadConfig:
     test_size: float = 0.2
     dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
     repeats: int = 1  # repeat the split (or the CV) with seeds seed..seed+repeats-1
+    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     columns: PairColumns = field(default_factory=PairColumns)
     strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
     head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
@@ -110,7 +114,7 @@ class FitResult:
 class _Data:
     table: PairTable  # every row after the dedupe (the split is computed on these)
     usable: np.ndarray  # bool per row of table: has features
-    X: object  # features (or the pairs, for heads that need none) of the usable rows, in table order
+    features: object  # features of the usable rows, in table order (None without a cache)
     n_duplicates_removed: int
     n_excluded: int
 
@@ -121,6 +125,17 @@ class _Data:
     @property
     def y(self) -> np.ndarray:
         return self.usable_table.labels.astype(int)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        return self.table.scale.labels
+
+    def inputs(self, head: str):
+        """What ``head`` reads: the features, or the usable pairs for a head that needs none.
+
+        With a cache, a head that needs no features still leaves out the pairs without embeddings, so it
+        is tested on the same rows as the heads it is a baseline for."""
+        return self.features if needs_features(head) else self.usable_table
 
 
 @dataclass
@@ -147,8 +162,45 @@ def needs_features(head: str) -> bool:
 
 def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
-    run_dir = _check_out(Path(config.out), config.overwrite)
-    data, provenance = _load(config)
+    _check_out(Path(config.out), config.overwrite)
+    return _fit_loaded(config, *_load(config))
+
+
+def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
+    """Several heads on one join of the cache: one run per head in ``config.out/<head>``.
+
+    ``objective`` and ``head_params`` go to the heads that have them (an error if none has one).
+    """
+    _check_settings_apply(config, heads)
+    configs = [_config_for(config, name) for name in heads]
+    for each in configs:
+        _check_config(each)
+        _check_out(Path(each.out), each.overwrite)
+    loaded = _load(config)
+    return [_fit_loaded(each, *loaded) for each in configs]
+
+
+def _check_settings_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
+    classes = [get_head_class(name) for name in heads]
+    for key in config.head_params:
+        if not any(key in cls._get_param_names() for cls in classes):
+            raise BadInputError(f"--param {key}: none of the heads {', '.join(heads)} has this setting")
+    if config.objective and not any(config.objective in cls.OBJECTIVES for cls in classes):
+        raise BadInputError(f"--objective {config.objective} applies to none of the heads {', '.join(heads)}")
+
+
+def _config_for(config: FitHeadConfig, name: str) -> FitHeadConfig:
+    cls = get_head_class(name)
+    accepted = set(cls._get_param_names())
+    objective = config.objective if config.objective in cls.OBJECTIVES else None
+    params = {k: v for k, v in config.head_params.items() if k in accepted}
+    params.update(parse_head_params(cls, {k: v for k, v in params.items() if isinstance(v, str)}))  # --param text
+    out = Path(config.out) / name
+    return dataclasses.replace(config, head=name, out=out, objective=objective, head_params=params)
+
+
+def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict) -> FitResult:
+    run_dir = Path(config.out)
     check_reuse(provenance.get("trained_keys"), table_keys(_tested_table(config, data)), **CACHE_REUSE)
     with staged_run_dir(run_dir) as work:  # a failure (full disk) leaves no half run behind
         outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
@@ -188,7 +240,7 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
         table, n_duplicates = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
-        return _Data(table, np.ones(len(table), dtype=bool), table, n_duplicates, 0), provenance
+        return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table, n_duplicates = _table(config, strip_hash)
@@ -206,15 +258,14 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
-    # With a cache, a head that needs no features still leaves out the pairs without embeddings, so it is
-    # tested on the same rows as the heads it is a baseline for.
-    X = joined.features if needs_features(config.head) else table.subset(np.flatnonzero(joined.present))
-    return _Data(table, joined.present, X, n_duplicates, joined.n_missing), provenance
+    return _Data(table, joined.present, joined.features, n_duplicates, joined.n_missing), provenance
 
 
 def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int]:
     """The pairs after the dedupe, less any pairs ``exclude_pairs`` lists (left out of every part)."""
-    table, n_duplicates = dedupe_table(load_pairs(config.data, config.columns, strip_hash), config.split, config.dedupe)
+    table, n_duplicates = dedupe_table(
+        load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
+    )
     return table.subset(np.flatnonzero(~excluded_rows(table, config.exclude_pairs, strip_hash))), n_duplicates
 
 
@@ -250,18 +301,18 @@ def _partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition
 
 def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
     """Fit and predict every partition of one seed's split; baselines only for the run's own seed."""
-    usable, y = data.usable_table, data.y
+    usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     outcome = _Outcome(_partitions(config, data, seed), [], [], [])
     for part in outcome.partitions:
         head, _, validation = _fit_calibrated(config, data, part.train, seed)
-        evaluated = evaluate_part(head, data.X.subset(part.test), y[part.test])
+        evaluated = evaluate_part(head, X.subset(part.test), y[part.test], data.labels)
         outcome.heads.append(head)
         outcome.evaluated.append(evaluated)
         outcome.validation.append(validation)
-        outcome.probas.append(evaluated.proba)  # calibrated
+        outcome.probas.append(evaluated.proba)  # calibrated, on the run's scale
         outcome.preds.append(evaluated.pred)  # under the chosen decoding
         if seed == config.seed:
-            _add_baselines(outcome, usable, y, part)
+            _add_baselines(outcome, usable, y, part, data.labels)
     return outcome
 
 
@@ -270,19 +321,19 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
 
     Returns (head, fit rows, validation rows); heads without probabilities fit on every row.
     """
-    usable, y = data.usable_table, data.y
+    usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     head = _new_head(config, seed)
     groups = usable.images if config.split == "images" else None
     fit_rows, val_rows = calibration_rows(rows, y, groups, config.split, config.val_size, seed, head.probabilistic)
-    head.fit(data.X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
+    head.fit(X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
     if head.probabilistic:
-        calibrate_head(head, data.X.subset(val_rows), y[val_rows], config.decode)
+        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels)
     return head, fit_rows, val_rows
 
 
-def _add_baselines(outcome: _Outcome, usable: PairTable, y: np.ndarray, part: Partition) -> None:
-    predictions = shortcut_predictions(usable.subset(part.train), y[part.train], usable.subset(part.test))
-    predictions["majority"] = (np.full(len(part.test), majority_label(y[part.train])), None)
+def _add_baselines(outcome: _Outcome, usable: PairTable, y: np.ndarray, part: Partition, labels) -> None:
+    predictions = shortcut_predictions(usable.subset(part.train), y[part.train], usable.subset(part.test), labels)
+    predictions["majority"] = (np.full(len(part.test), majority_label(y[part.train], labels)), None)
     for name, (pred, _) in predictions.items():
         outcome.baselines.setdefault(name, []).append(pred)
 
@@ -293,19 +344,21 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
     rows = first.rows
     extra = {
         **_counts(config, data, first),
-        "baselines": _baseline_metrics(config, first, y[rows], usable.images[rows]),
+        "baselines": _baseline_metrics(config, first, y[rows], usable.images[rows], data.labels),
     }
     extra["baseline"] = extra["baselines"]["majority"]
     if config.cv:
-        extra.update(cv=config.cv, per_fold=_per_fold(first, y))
-    elif config.head == "threshold":
-        extra["study_fixed_interval"] = _fixed_interval(data.X.subset(rows), y[rows])
+        extra.update(cv=config.cv, per_fold=_per_fold(first, y, data.labels))
+    else:
+        extra.update(first.heads[0].extra_test_metrics(data.inputs(config.head).subset(rows), y[rows]))
     if config.repeats > 1:
-        extra["repeats"] = _repeats(config, usable, y, outcomes)
+        extra["repeats"] = _repeats(config, usable, y, outcomes, data.labels)
     extra.update(evaluation_report(first.evaluated, run_dir, rows="out-of-fold" if config.cv else "test"))
     title = _title(config) + (f", {config.cv}-fold" if config.cv else "")
     pred, proba = np.concatenate(first.preds), np.concatenate(first.probas)
-    metrics = write_evaluation(run_dir, usable.subset(rows), pred, proba, extra, title=title, seed=config.seed)
+    metrics = write_evaluation(
+        run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
+    )
     head, fit_rows, validation = _final_head(config, data, first)
     return metrics, head, _part_keys(config, usable, first, fit_rows, validation)
 
@@ -334,23 +387,24 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     }
 
 
-def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y_test: np.ndarray, images: np.ndarray) -> dict:
+def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y_test: np.ndarray, images: np.ndarray, labels) -> dict:
     """Each baseline's metrics (and intervals) on the pooled test rows; the majority one also names its label."""
     predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
-    metrics = scored_baselines(y_test, predictions, images, config.seed)
+    metrics = scored_baselines(y_test, predictions, images, config.seed, labels)
     if len(outcome.partitions) == 1:
         metrics["majority"]["label"] = int(predictions["majority"][0]) if len(y_test) else None
     return metrics
 
 
-def _per_fold(outcome: _Outcome, y: np.ndarray) -> list[dict]:
+def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
     folds = [(y[p.test], pred, proba) for p, pred, proba in zip(outcome.partitions, outcome.preds, outcome.probas)]
-    return pooled_and_per_fold(folds)[1]
+    return pooled_and_per_fold(folds, labels)[1]
 
 
-def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome]) -> dict:
+def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome], labels) -> dict:
     pooled = [(y[o.rows], np.concatenate(o.preds), usable.images[o.rows], np.concatenate(o.probas)) for o in outcomes]
-    return repeat_summary(pooled, [config.seed + r for r in range(config.repeats)], bootstrap_seed=config.seed)
+    seeds = [config.seed + r for r in range(config.repeats)]
+    return repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
 
 
 def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
@@ -370,11 +424,6 @@ def _part_keys(config, usable: PairTable, outcome: _Outcome, fit_rows: np.ndarra
         "validation": keys[validation] if len(validation) else None,
         "test": keys[outcome.rows],
     }
-
-
-def _fixed_interval(X, y: np.ndarray) -> dict:
-    """The study's mapping: cosine in [0, 0.2) -> 1, [0.2, 0.4) -> 2, ... [0.8, 1] -> 5."""
-    return compute_metrics(y, scores_from_cuts(cosine_of(X), STUDY_FIXED_CUTS))
 
 
 def _title(config: FitHeadConfig) -> str:
@@ -405,6 +454,7 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         head_params_resolved=head.get_params(),
         n_pairs=int(data.usable.sum()),
         n_excluded=data.n_excluded,
+        scale=str(data.table.scale),
         split_spec=split_spec(config),
         parts=part_hashes(parts),
     )

@@ -19,13 +19,10 @@ import lightgbm as lgb
 import numpy as np
 
 from tagcons.data.splits import validation_indices
-from tagcons.evaluate.metrics import LABELS
 from tagcons.heads.base import (
     HEAD_FILE,
     Head,
-    auto_threads,
     check_finite_sorted,
-    check_labels,
     class_weighting,
     one_hot,
     reading,
@@ -34,6 +31,7 @@ from tagcons.heads.base import (
 from tagcons.heads.params import INT, choice, optional
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
+from tagcons.runtime import auto_threads
 
 MODEL_FILE = "lgbm.txt"
 
@@ -110,17 +108,19 @@ class LGBMHead(Head):
             verbosity=-1,
         )
         if self.objective == "multiclass":
-            return {**params, "objective": "multiclass", "num_class": len(LABELS), "metric": "multi_logloss"}
+            return {**params, "objective": "multiclass", "num_class": len(self.classes_), "metric": "multi_logloss"}
         return {**params, "objective": "regression", "metric": "l2"}
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        codes = codes.reshape(-1)
         X = np.asarray(X, dtype=np.float32)
         kind = "images" if groups is not None else "pairs"
         fit_idx, val_idx = validation_indices(np.arange(len(y)), y, groups, kind, self.val_size, self.seed)
-        target = y - 1 if self.objective == "multiclass" else y.astype(np.float64)
-        balanced = class_weighting(self.class_weight, y[fit_idx])
-        weight = None if balanced is None else balanced[y - 1]
+        target = codes if self.objective == "multiclass" else y.astype(np.float64)
+        balanced = class_weighting(self.class_weight, y[fit_idx], self.classes_)
+        weight = None if balanced is None else balanced[codes]
         train = lgb.Dataset(X[fit_idx], target[fit_idx], weight=None if weight is None else weight[fit_idx])
         valid = lgb.Dataset(
             X[val_idx], target[val_idx], weight=None if weight is None else weight[val_idx], reference=train
@@ -145,12 +145,16 @@ class LGBMHead(Head):
         )
 
     def predict_proba(self, X) -> np.ndarray:
+        X = self._predict_input(X)
         raw = self._raw(X)
-        return one_hot(scores_from_cuts(raw, self.cuts_)) if self.objective == "regression" else raw
+        if self.objective == "regression":
+            return one_hot(scores_from_cuts(raw, self.cuts_, self.classes_), self.classes_)
+        return raw.reshape(len(raw), -1)
 
     def predict(self, X) -> np.ndarray:
+        X = self._predict_input(X)
         if self.objective == "regression":
-            return scores_from_cuts(self._raw(X), self.cuts_)
+            return scores_from_cuts(self._raw(X), self.cuts_, self.classes_)
         return super().predict(X)
 
     def _state(self, run_dir: Path) -> dict:
@@ -170,14 +174,14 @@ class LGBMHead(Head):
         self._check_model(path, run_dir / HEAD_FILE)
 
     def _check_model(self, path: Path, head_file: Path) -> None:
-        outputs = len(LABELS) if self.objective == "multiclass" else 1
+        outputs = len(self.classes_) if self.objective == "multiclass" else 1
         found = self.booster_.num_model_per_iteration()
         require(found == outputs, path, f"predicts {found} values per row; the {self.objective} head needs {outputs}")
         trees = self.booster_.current_iteration()
         require(1 <= self.best_iteration_ <= trees, path, f"holds {trees} boosting rounds of {self.best_iteration_}")
         if self.objective == "regression":
             require(self.cuts_ is not None, head_file, "a regression head needs its cuts")
-            check_finite_sorted(self.cuts_, len(LABELS) - 1, head_file, "cuts")
+            check_finite_sorted(self.cuts_, len(self.classes_) - 1, head_file, "cuts")
 
     def input_width(self) -> int:
         return int(self.booster_.num_feature())

@@ -23,19 +23,16 @@ from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
 from tagcons.heads.base import (
-    CLASSES,
     Head,
-    auto_threads,
-    check_labels,
     chunked,
     class_weight_map,
-    full_proba,
-    limited_threads,
     reading,
     require,
 )
 from tagcons.heads.params import FLOAT, FLOATS, INT, optional
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
+from tagcons.runtime import auto_threads, limited_threads
 
 STREAM_CHUNK = 8192
 NPZ_FILE = "logreg.npz"
@@ -44,6 +41,7 @@ NPZ_ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 
 @register_head("logreg")
 class LogregHead(Head):
+    init_kind = "linear"
     PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
 
     def __init__(
@@ -71,7 +69,7 @@ class LogregHead(Head):
         self.seed = seed
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
         with limited_threads(auto_threads(len(y), self.threads)):
             self.C_, self.cv_scores_ = (self.C, {}) if self.C is not None else self._search_C(X, y, groups)
             if _nbytes(X) <= self.max_dense_bytes:
@@ -112,6 +110,7 @@ class LogregHead(Head):
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
             model = self._lbfgs(self.C_, y).fit(scaler.transform(X), y)
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=True)
+        self.n_iter_ = model.n_iter_
 
     def _fit_streaming(self, X, y):
         scaler = StandardScaler()
@@ -125,8 +124,9 @@ class LogregHead(Head):
             order = rng.permutation(len(y))
             for start in range(0, len(y), STREAM_CHUNK):
                 batch = np.sort(order[start : start + STREAM_CHUNK])
-                model.partial_fit(scaler.transform(X[batch]), y[batch], classes=CLASSES)
+                model.partial_fit(scaler.transform(X[batch]), y[batch], classes=np.unique(y))
         self._set(scaler.mean_, scaler.scale_, model.coef_, model.intercept_, model.classes_, multinomial=False)
+        self.n_iter_ = np.atleast_1d(model.n_iter_)
 
     def _set(self, mean, scale, coef, intercept, classes, multinomial):
         self.mean_, self.scale_ = mean.astype(np.float64), scale.astype(np.float64)
@@ -134,18 +134,21 @@ class LogregHead(Head):
         self.classes_, self.multinomial_ = np.asarray(classes).astype(int), bool(multinomial)
 
     def predict_proba(self, X) -> np.ndarray:
+        X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         block = (block - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
         logits = block @ self.coef_.T.astype(np.float32) + self.intercept_
+        if logits.shape[1] == 1:  # two classes: one logit for the second
+            return np.hstack([1.0 - expit(logits), expit(logits)])
         if self.multinomial_:
             proba = softmax(logits, axis=1)
         else:  # one-vs-rest, normalised as SGDClassifier.predict_proba does
             proba = expit(logits)
             proba /= np.maximum(proba.sum(axis=1, keepdims=True), 1e-12)
-        return full_proba(proba, self.classes_)
+        return proba
 
     def _state(self, run_dir: Path) -> dict:
         np.savez(
@@ -165,21 +168,22 @@ class LogregHead(Head):
     def _restore(self, run_dir: Path, state: dict) -> None:
         path = run_dir / NPZ_FILE
         require(path.is_file(), path, "is missing")
+        scale_classes = getattr(self, "classes_", LABELS)  # head.json's classes (load_head sets them first)
         with reading(path), np.load(path, allow_pickle=False) as data:
             arrays = [data[name] for name in NPZ_ARRAYS]
             require(all(a.dtype.kind in "biuf" for a in arrays), path, "holds non-numeric arrays")
             self._set(*arrays, bool(state["multinomial"]))
-        self._check_shapes(path)
+        self._check_shapes(path, scale_classes)
         self.C_ = float(state["C"])
         self.cv_scores_ = {float(k): float(v) for k, v in state["cv_scores"].items()}
 
-    def _check_shapes(self, path: Path) -> None:
+    def _check_shapes(self, path: Path, scale_classes=LABELS) -> None:
         d, coef, classes = self.mean_.shape, self.coef_, self.classes_
         require(self.mean_.ndim == 1 and self.scale_.shape == d, path, "mean/scale shapes differ")
         require(coef.ndim == 2 and coef.shape[1] == d[0], path, f"coef shape {coef.shape} does not fit {d[0]} features")
         require(self.intercept_.shape == (coef.shape[0],), path, "intercept and coef disagree")
         require(
-            set(classes.tolist()) <= set(CLASSES.tolist()) and len(set(classes.tolist())) == len(classes),
+            set(classes.tolist()) <= {int(c) for c in scale_classes} and len(set(classes.tolist())) == len(classes),
             path,
             "bad classes",
         )

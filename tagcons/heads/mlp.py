@@ -34,22 +34,20 @@ from torch import nn
 
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS, quick_scores
+from tagcons.evaluate.metrics import quick_scores
 from tagcons.heads.base import (
     HEAD_FILE,
     Head,
-    auto_threads,
-    balanced_class_weights,
-    check_labels,
     chunked,
     class_weighting,
-    limited_threads,
     reading,
     require,
 )
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
 from tagcons.heads.params import FLOAT, INT, choice, optional
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
+from tagcons.runtime import auto_threads, limited_threads
 
 MLP_RECIPES = {
     "paper": dict(
@@ -79,11 +77,6 @@ def build_mlp(in_dim: int, hidden: int, dropout: float, out_dim: int = len(LABEL
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
 
 
-def class_weights(y: np.ndarray) -> torch.Tensor:
-    """Balanced weights n / (K * count) as a tensor; a score absent from training gets weight 0."""
-    return torch.tensor(balanced_class_weights(y), dtype=torch.float32)
-
-
 def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
     """Fused Adam where torch has it on CPU (>= 2.4): 4x faster steps for this small head."""
     try:
@@ -94,6 +87,7 @@ def _adam(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
 
 @register_head("mlp")
 class MLPHead(Head):
+    init_kind = "network"
     PARAM_TYPES = {
         "recipe": choice(*MLP_RECIPES),
         **{name: optional(FLOAT) for name in ("lr", "weight_decay", "gamma", "val_size")},
@@ -147,14 +141,16 @@ class MLPHead(Head):
         return {**MLP_RECIPES[self.recipe], **own}
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
+        self.classes_ = np.unique(y)
+        codes = np.searchsorted(self.classes_, y)  # class index 0..K-1 of each row
         self.settings_ = self.settings()
         fit_idx, val_idx = self._parts(y, groups)
         self.in_dim_ = int(X.shape[1])
         with torch.random.fork_rng(devices=[]), limited_threads(auto_threads(len(y), self.threads)):
             torch.manual_seed(self.seed)
             self.model_ = self._build()
-            self._train(_rows_source(X), y, fit_idx, val_idx)
+            self._train(_rows_source(X), codes, fit_idx, val_idx)
         return self
 
     def _parts(self, y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -167,8 +163,9 @@ class MLPHead(Head):
         return validation_indices(rows, y, groups, "images" if groups is not None else "pairs", val_size, self.seed)
 
     def _train(self, X, y, fit_idx, val_idx):
+        """``y`` holds class indices 0..K-1."""
         s = self.settings_
-        weights = class_weighting(self.class_weight, y[fit_idx])
+        weights = class_weighting(self.class_weight, self.classes_[y[fit_idx]], self.classes_)
         loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32))
         if self.loss == "corn":
             loss_fn = corn_loss  # rank-consistent ordinal loss; not class-weighted
@@ -207,7 +204,7 @@ class MLPHead(Head):
     def _epoch(self, X, y, order, loss_fn, optimiser) -> float:
         self.model_.train()
         total, size = 0.0, self.settings_["batch_size"]
-        targets = torch.from_numpy(y - 1).long()
+        targets = torch.from_numpy(y).long()
         for start in range(0, len(order), size):
             batch = order[start : start + size]
             loss = loss_fn(self.model_(X(batch)), targets[batch])
@@ -218,14 +215,15 @@ class MLPHead(Head):
         return total / len(order)
 
     def _loss_and_scores(self, X, y, rows, loss_fn) -> tuple[float, np.ndarray]:
-        """Eval-mode loss over `rows` (the same class weights as training) and the predicted scores."""
+        """Eval-mode loss over `rows` (the same class weights as training) and the predicted class indices
+        (``y`` holds class indices 0..K-1)."""
         logits = torch.from_numpy(self._logits(X, rows))
-        loss = float(loss_fn(logits, torch.from_numpy(y[rows] - 1).long()))
-        return loss, self._to_proba(logits).argmax(dim=1).numpy() + 1
+        loss = float(loss_fn(logits, torch.from_numpy(y[rows]).long()))
+        return loss, self._to_proba(logits).argmax(dim=1).numpy()
 
     def _validate(self, X, y, val_idx, loss_fn) -> float:
         loss, predicted = self._loss_and_scores(X, y, val_idx, loss_fn)
-        scores = quick_scores(y[val_idx], predicted)
+        scores = quick_scores(y[val_idx], predicted, labels=range(len(self.classes_)))
         self.history_["val_loss"].append(loss)
         for name, value in scores.items():
             self.history_[f"val_{name}"].append(value)
@@ -240,7 +238,8 @@ class MLPHead(Head):
         return np.concatenate(out) if out else np.zeros((0, self._out_dim()), np.float32)
 
     def _out_dim(self) -> int:
-        return len(LABELS) - 1 if self.loss == "corn" else len(LABELS)
+        """One output per class in classes_; CORN: one fewer (one per boundary between classes)."""
+        return len(self.classes_) - 1 if self.loss == "corn" else len(self.classes_)
 
     def _build(self) -> nn.Sequential:
         return build_mlp(self.in_dim_, self.hidden, self.dropout, self._out_dim())
@@ -249,7 +248,7 @@ class MLPHead(Head):
         return corn_proba(logits) if self.loss == "corn" else torch.softmax(logits, dim=1)
 
     def cumulative_proba(self, X) -> np.ndarray:
-        """P(score > k) for k = 1..4 (columns), from the class probabilities (CORN: its own chain)."""
+        """P(score > classes_[k]) for each boundary k (columns), from the class probabilities (CORN: its own chain)."""
         block = torch.from_numpy(np.asarray(X, dtype=np.float32))
         self.model_.eval()
         with torch.no_grad():
@@ -259,6 +258,7 @@ class MLPHead(Head):
         return 1.0 - np.cumsum(proba, axis=1)[:, :-1]
 
     def predict_proba(self, X) -> np.ndarray:
+        X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
             return chunked(self._proba_block, X)
 

@@ -19,7 +19,6 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from tagcons.errors import BadInputError
-from tagcons.heads.base import full_proba
 from tagcons.heads.logreg import LogregHead
 from tagcons.heads.registry import register_head
 
@@ -47,6 +46,7 @@ class OrdinalHead(LogregHead):
             warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds time; the fit is still usable
             model = self._lbfgs(self.C_, y).fit(scaler.transform(X), y)
         self._set_model(scaler.mean_, scaler.scale_, model)
+        self.n_iter_ = np.atleast_1d(model.n_iter_)
 
     def _fit_streaming(self, X, y):
         raise BadInputError(
@@ -62,7 +62,7 @@ class OrdinalHead(LogregHead):
 
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         scaled = (np.asarray(block, np.float64) - self.mean_) / self.scale_
-        return full_proba(self.model_.predict_proba(scaled), self.classes_)
+        return self.model_.predict_proba(scaled)  # one column per class in classes_
 
     def _state(self, run_dir: Path) -> dict:
         np.savez(

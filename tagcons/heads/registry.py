@@ -1,10 +1,26 @@
-"""Head registry: `@register_head("name")` on a Head subclass; the CLI builds its choices from it."""
+"""Head registry: `@register_head("name")` on a Head subclass; the CLI builds its choices from it.
+
+The built-in heads are named here with the module that registers them, so listing names (CLI
+choices, `--head all`) imports nothing and a fit imports only its own head's module: a threshold
+fit never loads torch or LightGBM.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from tagcons.errors import BadInputError
 
 HEADS: dict[str, type] = {}
+BUILTIN_HEADS = {
+    "threshold": "tagcons.heads.threshold",
+    "logreg": "tagcons.heads.logreg",
+    "mlp": "tagcons.heads.mlp",
+    "lgbm": "tagcons.heads.lgbm",
+    "ordinal": "tagcons.heads.ordinal",
+    "text-only": "tagcons.heads.baselines",
+    "image-prior": "tagcons.heads.baselines",
+}
 
 
 def register_head(name: str):
@@ -19,14 +35,22 @@ def register_head(name: str):
 
 
 def head_names() -> list[str]:
-    return sorted(HEADS)
+    """Every head's name, registered or built in (without importing the built-in modules)."""
+    return sorted(set(HEADS) | set(BUILTIN_HEADS))
 
 
 def get_head_class(name: str) -> type:
+    if name not in HEADS and name in BUILTIN_HEADS:
+        importlib.import_module(BUILTIN_HEADS[name])
     try:
         return HEADS[name]
     except KeyError:
         raise BadInputError(f"unknown head '{name}'; choose one of {', '.join(head_names())}") from None
+
+
+def all_head_classes() -> dict[str, type]:
+    """name -> class of every head (imports all built-in heads)."""
+    return {name: get_head_class(name) for name in head_names()}
 
 
 def make_head(name: str, objective: str | None = None, seed: int = 42, params: dict | None = None):

@@ -28,30 +28,32 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.errors import BadInputError
-from tagcons.evaluate.metrics import LABELS
-from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, check_labels, one_hot
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, one_hot
 from tagcons.heads.features import cosine_of
 from tagcons.heads.params import choice
 from tagcons.heads.registry import register_head
+from tagcons.labels import LABELS
 
-K = len(LABELS)
 STUDY_FIXED_CUTS = (0.2, 0.4, 0.6, 0.8)  # the study's fixed 0.2-interval similarity -> score mapping
+STUDY_SCORES = LABELS  # the study's 1-5 scale (search=study cuts it in five)
+K = len(STUDY_FIXED_CUTS) + 1
 MAX_DINKELBACH_ROUNDS = 50
 SEARCHES = ("exact", "study")
 STUDY_SEED, STUDY_CANDIDATES, STUDY_RANGE, STUDY_COMBINATIONS = 42, 100, (0.05, 0.95), 5000
 
 
-def scores_from_cuts(similarity: np.ndarray, cuts) -> np.ndarray:
-    """Score 1 + number of cut-points at or below the similarity."""
-    return 1 + (np.asarray(similarity)[:, None] >= np.asarray(cuts)[None, :]).sum(axis=1)
+def scores_from_cuts(similarity: np.ndarray, cuts, classes=LABELS) -> np.ndarray:
+    """The class whose rank is the number of cut-points at or below the similarity (K classes, K-1 cuts)."""
+    return np.asarray(classes)[(np.asarray(similarity)[:, None] >= np.asarray(cuts)[None, :]).sum(axis=1)]
 
 
-def _segment_counts(similarity: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Cumulative label counts: cum[s, c] = rows of class c in segments < s; shape [n_grid + 2, K]."""
+def _segment_counts(similarity: np.ndarray, codes: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
+    """Cumulative class counts: cum[s, c] = rows of class c in segments < s; shape [n_grid + 2, k]."""
     segment = np.searchsorted(grid, similarity, side="right")
-    counts = np.zeros((len(grid) + 1, K))
-    np.add.at(counts, (segment, y - 1), 1.0)
-    return np.vstack([np.zeros((1, K)), np.cumsum(counts, axis=0)])
+    counts = np.zeros((len(grid) + 1, k))
+    np.add.at(counts, (segment, codes), 1.0)
+    return np.vstack([np.zeros((1, k)), np.cumsum(counts, axis=0)])
 
 
 def _interval_tables(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,13 +68,14 @@ def _macro_f1_terms(cum: np.ndarray) -> np.ndarray:
     true_total = cum[-1]
     denominator = predicted[None, :, :] + true_total[:, None, None]
     tp = np.moveaxis(per_class, 2, 0)
-    return np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0) / K
+    return np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0) / cum.shape[1]
 
 
 def _qwk_parts(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A-terms (weighted observed disagreement) and B-terms (expected) per class interval."""
-    labels = np.arange(K)
-    weights = (labels[:, None] - labels[None, :]) ** 2 / (K - 1) ** 2  # [true, pred]
+    k = cum.shape[1]
+    labels = np.arange(k)
+    weights = (labels[:, None] - labels[None, :]) ** 2 / (k - 1) ** 2  # [true, pred]
     per_class, predicted = _interval_tables(cum)
     observed = np.einsum("abc,ck->kab", per_class, weights)
     expected_weight = cum[-1] @ weights / cum[-1].sum()  # u_k: expected weight of one row predicted k
@@ -80,20 +83,21 @@ def _qwk_parts(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def best_chain(terms: np.ndarray) -> tuple[np.ndarray, float]:
-    """Maximise sum_k terms[k, a_k, a_{k+1}] over 0 = a_0 < a_1 < ... < a_4 < a_5 = last; exact DP.
+    """Maximise sum_k terms[k, a_k, a_{k+1}] over 0 = a_0 < a_1 < ... < a_{K-1} < a_K = last; exact DP.
 
-    Returns the four inner boundaries a_1..a_4 and the best total.
+    Returns the K-1 inner boundaries and the best total (K = terms.shape[0] classes).
     """
+    n_classes = terms.shape[0]
     last = terms.shape[1] - 1
     invalid = ~np.triu(np.ones((last + 1, last + 1), dtype=bool), k=1)  # need a < b
     value = np.where(invalid[0], -np.inf, terms[0, 0])
-    value[last] = -np.inf  # a_1 must leave room for four more classes
+    value[last] = -np.inf  # a_1 must leave room for the other classes
     back = []
-    for k in range(1, K):
+    for k in range(1, n_classes):
         candidate = value[:, None] + np.where(invalid, -np.inf, terms[k])
         back.append(np.argmax(candidate, axis=0))
         value = candidate[back[-1], np.arange(last + 1)]
-        if k < K - 1:
+        if k < n_classes - 1:
             value[last] = -np.inf
     cuts = [last]
     for pointers in reversed(back):
@@ -102,9 +106,10 @@ def best_chain(terms: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def search_cuts(similarity: np.ndarray, y: np.ndarray, objective: str = "macro_f1", n_grid: int = 99):
-    """Best four cut-points (values) on the quantile grid; returns (cuts, objective value)."""
+    """Best K-1 cut-points (values) on the quantile grid for the K classes in y; returns (cuts, objective value)."""
     grid = np.quantile(similarity, np.arange(1, n_grid + 1) / (n_grid + 1))
-    cum = _segment_counts(similarity, y, grid)
+    classes, codes = np.unique(y, return_inverse=True)
+    cum = _segment_counts(similarity, codes.reshape(-1), grid, len(classes))
     if objective == "macro_f1":
         boundaries, best = best_chain(_macro_f1_terms(cum))
     else:
@@ -131,7 +136,8 @@ def study_search(similarity: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
     (the mean over the scores that are true or predicted; F1 0 where a score is one and not the other).
     """
     candidates = np.asarray(study_candidates())
-    cum = _segment_counts(np.asarray(similarity), np.asarray(y).astype(int), candidates)  # [101 + 1, K]
+    codes = np.asarray(y).astype(int) - STUDY_SCORES[0]
+    cum = _segment_counts(np.asarray(similarity), codes, candidates, K)  # [101 + 1, K]
     combos = study_combinations()
     edges = np.concatenate(
         [np.zeros((len(combos), 1), int), combos + 1, np.full((len(combos), 1), len(candidates) + 1)], axis=1
@@ -148,8 +154,8 @@ def study_search(similarity: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
 
 def _ratio(observed: np.ndarray, expected: np.ndarray, boundaries: np.ndarray) -> float:
     edges = np.concatenate([[0], boundaries, [observed.shape[1] - 1]])
-    a = sum(observed[k, edges[k], edges[k + 1]] for k in range(K))
-    b = sum(expected[k, edges[k], edges[k + 1]] for k in range(K))
+    a = sum(observed[k, edges[k], edges[k + 1]] for k in range(observed.shape[0]))
+    b = sum(expected[k, edges[k], edges[k + 1]] for k in range(observed.shape[0]))
     return a / b
 
 
@@ -181,22 +187,38 @@ class ThresholdHead(Head):
         self.search = search
 
     def fit(self, X, y, groups=None):
-        y = check_labels(y)
+        X, y = self._fit_input(X, y)
+        self.classes_ = np.unique(y)
         if self.search not in SEARCHES:
             raise BadInputError(f"threshold search '{self.search}': choose one of {', '.join(SEARCHES)}")
         if self.search == "study":
-            if self.objective != "macro_f1":
-                raise BadInputError("search=study optimises macro-F1, as the study did; drop --objective qwk")
-            self.thresholds_, self.train_objective_ = study_search(cosine_of(X), y)
+            self._fit_study(cosine_of(X), y)
         else:
             self.thresholds_, self.train_objective_ = search_cuts(cosine_of(X), y, self.objective, self.n_grid)
         return self
 
+    def _fit_study(self, similarity: np.ndarray, y: np.ndarray) -> None:
+        """The study's search: four cuts over its 1-5 scale, whichever scores the training rows hold."""
+        if self.objective != "macro_f1":
+            raise BadInputError("search=study optimises macro-F1, as the study did; drop --objective qwk")
+        if y.min() < STUDY_SCORES[0] or y.max() > STUDY_SCORES[-1]:
+            raise BadInputError("search=study cuts the study's 1-5 scale; use search=exact for another --scale")
+        self.classes_ = np.asarray(STUDY_SCORES)
+        self.thresholds_, self.train_objective_ = study_search(similarity, y)
+
     def predict(self, X) -> np.ndarray:
-        return scores_from_cuts(cosine_of(X), self.thresholds_)
+        X = self._predict_input(X)
+        return scores_from_cuts(cosine_of(X), self.thresholds_, self.classes_)
 
     def predict_proba(self, X) -> np.ndarray:
-        return one_hot(self.predict(X))
+        return one_hot(self.predict(X), self.classes_)
+
+    def extra_test_metrics(self, X, y) -> dict:
+        """The study's mapping on the same test rows: cosine in [0, 0.2) -> 1, [0.2, 0.4) -> 2, ... [0.8, 1] -> 5."""
+        if len(self.classes_) != len(STUDY_FIXED_CUTS) + 1:
+            return {}  # the study's mapping is for five scores
+        pred = scores_from_cuts(cosine_of(X), STUDY_FIXED_CUTS, self.classes_)
+        return {"study_fixed_interval": compute_metrics(y, pred, labels=self.classes_)}
 
     def _state(self, run_dir: Path) -> dict:
         return {"thresholds": [float(t) for t in self.thresholds_], "train_objective": float(self.train_objective_)}
@@ -204,4 +226,4 @@ class ThresholdHead(Head):
     def _restore(self, run_dir: Path, state: dict) -> None:
         self.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
         self.train_objective_ = float(state["train_objective"])
-        check_finite_sorted(self.thresholds_, len(LABELS) - 1, run_dir / HEAD_FILE, "thresholds")
+        check_finite_sorted(self.thresholds_, len(self.classes_) - 1, run_dir / HEAD_FILE, "thresholds")

@@ -154,7 +154,7 @@ def test_demo_refuses_a_non_empty_folder_it_did_not_write(tmp_path, monkeypatch,
     (checkpoints / "weights.bin").write_bytes(b"precious")
     code, _, err = run_cli(["demo", "--out", tmp_path / "mine"], capsys)
     assert code == 2 and "not empty" in err and (checkpoints / "weights.bin").read_bytes() == b"precious"
-    from tagcons.demo import DEMO_MARKER, claim_output_folder
+    from tagcons.demo.pipeline import DEMO_MARKER, claim_output_folder
 
     claim_output_folder(tmp_path / "fresh")  # a new folder is taken and marked, a marked one reused
     claim_output_folder(tmp_path / "fresh")

@@ -1,4 +1,5 @@
-"""`predict`: score a pairs file with a saved fit-head run.
+"""`predict`: score a pairs file with a saved fit-head run (the `tagcons predict` command; module `scoring`
+so the function `tagcons.heads.predict` and a module of the same name never shadow each other).
 
 The cache must carry the fingerprint the run was trained on (other features would give silent
 nonsense). Pairs without embeddings are left out and named, with the `tagcons embed` command that
@@ -22,7 +23,8 @@ from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_key
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
-from tagcons.heads.join import cache_strip_hash, describe_missing, join_pairs, open_cache
+from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.labels import scale_from_config
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +59,20 @@ def predict(config: PredictConfig) -> PredictResult:
         check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table = load_pairs(config.data, columns, strip_hash, require_labels=False)
+        scale = scale_from_config(run_config)
+        table = load_pairs(config.data, columns, strip_hash, require_labels=False, scale=scale)
         joined = join_pairs(cache, table, _feature_kind(run_config, run_dir))
     _check_input_width(head, joined.features.shape[1], run_dir)
-    if joined.n_missing:
-        _report_missing(joined, table, config, run_config, strip_hash)
+    report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
     X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
-    pred, proba = head.predict_scores(X)  # calibrated probabilities, the run's decoding
+    pred, proba = head.predict_scores(X, scale.labels)  # calibrated probabilities on the scale, the run's decoding
     y_true = table.labels.astype(int) if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    predictions_frame(table, pred, proba, y_true).to_csv(out, index=False)
-    metrics = compute_metrics(y_true, pred, proba) if y_true is not None else None
+    predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)
+    metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
 
 
@@ -136,11 +138,3 @@ def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> 
     if strip_hash:
         parts.append("--strip-hash")
     return shlex.join(parts)
-
-
-def _report_missing(joined, table, config: PredictConfig, run_config: dict, strip_hash: bool) -> None:
-    hint = f"; add them with: {embed_command(config, run_config, strip_hash)}"
-    message = describe_missing(joined, len(table)) + hint
-    if not joined.present.any():
-        raise BadInputError(f"{config.data}: {message}")
-    log.warning("%s: %s", table.source, message)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tagcons.data.demo import DemoConfig, make_demo_set
+from tagcons.demo.dataset import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
 from tagcons.errors import BadInputError
 from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison

@@ -1,0 +1,80 @@
+"""Lazy imports: a command loads only the libraries it uses (checked in a fresh interpreter's sys.modules).
+
+Timings live in benchmarks/startup.py; these tests check what is imported, not how long it takes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_heads_support import planted, write_cache, write_pairs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "lightgbm")
+PROBE = """
+import json, sys
+from tagcons.cli import main
+try:
+    main(sys.argv[2:])  # argv[1]: the packages to look for
+except SystemExit as exit_info:
+    if exit_info.code:
+        raise
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1].split(",")))))
+"""
+
+
+def heavy_imports(*args) -> list[str]:
+    """The heavy top-level packages a fresh `tagcons ARGS` process imported."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(HEAVY), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("startup")
+    data = planted(n_images=20, per_image=6, dim=8, seed=3)
+    return {"root": root, "pairs": write_pairs(data, root / "pairs.csv"), "cache": write_cache(data, root / "c.h5")}
+
+
+def test_help_imports_no_heavy_library():
+    assert heavy_imports("--help") == []
+
+
+@pytest.mark.parametrize("head, expected", [("threshold", []), ("logreg", []), ("lgbm", ["lightgbm"])])
+def test_fit_head_imports_only_what_its_head_uses(files, head, expected):
+    args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", head]
+    assert heavy_imports(*args, "--out", files["root"] / head) == expected
+
+
+def test_many_heads_in_one_process_share_one_join_and_print_the_table(files, capsys):
+    from test_cli import run_cli
+
+    out = files["root"] / "grid"
+    args = ["fit-head", "--cache", files["cache"], "--data", files["pairs"], "--out", out]
+    code, stdout, _ = run_cli([*args, "--head", "threshold", "--head", "logreg", "--param", "threads=1"], capsys)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["logreg", "threshold"]
+    assert all((out / head / "metrics.json").is_file() for head in ("logreg", "threshold"))
+    assert "| threshold" in stdout and "| logreg" in stdout  # the compare table
+
+
+def test_progress_bars_only_on_a_terminal_or_when_forced(files, capsys):
+    from test_cli import run_cli
+
+    args = ["fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", "mlp"]
+    args += ["--param", "max_epochs=2", "--param", "patience=0"]
+    code, _, logged = run_cli([*args, "--out", files["root"] / "mlp_log"], capsys)  # stderr here is not a terminal
+    assert code == 0 and "\r" not in logged and "mlp epochs" not in logged
+    code, _, forced = run_cli(["--progress", *args, "--out", files["root"] / "mlp_bar"], capsys)
+    assert code == 0 and "mlp epochs" in forced
