@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import cohen_kappa_score, f1_score
-from test_heads_support import dense, planted
+from test_heads_support import planted, planted_split
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import majority_baseline
@@ -17,10 +17,7 @@ FAST = {"mlp": {"recipe": "robust", "max_epochs": 25}, "lgbm": {"n_estimators": 
 
 @pytest.fixture(scope="module")
 def split():
-    data = planted(n_images=40, per_image=12, dim=16)
-    X = dense(data)
-    train = np.isin(data.images, list(data.image_embeds)[:32])
-    return X[train], data.labels[train], data.images[train], X[~train], data.labels[~train]
+    return planted_split()
 
 
 def test_pair_features_layouts_and_normalisation():

@@ -81,3 +81,11 @@ def dense(data: Synthetic, kind: str = "concat"):
     img = np.stack([data.image_embeds[k] for k in data.images])
     txt = np.stack([data.text_embeds[t] for t in data.texts])
     return pair_features(img, txt, kind)
+
+
+def planted_split():
+    """(X_train, y_train, images_train, X_test, y_test): 40 planted images, the first 32 for training."""
+    data = planted(n_images=40, per_image=12, dim=16)
+    X = dense(data)
+    train = np.isin(data.images, list(data.image_embeds)[:32])
+    return X[train], data.labels[train], data.images[train], X[~train], data.labels[~train]

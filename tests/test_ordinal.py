@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy.special import softmax
-from test_heads_support import dense, planted, write_cache, write_pairs
+from test_heads_support import planted, planted_split, write_cache, write_pairs
 
 from tagcons.evaluate.calibration import (
     apply_temperature,
@@ -25,10 +25,7 @@ from tagcons.heads.decode import ScoreRule, decode_scores, fit_expected_cuts
 
 @pytest.fixture(scope="module")
 def split():
-    data = planted(n_images=40, per_image=12, dim=16)
-    X = dense(data)
-    train = np.isin(data.images, list(data.image_embeds)[:32])
-    return X[train], data.labels[train], data.images[train], X[~train], data.labels[~train]
+    return planted_split()
 
 
 @pytest.fixture(scope="module")
