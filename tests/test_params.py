@@ -7,10 +7,13 @@ from test_cli import run_cli
 from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.errors import BadInputError
-from tagcons.heads import HEADS, make_head
+from tagcons.heads import make_head
+from tagcons.heads.registry import all_head_classes, get_head_class
 from tagcons.heads.params import param_defaults, param_type, parse_head_params
 
-SETTINGS = [(name, setting) for name, cls in sorted(HEADS.items()) for setting in param_defaults(cls)]
+# every head, built in or registered, imported here so the list never depends on which tests ran first
+SETTINGS = [(name, setting) for name, cls in sorted(all_head_classes().items()) for setting in param_defaults(cls)]
+assert {name for name, _ in SETTINGS} >= {"threshold", "logreg", "mlp", "lgbm", "ordinal", "text-only"}
 
 
 def _as_text(value) -> str:
@@ -22,7 +25,7 @@ def _as_text(value) -> str:
 
 @pytest.mark.parametrize("head, setting", SETTINGS, ids=[f"{h}-{s}" for h, s in SETTINGS])
 def test_every_setting_of_every_head_parses_its_default_written_as_text(head, setting):
-    cls = HEADS[head]
+    cls = get_head_class(head)
     default = param_defaults(cls)[setting]
     assert param_type(cls, setting) is not None, f"head '{head}' must declare the type of {setting}"
     parsed = parse_head_params(cls, {setting: _as_text(default)})
@@ -42,15 +45,15 @@ def test_every_setting_of_every_head_parses_its_default_written_as_text(head, se
     ],
 )
 def test_values_take_their_settings_types(head, raw, expected):
-    parsed = parse_head_params(HEADS[head], raw)
+    parsed = parse_head_params(get_head_class(head), raw)
     if expected is None:
-        expected = {k: param_type(HEADS[head], k).parse(v) for k, v in raw.items()}
+        expected = {k: param_type(get_head_class(head), k).parse(v) for k, v in raw.items()}
     assert parsed == expected
     assert all(type(parsed[k]) is type(expected[k]) for k in expected)  # 40 is an int, not 40.0
 
 
 def test_typed_values_are_the_types_the_heads_use():
-    parsed = parse_head_params(HEADS["mlp"], {"max_epochs": "40", "lr": "1e-3", "progress": "false"})
+    parsed = parse_head_params(get_head_class("mlp"), {"max_epochs": "40", "lr": "1e-3", "progress": "false"})
     assert parsed == {"max_epochs": 40, "lr": 0.001, "progress": False}
     assert type(parsed["max_epochs"]) is int and type(parsed["lr"]) is float
 
@@ -69,7 +72,7 @@ def test_typed_values_are_the_types_the_heads_use():
 )
 def test_bad_values_are_refused_naming_the_setting_and_its_type(head, raw, message):
     with pytest.raises(BadInputError, match=message.replace("(", r"\(")):
-        parse_head_params(HEADS[head], raw)
+        parse_head_params(get_head_class(head), raw)
 
 
 @pytest.fixture(scope="module")

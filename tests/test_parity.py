@@ -15,7 +15,7 @@ from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.heads import FitHeadConfig, fit_head, make_head
 from tagcons.heads.features import cosine_of
-from tagcons.heads.registry import HEADS
+from tagcons.heads.registry import all_head_classes
 from tagcons.heads.threshold import search_cuts, study_search
 from tagcons.labels import class_weights
 
@@ -99,10 +99,11 @@ def test_mlp_train_loss_is_the_eval_mode_loss_like_the_validation_loss():
 
 
 def test_every_weighting_head_balances_classes_by_default_and_can_turn_it_off():
-    weighting = {name for name, cls in HEADS.items() if "class_weight" in cls._get_param_names()}
+    heads = all_head_classes()
+    weighting = {name for name, cls in heads.items() if "class_weight" in cls._get_param_names()}
     assert weighting >= {"logreg", "mlp", "lgbm"}
     for name in weighting:
-        assert inspect.signature(HEADS[name].__init__).parameters["class_weight"].default == "balanced", name
+        assert inspect.signature(heads[name].__init__).parameters["class_weight"].default == "balanced", name
     rng = np.random.default_rng(0)
     y = rng.choice(np.arange(1, 6), 400, p=[0.04, 0.06, 0.1, 0.2, 0.6])
     X = rng.normal(size=(400, 6)) + 0.4 * y[:, None]
