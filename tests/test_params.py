@@ -8,8 +8,8 @@ from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.errors import BadInputError
 from tagcons.heads import make_head
-from tagcons.heads.registry import all_head_classes, get_head_class
 from tagcons.heads.params import param_defaults, param_type, parse_head_params
+from tagcons.heads.registry import all_head_classes, get_head_class
 
 # every head, built in or registered, imported here so the list never depends on which tests ran first
 SETTINGS = [(name, setting) for name, cls in sorted(all_head_classes().items()) for setting in param_defaults(cls)]
