@@ -13,8 +13,9 @@ from PIL import Image
 import tagcons.cache
 from tagcons.cache import CacheWriter
 from tagcons.embed import load_backbone
-from tagcons.embed.extractor import EmbedConfig, cache_meta, encode_texts
+from tagcons.embed.extractor import EmbedConfig, cache_meta
 from tagcons.embed.features import image_features
+from tagcons.embed.text_encoding import encode_texts
 from tagcons.errors import BackboneUnavailableError, CacheBusyError, FingerprintMismatchError, StrictFailure
 
 

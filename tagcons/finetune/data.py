@@ -1,15 +1,15 @@
 """Pairs to batches: safe image loading and the backbone's processor in DataLoader workers.
 
 Texts are tokenised once for the whole table (`TokenTable`); a batch picks its rows and trims the
-padding to its longest text. Images are decoded and processed per batch in `collate`, which runs
-in the workers, so the training loop never calls the processor per sample. Images that cannot be
-decoded are found once, before training (`exclude_unloadable`), instead of failing mid-epoch.
+padding to its longest text. Images go through the image batch pipeline `embed` uses
+(`tagcons.data.image_batches`: reduced decode, one processor call per batch) inside `Collate`, which
+runs in the workers, so the training loop never calls the processor per sample. Images that cannot
+be decoded are found once, before training (`exclude_unloadable`), instead of failing mid-epoch.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tagcons.data.images import ImageLoadError, open_image, reduced_side
+from tagcons.data.image_batches import ImageFiles, ImagePipeline
+from tagcons.data.images import ImageLoadError
 from tagcons.data.pairs import PairTable
 from tagcons.errors import BadInputError
 
@@ -68,11 +69,10 @@ def _widen(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
 
 
 def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int = 8) -> tuple[PairTable, dict[str, str]]:
-    """Decode every unique image once; drop the pairs of those that fail and return why they failed."""
+    """Decode every unique image once (at full size: no processor yet); drop the pairs of those that
+    fail and return why they failed."""
     keys = table.unique_images()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        reasons = list(pool.map(lambda key: _load_reason(images_root, key), keys))
-    failed = {key: reason for key, reason in zip(keys, reasons) if reason}
+    failed = ImageFiles(images_root, keys).failures(threads)
     shown = "; ".join(f"{k}: {r}" for k, r in list(failed.items())[:SHOWN_FAILURES])
     if failed:
         log.warning("%d of %d images cannot be loaded; their pairs are left out (%s)", len(failed), len(keys), shown)
@@ -83,14 +83,6 @@ def exclude_unloadable(table: PairTable, images_root: str | Path, threads: int =
             f"({shown}); check the --images folder"
         )
     return table.subset(np.flatnonzero(keep)), failed
-
-
-def _load_reason(images_root: str | Path, key: str) -> str:
-    try:
-        open_image(images_root, key)
-    except ImageLoadError as e:
-        return e.reason
-    return ""
 
 
 class PairRows(Dataset):
@@ -110,18 +102,13 @@ class Collate:
     """Row numbers -> pixel_values, input_ids, attention_mask, labels, rows (picklable for workers)."""
 
     def __init__(self, table: PairTable, images_root: str | Path, image_processor, tokens: TokenTable):
-        self.images = table.images
+        self.images = ImagePipeline(images_root, table.images, image_processor)  # indexed by pair row
         self.labels, self.scale = table.labels, table.scale
-        self.root = Path(images_root)
-        self.processor = image_processor
-        self.min_side = reduced_side(image_processor)
         self.tokens = tokens
 
     def __call__(self, rows: list[int]) -> dict:
         rows = np.asarray(rows)
-        keys = self.images[rows]
-        decoded = {key: open_image(self.root, key, self.min_side) for key in dict.fromkeys(keys)}
-        pixels = self.processor(images=[decoded[k] for k in keys], return_tensors="pt")["pixel_values"]
+        pixels = self._pixels(rows)
         input_ids, attention_mask = self.tokens.rows(rows)
         labels = torch.as_tensor(self.scale.column_of(self.labels[rows]).astype(np.int64))  # score -> class index
         return {
@@ -131,6 +118,14 @@ class Collate:
             "labels": labels,
             "rows": torch.as_tensor(rows),
         }
+
+    def _pixels(self, rows: np.ndarray) -> torch.Tensor:
+        """Every row's image; one that fails now (it loaded before training) stops the run."""
+        _, pixels, failed = self.images(rows)
+        if failed:
+            index, reason = failed[0]
+            raise ImageLoadError(self.images.files.keys[index], reason)
+        return pixels
 
 
 class ShardSampler(Sampler):
