@@ -17,8 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
@@ -35,6 +34,9 @@ from tagcons.embed.text_encoding import embed_texts
 from tagcons.errors import BadInputError, StrictFailure
 from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
 from tagcons.runtime import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never imports it
+    import torch
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist

@@ -16,7 +16,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tagcons.data.image_batches import ImagePipeline
-from tagcons.embed.features import image_features
 from tagcons.embed.job import EmbedSummary, EncodeJob
 
 if TYPE_CHECKING:
@@ -26,14 +25,16 @@ log = logging.getLogger(__name__)
 
 
 def embed_images(job: EncodeJob, plan: ImagePlan, summary: EmbedSummary) -> None:
-    import torch
-
     config, backbone, device = job.config, job.backbone, job.device
     summary.images_cached = plan.cached
     summary.record_failed_before(plan.failed_before)
     todo = plan.todo
     if not todo:
         return
+    import torch  # with the model: a run with nothing new never imports it
+
+    from tagcons.embed.features import image_features
+
     started = time.perf_counter()
     batches = image_batches(job, todo)
     encode = torch.compile(image_features) if config.compile else image_features

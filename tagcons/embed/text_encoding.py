@@ -15,21 +15,20 @@ from tqdm.auto import tqdm
 
 from tagcons.cache.rows import l2_normalise
 from tagcons.embed.backbones import Backbone
-from tagcons.embed.features import text_features, token_counts
 from tagcons.embed.job import EmbedSummary, EncodeJob
 
 log = logging.getLogger(__name__)
 
 
 def embed_texts(job: EncodeJob, texts: list[str], summary: EmbedSummary) -> None:
-    import torch
-
     config = job.config
     known = job.writer.known_texts()
     todo = [t for t in texts if t not in known]
     summary.texts_cached = len(texts) - len(todo)
     if not todo:
         return
+    import torch  # with the model: a run with nothing new never imports it
+
     started = time.perf_counter()
     # Length-sorted batches pad least; padding never changes a text's features (tested), only cost.
     todo.sort(key=lambda t: (len(t.encode("utf-8")), t))
@@ -53,6 +52,8 @@ def embed_texts(job: EncodeJob, texts: list[str], summary: EmbedSummary) -> None
 
 def count_truncated(backbone: Backbone, texts: list[str], templates, summary: EmbedSummary) -> None:
     """Texts the tokenizer's limit cuts (under any template): counted, warned about with an example."""
+    from tagcons.embed.features import token_counts
+
     limit = backbone.max_text_tokens
     cut = set()
     for template in templates:
@@ -87,6 +88,8 @@ def encode_texts(backbone: Backbone, texts: list[str], templates, batch_size: in
 
 
 def _encode_template(backbone: Backbone, texts: list[str], template: str, batch_size: int, device) -> np.ndarray:
+    from tagcons.embed.features import text_features
+
     out = []
     for start in range(0, len(texts), batch_size):
         tokens = backbone.tokenize([template.format(t) for t in texts[start : start + batch_size]])
