@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tagcons.data.images import ImageLoadError, open_image, resolve_image_path
+from tagcons.data.image_batches import ImageFiles
+from tagcons.data.images import ImageLoadError, resolve_image_path
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class DeviceBatches:
     keys: list[str]
     decoder: BatchDecoder
     preprocess: DevicePreprocess
-    cpu_preprocess: Callable  # extractor.BatchPreprocessor: today's path for the fallback images
+    cpu_preprocess: Callable  # image_batches.BatchPreprocessor: today's path for the fallback images
     min_side: int | None
     device: torch.device
     dtype: torch.dtype
@@ -215,12 +216,7 @@ class DeviceBatches:
 
     def _cpu(self, indices: list[int]):
         """Today's path for the images the device did not decode: same pixels, same failure reasons."""
-        items = []
-        for index in indices:
-            try:
-                items.append((index, open_image(self.root, self.keys[index], self.min_side), None))
-            except ImageLoadError as e:
-                items.append((index, None, e.reason))
+        items = ImageFiles(self.root, self.keys, self.min_side).read(indices)
         if not items:
             return [], None, []
         if any(image is not None for _, image, _ in items):
