@@ -241,3 +241,58 @@ def test_folds_then_drop_defaults_are_five_image_grouped_folds_seed_42():
     got = folds_then_drop(labels, groups, usable)
     want = cv_fold_indices(labels, groups, "images", 5, 42)
     assert len(got) == 5 and all(np.array_equal(g.test, w[1]) for g, w in zip(got, want))
+
+
+def test_two_folds_are_enough_and_pair_folds_are_sklearns_with_the_seed():
+    from sklearn.model_selection import StratifiedKFold
+
+    labels, groups = _table()
+    assert len(cv_fold_indices(labels, groups, "images", k=2, seed=3)) == 2
+    folds = cv_fold_indices(labels, None, "pairs", k=3, seed=9)
+    want = StratifiedKFold(n_splits=3, shuffle=True, random_state=9).split(np.zeros(len(labels)), labels)
+    assert all(np.array_equal(got[1], np.sort(w[1])) for got, w in zip(folds, want))
+
+
+def test_grouped_validation_is_the_first_grouped_fold_of_the_training_rows_with_the_seed():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _table(n_images=50)
+    train = np.flatnonzero(np.isin(groups, [f"img_{i}.png" for i in range(0, 50, 2)] + ["img_1.png"]))
+    fit, val = validation_indices(train, labels, groups, "images", val_size=0.2, seed=11)
+    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=11)
+    want_fit, want_val = next(splitter.split(np.zeros(len(train)), labels[train], groups[train]))
+    assert np.array_equal(val, train[np.sort(want_val)]) and np.array_equal(fit, train[np.sort(want_fit)])
+
+
+def test_a_pairs_validation_ignores_the_groups_it_is_given():
+    labels, groups = _table(n_images=30)
+    train = np.arange(len(labels))
+    with_groups = validation_indices(train, labels, groups, "pairs", val_size=0.2, seed=4)
+    without = validation_indices(train, labels, None, "pairs", val_size=0.2, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(with_groups, without))
+    assert set(groups[with_groups[0]]) & set(groups[with_groups[1]])  # rows of one image on both sides
+
+
+def test_usable_positions_number_the_usable_rows_and_mark_the_rest_minus_one():
+    from tagcons.data.splits import usable_positions
+
+    assert usable_positions([True, False, True, True, False]).tolist() == [0, -1, 1, 2, -1]
+
+
+def test_split_then_drop_defaults_are_the_image_split_of_a_fifth_seed_42():
+    from tagcons.data.splits import split_then_drop
+
+    labels, groups = _table()
+    usable = np.ones(len(labels), dtype=bool)
+    got = split_then_drop(labels, groups, usable)
+    want = train_test_split_indices(labels, groups, "images", 0.2, 42)
+    assert np.array_equal(got.train, want[0]) and np.array_equal(got.test, want[1])
+    seeded = split_then_drop(labels, groups, usable, "images", 0.25, seed=5)
+    assert np.array_equal(seeded.test, train_test_split_indices(labels, groups, "images", 0.25, 5)[1])
+
+
+def test_unknown_dedupe_names_the_modes():
+    from tagcons.data.splits import default_dedupe
+
+    with pytest.raises(BadInputError, match=r"^unknown --dedupe 'fuzzy'; choose one of none, exact$"):
+        default_dedupe("images", "fuzzy")
