@@ -17,13 +17,14 @@ import io
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tagcons.configs import ReportConfig
 from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, normalise_image_key, normalise_text
 from tagcons.errors import BadInputError
@@ -44,18 +45,6 @@ CATEGORY_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 BASELINE_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 CALIBRATION_METRICS = ("log_loss", "brier", "ece")
 NO_MATCH = "(no match)"
-
-
-@dataclass
-class ReportConfig:
-    run_dirs: list[Path]
-    out: Path
-    images: Path | None = None  # thumbnails in the galleries; text only without it
-    data: Path | None = None  # the pairs file, for --category-col
-    category_col: str | None = None
-    category_from: str | None = None  # a regex with one group, applied to the image key
-    worst: int = 12  # pairs per gallery
-    columns: PairColumns = field(default_factory=PairColumns)
 
 
 @dataclass

@@ -197,7 +197,7 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
         requested.pop("scale")
     changed = sorted(k for k, v in requested.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
     if changed:
-        shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
+        shown = ", ".join(f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in changed[:5])
         raise BadInputError(
             f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
             "resume with the same flags or start a new --out"
@@ -221,7 +221,7 @@ def _check_resumed_parts(config: FinetuneConfig, parts: Parts) -> None:
         )
 
 
-def _checked_init_head(config: FinetuneConfig, parts: Parts) -> str:
+def _checked_init_head(config: FinetuneConfig, parts: Parts) -> Path:
     """--init-head's run, refused when its training rows (fit + validation) hold any of our test pairs."""
     source = f"--init-head {config.init_head}"
     trained = recorded_trained_keys(config.init_head, source, config.allow_unverified_init, "--allow-unverified-init")

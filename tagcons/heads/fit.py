@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.audit.exclude import excluded_rows
-from tagcons.data.pairs import PairColumns, PairTable, load_pairs
+from tagcons.configs import FitHeadConfig
+from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import (
     SPLIT_KINDS,
     Partition,
@@ -65,7 +66,6 @@ from tagcons.heads.features import check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
-from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -74,32 +74,6 @@ CACHE_REUSE = {
     "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
     "fine-tuned on this run's training rows only",
 }
-
-
-@dataclass
-class FitHeadConfig:
-    data: str | Path
-    head: str
-    out: str | Path
-    # required unless the head needs no features (text-only, image-prior); with one they use its rows
-    cache: str | Path | None = None
-    split: str = "images"  # "images" (grouped, no leak) or "pairs" (the study's split)
-    cv: int | None = None  # K folds instead of one train/test split
-    features: str = "concat"  # "concat" or "rich"
-    seed: int = 42
-    objective: str | None = None  # threshold: macro_f1|qwk; lgbm: multiclass|regression
-    test_size: float = 0.2
-    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
-    repeats: int = 1  # repeat the split (or the CV) with seeds seed..seed+repeats-1
-    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
-    columns: PairColumns = field(default_factory=PairColumns)
-    strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
-    head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
-    overwrite: bool = False
-    progress: bool = False
-    decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation part
-    val_size: float = 0.1  # share of the training part held out to fit the temperature and the cuts
-    exclude_pairs: str | Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
 
 
 @dataclass

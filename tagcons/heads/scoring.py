@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.configs import PredictConfig
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
@@ -27,18 +28,6 @@ from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_
 from tagcons.labels import scale_from_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictConfig:
-    run: str | Path
-    cache: str | Path
-    data: str | Path
-    out: str | Path
-    columns: PairColumns | None = None  # None: the columns the run was fitted with
-    strip_hash: bool | None = None  # None: as the cache was embedded
-    images: str | Path | None = None  # the images folder, only to spell out the embed command
-    progress: bool = False
 
 
 @dataclass
