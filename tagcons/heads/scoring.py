@@ -20,7 +20,7 @@ from tagcons.configs import PredictConfig
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_keys, trained_keys
+from tagcons.evaluate.provenance import overlap_count, read_side_keys, table_keys, trained_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
@@ -67,10 +67,10 @@ def predict(config: PredictConfig) -> PredictResult:
 
 def _count_trained_on(run_dir: Path, table) -> int:
     """How many scored pairs trained the head (its part_keys.json); warns when any did."""
-    parts = read_part_keys(run_dir)
-    if parts is None:
+    sides = read_side_keys(run_dir)
+    if sides is None:
         return 0
-    n = overlap_count(trained_keys(parts), table_keys(table))
+    n = overlap_count(trained_keys(sides), table_keys(table))
     if n:
         log.warning(
             "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not predicted; "
