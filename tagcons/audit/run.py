@@ -112,7 +112,7 @@ def noise_rates(y: np.ndarray, oof: np.ndarray, labels) -> dict:
     return {str(k): float(rates[i]) for i, k in enumerate(labels)}
 
 
-def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
+def _write(out: Path, data, oof: np.ndarray, config_record: dict) -> AuditResult:
     labels = data.labels
     flagged, ranking = label_issues(data.y, oof, labels)
     suggested = np.asarray(labels)[oof.argmax(axis=1)]
@@ -133,7 +133,7 @@ def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
         "noise_rate": noise_rates(data.y, oof, labels),
         "given_vs_suggested": _confusion(data.y[flagged], suggested[flagged], labels),
         "rows": "out-of-fold",
-        **settings,
+        **config_record,
     }
     out.mkdir(parents=True, exist_ok=True)
     issues.to_csv(out / AUDIT_CSV, index=False)

@@ -151,7 +151,7 @@ def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:
 
     run_dir = out / "runs" / "finetune"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own run: a rerun starts it afresh
-    settings = FinetuneConfig(
+    finetune_config = FinetuneConfig(
         data=demo_set.pairs_csv,
         images=demo_set.images_dir,
         backbone="tiny",
@@ -160,5 +160,5 @@ def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:
         workers=min(config.workers, 2),
         progress=config.progress,
     )
-    run_finetune(settings)
+    run_finetune(finetune_config)
     return run_dir

@@ -145,7 +145,7 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
 
     ``objective`` and ``head_params`` go to the heads that have them (an error if none has one).
     """
-    _check_settings_apply(config, heads)
+    _check_params_apply(config, heads)
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
@@ -154,7 +154,7 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
     return [_fit_loaded(each, *loaded) for each in configs]
 
 
-def _check_settings_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
+def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
     classes = [get_head_class(name) for name in heads]
     for key in config.head_params:
         if not any(key in cls._get_param_names() for cls in classes):
@@ -183,7 +183,7 @@ def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict) -> FitResu
         write_side_keys(work, side_keys)
         if getattr(head, "history_", None):
             plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
-        write_config(work, _settings(config, head, provenance, data, side_keys), provenance["fingerprint"])
+        write_config(work, _config_record(config, head, provenance, data, side_keys), provenance["fingerprint"])
     return FitResult(run_dir, metrics, head, data.n_excluded)
 
 
@@ -419,9 +419,10 @@ def split_spec(config: FitHeadConfig) -> dict:
     )
 
 
-def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, side_keys: dict) -> dict:
-    settings = dataclasses.asdict(config)
-    settings.update(
+def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, side_keys: dict) -> dict:
+    """config.json: the config plus what the run resolved (backbone, scale, split, side hashes)."""
+    record = dataclasses.asdict(config)
+    record.update(
         kind="fit-head",
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
@@ -433,4 +434,4 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         split_spec=split_spec(config),
         parts=side_hashes(side_keys),
     )
-    return settings
+    return record
