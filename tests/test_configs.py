@@ -1,5 +1,6 @@
 """Config dataclasses: the CLI's defaults are theirs, paths are `Path`, and runs written before keep resuming."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,6 +84,17 @@ def test_configs_take_paths_as_path_and_columns_as_pair_columns(tmp_path):
     assert config.columns == PairColumns()
     assert ReportConfig(run_dirs=["a", "b"], out="r.html").run_dirs == [Path("a"), Path("b")]
     assert FitHeadConfig(data="d.csv", head="threshold", out="o", cache=None).cache is None
+
+
+PATH_FIELDS = {"data", "images", "out", "cache", "run", "init_head", "exclude_pairs", "run_dirs"}
+
+
+@pytest.mark.parametrize("config_class", [c for c, _ in COMMANDS.values()], ids=lambda c: c.__name__)
+def test_path_fields_are_annotated_path(config_class):
+    for spec in dataclasses.fields(config_class):
+        if spec.name in PATH_FIELDS and spec.type != "DemoConfig":
+            assert "Path" in spec.type, f"{config_class.__name__}.{spec.name}: {spec.type}"
+        assert not spec.name.endswith(("image_col", "text_col", "label_col")), "pair columns come as one PairColumns"
 
 
 # What `to_dict` wrote before configs took Path and PairColumns (flat column keys, paths as text),
