@@ -258,8 +258,8 @@ def test_grouped_validation_is_the_first_grouped_fold_of_the_training_rows_with_
 
     labels, groups = _table(n_images=50)
     train = np.flatnonzero(np.isin(groups, [f"img_{i}.png" for i in range(0, 50, 2)] + ["img_1.png"]))
-    fit, val = validation_indices(train, labels, groups, "images", val_size=0.2, seed=11)
-    splitter = StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=11)
+    fit, val = validation_indices(train, labels, groups, "images", val_size=0.25, seed=11)
+    splitter = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=11)
     want_fit, want_val = next(splitter.split(np.zeros(len(train)), labels[train], groups[train]))
     assert np.array_equal(val, train[np.sort(want_val)]) and np.array_equal(fit, train[np.sort(want_fit)])
 
@@ -296,3 +296,28 @@ def test_unknown_dedupe_names_the_modes():
 
     with pytest.raises(BadInputError, match=r"^unknown --dedupe 'fuzzy'; choose one of none, exact$"):
         default_dedupe("images", "fuzzy")
+
+
+@pytest.mark.parametrize("test_size, n_folds", [(0.9, 2), (0.6, 2), (0.4, 2), (0.3, 3), (0.1, 10)])
+def test_an_images_split_is_the_first_of_round_one_over_test_size_folds_at_least_two(test_size, n_folds):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _table(n_images=40)
+    _, test = train_test_split_indices(labels, groups, "images", test_size=test_size, seed=2)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=2)
+    assert np.array_equal(test, np.sort(next(splitter.split(np.zeros(len(labels)), labels, groups))[1]))
+
+
+def test_the_sklearn_grouped_split_runs_up_to_its_limit_and_as_few_images_as_folds(monkeypatch):
+    import tagcons.data.splits as splits
+
+    labels, groups = _table(n_images=12)
+    sklearn_folds = cv_fold_indices(labels, groups, "images", k=12, seed=1)  # one image per fold
+    assert sorted(len(set(groups[test])) for _, test in sklearn_folds) == [1] * 12
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 12)
+    at_limit = cv_fold_indices(labels, groups, "images", k=3, seed=1)
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 11)
+    above = cv_fold_indices(labels, groups, "images", k=3, seed=1)
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 5000)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(at_limit, cv_fold_indices(labels, groups, "images", 3, 1)))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(at_limit, above))  # the dealt folds differ

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.lock import read_only_message
+from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
-from tagcons.data.pairs import PairColumns, load_pairs
+from tagcons.data.pairs import load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.image_encoding import embed_images
 from tagcons.embed.job import EmbedSummary, EncodeJob
@@ -41,37 +41,6 @@ if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
 DECODE_MODES = ("cpu", "gpu")
-
-
-def default_workers() -> int:
-    """Leave a core to the model: decoding competes with it for the CPU."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-@dataclass
-class EmbedConfig:
-    data: Path
-    images: Path
-    backbone: str
-    out: Path
-    revision: str | None = None
-    batch_size: int = 64
-    workers: int = field(default_factory=default_workers)
-    device: str = "auto"
-    dtype: str = "auto"
-    text_templates: tuple[str, ...] = ("{}",)  # several: a prompt ensemble (mean of normalised features)
-    strip_hash: bool = False
-    store_dtype: str = "float32"
-    strict: bool = False
-    shard: tuple[int, int] | None = None
-    columns: PairColumns = field(default_factory=PairColumns)
-    # A crash loses at most one uncommitted chunk: commit every `commit_rows` rows or `commit_seconds`,
-    # whichever comes first (few part files on a GPU, little lost work on a slow CPU).
-    commit_rows: int = 16384
-    commit_seconds: float = 30.0
-    progress: bool = False
-    decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
-    compile: bool = False  # torch.compile the image encoder
 
 
 def run_embed(config: EmbedConfig) -> EmbedSummary:

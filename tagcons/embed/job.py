@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     import torch
 
     from tagcons.cache import CacheWriter
+    from tagcons.configs import EmbedConfig
     from tagcons.embed.backbones import Backbone
-    from tagcons.embed.extractor import EmbedConfig
 
 FAILED_BEFORE = "failed in an earlier run; the file has not changed since"
 
