@@ -118,7 +118,7 @@ def test_mixed_folder_gives_the_cpu_paths_keys_failures_and_close_features(tmp_p
     assert on_cpu.calls[0] == 4  # batch_size 4: the first batch's four JPEGs decoded in one call
     for key in cpu["images"]:
         a, b = cpu["images"][key], gpu["images"][key]
-        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999, key
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999, key  # the fingerprint rule: < 1e-3 apart
 
 
 def _device_batches(images, names, decoder, batch_size=8):
@@ -205,10 +205,11 @@ def test_gpu_decode_without_cuda_is_exit_2_before_the_model_loads(tmp_path, caps
     assert code == 2 and "--decode gpu needs a CUDA device" in err and "Traceback" not in err
 
 
-def test_gpu_decode_is_part_of_the_fingerprint(tmp_path, on_cpu):
+def test_a_cache_written_with_decode_cpu_is_resumed_by_decode_gpu(tmp_path, on_cpu):
+    """The decode mode is not part of the fingerprint: the modes' features differ by a cosine distance
+    below 1e-4 (benchmarks/decode_modes.py), so a --decode gpu run reuses --decode cpu rows."""
     pairs, images, _ = _mixed_folder(tmp_path)
-    embed(pairs, images, tmp_path / "gpu.h5", decode="gpu")
-    import tagcons.cache
-
-    with tagcons.cache.open(tmp_path / "gpu.h5") as cache:
-        assert cache.settings["image_decode"] == "gpu"
+    embed(pairs, images, tmp_path / "cache.h5")
+    summary = embed(pairs, images, tmp_path / "cache.h5", decode="gpu")
+    assert (summary.images_cached, summary.images_new, summary.images_failed) == (10, 0, 3)
+    assert on_cpu.calls == []  # nothing was decoded again
