@@ -241,6 +241,8 @@ def test_folds_then_drop_defaults_are_five_image_grouped_folds_seed_42():
     got = folds_then_drop(labels, groups, usable)
     want = cv_fold_indices(labels, groups, "images", 5, 42)
     assert len(got) == 5 and all(np.array_equal(g.test, w[1]) for g, w in zip(got, want))
+    seeded = folds_then_drop(labels, groups, usable, "images", 3, seed=6)
+    assert all(np.array_equal(g.test, w[1]) for g, w in zip(seeded, cv_fold_indices(labels, groups, "images", 3, 6)))
 
 
 def test_two_folds_are_enough_and_pair_folds_are_sklearns_with_the_seed():
