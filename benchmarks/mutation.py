@@ -11,7 +11,9 @@ mutmut settings under [tool.mutmut]. Each module runs in its own scratch copy of
 (build/mutate/<module>/), whose pyproject.toml adds `only_mutate` and the test selection, so mutmut
 runs for each mutant only that module's tests that call the mutated function. The score counts a
 mutant as detected when a test failed (killed) or ran past mutmut's CPU-time limit (timeout);
-mutants no test reaches count as not detected.
+mutants no test reaches count as not detected. Survivors that cannot change behaviour are listed with the
+reason in benchmarks/mutation_equivalents.toml; the result reports them apart (``equivalent``) and gives
+the score without them beside the plain score.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ STATUS.update({24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37
 
 
 SCRATCH = ROOT / "build" / "mutate"
+EQUIVALENTS = ROOT / "benchmarks" / "mutation_equivalents.toml"
 COPIED = ("tagcons", "tests", "setup.cfg")  # what a scratch tree needs besides its pyproject.toml
 
 
@@ -91,6 +94,11 @@ def run_mutmut(scratch: Path, max_children: int) -> float:
     return time.perf_counter() - started
 
 
+def equivalent_mutants() -> dict[str, str]:
+    """Surviving mutants that cannot change behaviour, with the reason (benchmarks/mutation_equivalents.toml)."""
+    return _toml(EQUIVALENTS.read_text(encoding="utf-8")).get("equivalent", {}) if EQUIVALENTS.is_file() else {}
+
+
 def module_result(module: str, seconds: float | None) -> dict:
     meta = scratch_of(module) / "mutants" / f"{module}.meta"
     if not meta.is_file():
@@ -98,19 +106,25 @@ def module_result(module: str, seconds: float | None) -> dict:
     codes = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
     statuses = {name: STATUS.get(code, "not_checked" if code is None else "suspicious") for name, code in codes.items()}
     counts = Counter(statuses.values())
+    survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no_tests", "suspicious"))
+    listed = {name: why for name, why in equivalent_mutants().items() if name in statuses}
     return {
         "tests": tests_by_module()[module],
         "seconds": None if seconds is None else round(seconds, 1),
         **{k: counts.get(k, 0) for k in ("killed", "survived", "timeout", "no_tests", "suspicious", "not_checked")},
         "total": len(statuses),
         "score": score(counts),
-        "survivors": sorted(n for n, s in statuses.items() if s in ("survived", "no_tests", "suspicious")),
+        "equivalent": {name: listed[name] for name in survivors if name in listed},
+        "score_without_equivalent": score(counts, n_equivalent=sum(name in listed for name in survivors)),
+        "unexplained_survivors": [name for name in survivors if name not in listed],
+        "listed_but_killed": sorted(name for name in listed if name not in survivors),  # stale entries
     }
 
 
-def score(counts: Counter) -> float | None:
+def score(counts: Counter, n_equivalent: int = 0) -> float | None:
     detected = counts.get("killed", 0) + counts.get("timeout", 0)
     judged = detected + counts.get("survived", 0) + counts.get("no_tests", 0) + counts.get("suspicious", 0)
+    judged -= n_equivalent
     return round(detected / judged, 4) if judged else None
 
 
@@ -119,6 +133,7 @@ def summary(seconds_by_module: dict[str, float | None], max_children: int) -> di
     totals = Counter()
     for result in modules.values():
         totals.update({k: v for k, v in result.items() if isinstance(v, int)})
+    n_equivalent = sum(len(result.get("equivalent", {})) for result in modules.values())
     timed = [s for s in seconds_by_module.values() if s is not None]
     return {
         "tool": f"mutmut {_version()}",
@@ -129,7 +144,12 @@ def summary(seconds_by_module: dict[str, float | None], max_children: int) -> di
         "seconds": round(sum(timed), 1) if len(timed) == len(modules) else None,
         "score_rule": "(killed + timeout) / (killed + timeout + survived + no_tests + suspicious)",
         "complete": totals.get("not_checked", 0) == 0 and all("error" not in r for r in modules.values()),
-        "total": {**dict(totals), "score": score(totals)},
+        "total": {
+            **dict(totals),
+            "score": score(totals),
+            "equivalent": n_equivalent,
+            "score_without_equivalent": score(totals, n_equivalent),
+        },
         "modules": modules,
     }
 
@@ -167,8 +187,9 @@ def main() -> None:
     RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for module, numbers in result["modules"].items():
         print(
-            f"{module}: {numbers.get('killed')} killed, {numbers.get('survived')} survived, "
-            f"{numbers.get('timeout')} timeout, {numbers.get('no_tests')} no tests, score {numbers.get('score')}"
+            f"{module}: {numbers.get('killed')} killed, {numbers.get('survived')} survived "
+            f"({len(numbers.get('equivalent', {}))} equivalent), {numbers.get('timeout')} timeout, "
+            f"{numbers.get('no_tests')} no tests, score {numbers.get('score')}"
         )
     print(f"total score {result['total']['score']} in {result['seconds']} s -> {RESULT.relative_to(ROOT)}")
 
