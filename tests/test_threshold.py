@@ -34,7 +34,7 @@ def _scored_rows(labels, n, seed, noise=0.1):
     return 0.08 * (y - min(labels)) + rng.normal(0, noise, n), y
 
 
-SCALES = [((0, 1, 2), 0), ((1, 2, 3, 4), 1), ((0, 1, 2, 3), 2), ((1, 2, 3, 4, 5, 6), 3)]
+SCALES = [((0, 1), 4), ((0, 1, 2), 0), ((1, 2, 3, 4), 1), ((0, 1, 2, 3), 2), ((1, 2, 3, 4, 5, 6), 3)]
 
 
 @pytest.mark.parametrize("objective", ["macro_f1", "qwk"])
