@@ -14,6 +14,7 @@ from test_heads_support import planted, write_cache, write_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lightgbm")
+SCIENCE = ("sklearn", "scipy", "matplotlib")  # what a no-op embed never needs either
 PROBE = """
 import json, sys
 from tagcons.cli import main
@@ -26,11 +27,11 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(sys.a
 """
 
 
-def heavy_imports(*args) -> list[str]:
-    """The heavy top-level packages a fresh `tagcons ARGS` process imported."""
+def heavy_imports(*args, look_for=HEAVY) -> list[str]:
+    """The packages of ``look_for`` (heavy ones by default) a fresh `tagcons ARGS` process imported."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, ",".join(HEAVY), *map(str, args)],
+        [sys.executable, "-c", PROBE, ",".join(look_for), *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
@@ -78,3 +79,13 @@ def test_progress_bars_only_on_a_terminal_or_when_forced(files, capsys):
     assert code == 0 and "\r" not in logged and "mlp epochs" not in logged
     code, _, forced = run_cli(["--progress", *args, "--out", files["root"] / "mlp_bar"], capsys)
     assert code == 0 and "mlp epochs" in forced
+
+
+def test_embed_rerun_with_nothing_new_imports_neither_torch_nor_scikit_learn(tmp_path):
+    from embed_helpers import embed, make_image_set
+
+    pairs, images = make_image_set(tmp_path, n_images=3, tags_per_image=2)
+    cache = tmp_path / "cache.h5"
+    embed(pairs, images, cache)  # in this process: the subprocess below starts fresh
+    args = ["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache, "--workers", "0"]
+    assert heavy_imports(*args, look_for=HEAVY + SCIENCE) == []

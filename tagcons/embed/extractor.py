@@ -15,10 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from tagcons import distributed
@@ -35,12 +34,14 @@ from tagcons.data.images import (
 )
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
-from tagcons.embed.features import image_features, text_features, token_counts
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
 from tagcons.errors import BadInputError, StrictFailure
 from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
-from tagcons.runtime import resolve_device, resolve_dtype
+from tagcons.runtime import compute_dtype_name, resolve_device, resolve_dtype
+
+if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never imports it
+    import torch
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
@@ -113,7 +114,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     _check_config(config)
     table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
     check_image_keys(config.images, table.unique_images())
-    context = distributed.setup(config.device)
+    context = distributed.setup(config.device, resolve=False)  # the device is resolved when a model loads
     try:
         summary = _embed_with_context(config, table, context)
     finally:
@@ -194,7 +195,7 @@ def _nothing_new(config: EmbedConfig, writer: CacheWriter, images: ImagePlan, te
 def _same_known_settings(config: EmbedConfig, stored: dict) -> bool:
     model_id, revision = backbone_identity(config.backbone, config.revision)
     settings = json.loads(stored.get("settings") or "{}")
-    compute_dtype = str(resolve_dtype(config.dtype, resolve_device(config.device))).replace("torch.", "")
+    compute_dtype = compute_dtype_name(config.dtype, config.device)
     expected = {
         "model_id": model_id,
         "text_template": template_attr(config.text_templates),
@@ -224,6 +225,8 @@ def _check_config(config: EmbedConfig) -> None:
         from tagcons.embed.gpu_decode import load_batch_decoder
 
         load_batch_decoder(resolve_device(config.device))
+    if config.device.startswith("cuda"):  # an absent GPU is exit 2 at once, not after the plan
+        resolve_device(config.device)
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
         raise BadInputError(f"--shard {config.shard[0]}/{config.shard[1]}: K must be in 0..N-1")
 
@@ -287,7 +290,7 @@ def _sha256_or_missing(root: Path, key: str) -> str:
         return MISSING_FILE
 
 
-class ImageFiles(Dataset):
+class ImageFiles:
     """Decoded RGB images by key; a file that cannot be decoded yields its reason instead.
 
     With `min_side`, large images are decoded reduced (`tagcons.data.images.decode_reduced`).
@@ -323,9 +326,13 @@ class BatchPreprocessor:
         return [index for index, _ in loaded], pixels, failed
 
     def _pixels(self, images) -> torch.Tensor:
+        import torch
+
         return torch.as_tensor(np.asarray(self.image_processor(images=images, return_tensors="np")["pixel_values"]))
 
     def _one_by_one(self, loaded, failed, batch_error):
+        import torch
+
         indices, tensors = [], []
         for index, image in loaded:
             try:
@@ -345,6 +352,10 @@ def _embed_images(job: _Job, plan: ImagePlan, summary: EmbedSummary) -> None:
     todo = plan.todo
     if not todo:
         return
+    import torch
+
+    from tagcons.embed.features import image_features
+
     started = time.perf_counter()
     batches = _image_batches(job, todo)
     encode = torch.compile(image_features) if config.compile else image_features
@@ -382,6 +393,8 @@ def _image_batches(job: _Job, todo: list[str]):
             config.batch_size,
             config.workers,
         )
+    from torch.utils.data import DataLoader
+
     return DataLoader(
         ImageFiles(config.images, todo, reduced_side(processor)),
         batch_size=config.batch_size,
@@ -442,6 +455,8 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
     summary.texts_cached = len(texts) - len(todo)
     if not todo:
         return
+    import torch
+
     started = time.perf_counter()
     # Length-sorted batches pad least; padding never changes a text's features (tested), only cost.
     todo.sort(key=lambda t: (len(t.encode("utf-8")), t))
@@ -465,6 +480,8 @@ def _embed_texts(job: _Job, texts: list[str], summary: EmbedSummary) -> None:
 
 def _count_truncated(backbone: Backbone, texts: list[str], templates, summary: EmbedSummary) -> None:
     """Texts the tokenizer's limit cuts (under any template): counted, warned about with an example."""
+    from tagcons.embed.features import token_counts
+
     limit = backbone.max_text_tokens
     cut = set()
     for template in templates:
@@ -499,6 +516,8 @@ def encode_texts(backbone: Backbone, texts: list[str], templates, batch_size: in
 
 
 def _encode_template(backbone: Backbone, texts: list[str], template: str, batch_size: int, device) -> np.ndarray:
+    from tagcons.embed.features import text_features
+
     out = []
     for start in range(0, len(texts), batch_size):
         tokens = backbone.tokenize([template.format(t) for t in texts[start : start + batch_size]])
