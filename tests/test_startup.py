@@ -58,6 +58,12 @@ def test_fit_head_imports_only_what_its_head_uses(files, head, expected):
     assert heavy_imports(*args, "--out", files["root"] / head) == expected
 
 
+def test_threshold_fit_writes_its_run_without_matplotlib_or_torch(files):
+    args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", "threshold"]
+    assert heavy_imports(*args, "--out", files["root"] / "light", look_for=(*HEAVY, "matplotlib")) == []
+    assert (files["root"] / "light" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_many_heads_in_one_process_share_one_join_and_print_the_table(files, capsys):
     from test_cli import run_cli
 
