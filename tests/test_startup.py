@@ -95,3 +95,29 @@ def test_embed_rerun_with_nothing_new_imports_neither_torch_nor_scikit_learn(tmp
     embed(pairs, images, cache)  # in this process: the subprocess below starts fresh
     args = ["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache, "--workers", "0"]
     assert heavy_imports(*args, look_for=HEAVY + SCIENCE) == []
+
+
+def test_many_heads_fit_the_split_and_the_baselines_once_with_the_same_results(files, tmp_path, monkeypatch):
+    from tagcons.heads import FitHeadConfig, fit_head, fit_heads
+    from tagcons.heads import baselines as baselines_module
+    from tagcons.heads import fit as fit_module
+
+    calls = {"split": 0, "text_only": 0}
+    split, text_fit = fit_module.split_then_drop, baselines_module.TextOnlyHead.fit
+
+    def counted_split(*args, **kwargs):
+        calls["split"] += 1
+        return split(*args, **kwargs)
+
+    def counted_fit(self, *args, **kwargs):
+        calls["text_only"] += 1
+        return text_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "split_then_drop", counted_split)
+    monkeypatch.setattr(baselines_module.TextOnlyHead, "fit", counted_fit)
+    config = FitHeadConfig(data=files["pairs"], cache=files["cache"], head="threshold", out=tmp_path / "grid")
+    runs = fit_heads(config, ["threshold", "logreg", "lgbm"])
+    assert calls == {"split": 1, "text_only": 1}
+    alone = fit_head(FitHeadConfig(data=files["pairs"], cache=files["cache"], head="lgbm", out=tmp_path / "alone"))
+    assert runs[2].metrics == alone.metrics  # sharing changes no number
+    assert runs[0].metrics["baselines"] == runs[1].metrics["baselines"] == alone.metrics["baselines"]
