@@ -34,9 +34,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from tagcons.embed.backbones import load_backbone  # noqa: E402
-from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed  # noqa: E402
+from tagcons.embed.extractor import EmbedConfig, run_embed  # noqa: E402
 from tagcons.embed.tiny import build_tiny_tokenizer  # noqa: E402
-from tagcons.runtime import resolve_device, resolve_dtype  # noqa: E402
+from tagcons.runtime import (  # noqa: E402
+    default_workers,
+    resolve_device,
+    resolve_dtype,
+)
 
 REFERENCE = HERE.parent.parent / "shared" / "data" / "combined_data.csv"
 ARCHITECTURES = {

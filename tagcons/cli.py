@@ -15,9 +15,19 @@ from pathlib import Path
 import click
 
 from tagcons import __version__
+from tagcons.configs import (
+    AuditConfig,
+    DemoRunConfig,
+    EmbedConfig,
+    FinetuneConfig,
+    FitHeadConfig,
+    PairColumns,
+    ReportConfig,
+    field_default,
+)
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 from tagcons.heads.registry import head_names
-from tagcons.labels import DEFAULT_SCALE, parse_scale
+from tagcons.labels import parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
@@ -54,23 +64,24 @@ def _quiet_third_party() -> None:
 
 
 def pair_columns(command):
-    """--image-col / --text-col / --label-col on every command that reads pairs."""
-    command = click.option("--label-col", default="Score", show_default=True, help="Column with the 1-5 score.")(
+    """--image-col / --text-col / --label-col on every command that reads pairs (defaults: `PairColumns`)."""
+    study = PairColumns()
+    command = click.option("--label-col", default=study.label, show_default=True, help="Column with the score.")(
         command
     )
-    command = click.option("--text-col", default="Hashtag", show_default=True, help="Column with the hashtag.")(command)
+    command = click.option("--text-col", default=study.text, show_default=True, help="Column with the hashtag.")(
+        command
+    )
     command = click.option(
         "--image-col",
-        default="Image Filename",
+        default=study.image,
         show_default=True,
         help="Column with the image path, relative to --images.",
     )(command)
     return command
 
 
-def _columns(image_col: str, text_col: str, label_col: str):
-    from tagcons.data import PairColumns
-
+def _columns(image_col: str, text_col: str, label_col: str) -> PairColumns:
     return PairColumns(image=image_col, text=text_col, label=label_col)
 
 
@@ -104,26 +115,38 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 @click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--batch-size", default=field_default(EmbedConfig, "batch_size"), show_default=True, type=int)
 @click.option("--workers", default=None, type=int, help="DataLoader workers decoding images [cores - 1, max 8].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)
+@click.option(
+    "--device", default=field_default(EmbedConfig, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default=field_default(EmbedConfig, "dtype"),
+    show_default=True,
+)
 @click.option(
     "--text-template",
     "text_templates",
     multiple=True,
-    default=("{}",),
+    default=field_default(EmbedConfig, "text_templates"),
     show_default=True,
     help="Text given to the model; {} is the hashtag. Repeat for a prompt ensemble (mean of normalised features).",
 )
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
-@click.option("--store-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@click.option(
+    "--store-dtype",
+    type=click.Choice(["float32", "float16"]),
+    default=field_default(EmbedConfig, "store_dtype"),
+    show_default=True,
+)
 @click.option("--strict", is_flag=True, help="Exit 3 if any image fails (after saving the rest).")
 @click.option("--shard", callback=_shard, default=None, help="K/N: encode only shard K of N (job arrays).")
 @click.option(
     "--decode",
     type=click.Choice(["cpu", "gpu"]),
-    default="cpu",
+    default=field_default(EmbedConfig, "decode"),
     show_default=True,
     help="gpu: JPEGs decoded (nvJPEG) and preprocessed on the CUDA device; needs torchvision.",
 )
@@ -151,7 +174,7 @@ def embed(
     label_col,
 ):
     """Encode every unique image and hashtag once into an HDF5 cache."""
-    from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
+    from tagcons.embed.extractor import run_embed
 
     config = EmbedConfig(
         data=data,
@@ -160,7 +183,7 @@ def embed(
         out=out,
         revision=revision,
         batch_size=batch_size,
-        workers=default_workers() if workers is None else workers,
+        workers=field_default(EmbedConfig, "workers") if workers is None else workers,
         device=device,
         dtype=dtype,
         text_templates=tuple(text_templates),
@@ -267,27 +290,41 @@ def _head_params(_ctx, _param, values):
 @click.option(
     "--split",
     type=click.Choice(["images", "pairs"]),
-    default="images",
+    default=field_default(FitHeadConfig, "split"),
     show_default=True,
     help="images: no image on both sides (honest); pairs: the study's split.",
 )
-@click.option("--cv", type=int, default=None, help="K-fold cross-validation instead of one 80/20 split.")
+@click.option(
+    "--cv",
+    type=int,
+    default=field_default(FitHeadConfig, "cv"),
+    help="K-fold cross-validation instead of one 80/20 split.",
+)
 @click.option(
     "--dedupe",
     type=click.Choice(["none", "exact"]),
-    default=None,
+    default=field_default(FitHeadConfig, "dedupe"),
     help="exact: keep one of each identical (image, text, score) row [exact for images, none for pairs].",
 )
 @click.option(
     "--repeats",
     type=int,
-    default=1,
+    default=field_default(FitHeadConfig, "repeats"),
     show_default=True,
     help="Repeat the split (or CV) with R seeds; reports mean, sd and a pooled interval.",
 )
-@click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--objective", default=None, help="threshold: macro_f1|qwk; lgbm: multiclass|regression.")
+@click.option(
+    "--features",
+    type=click.Choice(["concat", "rich"]),
+    default=field_default(FitHeadConfig, "features"),
+    show_default=True,
+)
+@click.option("--seed", type=int, default=field_default(FitHeadConfig, "seed"), show_default=True)
+@click.option(
+    "--objective",
+    default=field_default(FitHeadConfig, "objective"),
+    help="threshold: macro_f1|qwk; lgbm: multiclass|regression.",
+)
 @click.option(
     "--param",
     "params",
@@ -299,27 +336,27 @@ def _head_params(_ctx, _param, values):
 @click.option(
     "--decode",
     type=click.Choice(["argmax", "expected"]),
-    default="argmax",
+    default=field_default(FitHeadConfig, "decode"),
     show_default=True,
     help="argmax, or the expected score cut at four points chosen on the validation part.",
 )
 @click.option(
     "--val-size",
     type=float,
-    default=0.1,
+    default=field_default(FitHeadConfig, "val_size"),
     show_default=True,
     help="Share of the training part held out to fit the temperature and the expected-score cuts.",
 )
 @click.option(
     "--exclude-pairs",
     type=click.Path(path_type=Path),
-    default=None,
+    default=field_default(FitHeadConfig, "exclude_pairs"),
     help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
     "--scale",
-    default=str(DEFAULT_SCALE),
+    default=field_default(FitHeadConfig, "scale"),
     show_default=True,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range); recorded in the run.",
@@ -348,7 +385,7 @@ def fit_head_command(
     label_col,
 ):
     """Fit a light head on cached features and evaluate it honestly."""
-    from tagcons.heads import FitHeadConfig, fit_head, fit_heads, get_head_class
+    from tagcons.heads import fit_head, fit_heads, get_head_class
     from tagcons.heads.params import parse_head_params
 
     heads = _expand_heads(heads)
@@ -431,7 +468,8 @@ def _progress() -> bool:
 @pair_columns
 def predict_command(run_dir, cache_path, data, out, images, image_col, text_col, label_col):
     """Score a pairs file with a saved run."""
-    from tagcons.heads import PredictConfig, predict
+    from tagcons.configs import PredictConfig
+    from tagcons.heads import predict
 
     result = predict(
         PredictConfig(
@@ -458,16 +496,27 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
-@click.option("--head", default="lgbm", show_default=True, type=click.Choice(head_names()))
-@click.option("--folds", default=5, show_default=True, type=int, help="Image-grouped folds for out-of-fold scores.")
-@click.option("--features", type=click.Choice(["concat", "rich"]), default="concat", show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--head", default=field_default(AuditConfig, "head"), show_default=True, type=click.Choice(head_names()))
+@click.option(
+    "--folds",
+    default=field_default(AuditConfig, "folds"),
+    show_default=True,
+    type=int,
+    help="Image-grouped folds for out-of-fold scores.",
+)
+@click.option(
+    "--features",
+    type=click.Choice(["concat", "rich"]),
+    default=field_default(AuditConfig, "features"),
+    show_default=True,
+)
+@click.option("--seed", type=int, default=field_default(AuditConfig, "seed"), show_default=True)
 @click.option(
     "--param", "params", multiple=True, callback=_head_params, metavar="KEY=VALUE", help="Head hyperparameter."
 )
 @click.option(
     "--scale",
-    default=str(DEFAULT_SCALE),
+    default=field_default(AuditConfig, "scale"),
     show_default=True,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
@@ -475,7 +524,7 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @pair_columns
 def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
-    from tagcons.audit.run import AuditConfig, run_audit, top_lines
+    from tagcons.audit.run import run_audit, top_lines
     from tagcons.heads import get_head_class
     from tagcons.heads.params import parse_head_params
 
@@ -520,15 +569,40 @@ def compare_command(run_dirs, out):
 @cli.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
-@click.option("--images", default=None, type=click.Path(path_type=Path), help="Images folder: thumbnails in galleries.")
-@click.option("--data", default=None, type=click.Path(path_type=Path), help="Pairs file (for --category-col).")
-@click.option("--category-col", default=None, help="Column of --data holding each pair's category.")
-@click.option("--category-from", default=None, metavar="REGEX", help="Category from the image key, e.g. '^([a-z]+)_'.")
-@click.option("--worst", default=12, show_default=True, type=click.IntRange(min=1), help="Pairs per gallery.")
+@click.option(
+    "--images",
+    default=field_default(ReportConfig, "images"),
+    type=click.Path(path_type=Path),
+    help="Images folder: thumbnails in galleries.",
+)
+@click.option(
+    "--data",
+    default=field_default(ReportConfig, "data"),
+    type=click.Path(path_type=Path),
+    help="Pairs file (for --category-col).",
+)
+@click.option(
+    "--category-col",
+    default=field_default(ReportConfig, "category_col"),
+    help="Column of --data holding each pair's category.",
+)
+@click.option(
+    "--category-from",
+    default=field_default(ReportConfig, "category_from"),
+    metavar="REGEX",
+    help="Category from the image key, e.g. '^([a-z]+)_'.",
+)
+@click.option(
+    "--worst",
+    default=field_default(ReportConfig, "worst"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Pairs per gallery.",
+)
 @pair_columns
 def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
     """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
-    from tagcons.evaluate.report import ReportConfig, write_report
+    from tagcons.evaluate.report import write_report
 
     config = ReportConfig(
         run_dirs=list(run_dirs),
@@ -543,28 +617,27 @@ def report_command(run_dirs, out, images, data, category_col, category_from, wor
     click.echo(f"report: {write_report(config)}")
 
 
-# `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field; a flag
-# left out takes the recipe's value (see tagcons/finetune/config.py RECIPES).
+# `tagcons finetune` options: (flag, click type, help). Each maps 1:1 onto a FinetuneConfig field and takes
+# its default; a field whose default is None takes the recipe's value (see tagcons/finetune/config.py RECIPES).
 FINETUNE_OPTIONS = [
     (
         "--recipe",
         click.Choice(["robust", "paper"]),
-        "robust (default): LP-FT, AdamW, layer decay, cosine; "
-        "paper: the study's Adam 5e-5, StepLR(5, 0.1), batch 8 x 2.",
+        "robust: LP-FT, AdamW, layer decay, cosine; paper: the study's Adam 5e-5, StepLR(5, 0.1), batch 8 x 2.",
     ),
     ("--revision", str, "Hub revision of the backbone."),
     ("--epochs", int, "Maximum epochs [recipe]."),
     ("--batch-size", int, "Batch size per process [recipe]."),
     ("--grad-accum", int, "Gradient accumulation steps [recipe]."),
-    ("--split", click.Choice(["images", "pairs"]), "images (default, no leak) or pairs (the study's)."),
+    ("--split", click.Choice(["images", "pairs"]), "images (no leak) or pairs (the study's)."),
     (
         "--dedupe",
         click.Choice(["none", "exact"]),
         "exact: one of each identical row [exact for images, none for pairs].",
     ),
-    ("--test-size", float, "Share held out for the final test [0.2]."),
-    ("--val-size", float, "Share of the training part used for early stopping [0.1]; 0: none, keep the last epoch."),
-    ("--seed", int, "Random seed [42]."),
+    ("--test-size", float, "Share held out for the final test."),
+    ("--val-size", float, "Share of the training part used for early stopping; 0: none, keep the last epoch."),
+    ("--seed", int, "Random seed."),
     ("--optimizer", click.Choice(["adamw", "adam"]), "[recipe]"),
     ("--lr", float, "Backbone learning rate [recipe]."),
     ("--head-lr", float, "Head learning rate [recipe]."),
@@ -579,13 +652,13 @@ FINETUNE_OPTIONS = [
     ("--unfreeze-vision", int, "Last N vision blocks train, -1 = all [recipe]."),
     ("--unfreeze-text", int, "Last N text blocks train, -1 = all [recipe]."),
     ("--init-head", click.Path(path_type=Path), "A fit-head run (logreg or mlp) to start the head from (LP-FT)."),
-    ("--dropout", float, "Head dropout [0.3]."),
-    ("--hidden", int, "Head hidden units [256]."),
+    ("--dropout", float, "Head dropout."),
+    ("--hidden", int, "Head hidden units."),
     ("--precision", click.Choice(["auto", "fp32", "bf16", "fp16"]), "auto: bf16 autocast on GPUs that support it."),
-    ("--wise-alpha", float, "Export (1-A)*zero-shot + A*fine-tuned weights (WiSE-FT) [1.0]."),
+    ("--wise-alpha", float, "Export (1-A)*zero-shot + A*fine-tuned weights (WiSE-FT)."),
     ("--device", str, "auto, cpu, cuda or mps."),
-    ("--workers", int, "DataLoader workers [2]."),
-    ("--scale", str, "Score scale LOW-HIGH or auto [1-5]."),
+    ("--workers", int, "DataLoader workers."),
+    ("--scale", str, "Score scale LOW-HIGH or auto."),
 ]
 FINETUNE_FLAGS = [
     ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),
@@ -595,10 +668,16 @@ FINETUNE_FLAGS = [
 
 def finetune_options(command):
     for flag, kind, help_text in reversed(FINETUNE_OPTIONS):
-        command = click.option(flag, type=kind, default=None, help=help_text)(command)
+        command = _finetune_option(flag, help_text, type=kind)(command)
     for flag, help_text in reversed(FINETUNE_FLAGS):
-        command = click.option(flag, default=None, help=help_text)(command)
+        command = _finetune_option(flag, help_text)(command)
     return command
+
+
+def _finetune_option(flag: str, help_text: str, **kwargs):
+    """A flag defaulting to its FinetuneConfig field (None: the recipe's value, said in the help)."""
+    default = field_default(FinetuneConfig, flag.split("/")[0].removeprefix("--").replace("-", "_"))
+    return click.option(flag, default=default, show_default=default is not None, help=help_text, **kwargs)
 
 
 @cli.command("finetune")
@@ -606,7 +685,8 @@ def finetune_options(command):
     "--text-template",
     "text_templates",
     multiple=True,
-    default=None,
+    default=field_default(FinetuneConfig, "text_templates"),
+    show_default=True,
     help="As for embed: {} is the hashtag; repeat for a prompt ensemble. Match the cache an --init-head was fit on.",
 )
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
@@ -627,25 +707,28 @@ def finetune_options(command):
 @pair_columns
 def finetune_command(**options):
     """Fine-tune a backbone and the study's head end to end (also under torchrun)."""
-    from tagcons.finetune import FinetuneConfig, run_finetune
+    from tagcons.finetune import run_finetune
 
-    settings = {name: value for name, value in options.items() if value is not None}
-    settings.update(data=str(options["data"]), images=str(options["images"]), out=str(options["out"]))
-    if options["init_head"] is not None:
-        settings["init_head"] = str(options["init_head"])
-    settings["text_templates"] = tuple(options["text_templates"]) or ("{}",)
-    result = run_finetune(FinetuneConfig(**settings, progress=_progress()))
+    columns = _columns(options.pop("image_col"), options.pop("text_col"), options.pop("label_col"))
+    options["text_templates"] = tuple(options["text_templates"])
+    result = run_finetune(FinetuneConfig(**options, columns=columns, progress=_progress()))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         click.echo(_headline(result.run_dir, result.metrics))
         click.echo(f"fine-tuned backbone for `tagcons embed --backbone`: {result.backbone_dir}")
 
 
 @cli.command("demo")
-@click.option("--out", default="demo_out", show_default=True, type=click.Path(path_type=Path))
-@click.option("--finetune-epochs", default=3, show_default=True, type=int, help="0 skips the fine-tune.")
+@click.option("--out", default=field_default(DemoRunConfig, "out"), show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--finetune-epochs",
+    default=field_default(DemoRunConfig, "finetune_epochs"),
+    show_default=True,
+    type=int,
+    help="0 skips the fine-tune.",
+)
 def demo_command(out, finetune_epochs):
     """The whole job offline: demo set -> tiny embed -> heads -> short fine-tune -> table -> label audit."""
-    from tagcons.demo import DemoRunConfig, run_demo
+    from tagcons.demo import run_demo
 
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
     click.echo(report.markdown)

@@ -68,6 +68,11 @@ def _torch_may_have_cuda() -> bool:
         return True
 
 
+def default_workers() -> int:
+    """DataLoader workers decoding images: leave a core to the model (decoding competes with it), at most 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 def auto_threads(n_rows: int, threads: int | None) -> int | None:
     """Threads for a fit: as asked, else 1 for small tables (None = library default for large ones).
 

@@ -14,12 +14,12 @@ from tagcons.data.splits import train_test_split_indices
 from tagcons.distributed import setup
 from tagcons.embed.backbones import load_backbone
 from tagcons.errors import BadInputError
-from tagcons.evaluate.provenance import PART_KEYS_FILE, keys_hash, read_part_keys, table_keys, write_part_keys
+from tagcons.evaluate.provenance import SIDE_KEYS_FILE, keys_hash, read_side_keys, table_keys, write_side_keys
 from tagcons.finetune import run_finetune
 from tagcons.finetune.config import resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader
-from tagcons.finetune.loop import make_precision, predict
-from tagcons.finetune.parts import load_parts
+from tagcons.finetune.loop import collect_outputs, make_precision
+from tagcons.finetune.partition import load_partition
 from tagcons.labels import class_weights
 
 
@@ -39,7 +39,7 @@ def test_init_head_trained_on_test_pairs_is_refused_with_exit_2(data, tmp_path, 
     every, test = _test_keys(pairs)
     donor = tmp_path / "donor"
     donor.mkdir()
-    write_part_keys(donor, {"fit": every, "validation": None, "test": None})  # a --cv donor: fitted on all rows
+    write_side_keys(donor, {"fit": every, "validation": None, "test": None})  # a --cv donor: fitted on all rows
     argv = ["finetune", "--data", str(pairs), "--images", str(images), "--backbone", "tiny", "--workers", "0"]
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--out", str(tmp_path / "run"), "--init-head", str(donor)])
@@ -65,7 +65,7 @@ def test_init_head_trained_on_other_rows_passes_the_guard(data, tmp_path):
     every, test = _test_keys(pairs)
     donor = tmp_path / "donor"
     donor.mkdir()
-    write_part_keys(donor, {"fit": sorted(set(every) - set(test)), "validation": None, "test": test})
+    write_side_keys(donor, {"fit": sorted(set(every) - set(test)), "validation": None, "test": test})
     with pytest.raises(BadInputError, match="head.json"):
         run_finetune(config(pairs, images, tmp_path / "run", init_head=str(donor)))
 
@@ -101,9 +101,9 @@ def test_val_size_0_trains_every_epoch_keeps_the_last_and_records_parts(data, no
     _, test = _test_keys(pairs)
     assert saved["parts"]["test"] == keys_hash(test)
     for where in (result.run_dir, result.backbone_dir):
-        recorded = read_part_keys(where)
+        recorded = read_side_keys(where)
         assert recorded["test"] == set(test) and not recorded["fit"] & set(test), where
-    assert (result.backbone_dir / PART_KEYS_FILE).is_file()
+    assert (result.backbone_dir / SIDE_KEYS_FILE).is_file()
     assert np.isfinite(result.history["train_loss_running"]).all()
 
 
@@ -113,15 +113,15 @@ def test_train_loss_is_the_eval_mode_loss_of_the_kept_model(no_validation_run):
     settings = resolve(settings)
     dist, cpu = setup("cpu"), torch.device("cpu")
     try:
-        parts = load_parts(settings, dist)
+        partition = load_partition(settings, dist)
         backbone = load_backbone("tiny")
-        tokens = TokenTable.build(parts.table.texts, backbone)
-        collate = Collate(parts.table, settings.images, backbone.image_processor, tokens)
-        loader = eval_loader(parts.fit, collate, LoaderSettings(16, 0, 42, 0, 1))
-        rows, logits = predict(result.model, loader, make_precision("fp32", cpu), cpu, dist, "fit")
+        tokens = TokenTable.build(partition.table.texts, backbone)
+        collate = Collate(partition.table, settings.images, backbone.image_processor, tokens)
+        loader = eval_loader(partition.fit, collate, LoaderSettings(16, 0, 42, 0, 1))
+        rows, logits = collect_outputs(result.model, loader, make_precision("fp32", cpu), cpu, dist, "fit")
     finally:
         dist.close()
-    labels = torch.from_numpy(parts.table.labels[rows].astype(np.int64) - 1)
-    weight = torch.tensor(class_weights(parts.table.labels[parts.fit].astype(int)), dtype=torch.float32)
+    labels = torch.from_numpy(partition.table.labels[rows].astype(np.int64) - 1)
+    weight = torch.tensor(class_weights(partition.table.labels[partition.fit].astype(int)), dtype=torch.float32)
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels, weight=weight))
     assert result.history["train_loss"][-1] == pytest.approx(loss, rel=1e-4)

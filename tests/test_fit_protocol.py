@@ -10,7 +10,7 @@ import pytest
 from tagcons.cli import main
 from tagcons.data.pairs import load_pairs
 from tagcons.data.splits import train_test_split_indices
-from tagcons.evaluate.provenance import keys_hash, read_part_keys
+from tagcons.evaluate.provenance import keys_hash, read_side_keys
 from tagcons.heads import FitHeadConfig, fit_head, load_head
 
 
@@ -116,14 +116,14 @@ def test_provenance_of_a_holdout_and_a_cv_run(shortcut_pairs, tmp_path):
         "dedupe": "exact",
         "val_size": None,
     }
-    parts = read_part_keys(holdout)
+    parts = read_side_keys(holdout)
     tested = pd.read_csv(holdout / "predictions.csv")
     assert parts["test"] == {f"{i}\t{t}" for i, t in zip(tested["image"], tested["text"])}
     assert config["parts"]["test"] == metrics["test_rows_hash"] == keys_hash(parts["test"])
     assert config["parts"]["fit"] == keys_hash(parts["fit"]) and not parts["fit"] & parts["test"]
     assert metrics["n_test_images"] == tested["image"].nunique() and set(metrics["ci95"]) >= {"macro_f1", "qwk"}
     cv = fit_head(FitHeadConfig(data=shortcut_pairs, head="image-prior", cv=3, out=tmp_path / "cv")).run_dir
-    cv_parts = read_part_keys(cv)
+    cv_parts = read_side_keys(cv)
     assert cv_parts["fit"] == cv_parts["test"] and len(cv_parts["test"]) == 240  # refit on all; all tested once
 
 

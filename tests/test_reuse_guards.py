@@ -12,7 +12,7 @@ from tagcons.cli import main
 from tagcons.data.pairs import load_pairs
 from tagcons.data.splits import train_test_split_indices
 from tagcons.embed.backbones import load_backbone
-from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, table_keys, write_part_keys
+from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, table_keys, write_side_keys
 from tagcons.heads import FitHeadConfig, fit_head
 
 
@@ -21,7 +21,7 @@ def test_embed_with_a_fine_tuned_backbone_records_its_trained_rows(tmp_path):
     folder = tmp_path / "finetuned"
     load_backbone("tiny").save_pretrained(folder)
     keys = table_keys(load_pairs(pairs))
-    write_part_keys(folder, {"fit": keys[:20], "validation": keys[20:24], "test": keys[24:]})
+    write_side_keys(folder, {"fit": keys[:20], "validation": keys[20:24], "test": keys[24:]})
     embed(pairs, images, tmp_path / "ft.h5", backbone=str(folder))
     embed(pairs, images, tmp_path / "plain.h5")
     with tagcons.cache.open(tmp_path / "ft.h5") as cache, tagcons.cache.open(tmp_path / "plain.h5") as plain:
@@ -68,7 +68,7 @@ def test_predict_on_the_heads_training_rows_warns_and_says_so(synthetic, caplog,
     root, data, pairs, train, test = synthetic
     cache = write_cache(data, root / "plain.h5")
     run = fit_head(FitHeadConfig(cache=cache, data=pairs, head="threshold", out=root / "run")).run_dir
-    write_part_keys(run, {"fit": train, "validation": None, "test": test})  # what fit-head runs record
+    write_side_keys(run, {"fit": train, "validation": None, "test": test})  # what fit-head runs record
     with caplog.at_level(logging.WARNING):
         main(["predict", "--run", str(run), "--cache", str(cache), "--data", str(pairs), "--out", str(root / "p.csv")])
     said = capsys.readouterr().out

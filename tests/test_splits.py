@@ -187,3 +187,137 @@ def test_dedupe_table_removes_exact_copies_only_when_asked():
     assert dedupe_table(table, "pairs", None)[1] == 0 and dedupe_table(table, "pairs", "exact")[1] == 1
     with pytest.raises(BadInputError, match="--dedupe"):
         dedupe_table(table, "images", "fuzzy")
+
+
+# Seed 7's image -> fold assignment of the vectorised grouped folds for _table(n_images=40, seed=3), k=4.
+# A published split must come out the same in every version of tagcons for the same seed.
+DEALT_FOLDS_SEED_7 = [3, 2, 2, 1, 1, 3, 2, 2, 0, 3, 1, 2, 2, 0, 3, 0, 3, 0, 3, 3]
+DEALT_FOLDS_SEED_7 += [0, 1, 1, 0, 1, 1, 3, 0, 2, 1, 3, 3, 0, 2, 1, 2, 1, 2, 0, 0]
+
+
+def _dominant_score(labels: np.ndarray) -> int:
+    """The most frequent score of an image's rows (ties to the lower score)."""
+    scores, counts = np.unique(labels, return_counts=True)
+    return int(scores[np.argmax(counts)])
+
+
+def test_vectorised_grouped_folds_deal_each_dominant_score_evenly_and_reproducibly(monkeypatch):
+    import tagcons.data.splits as splits
+
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 10)
+    labels, groups = _table(n_images=40, seed=3)
+    folds = cv_fold_indices(labels, groups, "images", k=4, seed=7)
+    fold_of = {image: i for i, (_, test) in enumerate(folds) for image in set(groups[test])}
+    assert [fold_of[f"img_{i}.png"] for i in range(40)] == DEALT_FOLDS_SEED_7
+    for train, test in folds:
+        assert np.array_equal(np.sort(np.r_[train, test]), np.arange(len(labels)))
+        assert not set(groups[train]) & set(groups[test])
+    dominant = {image: _dominant_score(labels[groups == image]) for image in fold_of}
+    for score in set(dominant.values()):
+        per_fold = np.bincount([fold_of[i] for i in dominant if dominant[i] == score], minlength=4)
+        assert per_fold.max() - per_fold.min() <= 1, (score, per_fold)  # dealt round-robin within each score
+    _, test = train_test_split_indices(labels, groups, "images", test_size=0.25, seed=7)
+    assert np.array_equal(test, folds[0][1])
+    assert cv_fold_indices(labels, groups, "images", k=4, seed=8)[0][1].tolist() != folds[0][1].tolist()
+
+
+@pytest.mark.parametrize("stratifiable", [True, False])
+def test_plain_validation_is_sklearns_split_of_the_training_positions_with_the_seed(stratifiable):
+    labels = np.array([1] * 30 + [2] * 10 + ([3] * 10 if stratifiable else [3]))
+    train = np.arange(0, 2 * len(labels), 2)  # training rows of a larger table
+    table_labels = np.zeros(2 * len(labels), dtype=int)
+    table_labels[train] = labels
+    fit, val = validation_indices(train, table_labels, None, "pairs", val_size=0.2, seed=5)
+    stratify = labels if stratifiable else None
+    want_fit, want_val = train_test_split(np.arange(len(train)), stratify=stratify, test_size=0.2, random_state=5)
+    assert np.array_equal(val, train[np.sort(want_val)]) and np.array_equal(fit, train[np.sort(want_fit)])
+
+
+def test_folds_then_drop_defaults_are_five_image_grouped_folds_seed_42():
+    from tagcons.data.splits import folds_then_drop
+
+    labels, groups = _table()
+    usable = np.ones(len(labels), dtype=bool)
+    got = folds_then_drop(labels, groups, usable)
+    want = cv_fold_indices(labels, groups, "images", 5, 42)
+    assert len(got) == 5 and all(np.array_equal(g.test, w[1]) for g, w in zip(got, want))
+
+
+def test_two_folds_are_enough_and_pair_folds_are_sklearns_with_the_seed():
+    from sklearn.model_selection import StratifiedKFold
+
+    labels, groups = _table()
+    assert len(cv_fold_indices(labels, groups, "images", k=2, seed=3)) == 2
+    folds = cv_fold_indices(labels, None, "pairs", k=3, seed=9)
+    want = StratifiedKFold(n_splits=3, shuffle=True, random_state=9).split(np.zeros(len(labels)), labels)
+    assert all(np.array_equal(got[1], np.sort(w[1])) for got, w in zip(folds, want))
+
+
+def test_grouped_validation_is_the_first_grouped_fold_of_the_training_rows_with_the_seed():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _table(n_images=50)
+    train = np.flatnonzero(np.isin(groups, [f"img_{i}.png" for i in range(0, 50, 2)] + ["img_1.png"]))
+    fit, val = validation_indices(train, labels, groups, "images", val_size=0.25, seed=11)
+    splitter = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=11)
+    want_fit, want_val = next(splitter.split(np.zeros(len(train)), labels[train], groups[train]))
+    assert np.array_equal(val, train[np.sort(want_val)]) and np.array_equal(fit, train[np.sort(want_fit)])
+
+
+def test_a_pairs_validation_ignores_the_groups_it_is_given():
+    labels, groups = _table(n_images=30)
+    train = np.arange(len(labels))
+    with_groups = validation_indices(train, labels, groups, "pairs", val_size=0.2, seed=4)
+    without = validation_indices(train, labels, None, "pairs", val_size=0.2, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(with_groups, without))
+    assert set(groups[with_groups[0]]) & set(groups[with_groups[1]])  # rows of one image on both sides
+
+
+def test_usable_positions_number_the_usable_rows_and_mark_the_rest_minus_one():
+    from tagcons.data.splits import usable_positions
+
+    assert usable_positions([True, False, True, True, False]).tolist() == [0, -1, 1, 2, -1]
+
+
+def test_split_then_drop_defaults_are_the_image_split_of_a_fifth_seed_42():
+    from tagcons.data.splits import split_then_drop
+
+    labels, groups = _table()
+    usable = np.ones(len(labels), dtype=bool)
+    got = split_then_drop(labels, groups, usable)
+    want = train_test_split_indices(labels, groups, "images", 0.2, 42)
+    assert np.array_equal(got.train, want[0]) and np.array_equal(got.test, want[1])
+    seeded = split_then_drop(labels, groups, usable, "images", 0.25, seed=5)
+    assert np.array_equal(seeded.test, train_test_split_indices(labels, groups, "images", 0.25, 5)[1])
+
+
+def test_unknown_dedupe_names_the_modes():
+    from tagcons.data.splits import default_dedupe
+
+    with pytest.raises(BadInputError, match=r"^unknown --dedupe 'fuzzy'; choose one of none, exact$"):
+        default_dedupe("images", "fuzzy")
+
+
+@pytest.mark.parametrize("test_size, n_folds", [(0.9, 2), (0.6, 2), (0.4, 2), (0.3, 3), (0.1, 10)])
+def test_an_images_split_is_the_first_of_round_one_over_test_size_folds_at_least_two(test_size, n_folds):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels, groups = _table(n_images=40)
+    _, test = train_test_split_indices(labels, groups, "images", test_size=test_size, seed=2)
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=2)
+    assert np.array_equal(test, np.sort(next(splitter.split(np.zeros(len(labels)), labels, groups))[1]))
+
+
+def test_the_sklearn_grouped_split_runs_up_to_its_limit_and_as_few_images_as_folds(monkeypatch):
+    import tagcons.data.splits as splits
+
+    labels, groups = _table(n_images=12)
+    sklearn_folds = cv_fold_indices(labels, groups, "images", k=12, seed=1)  # one image per fold
+    assert sorted(len(set(groups[test])) for _, test in sklearn_folds) == [1] * 12
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 12)
+    at_limit = cv_fold_indices(labels, groups, "images", k=3, seed=1)
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 11)
+    above = cv_fold_indices(labels, groups, "images", k=3, seed=1)
+    monkeypatch.setattr(splits, "SKLEARN_MAX_GROUPS", 5000)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(at_limit, cv_fold_indices(labels, groups, "images", 3, 1)))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(at_limit, above))  # the dealt folds differ

@@ -17,39 +17,22 @@ metric a model can reach on them, so this list is worth reviewing before compari
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tagcons.data.pairs import PairColumns
+from tagcons.configs import AuditConfig
 from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.rundir import write_json
-from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
 AUDIT_JSON = "audit.json"
 SHOWN = 10
-
-
-@dataclass
-class AuditConfig:
-    cache: str | Path
-    data: str | Path
-    out: str | Path
-    head: str = "lgbm"
-    folds: int = 5
-    features: str = "concat"
-    seed: int = 42
-    columns: PairColumns = field(default_factory=PairColumns)
-    head_params: dict = field(default_factory=dict)
-    val_size: float = 0.1
-    progress: bool = False
-    scale: str = str(DEFAULT_SCALE)  # the score scale, as fit-head takes it ("auto": the labels' own range)
 
 
 @dataclass
@@ -129,7 +112,7 @@ def noise_rates(y: np.ndarray, oof: np.ndarray, labels) -> dict:
     return {str(k): float(rates[i]) for i, k in enumerate(labels)}
 
 
-def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
+def _write(out: Path, data, oof: np.ndarray, config_record: dict) -> AuditResult:
     labels = data.labels
     flagged, ranking = label_issues(data.y, oof, labels)
     suggested = np.asarray(labels)[oof.argmax(axis=1)]
@@ -150,7 +133,7 @@ def _write(out: Path, data, oof: np.ndarray, settings: dict) -> AuditResult:
         "noise_rate": noise_rates(data.y, oof, labels),
         "given_vs_suggested": _confusion(data.y[flagged], suggested[flagged], labels),
         "rows": "out-of-fold",
-        **settings,
+        **config_record,
     }
     out.mkdir(parents=True, exist_ok=True)
     issues.to_csv(out / AUDIT_CSV, index=False)

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tagcons.configs import PairColumns
 from tagcons.errors import BadInputError, first_line
 from tagcons.labels import AUTO, DEFAULT_SCALE, MAX_SCORE, NO_LABEL, ScoreScale, infer_scale, parse_scale
 
@@ -28,15 +29,6 @@ log = logging.getLogger(__name__)
 
 MAX_LINES_IN_MESSAGE = 5
 LABEL_SPAN = 128  # labels are int8: -1 (none) .. 126
-
-
-@dataclass(frozen=True)
-class PairColumns:
-    """Names of the columns in the user's file (the study's by default)."""
-
-    image: str = "Image Filename"
-    text: str = "Hashtag"
-    label: str = "Score"
 
 
 @dataclass

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tagcons.configs import DemoConfig
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -155,18 +156,6 @@ VOCABULARY: tuple[Tag, ...] = tuple(
     + [Tag(text, GENERIC_GLOSS[text], "generic", text) for text in GENERIC_SCORES]
 )
 ELEMENT_SCENE = {element: scene for scene, (_, _, element) in SCENES.items()}
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Size and seed of the demo set; the same config always gives the same files."""
-
-    n_images: int = 150
-    pairs_per_image: int = 12
-    image_size: int = 224
-    seed: int = 0
-    duplicate_fraction: float = 0.01  # share of rows repeated verbatim (the study has such rows)
-    flip_fraction: float = 0.05  # share of rows given a wrong score (listed in flipped.csv)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from tagcons.demo.dataset import DemoConfig, make_demo_set
-from tagcons.embed.extractor import EmbedConfig, default_workers, run_embed
+from tagcons.configs import DemoRunConfig, EmbedConfig
+from tagcons.demo.dataset import make_demo_set
+from tagcons.embed.extractor import run_embed
 from tagcons.errors import BadInputError
 from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison
 from tagcons.evaluate.report import ReportConfig, write_report
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 # The study's head settings barely move in 20 epochs on the tiny backbone's features; the demo shows
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
 DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
-DEMO_HEADS = ("threshold", "logreg", "mlp", "lgbm", "ordinal", "text-only", "image-prior")
 DEMO_CATEGORY = "^([a-z]+)_"  # the demo's images are named <scene>_<nn>.png
 DEMO_MARKER = ".tagcons-demo"
 LEGACY_DEMO_NAMES = {
@@ -43,16 +43,6 @@ LEGACY_DEMO_NAMES = {
     "report.html",
     "audit",
 }
-
-
-@dataclass
-class DemoRunConfig:
-    out: Path = Path("demo_out")
-    data: DemoConfig = field(default_factory=DemoConfig)
-    heads: tuple[str, ...] = DEMO_HEADS
-    finetune_epochs: int = 3  # 0 skips the fine-tune
-    workers: int = field(default_factory=default_workers)
-    progress: bool = False
 
 
 @dataclass
@@ -161,14 +151,14 @@ def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:
 
     run_dir = out / "runs" / "finetune"
     shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own run: a rerun starts it afresh
-    settings = FinetuneConfig(
-        data=str(demo_set.pairs_csv),
-        images=str(demo_set.images_dir),
+    finetune_config = FinetuneConfig(
+        data=demo_set.pairs_csv,
+        images=demo_set.images_dir,
         backbone="tiny",
-        out=str(run_dir),
+        out=run_dir,
         epochs=config.finetune_epochs,
         workers=min(config.workers, 2),
         progress=config.progress,
     )
-    run_finetune(settings)
+    run_finetune(finetune_config)
     return run_dir

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.lock import read_only_message
 from tagcons.cache.rows import l2_normalise
+from tagcons.configs import EmbedConfig
 from tagcons.data.images import (
     ImageLoadError,
     check_image_keys,
@@ -32,7 +32,7 @@ from tagcons.data.images import (
     reduced_side,
     resolve_image_path,
 )
-from tagcons.data.pairs import PairColumns, load_pairs
+from tagcons.data.pairs import load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
@@ -47,37 +47,6 @@ log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
 DECODE_MODES = ("cpu", "gpu")
 FAILED_BEFORE = "failed in an earlier run; the file has not changed since"
-
-
-def default_workers() -> int:
-    """Leave a core to the model: decoding competes with it for the CPU."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-@dataclass
-class EmbedConfig:
-    data: Path
-    images: Path
-    backbone: str
-    out: Path
-    revision: str | None = None
-    batch_size: int = 64
-    workers: int = field(default_factory=default_workers)
-    device: str = "auto"
-    dtype: str = "auto"
-    text_templates: tuple[str, ...] = ("{}",)  # several: a prompt ensemble (mean of normalised features)
-    strip_hash: bool = False
-    store_dtype: str = "float32"
-    strict: bool = False
-    shard: tuple[int, int] | None = None
-    columns: PairColumns = field(default_factory=PairColumns)
-    # A crash loses at most one uncommitted chunk: commit every `commit_rows` rows or `commit_seconds`,
-    # whichever comes first (few part files on a GPU, little lost work on a slow CPU).
-    commit_rows: int = 16384
-    commit_seconds: float = 30.0
-    progress: bool = False
-    decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
-    compile: bool = False  # torch.compile the image encoder
 
 
 @dataclass

@@ -107,7 +107,7 @@ def paired_differences(
     ``p_value``, ``significant``), from a paired bootstrap resampling the group's test images.
     """
     frame = compare_runs(run_dirs) if frame is None else frame
-    groups = [_hashed_group(part, metrics, resamples, seed) for _, part in _by_hash(frame)]
+    groups = [_hashed_group(runs, metrics, resamples, seed) for _, runs in _by_hash(frame)]
     unknown = frame[frame["test_rows_hash"].isna()].reset_index(drop=True)
     if len(unknown):
         groups.append(RunGroup(None, NO_HASH, unknown, {}))
@@ -122,17 +122,17 @@ def _by_hash(frame: pd.DataFrame):
     return hashed.groupby("test_rows_hash", sort=False)
 
 
-def _hashed_group(part: pd.DataFrame, metrics, resamples: int, seed: int) -> RunGroup:
-    part = part.reset_index(drop=True)
-    first = part.iloc[0]
+def _hashed_group(runs: pd.DataFrame, metrics, resamples: int, seed: int) -> RunGroup:
+    runs = runs.reset_index(drop=True)
+    first = runs.iloc[0]
     reason = f"tested on the same {_count(first['n_test'])} pairs"
-    if "n_test_images" in part and pd.notna(first.get("n_test_images")):
+    if "n_test_images" in runs and pd.notna(first.get("n_test_images")):
         reason += f" of {_count(first['n_test_images'])} images"
     reason += f" (test rows {first['test_rows_hash'][:12]})"
-    best = best_rows(part) if len(part) > 1 else {}  # a run alone in its table is the best of nothing
-    group = RunGroup(first["test_rows_hash"], reason, part, best)
-    if len(part) > 1:
-        group.differences = _differences(part, best, metrics, resamples, seed)
+    best = best_rows(runs) if len(runs) > 1 else {}  # a run alone in its table is the best of nothing
+    group = RunGroup(first["test_rows_hash"], reason, runs, best)
+    if len(runs) > 1:
+        group.differences = _differences(runs, best, metrics, resamples, seed)
     return group
 
 
@@ -140,8 +140,8 @@ def _count(value) -> str:
     return "?" if value is None or pd.isna(value) else str(int(value))
 
 
-def _differences(part: pd.DataFrame, best: dict, metrics, resamples: int, seed: int) -> dict:
-    predictions = [_predictions(Path(path)) for path in part["path"]]
+def _differences(runs: pd.DataFrame, best: dict, metrics, resamples: int, seed: int) -> dict:
+    predictions = [_predictions(Path(path)) for path in runs["path"]]
     if any(p is None for p in predictions):
         return {}
     counts = aligned_counts(predictions)
@@ -151,10 +151,10 @@ def _differences(part: pd.DataFrame, best: dict, metrics, resamples: int, seed: 
             continue
         reference = min(best[metric])
         out[metric] = {
-            "best": part.loc[reference, "run"],
+            "best": runs.loc[reference, "run"],
             "runs": {
-                part.loc[i, "run"]: paired_difference(counts[i], counts[reference], metric, resamples, seed)
-                for i in range(len(part))
+                runs.loc[i, "run"]: paired_difference(counts[i], counts[reference], metric, resamples, seed)
+                for i in range(len(runs))
                 if i != reference
             },
         }

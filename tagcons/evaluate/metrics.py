@@ -47,7 +47,7 @@ def _averaged(y_true: np.ndarray, y_pred: np.ndarray, average: str, labels=LABEL
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true": expected on small parts
-        return float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0
+        return float(balanced_accuracy_score(y_true, y_pred))
 
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, labels=LABELS) -> dict:

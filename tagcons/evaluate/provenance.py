@@ -1,10 +1,11 @@
 """Provenance of rows: which pairs trained, validated and tested a model.
 
 A pair is identified by its key ``image + TAB + text`` (both already normalised by the pairs
-table). A part's hash is the sha256 of its sorted unique keys, one per line, so two runs tested on
-the same rows share a hash whatever the row order. Runs and exported models keep the keys
-themselves in ``part_keys.json`` (gzip-free JSON: a few hundred kB for the study's table), so
-anything that reuses trained weights can count the overlap with its own test part.
+table). A side's hash (the fit, validation or test rows of a run's partition) is the sha256 of its
+sorted unique keys, one per line, so two runs tested on the same rows share a hash whatever the row
+order. Runs and exported models keep the keys themselves in ``part_keys.json`` (the file's name
+predates the word "side"; gzip-free JSON: a few hundred kB for the study's table), so anything that
+reuses trained weights can count the overlap with its own test side.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import numpy as np
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
-PART_KEYS_FILE = "part_keys.json"
-PART_NAMES = ("fit", "validation", "test")
+SIDE_KEYS_FILE = "part_keys.json"
+SIDE_NAMES = ("fit", "validation", "test")
 KEY_SEPARATOR = "\t"
 # A cache embedded from a fine-tuned backbone keeps that backbone's trained keys in its settings (part of
 # the fingerprint: features from weights trained on other rows are other features).
@@ -40,7 +41,7 @@ def table_keys(table) -> np.ndarray:
 
 
 def keys_hash(keys: Iterable[str] | None) -> str | None:
-    """sha256 hex of the sorted unique keys (None for a part that does not exist)."""
+    """sha256 hex of the sorted unique keys (None for a side that does not exist)."""
     if keys is None:
         return None
     digest = hashlib.sha256()
@@ -49,34 +50,34 @@ def keys_hash(keys: Iterable[str] | None) -> str | None:
     return digest.hexdigest()
 
 
-def part_hashes(parts: dict[str, Iterable[str] | None]) -> dict[str, str | None]:
+def side_hashes(sides: dict[str, Iterable[str] | None]) -> dict[str, str | None]:
     """{"fit": hash, "validation": hash|None, "test": hash|None} for config.json."""
-    return {name: keys_hash(parts.get(name)) for name in PART_NAMES}
+    return {name: keys_hash(sides.get(name)) for name in SIDE_NAMES}
 
 
-def write_part_keys(directory: str | Path, parts: dict[str, Iterable[str] | None]) -> Path:
-    """Save each part's keys (sorted) beside a run's head or an exported backbone."""
-    path = Path(directory) / PART_KEYS_FILE
-    payload = {name: None if parts.get(name) is None else sorted(set(parts[name])) for name in PART_NAMES}
+def write_side_keys(directory: str | Path, sides: dict[str, Iterable[str] | None]) -> Path:
+    """Save each side's keys (sorted) beside a run's head or an exported backbone."""
+    path = Path(directory) / SIDE_KEYS_FILE
+    payload = {name: None if sides.get(name) is None else sorted(set(sides[name])) for name in SIDE_NAMES}
     path.write_text(json.dumps(payload, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
-def read_part_keys(directory: str | Path) -> dict[str, set[str] | None] | None:
-    """The saved parts of a run or export; None when it predates provenance (nothing recorded)."""
-    path = Path(directory) / PART_KEYS_FILE
+def read_side_keys(directory: str | Path) -> dict[str, set[str] | None] | None:
+    """The saved side keys of a run or export; None when it predates provenance (nothing recorded)."""
+    path = Path(directory) / SIDE_KEYS_FILE
     if not path.is_file():
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        return {name: None if payload.get(name) is None else set(payload[name]) for name in PART_NAMES}
+        return {name: None if payload.get(name) is None else set(payload[name]) for name in SIDE_NAMES}
     except (json.JSONDecodeError, TypeError, AttributeError) as e:
         raise BadInputError(f"{path}: not a valid list of part keys ({e}); the run directory is damaged") from e
 
 
-def trained_keys(parts: dict[str, set[str] | None]) -> set[str]:
-    """Every key whose label shaped the weights: the fit part and the validation part (model selection)."""
-    return set().union(*(parts.get(name) or set() for name in ("fit", "validation")))
+def trained_keys(sides: dict[str, set[str] | None]) -> set[str]:
+    """Every key whose label shaped the weights: the fit side and the validation side (model selection)."""
+    return set().union(*(sides.get(name) or set() for name in ("fit", "validation")))
 
 
 def overlap_count(trained: set[str], test_keys: Iterable[str]) -> int:
@@ -103,21 +104,21 @@ def check_reuse(trained: set[str] | None, test_keys: Iterable[str], source: str,
 def recorded_trained_keys(directory: str | Path, source: str, allow_unverified: bool, flag: str) -> set[str] | None:
     """Trained keys (fit + validation) saved in `directory`; an old run or export without them is refused
     unless `allow_unverified` (then None: the caller cannot check, and says so in its log)."""
-    parts = read_part_keys(directory)
-    if parts is not None:
-        return trained_keys(parts)
+    sides = read_side_keys(directory)
+    if sides is not None:
+        return trained_keys(sides)
     if not allow_unverified:
         raise BadInputError(
-            f"{source}: {Path(directory) / PART_KEYS_FILE} is missing, so which pairs trained it is unknown "
+            f"{source}: {Path(directory) / SIDE_KEYS_FILE} is missing, so which pairs trained it is unknown "
             f"and a leak into the test part cannot be ruled out; refit it with this version of tagcons, or pass "
             f"{flag} to use it anyway (its test metrics are then not evidence)"
         )
-    log.warning("%s: no %s; using it unverified (%s): test rows may have trained it", source, PART_KEYS_FILE, flag)
+    log.warning("%s: no %s; using it unverified (%s): test rows may have trained it", source, SIDE_KEYS_FILE, flag)
     return None
 
 
 def split_spec(kind: str, seed: int, test_size: float, cv=None, repeats: int = 1, dedupe="none", val_size=None):
-    """config.json's `split_spec`: everything that decides which rows land in which part."""
+    """config.json's `split_spec`: everything that decides which rows land on which side."""
     return {
         "kind": kind,
         "seed": seed,
@@ -134,14 +135,14 @@ def backbone_trained_keys(backbone: str | Path) -> list[str] | None:
     folder = Path(backbone)
     if not folder.is_dir():
         return None
-    parts = read_part_keys(folder)
-    if parts is None:
+    sides = read_side_keys(folder)
+    if sides is None:
         if (folder / FINETUNE_EXPORT_FILE).is_file():
             log.warning(
                 "%s: a fine-tuned backbone without %s (exported by an older tagcons): which pairs trained it is "
                 "unknown, so fit-head cannot check its test part against them",
                 folder,
-                PART_KEYS_FILE,
+                SIDE_KEYS_FILE,
             )
         return None
-    return sorted(trained_keys(parts))
+    return sorted(trained_keys(sides))

@@ -17,13 +17,14 @@ import io
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from tagcons.configs import ReportConfig
 from tagcons.data.images import ImageLoadError, load_rgb, resolve_image_path
 from tagcons.data.pairs import PairColumns, normalise_image_key, normalise_text
 from tagcons.errors import BadInputError
@@ -44,18 +45,6 @@ CATEGORY_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 BASELINE_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 CALIBRATION_METRICS = ("log_loss", "brier", "ece")
 NO_MATCH = "(no match)"
-
-
-@dataclass
-class ReportConfig:
-    run_dirs: list[Path]
-    out: Path
-    images: Path | None = None  # thumbnails in the galleries; text only without it
-    data: Path | None = None  # the pairs file, for --category-col
-    category_col: str | None = None
-    category_from: str | None = None  # a regex with one group, applied to the image key
-    worst: int = 12  # pairs per gallery
-    columns: PairColumns = field(default_factory=PairColumns)
 
 
 @dataclass
@@ -168,10 +157,10 @@ def calibration_view(run: RunView) -> dict | None:
         return None
     return {
         "temperature": calibration.get("temperature"),
-        "part": calibration.get("rows"),
+        "side": calibration.get("rows"),
         "rows": [
-            {"name": part, "values": [(calibration.get(part) or {}).get(k) for k in CALIBRATION_METRICS]}
-            for part in ("before", "after")
+            {"name": stage, "values": [(calibration.get(stage) or {}).get(k) for k in CALIBRATION_METRICS]}
+            for stage in ("before", "after")
         ],
     }
 
@@ -398,18 +387,18 @@ def category_rows(runs: list[RunView], category_of) -> list[dict]:
     for run in runs:
         frame = run.predictions
         labels = pd.Series([category_of(i, t) for i, t in zip(frame["image"], frame["text"])], index=frame.index)
-        for name, part in frame.groupby(labels, sort=True):
-            rows.append(_category_row(run.name, str(name), part))
+        for name, group in frame.groupby(labels, sort=True):
+            rows.append(_category_row(run.name, str(name), group))
     return sorted(rows, key=lambda row: row["category"])
 
 
-def _category_row(run_name: str, category: str, part: pd.DataFrame) -> dict:
-    metrics = compute_metrics(part["true"], part["pred"])
+def _category_row(run_name: str, category: str, group: pd.DataFrame) -> dict:
+    metrics = compute_metrics(group["true"], group["pred"])
     return {
         "category": category,
         "run": run_name,
-        "n": len(part),
-        "n_images": part["image"].nunique(),
+        "n": len(group),
+        "n_images": group["image"].nunique(),
         "values": [metrics[k] for k in CATEGORY_METRICS],
     }
 

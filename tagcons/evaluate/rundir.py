@@ -122,11 +122,11 @@ def read_json(path: str | Path) -> dict:
     return payload
 
 
-def write_config(run_dir: str | Path, settings: dict, fingerprint: str | None = None) -> Path:
-    """config.json: every setting, the cache fingerprint and package versions."""
+def write_config(run_dir: str | Path, record: dict, fingerprint: str | None = None) -> Path:
+    """config.json: the run's config record, the cache fingerprint and package versions."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return write_json(run_dir / CONFIG_FILE, {**settings, "cache_fingerprint": fingerprint, "versions": versions()})
+    return write_json(run_dir / CONFIG_FILE, {**record, "cache_fingerprint": fingerprint, "versions": versions()})
 
 
 def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None, labels=LABELS) -> pd.DataFrame:

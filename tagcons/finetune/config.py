@@ -1,4 +1,5 @@
-"""Fine-tuning settings: one dataclass whose fields are the CLI flags, and the recipes that fill it.
+"""Fine-tuning recipes and the check of a `FinetuneConfig` (defined in `tagcons.configs`, whose fields
+are the CLI flags).
 
 A field left at None takes its recipe's value (`resolve`), so `--recipe paper --lr 1e-5` changes
 only the learning rate. The resolved config (every value concrete) is what config.json records
@@ -7,90 +8,18 @@ and what `--resume` compares against.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import fields, replace
 
-from tagcons.data.pairs import PairColumns
+from tagcons.configs import FinetuneConfig
 from tagcons.data.splits import SPLIT_KINDS, default_dedupe
 from tagcons.embed.backbones import parse_source
 from tagcons.embed.templates import check_templates
 from tagcons.errors import BadInputError
-from tagcons.labels import DEFAULT_SCALE
 
 ALL_LAYERS = -1  # --unfreeze-vision / --unfreeze-text value meaning "the whole tower trains"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "step")
-
-
-@dataclass
-class FinetuneConfig:
-    """Every setting of `tagcons finetune`; field names are the CLI flags (underscores for dashes)."""
-
-    data: str
-    images: str
-    backbone: str
-    out: str
-    recipe: str = "robust"
-    revision: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    split: str = "images"
-    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
-    test_size: float = 0.2
-    val_size: float = 0.1
-    seed: int = 42
-    resume: bool = False
-    # optimisation (None: the recipe's value)
-    optimizer: str | None = None
-    lr: float | None = None
-    head_lr: float | None = None
-    weight_decay: float | None = None
-    layer_decay: float | None = None
-    schedule: str | None = None
-    warmup: float | None = None  # share of optimiser steps spent warming up (cosine schedule)
-    step_size: int | None = None  # epochs per StepLR step (step schedule)
-    gamma: float | None = None
-    grad_clip: float | None = None  # 0 disables clipping
-    class_weights: bool | None = None
-    patience: int | None = None  # epochs without a better validation QWK before stopping; 0 never stops
-    # what trains
-    unfreeze_vision: int | None = None  # last N vision blocks train; -1 the whole tower, 0 none
-    unfreeze_text: int | None = None
-    lp_init: bool | None = None  # LP-FT: start the head from a linear probe on frozen features
-    init_head: str | None = None  # a fit-head run (logreg or mlp) to start the head from
-    allow_unverified_init: bool = False  # accept an --init-head run that does not record its training rows
-    dropout: float = 0.3
-    hidden: int = 256
-    # machinery
-    precision: str = "auto"
-    grad_checkpointing: bool = False
-    wise_alpha: float = 1.0
-    device: str = "auto"
-    workers: int = 2
-    image_col: str = PairColumns.image
-    text_col: str = PairColumns.text
-    label_col: str = PairColumns.label
-    strip_hash: bool = False
-    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
-    text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
-    progress: bool = False
-
-    @property
-    def columns(self) -> PairColumns:
-        return PairColumns(self.image_col, self.text_col, self.label_col)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out)
-
-    def to_dict(self) -> dict:
-        settings = asdict(self)
-        settings.pop("progress")
-        settings.pop("resume")
-        settings["text_templates"] = list(self.text_templates)  # as JSON gives it back, for --resume
-        return settings
 
 
 RECIPES: dict[str, dict] = {

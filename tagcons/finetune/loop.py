@@ -133,22 +133,22 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict(
+def collect_outputs(
     model: nn.Module,
     loader,
     precision: Precision,
     device: torch.device,
     dist: DistContext,
-    part: str,
+    side: str,
     on_batch=None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows, logits float32) for every row of the loader, gathered from all ranks and sorted by row."""
     model.eval()
     rows, logits = [], []
-    for batch in tqdm(loader, desc=part, disable=not (progress and dist.is_main), leave=False):
+    for batch in tqdm(loader, desc=side, disable=not (progress and dist.is_main), leave=False):
         if on_batch:
-            on_batch(part, batch["rows"].numpy())
+            on_batch(side, batch["rows"].numpy())
         batch = to_device(batch, device)
         with precision.autocast():
             out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])

@@ -29,7 +29,7 @@ PROBE_STEPS = 100
 
 
 class EmbedOnly(nn.Module):
-    """Makes `predict` return the [image, text] features instead of logits."""
+    """Makes `collect_outputs` return the [image, text] features instead of logits."""
 
     def __init__(self, model: FinetuneModel):
         super().__init__()

@@ -1,7 +1,7 @@
 """`run_finetune(config)`: the whole fine-tuning run, single process or one rank of torchrun.
 
-Order matters for honesty: split -> (linear probe on the fit part) -> epochs of training with
-validation after each -> best weights back -> only then is the test part's loader built and
+Order matters for honesty: split -> (linear probe on the fit side) -> epochs of training with
+validation after each -> best weights back -> only then is the test side's loader built and
 evaluated, once. Rank 0 writes the run directory; every rank computes the same decisions from
 gathered validation outputs, so they stop at the same epoch.
 """
@@ -25,15 +25,15 @@ from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
-from tagcons.evaluate.provenance import check_reuse, part_hashes, recorded_trained_keys, split_spec, write_part_keys
+from tagcons.evaluate.provenance import check_reuse, recorded_trained_keys, side_hashes, split_spec, write_side_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
 from tagcons.finetune import checkpoint
 from tagcons.finetune.config import FinetuneConfig, resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
 from tagcons.finetune.export import export_backbone
-from tagcons.finetune.loop import Trainer, make_optimizer, make_precision, make_schedule, predict
+from tagcons.finetune.loop import Trainer, collect_outputs, make_optimizer, make_precision, make_schedule
 from tagcons.finetune.model import FinetuneModel, freeze
-from tagcons.finetune.parts import Parts, load_parts
+from tagcons.finetune.partition import FinetunePartition, load_partition
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
 from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
@@ -58,9 +58,9 @@ HISTORY_KEYS = (
 
 @dataclass
 class Hooks:
-    """Optional observers (tests, notebooks): which rows each part fed, and the end of each epoch."""
+    """Optional observers (tests, notebooks): which rows each side fed, and the end of each epoch."""
 
-    on_batch: Callable[[str, np.ndarray], None] | None = None  # (part, row numbers into the used pairs)
+    on_batch: Callable[[str, np.ndarray], None] | None = None  # (side, row numbers into the used pairs)
     on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch index, history so far)
 
 
@@ -77,7 +77,7 @@ class FinetuneResult:
 
 
 @dataclass
-class Progress:
+class TrainingState:
     """What `last/state.pt` records besides the optimiser: where training is and the best so far."""
 
     epoch: int = 0  # epochs completed
@@ -102,18 +102,20 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     _check_run_dir(config)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    parts = load_parts(config, dist)
+    partition = load_partition(config, dist)
     if config.resume:
-        _check_resumed_parts(config, parts)
+        _check_resumed_partition(config, partition)
     backbone = load_backbone(config.backbone, config.revision)
-    model = FinetuneModel(backbone.model, config.hidden, config.dropout, parts.table.scale.n_classes).to(dist.device)
+    model = FinetuneModel(backbone.model, config.hidden, config.dropout, partition.table.scale.n_classes).to(
+        dist.device
+    )
     collate = Collate(
-        parts.table,
+        partition.table,
         config.images,
         backbone.image_processor,
-        TokenTable.build(parts.table.texts, backbone, config.text_templates),
+        TokenTable.build(partition.table.texts, backbone, config.text_templates),
     )
-    settings = LoaderSettings(
+    loading = LoaderSettings(
         config.batch_size,
         config.workers,
         config.seed,
@@ -125,17 +127,17 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     head_init = (
         _resumed_head_init(config)
         if config.resume
-        else _init_head(config, model, parts, collate, settings, precision, dist, hooks)
+        else _init_head(config, model, partition, collate, loading, precision, dist, hooks)
     )
     freeze(model.clip, config.unfreeze_vision, config.unfreeze_text)
     zero_shot = {n: p.detach().cpu().clone() for n, p in model.clip.named_parameters() if p.requires_grad}
     if config.grad_checkpointing:
         model.clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if dist.is_main:
-        write_config(config.run_dir, _config_record(config, backbone, parts, precision.name, head_init, dist))
-        write_part_keys(config.run_dir, parts.keys())
-    progress = _train(config, model, parts, collate, settings, precision, dist, hooks)
-    metrics = _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress)
+        write_config(config.run_dir, _config_record(config, backbone, partition, precision.name, head_init, dist))
+        write_side_keys(config.run_dir, partition.side_keys())
+    state = _train(config, model, partition, collate, loading, precision, dist, hooks)
+    metrics = _final_evaluation(config, model, partition, collate, loading, precision, dist, hooks, state)
     backbone_dir = Path(config.run_dir) / "backbone"
     if dist.is_main:
         export_backbone(
@@ -147,20 +149,22 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
                 "backbone": backbone.name,
                 "model_id": backbone.model_id,
                 "revision": backbone.revision,
-                "best_epoch": progress.best_epoch,
+                "best_epoch": state.best_epoch,
             },
             config.progress,
         )
-        write_part_keys(backbone_dir, parts.keys())  # `embed --backbone` records them: fit-head checks its test part
+        write_side_keys(
+            backbone_dir, partition.side_keys()
+        )  # `embed --backbone` records them: fit-head checks its test side
     dist.barrier()
     return FinetuneResult(
         Path(config.run_dir),
         metrics,
-        progress.best_epoch,
-        progress.epoch,
-        progress.stopped,
+        state.best_epoch,
+        state.epoch,
+        state.stopped,
         backbone_dir,
-        progress.history,
+        state.history,
         model.cpu(),
     )
 
@@ -197,7 +201,7 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
         requested.pop("scale")
     changed = sorted(k for k, v in requested.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
     if changed:
-        shown = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed[:5])
+        shown = ", ".join(f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in changed[:5])
         raise BadInputError(
             f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
             "resume with the same flags or start a new --out"
@@ -205,13 +209,13 @@ def _resumed_head_init(config: FinetuneConfig) -> str:
     return saved.get("head_init", "resumed")
 
 
-def _check_resumed_parts(config: FinetuneConfig, parts: Parts) -> None:
+def _check_resumed_partition(config: FinetuneConfig, partition: FinetunePartition) -> None:
     """--resume must see the same fit / validation / test rows: else trained rows could land in test."""
     saved = read_json(config.run_dir / CONFIG_FILE).get("parts")
     if saved is None:
         log.warning("%s: the run predates part hashes; cannot check that --resume sees the same rows", config.run_dir)
         return
-    current = part_hashes(parts.keys())
+    current = side_hashes(partition.side_keys())
     changed = [name for name in current if saved.get(name) != current[name]]
     if changed:
         raise BadInputError(
@@ -221,26 +225,26 @@ def _check_resumed_parts(config: FinetuneConfig, parts: Parts) -> None:
         )
 
 
-def _checked_init_head(config: FinetuneConfig, parts: Parts) -> str:
+def _checked_init_head(config: FinetuneConfig, partition: FinetunePartition) -> Path:
     """--init-head's run, refused when its training rows (fit + validation) hold any of our test pairs."""
     source = f"--init-head {config.init_head}"
     trained = recorded_trained_keys(config.init_head, source, config.allow_unverified_init, "--allow-unverified-init")
     fix = "fit the donor head with the same --split, --seed and --test-size (and without --cv), or drop --init-head"
-    check_reuse(trained, parts.keys()["test"], source, fix)
+    check_reuse(trained, partition.side_keys()["test"], source, fix)
     return config.init_head
 
 
-def _init_head(config, model, parts, collate, settings, precision, dist, hooks) -> str:
+def _init_head(config, model, partition, collate, loading, precision, dist, hooks) -> str:
     """LP-FT's first stage (or nothing, for the paper recipe): returns how the head started."""
     if config.init_head:
-        init_head = _checked_init_head(config, parts)
-        return "fit-head:" + load_init_head(model, init_head, parts.table.scale, config.text_templates)
+        init_head = _checked_init_head(config, partition)
+        return "fit-head:" + load_init_head(model, init_head, partition.table.scale, config.text_templates)
     if not config.lp_init:
         return "random"
     features_model = EmbedOnly(model)
-    rows, features = predict(
+    rows, features = collect_outputs(
         features_model,
-        eval_loader(parts.fit, collate, settings),
+        eval_loader(partition.fit, collate, loading),
         precision,
         dist.device,
         dist,
@@ -248,23 +252,25 @@ def _init_head(config, model, parts, collate, settings, precision, dist, hooks) 
         hooks.on_batch,
         config.progress,
     )
-    weights = _class_weights(parts) if config.class_weights else None
-    weight, bias = fit_linear_probe(features, parts.table.labels[rows], weights, config.seed, parts.table.scale)
+    weights = _class_weights(partition) if config.class_weights else None
+    weight, bias = fit_linear_probe(features, partition.table.labels[rows], weights, config.seed, partition.table.scale)
     model.head.load_linear(weight.to(dist.device), bias.to(dist.device))
     return "linear-probe"
 
 
-def _class_weights(parts: Parts) -> torch.Tensor:
-    weights = class_weights(parts.table.labels[parts.fit], parts.table.scale.labels)
+def _class_weights(partition: FinetunePartition) -> torch.Tensor:
+    weights = class_weights(partition.table.labels[partition.fit], partition.table.scale.labels)
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _config_record(config, backbone: Backbone, parts: Parts, precision: str, head_init: str, dist: DistContext) -> dict:
+def _config_record(
+    config, backbone: Backbone, partition: FinetunePartition, precision: str, head_init: str, dist: DistContext
+) -> dict:
     """config.json: the resolved settings plus the keys `tagcons compare` reads."""
     return {
         **config.to_dict(),
         "head": "finetune",
-        "scale": str(parts.table.scale),
+        "scale": str(partition.table.scale),
         "backbone": backbone.name,
         "model_id": backbone.model_id,
         "backbone_revision": backbone.revision,
@@ -272,7 +278,7 @@ def _config_record(config, backbone: Backbone, parts: Parts, precision: str, hea
         "precision_used": precision,
         "head_init": head_init,
         "world_size": dist.world_size,
-        "data_summary": parts.summary(),
+        "data_summary": partition.summary(),
         "split_spec": split_spec(
             config.split,
             config.seed,
@@ -280,20 +286,20 @@ def _config_record(config, backbone: Backbone, parts: Parts, precision: str, hea
             dedupe=default_dedupe(config.split, config.dedupe),
             val_size=config.val_size,
         ),
-        "parts": part_hashes(parts.keys()),
+        "parts": side_hashes(partition.side_keys()),
     }
 
 
-def _train(config, model, parts, collate, settings, precision, dist, hooks) -> Progress:
+def _train(config, model, partition, collate, loading, precision, dist, hooks) -> TrainingState:
     ddp = (
         DistributedDataParallel(model, device_ids=[dist.device] if dist.device.type == "cuda" else None)
         if dist.active
         else model
     )
-    loader = train_loader(parts.fit, collate, settings)
+    loader = train_loader(partition.fit, collate, loading)
     steps_per_epoch = -(-len(loader) // config.grad_accum)
     optimizer = make_optimizer(model, config)
-    weights = _class_weights(parts).to(dist.device) if config.class_weights else None
+    weights = _class_weights(partition).to(dist.device) if config.class_weights else None
     trainer = Trainer(
         ddp,
         optimizer,
@@ -304,30 +310,32 @@ def _train(config, model, parts, collate, settings, precision, dist, hooks) -> P
         config.grad_clip,
         dist.device,
     )
-    progress = _resume(config, model, trainer) if config.resume else Progress()
-    fit_loader = eval_loader(parts.fit, collate, settings)
-    val_loader = eval_loader(parts.val, collate, settings) if len(parts.val) else None
-    while progress.epoch < config.epochs and not progress.stopped:
-        record = trainer.train_epoch(loader, progress.epoch, dist, config.progress, hooks.on_batch)
+    state = _resume(config, model, trainer) if config.resume else TrainingState()
+    fit_loader = eval_loader(partition.fit, collate, loading)
+    val_loader = eval_loader(partition.val, collate, loading) if len(partition.val) else None
+    while state.epoch < config.epochs and not state.stopped:
+        record = trainer.train_epoch(loader, state.epoch, dist, config.progress, hooks.on_batch)
         record["train_loss_running"] = record.pop("train_loss")
-        record["train_loss"] = _validate(model, fit_loader, parts, trainer, dist, hooks, config.progress, "fit")["loss"]
+        record["train_loss"] = _validate(model, fit_loader, partition, trainer, dist, hooks, config.progress, "fit")[
+            "loss"
+        ]
         if val_loader is not None:
-            scores = _validate(model, val_loader, parts, trainer, dist, hooks, config.progress, "val")
+            scores = _validate(model, val_loader, partition, trainer, dist, hooks, config.progress, "val")
             record.update({f"val_{name}": value for name, value in scores.items()})
-        _advance(progress, record, config.patience)
-        _save_epoch(config, model, trainer, progress, dist)
-        log.info("epoch %d: %s", progress.epoch, {k: round(v, 4) for k, v in record.items()})
+        _advance(state, record, config.patience)
+        _save_epoch(config, model, trainer, state, dist)
+        log.info("epoch %d: %s", state.epoch, {k: round(v, 4) for k, v in record.items()})
         if hooks.on_epoch_end:
-            hooks.on_epoch_end(progress.epoch - 1, progress.history)
-    if progress.best_epoch:
+            hooks.on_epoch_end(state.epoch - 1, state.history)
+    if state.best_epoch:
         checkpoint.load_weights(config.run_dir / CHECKPOINTS / "best", model)
-    return progress
+    return state
 
 
-def _validate(model, loader, parts, trainer, dist, hooks, show, part: str) -> dict:
-    """Loss (eval mode, the training loss's class weights) and scores of one part after an epoch."""
-    rows, logits = predict(model, loader, trainer.precision, trainer.device, dist, part, hooks.on_batch, show)
-    labels, scale = parts.table.labels[rows].astype(int), parts.table.scale
+def _validate(model, loader, partition, trainer, dist, hooks, show, side: str) -> dict:
+    """Loss (eval mode, the training loss's class weights) and scores of one side after an epoch."""
+    rows, logits = collect_outputs(model, loader, trainer.precision, trainer.device, dist, side, hooks.on_batch, show)
+    labels, scale = partition.table.labels[rows].astype(int), partition.table.scale
     weight = trainer.loss_fn.weight.cpu() if trainer.loss_fn.weight is not None else None
     targets = torch.from_numpy(scale.column_of(labels).astype(np.int64))
     loss = float(F.cross_entropy(torch.from_numpy(logits), targets, weight=weight))
@@ -340,56 +348,56 @@ def _validate(model, loader, parts, trainer, dist, hooks, show, part: str) -> di
     }
 
 
-def _advance(progress: Progress, record: dict, patience: int) -> None:
+def _advance(state: TrainingState, record: dict, patience: int) -> None:
     """Append the epoch; a better (QWK, then lower loss) validation score becomes the best.
 
-    Without a validation part (--val-size 0) every epoch runs and the last one is kept.
+    Without a validation side (--val-size 0) every epoch runs and the last one is kept.
     """
     for key in HISTORY_KEYS:
         if key in record:
-            progress.history.setdefault(key, []).append(float(record[key]))
-    progress.epoch += 1
+            state.history.setdefault(key, []).append(float(record[key]))
+    state.epoch += 1
     if "val_qwk" not in record:
-        progress.best_epoch = progress.epoch
+        state.best_epoch = state.epoch
         return
     score = (record["val_qwk"], -record["val_loss"])
-    if progress.best_score is None or score > progress.best_score:
-        progress.best_score, progress.best_epoch, progress.waited = score, progress.epoch, 0
+    if state.best_score is None or score > state.best_score:
+        state.best_score, state.best_epoch, state.waited = score, state.epoch, 0
     else:
-        progress.waited += 1
-        progress.stopped = patience > 0 and progress.waited >= patience
+        state.waited += 1
+        state.stopped = patience > 0 and state.waited >= patience
 
 
-def _save_epoch(config, model, trainer: Trainer, progress: Progress, dist: DistContext) -> None:
+def _save_epoch(config, model, trainer: Trainer, state: TrainingState, dist: DistContext) -> None:
     if dist.is_main:
         root = config.run_dir / CHECKPOINTS
-        if progress.best_epoch == progress.epoch:
+        if state.best_epoch == state.epoch:
             checkpoint.save_checkpoint(
-                root / "best", model, {"epoch": progress.epoch, "score": list(progress.best_score or [])}
+                root / "best", model, {"epoch": state.epoch, "score": list(state.best_score or [])}
             )
-        checkpoint.save_checkpoint(root / "last", model, _state(trainer, progress))
-        write_json(config.run_dir / "history.json", progress.history)
+        checkpoint.save_checkpoint(root / "last", model, _checkpoint_state(trainer, state))
+        write_json(config.run_dir / "history.json", state.history)
     dist.barrier()
 
 
-def _state(trainer: Trainer, progress: Progress) -> dict:
+def _checkpoint_state(trainer: Trainer, state: TrainingState) -> dict:
     return {
         "optimizer": trainer.optimizer.state_dict(),
         "schedule": trainer.schedule.state_dict(),
         "scaler": trainer.precision.scaler.state_dict(),
         "rng": checkpoint.rng_state(),
         "progress": {
-            "epoch": progress.epoch,
-            "best_score": list(progress.best_score or []),
-            "best_epoch": progress.best_epoch,
-            "waited": progress.waited,
-            "stopped": progress.stopped,
-            "history": progress.history,
+            "epoch": state.epoch,
+            "best_score": list(state.best_score or []),
+            "best_epoch": state.best_epoch,
+            "waited": state.waited,
+            "stopped": state.stopped,
+            "history": state.history,
         },
     }
 
 
-def _resume(config, model, trainer: Trainer) -> Progress:
+def _resume(config, model, trainer: Trainer) -> TrainingState:
     last = config.run_dir / CHECKPOINTS / "last"
     checkpoint.load_weights(last, model)
     state = checkpoint.load_state(last)
@@ -399,7 +407,7 @@ def _resume(config, model, trainer: Trainer) -> Progress:
     checkpoint.set_rng_state(state["rng"])
     saved = state["progress"]
     log.info("resuming %s after epoch %d", config.run_dir, saved["epoch"])
-    return Progress(
+    return TrainingState(
         saved["epoch"],
         tuple(saved["best_score"]) or None,
         saved["best_epoch"],
@@ -409,14 +417,14 @@ def _resume(config, model, trainer: Trainer) -> Progress:
     )
 
 
-def _final_evaluation(config, model, parts, collate, settings, precision, dist, hooks, progress) -> dict:
-    """The only look at the test part: its loader is built here, after training ended and after the
-    temperature was fitted on the validation part."""
-    rule = _calibration_rule(model, parts, collate, settings, precision, dist, hooks, config.progress)
+def _final_evaluation(config, model, partition, collate, loading, precision, dist, hooks, state) -> dict:
+    """The only look at the test side: its loader is built here, after training ended and after the
+    temperature was fitted on the validation side."""
+    rule = _calibration_rule(model, partition, collate, loading, precision, dist, hooks, config.progress)
     started = time.perf_counter()
-    rows, logits = predict(
+    rows, logits = collect_outputs(
         model,
-        eval_loader(parts.test, collate, settings),
+        eval_loader(partition.test, collate, loading),
         precision,
         dist.device,
         dist,
@@ -425,21 +433,21 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         config.progress,
     )
     proba = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    labels = parts.table.scale.labels  # the model's outputs, one per score of the scale
-    evaluated = evaluate_probabilities(proba, parts.table.labels[rows].astype(int), rule, labels)
+    labels = partition.table.scale.labels  # the model's outputs, one per score of the scale
+    evaluated = evaluate_probabilities(proba, partition.table.labels[rows].astype(int), rule, labels)
     extra = {
-        **parts.summary(),
-        "n_train": len(parts.fit),
-        "best_epoch": progress.best_epoch,
-        "epochs_run": progress.epoch,
-        "stopped_early": progress.stopped,
-        "history": progress.history,
-        "best_val_qwk": progress.best_score[0] if progress.best_score else None,
+        **partition.summary(),
+        "n_train": len(partition.fit),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped,
+        "history": state.history,
+        "best_val_qwk": state.best_score[0] if state.best_score else None,
         "test_seconds": time.perf_counter() - started,
     }
     if dist.is_main:  # the shortcut baselines (majority, text-only, image-prior) on the same fit and test rows
-        fit, test = parts.table.subset(parts.fit), parts.table.subset(parts.test)
-        labels = parts.table.scale.labels
+        fit, test = partition.table.subset(partition.fit), partition.table.subset(partition.test)
+        labels = partition.table.scale.labels
         y_fit, y_test = fit.labels.astype(int), test.labels.astype(int)
         extra["baselines"] = shortcut_baselines(fit, y_fit, test, y_test, config.seed, labels)
         extra["baseline"] = extra["baselines"]["majority"]
@@ -449,24 +457,24 @@ def _final_evaluation(config, model, parts, collate, settings, precision, dist, 
         extra.update(evaluation_report([evaluated], config.run_dir))
         metrics = write_evaluation(
             config.run_dir,
-            parts.table.subset(rows),
+            partition.table.subset(rows),
             evaluated.pred,
             evaluated.proba,
             extra,
             title,
-            parts.table.scale.labels,
+            partition.table.scale.labels,
             seed=config.seed,
         )
-        plot_training_curves(progress.history, config.run_dir / CURVES_FILE, title)
+        plot_training_curves(state.history, config.run_dir / CURVES_FILE, title)
     return dist.broadcast(metrics)
 
 
-def _calibration_rule(model, parts, collate, settings, precision, dist, hooks, show):
-    """Temperature (and expected-score cuts) of the best model, fitted on the validation part."""
-    if len(parts.val) == 0:
-        return fit_rule(None, parts.val, "argmax", parts.table.scale.labels)
-    rows, logits = predict(
-        model, eval_loader(parts.val, collate, settings), precision, dist.device, dist, "val", hooks.on_batch, show
+def _calibration_rule(model, partition, collate, loading, precision, dist, hooks, show):
+    """Temperature (and expected-score cuts) of the best model, fitted on the validation side."""
+    if len(partition.val) == 0:
+        return fit_rule(None, partition.val, "argmax", partition.table.scale.labels)
+    rows, logits = collect_outputs(
+        model, eval_loader(partition.val, collate, loading), precision, dist.device, dist, "val", hooks.on_batch, show
     )
     raw = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    return fit_rule(raw, parts.table.labels[rows].astype(int), "argmax", parts.table.scale.labels)
+    return fit_rule(raw, partition.table.labels[rows].astype(int), "argmax", partition.table.scale.labels)

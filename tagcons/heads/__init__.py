@@ -8,11 +8,11 @@ Names load on first use (PEP 562) and head modules only when a head is asked for
 from tagcons.lazy import lazy_exports
 
 _EXPORTS = {
-    "FitHeadConfig": "tagcons.heads.fit",
+    "FitHeadConfig": "tagcons.configs",
     "FitResult": "tagcons.heads.fit",
     "fit_head": "tagcons.heads.fit",
     "fit_heads": "tagcons.heads.fit",
-    "PredictConfig": "tagcons.heads.scoring",
+    "PredictConfig": "tagcons.configs",
     "PredictResult": "tagcons.heads.scoring",
     "predict": "tagcons.heads.scoring",
     "Head": "tagcons.heads.base",

@@ -2,9 +2,9 @@
 
 The validation part is carved from the training rows (grouped by image when the split is) before
 the head is fitted, so neither the temperature nor the cut-points ever see a row the head trained
-on, nor a test row. `evaluate_part` then scores a part with the calibrated probabilities under both
-decodings; `evaluation_report` turns the evaluated parts into metrics.json's `calibration`,
-`decodings` and `decode` entries and draws reliability.png.
+on, nor a test row. `evaluate_side` then scores a side (a partition's test rows) with the calibrated
+probabilities under both decodings; `evaluation_report` turns the evaluated sides into metrics.json's
+`calibration`, `decodings` and `decode` entries and draws reliability.png.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "
 
 
 @dataclass
-class EvaluatedPart:
+class EvaluatedSide:
     y: np.ndarray
     raw: np.ndarray  # the head's probabilities before temperature scaling
     proba: np.ndarray  # calibrated
@@ -74,36 +74,36 @@ def calibrate_head(head, X_val, y_val, decode: str, labels=LABELS) -> ScoreRule:
     return head.rule_
 
 
-def evaluate_part(head, X, y, labels=LABELS) -> EvaluatedPart:
-    """Calibrated probabilities (on the scale ``labels``) and scores of one evaluated part under every decoding."""
+def evaluate_side(head, X, y, labels=LABELS) -> EvaluatedSide:
+    """Calibrated probabilities (on the scale ``labels``) and scores of one evaluated side under every decoding."""
     raw = head.scale_proba(X, labels)
     if not head.probabilistic:
         pred = head.predict(X)
-        return EvaluatedPart(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, False, tuple(labels))
+        return EvaluatedSide(np.asarray(y), raw, raw, {"argmax": pred}, pred, head.rule_, False, tuple(labels))
     return evaluate_probabilities(raw, y, head.rule_, labels)
 
 
-def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule, labels=LABELS) -> EvaluatedPart:
+def evaluate_probabilities(raw: np.ndarray, y, rule: ScoreRule, labels=LABELS) -> EvaluatedSide:
     """The same for any model's raw probabilities (the fine-tuned model's softmax, for one)."""
     proba = rule.proba(raw)
     by_decode = {d: rule.scores(proba, d, labels) for d in DECODINGS if d == "argmax" or rule.cuts is not None}
-    return EvaluatedPart(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule, labels=tuple(labels))
+    return EvaluatedSide(np.asarray(y), raw, proba, by_decode, by_decode[rule.decode], rule, labels=tuple(labels))
 
 
-def _pooled(parts: list[EvaluatedPart], attribute: str) -> np.ndarray:
-    return np.concatenate([getattr(p, attribute) for p in parts])
+def _pooled(sides: list[EvaluatedSide], attribute: str) -> np.ndarray:
+    return np.concatenate([getattr(p, attribute) for p in sides])
 
 
-def evaluation_report(parts: list[EvaluatedPart], run_dir: Path, rows: str = "test") -> dict:
+def evaluation_report(sides: list[EvaluatedSide], run_dir: Path, rows: str = "test") -> dict:
     """metrics.json entries: decode, decodings (headline metrics per decoding), calibration; draws reliability.png."""
-    y, labels = _pooled(parts, "y"), parts[0].labels
-    report = {"decode": parts[0].rule.decode, "decodings": _decodings(parts, y, labels)}
-    if not all(p.probabilistic for p in parts):
+    y, labels = _pooled(sides, "y"), sides[0].labels
+    report = {"decode": sides[0].rule.decode, "decodings": _decodings(sides, y, labels)}
+    if not all(p.probabilistic for p in sides):
         report["calibration"] = None
         return report
-    raw, proba = _pooled(parts, "raw"), _pooled(parts, "proba")
+    raw, proba = _pooled(sides, "raw"), _pooled(sides, "proba")
     before, after = calibration_metrics(raw, y, labels), calibration_metrics(proba, y, labels)
-    temperatures = [p.rule.temperature for p in parts]
+    temperatures = [p.rule.temperature for p in sides]
     report["calibration"] = {
         "temperature": temperatures[0] if len(temperatures) == 1 else float(np.mean(temperatures)),
         "rows": rows,
@@ -122,11 +122,11 @@ def evaluation_report(parts: list[EvaluatedPart], run_dir: Path, rows: str = "te
     return report
 
 
-def _decodings(parts: list[EvaluatedPart], y: np.ndarray, labels=LABELS) -> dict:
+def _decodings(sides: list[EvaluatedSide], y: np.ndarray, labels=LABELS) -> dict:
     out = {}
     for decode in DECODINGS:
-        if all(decode in p.by_decode for p in parts):
-            metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in parts]), labels=labels)
+        if all(decode in p.by_decode for p in sides):
+            metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in sides]), labels=labels)
             out[decode] = {k: metrics[k] for k in HEADLINE}
         else:
             out[decode] = None

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.audit.exclude import excluded_rows
-from tagcons.data.pairs import PairColumns, PairTable, load_pairs
+from tagcons.configs import FitHeadConfig
+from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import (
     SPLIT_KINDS,
     Partition,
@@ -46,27 +47,26 @@ from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import (
     TRAINED_KEYS_SETTING,
     check_reuse,
-    part_hashes,
+    side_hashes,
     table_keys,
-    write_part_keys,
+    write_side_keys,
 )
 from tagcons.evaluate.provenance import split_spec as row_split_spec
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
 from tagcons.heads.calibrate import (
-    EvaluatedPart,
+    EvaluatedSide,
     calibrate_head,
     calibration_rows,
     check_decoding,
-    evaluate_part,
+    evaluate_side,
     evaluation_report,
 )
 from tagcons.heads.features import check_kind
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
-from tagcons.labels import DEFAULT_SCALE
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -75,32 +75,6 @@ CACHE_REUSE = {
     "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
     "fine-tuned on this run's training rows only",
 }
-
-
-@dataclass
-class FitHeadConfig:
-    data: str | Path
-    head: str
-    out: str | Path
-    # required unless the head needs no features (text-only, image-prior); with one they use its rows
-    cache: str | Path | None = None
-    split: str = "images"  # "images" (grouped, no leak) or "pairs" (the study's split)
-    cv: int | None = None  # K folds instead of one train/test split
-    features: str = "concat"  # "concat" or "rich"
-    seed: int = 42
-    objective: str | None = None  # threshold: macro_f1|qwk; lgbm: multiclass|regression
-    test_size: float = 0.2
-    dedupe: str | None = None  # "none" | "exact"; None: exact for the images split, none for pairs
-    repeats: int = 1  # repeat the split (or the CV) with seeds seed..seed+repeats-1
-    scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
-    columns: PairColumns = field(default_factory=PairColumns)
-    strip_hash: bool | None = None  # None: as the cache was embedded (its settings record --strip-hash)
-    head_params: dict = field(default_factory=dict)  # head-specific hyperparameters, e.g. {"recipe": "robust"}
-    overwrite: bool = False
-    progress: bool = False
-    decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation part
-    val_size: float = 0.1  # share of the training part held out to fit the temperature and the cuts
-    exclude_pairs: str | Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
 
 
 @dataclass
@@ -156,7 +130,7 @@ class _Outcome:
     preds: list[np.ndarray]
     probas: list[np.ndarray]
     baselines: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> predictions per partition
-    evaluated: list[EvaluatedPart] = field(default_factory=list)  # per partition: both decodings, raw probabilities
+    evaluated: list[EvaluatedSide] = field(default_factory=list)  # per partition: both decodings, raw probabilities
     validation: list[np.ndarray] = field(default_factory=list)  # per partition: rows that calibrated the head
 
     @property
@@ -180,7 +154,7 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
 
     ``objective`` and ``head_params`` go to the heads that have them (an error if none has one).
     """
-    _check_settings_apply(config, heads)
+    _check_params_apply(config, heads)
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
@@ -189,7 +163,7 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
     return [_fit_loaded(each, *loaded) for each in configs]
 
 
-def _check_settings_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
+def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
     classes = [get_head_class(name) for name in heads]
     for key in config.head_params:
         if not any(key in cls._get_param_names() for cls in classes):
@@ -213,12 +187,12 @@ def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict) -> FitResu
     check_reuse(provenance.get("trained_keys"), table_keys(_tested_table(config, data)), **CACHE_REUSE)
     with staged_run_dir(run_dir) as work:  # a failure (full disk) leaves no half run behind
         outcomes = [_run_split(config, data, config.seed + r) for r in range(config.repeats)]
-        metrics, head, parts = _write_run(config, data, outcomes, work)
+        metrics, head, side_keys = _write_run(config, data, outcomes, work)
         head.save(work)
-        write_part_keys(work, parts)
+        write_side_keys(work, side_keys)
         if getattr(head, "history_", None):
             plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
-        write_config(work, _settings(config, head, provenance, data, parts), provenance["fingerprint"])
+        write_config(work, _config_record(config, head, provenance, data, side_keys), provenance["fingerprint"])
     return FitResult(run_dir, metrics, head, data.n_excluded)
 
 
@@ -286,8 +260,8 @@ def _cache_trained_keys(cache) -> set[str] | None:
 
 def _tested_table(config: FitHeadConfig, data: _Data) -> PairTable:
     """Every usable pair this run tests on: each repeat's test part (every row under --cv)."""
-    parts = [p for r in range(config.repeats) for p in _partitions(config, data, config.seed + r)]
-    return data.usable_table.subset(np.unique(np.concatenate([p.test for p in parts])))
+    partitions = [p for r in range(config.repeats) for p in _partitions(config, data, config.seed + r)]
+    return data.usable_table.subset(np.unique(np.concatenate([p.test for p in partitions])))
 
 
 def _new_head(config: FitHeadConfig, seed: int) -> Head:
@@ -321,9 +295,9 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
     """Fit and predict every partition of one seed's split; baselines only for the run's own seed."""
     usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     outcome = _Outcome(_partitions(config, data, seed), [], [], [])
-    for index, part in enumerate(outcome.partitions):
-        head, _, validation = _fit_calibrated(config, data, part.train, seed)
-        evaluated = evaluate_part(head, X.subset(part.test), y[part.test], data.labels)
+    for index, partition in enumerate(outcome.partitions):
+        head, _, validation = _fit_calibrated(config, data, partition.train, seed)
+        evaluated = evaluate_side(head, X.subset(partition.test), y[partition.test], data.labels)
         outcome.heads.append(head)
         outcome.evaluated.append(evaluated)
         outcome.validation.append(validation)
@@ -331,7 +305,7 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
         outcome.preds.append(evaluated.pred)  # under the chosen decoding
         if seed == config.seed:
             key = ("baselines", *_split_key(config, seed), index)
-            predictions = data.once(key, lambda part=part: _baseline_predictions(usable, y, part, data.labels))
+            predictions = data.once(key, lambda p=partition: _baseline_predictions(usable, y, p, data.labels))
             for name, pred in predictions.items():
                 outcome.baselines.setdefault(name, []).append(pred)
     return outcome
@@ -355,10 +329,11 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
     return head, fit_rows, val_rows
 
 
-def _baseline_predictions(usable: PairTable, y: np.ndarray, part: Partition, labels) -> dict[str, np.ndarray]:
-    """Each baseline's predictions on a partition's test rows, fitted on its training rows."""
-    predictions = shortcut_predictions(usable.subset(part.train), y[part.train], usable.subset(part.test), labels)
-    predictions["majority"] = (np.full(len(part.test), majority_label(y[part.train], labels)), None)
+def _baseline_predictions(usable: PairTable, y: np.ndarray, partition: Partition, labels) -> dict[str, np.ndarray]:
+    """Each baseline's predictions on a partition's test side, fitted on its training side."""
+    train, test = partition.train, partition.test
+    predictions = shortcut_predictions(usable.subset(train), y[train], usable.subset(test), labels)
+    predictions["majority"] = (np.full(len(test), majority_label(y[train], labels)), None)
     return {name: pred for name, (pred, _) in predictions.items()}
 
 
@@ -389,13 +364,13 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
     )
     head, fit_rows, validation = _final_head(config, data, first)
-    return metrics, head, _part_keys(config, usable, first, fit_rows, validation)
+    return metrics, head, _side_keys(config, usable, first, fit_rows, validation)
 
 
 def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     """Row bookkeeping: training size, what the dedupe removed and what each side of the split lost."""
-    parts = outcome.partitions
-    dropped_fit, dropped_test = sum(p.n_dropped_fit for p in parts), sum(p.n_dropped_test for p in parts)
+    partitions = outcome.partitions
+    dropped_fit, dropped_test = sum(p.n_dropped_fit for p in partitions), sum(p.n_dropped_test for p in partitions)
     if config.cv:  # every row is tested once; an unusable row is also missing from the refit's fit part
         dropped_fit = dropped_test
     if dropped_fit or dropped_test:
@@ -404,7 +379,7 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
             dropped_fit,
             dropped_test,
         )
-    n_train = [len(p.train) for p in parts]
+    n_train = [len(p.train) for p in partitions]
     return {
         "n_train": n_train[0] if not config.cv else int(np.mean(n_train)),  # CV: mean training rows per fold
         "n_excluded": data.n_excluded,
@@ -445,8 +420,8 @@ def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
     return _fit_calibrated(config, data, np.arange(len(data.y)), config.seed)
 
 
-def _part_keys(config, usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
-    """Pair keys of each part of the saved head; CV: the test part is every out-of-fold row."""
+def _side_keys(config, usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
+    """Pair keys of each side of the saved head; CV: the test side is every out-of-fold row."""
     keys = table_keys(usable)
     return {
         "fit": keys[fit_rows],
@@ -473,9 +448,10 @@ def split_spec(config: FitHeadConfig) -> dict:
     )
 
 
-def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, parts: dict) -> dict:
-    settings = dataclasses.asdict(config)
-    settings.update(
+def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, side_keys: dict) -> dict:
+    """config.json: the config plus what the run resolved (backbone, scale, split, side hashes)."""
+    record = dataclasses.asdict(config)
+    record.update(
         kind="fit-head",
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
@@ -485,6 +461,6 @@ def _settings(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, 
         n_excluded=data.n_excluded,
         scale=str(data.table.scale),
         split_spec=split_spec(config),
-        parts=part_hashes(parts),
+        parts=side_hashes(side_keys),
     )
-    return settings
+    return record

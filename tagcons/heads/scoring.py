@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.configs import PredictConfig
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.evaluate.provenance import overlap_count, read_part_keys, table_keys, trained_keys
+from tagcons.evaluate.provenance import overlap_count, read_side_keys, table_keys, trained_keys
 from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
@@ -27,18 +28,6 @@ from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_
 from tagcons.labels import scale_from_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictConfig:
-    run: str | Path
-    cache: str | Path
-    data: str | Path
-    out: str | Path
-    columns: PairColumns | None = None  # None: the columns the run was fitted with
-    strip_hash: bool | None = None  # None: as the cache was embedded
-    images: str | Path | None = None  # the images folder, only to spell out the embed command
-    progress: bool = False
 
 
 @dataclass
@@ -78,10 +67,10 @@ def predict(config: PredictConfig) -> PredictResult:
 
 def _count_trained_on(run_dir: Path, table) -> int:
     """How many scored pairs trained the head (its part_keys.json); warns when any did."""
-    parts = read_part_keys(run_dir)
-    if parts is None:
+    sides = read_side_keys(run_dir)
+    if sides is None:
         return 0
-    n = overlap_count(trained_keys(parts), table_keys(table))
+    n = overlap_count(trained_keys(sides), table_keys(table))
     if n:
         log.warning(
             "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not predicted; "

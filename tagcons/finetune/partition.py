@@ -1,7 +1,7 @@
-"""The pairs a fine-tuning run uses and how they divide: fit / validation / test.
+"""The pairs a fine-tuning run uses and their partition into three sides: fit / validation / test.
 
-The test part comes from the shared split (`tagcons.data.splits`, the same one `fit-head` uses with
-the same seed); validation is carved from the training part only (grouped by image for an images
+The test side comes from the shared split (`tagcons.data.splits`, the same one `fit-head` uses with
+the same seed); validation is carved from the training side only (grouped by image for an images
 split), so early stopping never looks at test rows.
 """
 
@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Parts:
+class FinetunePartition:
+    """The fit / validation / test sides (row numbers into ``table``) of a fine-tuning run."""
+
     table: PairTable  # loadable pairs only
     fit: np.ndarray  # row numbers into table
     val: np.ndarray
@@ -34,8 +36,8 @@ class Parts:
     n_pairs_read: int
     dropped: dict = field(default_factory=dict)  # n_dropped_fit, n_dropped_test, n_duplicates_removed
 
-    def keys(self) -> dict[str, np.ndarray | None]:
-        """Pair keys of each part (validation None when there is none), for provenance records."""
+    def side_keys(self) -> dict[str, np.ndarray | None]:
+        """Pair keys of each side (validation None when there is none), for provenance records."""
         return {
             "fit": table_keys(self.table.subset(self.fit)),
             "validation": table_keys(self.table.subset(self.val)) if len(self.val) else None,
@@ -55,7 +57,7 @@ class Parts:
         }
 
 
-def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
+def load_partition(config: FinetuneConfig, dist: DistContext) -> FinetunePartition:
     """Read and check the pairs, dedupe, split the whole table, then drop the pairs whose image cannot be
     decoded from the side they fell on (the same split fit-head makes with the same seed and dedupe)."""
     read = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
@@ -63,18 +65,20 @@ def load_parts(config: FinetuneConfig, dist: DistContext) -> Parts:
     table, n_duplicates = dedupe_table(read, config.split, config.dedupe)
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)
     loadable = ~table.frame["image"].isin(list(failed)).to_numpy()
-    part = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
+    train_test = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
     usable = table.subset(np.flatnonzero(loadable))
     labels, groups = usable.labels, usable.images
-    fit, val = _carve_validation(part.train, labels, groups, config)
+    fit, val = _carve_validation(train_test.train, labels, groups, config)
     _check_fit_labels(usable, fit, val, config)
-    log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(part.test), config.split)
-    counts = {"n_dropped_fit": part.n_dropped_fit, "n_dropped_test": part.n_dropped_test}
-    return Parts(usable, fit, val, part.test, failed, len(read), {**counts, "n_duplicates_removed": n_duplicates})
+    log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(train_test.test), config.split)
+    counts = {"n_dropped_fit": train_test.n_dropped_fit, "n_dropped_test": train_test.n_dropped_test}
+    return FinetunePartition(
+        usable, fit, val, train_test.test, failed, len(read), {**counts, "n_duplicates_removed": n_duplicates}
+    )
 
 
 def _carve_validation(train: np.ndarray, labels, groups, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, validation) from the training part; --val-size 0 keeps the whole training part for fitting."""
+    """(fit, validation) from the training side; --val-size 0 keeps the whole training side for fitting."""
     if config.val_size == 0:
         return train, train[:0]
     return validation_indices(train, labels, groups, config.split, config.val_size, config.seed)

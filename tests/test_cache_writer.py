@@ -1,0 +1,129 @@
+"""CacheWriter's state and its consolidation, checked through what a caller sees: what the writer
+reports before and after commits, what the consolidated file holds, what stderr shows, and the
+messages of the refusals."""
+
+import h5py
+import numpy as np
+import pytest
+from test_cache import meta, vecs, write
+
+import tagcons.cache as tc
+from tagcons.errors import BadInputError, FingerprintMismatchError
+
+IMAGES = (["a", "b"], ["sha-a", "sha-b"], vecs(2))
+
+
+def test_a_writer_reports_what_the_cache_and_its_parts_hold(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        assert w.stored_attrs() is None and not w.has_pending_parts()
+        assert w.previous_attr("fingerprint") is None and w.previous_attr("fingerprint", "new") == "new"
+        w.commit_texts(["t1", "t2"], vecs(2, 1))
+        w.commit_images(*IMAGES)
+        assert w.known_texts() == {"t1", "t2"} and w.known_images() == {"a": "sha-a", "b": "sha-b"}
+        w.consolidate()
+    with tc.CacheWriter(path, meta()) as again:
+        assert again.stored_attrs()["fingerprint"] == tc.compute_fingerprint(meta())
+        assert again.previous_attr("fingerprint") == tc.compute_fingerprint(meta())
+        assert not again.has_pending_parts()
+        again.commit_texts(["t3"], vecs(1, 2))
+        assert again.known_texts() == {"t1", "t2", "t3"}
+    with tc.CacheWriter(path, meta()) as reopened:  # the part of the interrupted run above is pending
+        assert reopened.has_pending_parts() and reopened.known_texts() == {"t1", "t2", "t3"}
+
+
+def test_annotations_reach_the_consolidated_file(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        w.annotate(note="diagnostic")
+        w.commit_images(*IMAGES)
+        w.consolidate()
+    with h5py.File(path, "r") as f:
+        assert f.attrs["note"] == "diagnostic"
+
+
+def test_consolidation_shows_progress_only_when_asked(tmp_path, capfd):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        w.commit_images(*IMAGES)
+        w.consolidate()
+        assert capfd.readouterr().err == ""
+        w.commit_texts(["t"], vecs(1))
+        w.consolidate(progress=True)
+        assert "consolidate" in capfd.readouterr().err
+    with tc.CacheWriter(path, meta(), shard=(0, 2)) as shard:
+        shard.commit_texts(["u"], vecs(1))
+    tc.merge_parts(path)
+    assert capfd.readouterr().err == ""
+    with tc.CacheWriter(path, meta(), shard=(1, 2)) as shard:
+        shard.commit_texts(["v"], vecs(1))
+    tc.merge_parts(path, progress=True)
+    assert "consolidate" in capfd.readouterr().err
+
+
+def test_consolidating_a_cache_without_parts_counts_its_rows(tmp_path):
+    path = tmp_path / "c.h5"
+    write(path, images=IMAGES, texts=(["t1", "t2", "t3"], vecs(3)), failures=(["f"], ["s"], ["unreadable"]))
+    leftover = tmp_path / "c.h5.consolidate-123.tmp"
+    leftover.write_bytes(b"half a file from a killed process")
+    with tc.CacheWriter(path, meta()) as w:
+        stats = w.consolidate()
+    assert (stats.parts, stats.images, stats.texts, stats.failed, stats.seconds) == (0, 2, 3, 1, 0.0)
+    assert not leftover.exists()
+    assert tc.merge_parts(path).images == 2  # a cache with nothing pending merges to itself
+
+
+def test_merging_keeps_the_stored_precision(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta(store_dtype="float16"), shard=(0, 2)) as shard:
+        shard.commit_images(*IMAGES)
+    tc.merge_parts(path)
+    with h5py.File(path, "r") as f:
+        assert f["images/embeds"].dtype == np.float16
+
+
+def test_the_last_shard_to_finish_merges_and_a_finished_shard_commits_nothing(tmp_path):
+    path = tmp_path / "c.h5"
+    first = tc.CacheWriter(path, meta(), shard=(0, 2))
+    with tc.CacheWriter(path, meta(), shard=(1, 2)) as second:
+        first.commit_images(["a"], ["s"], vecs(1))
+        second.commit_images(["b"], ["s"], vecs(1))
+        assert second.consolidate() is None and not path.exists()  # the other shard still writes
+        with pytest.raises(RuntimeError, match=r"shard writer shard-1-of-2 of .* already finished"):
+            second.commit_images(["c"], ["s"], vecs(1))
+    stats = first.consolidate()
+    first.close()
+    assert stats.images == 2 and path.exists()
+
+
+def test_a_planning_writer_refuses_to_commit_or_consolidate(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, None) as planner:
+        with pytest.raises(RuntimeError, match="opened for planning only; call bind\\(meta\\) before committing"):
+            planner.commit_images(*IMAGES)
+        with pytest.raises(RuntimeError, match="opened for planning only; call bind\\(meta\\) before consolidating"):
+            planner.consolidate()
+
+
+def test_refusals_name_both_backbones_and_the_way_out(tmp_path):
+    path = tmp_path / "c.h5"
+    write(path, images=IMAGES)
+    other = meta(backbone="clip", model_id="openai/clip-vit-base-patch32")
+    with pytest.raises(FingerprintMismatchError, match=r"backbone tiny vs clip\); write to another --out"):
+        tc.CacheWriter(path, other)
+    with tc.CacheWriter(tmp_path / "d.h5", other, shard=(0, 2)) as w:
+        w.commit_images(*IMAGES)
+    (tmp_path / "c.h5.parts").mkdir()
+    for part in tc.pending_parts(tmp_path / "d.h5"):
+        part.rename(tmp_path / "c.h5.parts" / part.name)
+    into_main = r"backbone clip\) into .*c\.h5 \(fingerprint \w+, backbone tiny\)"
+    with pytest.raises(FingerprintMismatchError, match=into_main):
+        tc.merge_parts(path)
+
+
+def test_merging_nothing_names_the_path(tmp_path):
+    with pytest.raises(BadInputError, match=r"no cache and no part files .* to merge; check the path"):
+        tc.merge_parts(tmp_path / "none.h5")
+    (tmp_path / "empty.h5.parts").mkdir()
+    with pytest.raises(BadInputError, match=r"empty\.h5: the parts folder .* holds no part files; nothing to merge"):
+        tc.merge_parts(tmp_path / "empty.h5")
