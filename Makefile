@@ -8,8 +8,13 @@ STAMP := $(VENV)/.installed
 # A second environment with the lowest supported versions (.ci/min-constraints.txt).
 VENV_MIN := .venv-min
 STAMP_MIN := $(VENV_MIN)/.installed
+# A third one with torchvision (.ci/decode-constraints.txt) for the tests of the real decode_jpeg.
+VENV_DECODE := .venv-decode
+STAMP_DECODE := $(VENV_DECODE)/.installed
+# The tests that need torchvision (they skip in .venv, naming this target).
+DECODE_TESTS := tests/test_gpu_decode.py
 
-.PHONY: test test-min demo install bench mutate clean
+.PHONY: test test-min test-decode demo install bench mutate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +32,12 @@ $(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt
 	$(VENV_MIN)/bin/python -m pip install -q -c .ci/min-constraints.txt -e ".[test]"
 	touch $(STAMP_MIN)
 
+$(STAMP_DECODE): setup.cfg pyproject.toml .ci/decode-constraints.txt
+	$(PYTHON) -m venv $(VENV_DECODE)
+	$(VENV_DECODE)/bin/python -m pip install -q --upgrade pip
+	$(VENV_DECODE)/bin/python -m pip install -q -c .ci/decode-constraints.txt torchvision -e ".[test]"
+	touch $(STAMP_DECODE)
+
 install: $(STAMP)
 
 test: $(STAMP)
@@ -37,6 +48,10 @@ test: $(STAMP)
 # The suite at the lowest supported transformers (CI runs it after `make test`).
 test-min: $(STAMP_MIN)
 	$(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider tests
+
+# The --decode gpu path with the real torchvision decode_jpeg on CPU tensors (CI runs it after test-min).
+test-decode: $(STAMP_DECODE)
+	TAGCONS_REQUIRE_TORCHVISION=1 $(VENV_DECODE)/bin/python -m pytest -q -p no:cacheprovider $(DECODE_TESTS)
 
 demo: $(STAMP)
 	$(VENV)/bin/tagcons demo --out demo_out

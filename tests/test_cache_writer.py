@@ -127,3 +127,37 @@ def test_merging_nothing_names_the_path(tmp_path):
     (tmp_path / "empty.h5.parts").mkdir()
     with pytest.raises(BadInputError, match=r"empty\.h5: the parts folder .* holds no part files; nothing to merge"):
         tc.merge_parts(tmp_path / "empty.h5")
+
+
+def test_failures_are_remembered_with_the_files_hash(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        w.commit_failures(["bad.jpg", "gone.jpg"], ["sha-bad", ""], ["cannot identify image", "no such file"])
+    with tc.CacheWriter(path, meta()) as reopened:
+        assert reopened.known_failures() == {"bad.jpg": "sha-bad", "gone.jpg": ""}
+
+
+def test_a_merge_takes_the_newest_files_attributes_without_part_bookkeeping(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        w.annotate(note="old")
+        w.commit_images(*IMAGES)
+        w.consolidate()
+    with tc.CacheWriter(path, meta(), shard=(0, 2)) as shard:
+        shard.annotate(note="new")
+        shard.commit_texts(["t"], vecs(1))
+    tc.merge_parts(path)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["note"] == "new"
+        assert not {"committed_ns", "tag", "seq"} & set(f.attrs)
+
+
+def test_an_exclusive_writer_clears_a_killed_consolidations_temp_file_when_it_opens(tmp_path):
+    path = tmp_path / "c.h5"
+    write(path, images=IMAGES)
+    leftover = tmp_path / "c.h5.consolidate-99.tmp"
+    other = tmp_path / "other.h5.consolidate-99.tmp"  # another cache's: not ours to delete
+    leftover.write_bytes(b"")
+    other.write_bytes(b"")
+    with tc.CacheWriter(path, meta()):
+        assert not leftover.exists() and other.exists()

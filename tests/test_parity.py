@@ -39,16 +39,21 @@ def study_loop(similarities, y):
     return np.asarray(best_thresholds), best_f1
 
 
-def test_study_search_equals_the_studys_loop_on_fixed_similarities():
+@pytest.mark.parametrize("spread", ["clip-like", "whole range"])
+def test_study_search_equals_the_studys_loop_on_fixed_similarities(spread):
     rng = np.random.default_rng(4)
     y = rng.choice(np.arange(1, 6), 150, p=[0.05, 0.1, 0.15, 0.3, 0.4])
-    similarities = np.clip(0.02 + 0.025 * y + rng.normal(0, 0.03, len(y)), 0, 1)  # CLIP-like: all below 0.2
+    if spread == "clip-like":  # all below 0.2: the study's first combinations fit them
+        similarities = np.clip(0.02 + 0.025 * y + rng.normal(0, 0.03, len(y)), 0, 1)
+    else:  # some above the last candidates (0.95): the top score must still count them
+        similarities = np.clip(0.2 * y - 0.1 + rng.normal(0, 0.05, len(y)), 0, 1)
     state = np.random.get_state()
     expected_cuts, expected_f1 = study_loop(similarities, y)
     np.random.set_state(state)
     cuts, f1 = study_search(similarities, y)
     assert np.array_equal(cuts, expected_cuts) and f1 == pytest.approx(expected_f1, abs=1e-12)
     assert cuts[0] < 0.06 and cuts[1] < 0.075  # the first combinations keep the first two cuts low
+    assert spread == "clip-like" or np.max(similarities) > 0.95
 
 
 def test_threshold_head_search_study_uses_the_studys_search(tmp_path):

@@ -2,6 +2,7 @@
 its boundaries, the study's search and fixed mapping, and what a saved head restores."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from sklearn.metrics import cohen_kappa_score, f1_score
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import load_head, make_head
+from tagcons.heads.features import cosine_of
 from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts, search_cuts
 
 
@@ -104,7 +106,39 @@ def test_study_search_keeps_the_studys_five_scores_and_refuses_what_it_cannot_do
     X = _features_with_cosines(np.clip(similarity, -1, 1))
     head = make_head("threshold", params={"search": "study"}).fit(X, y)
     assert head.classes_.tolist() == [1, 2, 3, 4, 5] and len(head.thresholds_) == 4
-    with pytest.raises(BadInputError, match=r"search=study cuts the study's 1-5 scale; use search=exact"):
+    with pytest.raises(BadInputError, match=r"^search=study cuts the study's 1-5 scale; use search=exact for another"):
         make_head("threshold", params={"search": "study"}).fit(X, y - 1)
+    with pytest.raises(BadInputError, match=r"^search=study optimises macro-F1, as the study did; drop"):
+        make_head("threshold", "qwk", params={"search": "study"}).fit(X, y)
     with pytest.raises(BadInputError, match=r"^threshold search 'grid': choose one of exact, study$"):
         make_head("threshold", params={"search": "grid"}).fit(X, y)
+
+
+def test_the_grid_size_reaches_the_search_and_defaults_to_99():
+    similarity, y = _scored_rows((1, 2, 3, 4, 5), 300, seed=8, noise=0.15)
+    X = _features_with_cosines(np.clip(similarity, -1, 1))
+    default_head = make_head("threshold").fit(X, y)
+
+    for n_grid in (None, 9):
+        params = {} if n_grid is None else {"n_grid": n_grid}
+        head = make_head("threshold", params=params).fit(X, y)
+        assert np.array_equal(head.thresholds_, search_cuts(cosine_of(X), y, "macro_f1", n_grid or 99)[0])
+    assert not np.array_equal(default_head.thresholds_, search_cuts(cosine_of(X), y, "macro_f1", 100)[0])
+
+
+def test_study_fixed_mapping_uses_the_runs_own_five_scores():
+    cosines = np.array([0.1, 0.25, 0.45, 0.65, 0.85, 0.3])
+    y = np.array([0, 1, 2, 3, 4, 1])  # a 0-4 scale
+    X = _features_with_cosines(cosines)
+    fixed = make_head("threshold").fit(X, y).extra_test_metrics(X, y)["study_fixed_interval"]
+    assert fixed["accuracy"] == 1.0 and set(fixed["per_class"]) == {"0", "1", "2", "3", "4"}
+
+
+def test_a_damaged_saved_head_names_its_file_and_the_cut_points(tmp_path):
+    X = _features_with_cosines(np.linspace(0, 1, 20))
+    make_head("threshold").fit(X, np.repeat([1, 2, 3, 4, 5], 4)).save(tmp_path)
+    saved = json.loads((tmp_path / "head.json").read_text())
+    saved["state"]["thresholds"] = [0.9, 0.1, 0.5, 0.7]
+    (tmp_path / "head.json").write_text(json.dumps(saved))
+    with pytest.raises(BadInputError, match=r"head\.json: thresholds must be 4 increasing numbers, found \[0\.9"):
+        load_head(tmp_path)

@@ -202,8 +202,6 @@ def _check_config(config: EmbedConfig) -> None:
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
-    if config.decode == "gpu":  # nvJPEG + torch resize: not measured against the reference yet, kept apart
-        settings["image_decode"] = "gpu"
     source = parse_source(config.backbone, config.revision)
     trained = backbone_trained_keys(source.reference) if source.kind == "local" else None
     if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows

@@ -7,13 +7,15 @@ image processor specifies. Anything that is not a JPEG, or that the decoder reje
 the CPU path (`open_image` + the processor) one image at a time, so a failure is recorded with the
 same reason as `--decode cpu` and nothing is lost. Rows keep the batch's key order.
 
-The decoder is pluggable (`BatchDecoder`): the CPU tests inject a PIL-based stand-in with the same
-signature to check batching, fallback and ordering without a GPU.
+The decoder is pluggable (`BatchDecoder`): the main suite injects a PIL-based stand-in with the same
+signature to check batching, fallback and ordering without torchvision; `make test-decode` runs the
+same tests with torchvision's own `decode_jpeg` on CPU tensors (`torchvision_decoder`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,12 @@ def load_batch_decoder(device: torch.device) -> BatchDecoder:
     """torchvision's batched nvJPEG decode; BadInputError (exit 2) without CUDA or torchvision."""
     if device.type != "cuda" or not torch.cuda.is_available():
         raise BadInputError(f"--decode gpu needs a CUDA device (got {device}); use --decode cpu")
+    return torchvision_decoder()
+
+
+def torchvision_decoder() -> BatchDecoder:
+    """`torchvision.io.decode_jpeg` on the batch's device: CUDA for users (`load_batch_decoder`), CPU
+    tensors in the tests (`make test-decode`), which run the same code short of nvJPEG itself."""
     try:
         from torchvision.io import ImageReadMode, decode_jpeg
     except Exception as e:  # ImportError, or a torchvision built for another torch (RuntimeError)
@@ -46,7 +54,11 @@ def load_batch_decoder(device: torch.device) -> BatchDecoder:
         ) from e
 
     def decode(datas: list[torch.Tensor], target: torch.device) -> list[torch.Tensor]:
-        return decode_jpeg(datas, mode=ImageReadMode.RGB, device=target, apply_exif_orientation=True)
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec, once per call
+            warnings.filterwarnings(
+                "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+            )
+            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=target, apply_exif_orientation=True)
 
     return decode
 
