@@ -1,7 +1,9 @@
 """Shared fixtures: no network, small files written on the fly."""
 
+import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,27 @@ import pytest
 # Never touch the hub from tests: a failed lookup must fail at once, not after retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Under `make mutate` this file is first imported in mutmut's fork server, and every mutant's test run is a
+# fork of it: libraries imported here are imported once, not once per mutant (3 s of a 4 s fit-head test).
+MUTATION_PRELOAD = (
+    "pandas",
+    "pyarrow.csv",
+    "h5py",
+    "scipy.stats",
+    "sklearn.linear_model",
+    "sklearn.feature_extraction.text",
+    "sklearn.model_selection",
+    "sklearn.metrics",
+    "matplotlib.pyplot",
+    "matplotlib.font_manager",
+    "lightgbm",
+    "torch",
+)
+if "mutmut" in sys.modules:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    for module in MUTATION_PRELOAD:
+        importlib.import_module(module)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_CSV = REPO_ROOT.parent / "shared" / "data" / "combined_data.csv"

@@ -281,7 +281,8 @@ def _labels(raw: pa.Table, column: str, where: _Where, scale: ScoreScale | str) 
     if out_of_range.any():
         raise BadInputError(
             f"{path}: label in column '{column}' outside {scale} at {where.describe(out_of_range)}; "
-            f"scores must be {', '.join(map(str, scale.labels))}, or pass the study's scale with --scale LOW-HIGH"
+            f"scores must be {', '.join(map(str, scale.labels))}, "
+            "or give your own scale with --scale LOW-HIGH (or --scale auto)"
         )
     return numbers.astype(np.int8)
 

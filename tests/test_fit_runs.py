@@ -1,0 +1,115 @@
+"""A fit-head run's numbers against the runs and parts they summarise, on a 0-4 scale (so nothing
+falls back to the study's 1-5 by accident): repeats are the single-seed runs pooled, the majority
+baseline is the training side's mode, and the bookkeeping adds up."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_heads_support import planted, write_cache
+
+from tagcons.errors import BadInputError
+from tagcons.evaluate.intervals import repeat_summary
+from tagcons.heads import FitHeadConfig, fit_head
+
+SCALE = (0, 1, 2, 3, 4)
+LOGREG = {"Cs": (1.0,), "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit_runs")
+    data = planted(n_images=24, per_image=8, dim=8, seed=6)
+    pairs = root / "pairs.csv"
+    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": data.labels - 1})
+    frame.to_csv(pairs, index=False)
+    cache = write_cache(data, root / "c.h5", skip_images=["cat_005.png"])
+    return {"root": root, "pairs": pairs, "cache": cache, "frame": frame}
+
+
+def _fit(files, out, **kw):
+    config = FitHeadConfig(data=files["pairs"], cache=files["cache"], out=files["root"] / out, scale="0-4", **kw)
+    return fit_head(config)
+
+
+def _outcome(run_dir):
+    """(y_true, y_pred, images, proba) of a run's test rows, as its predictions.csv holds them."""
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    proba = frame[[f"p{k}" for k in SCALE]].to_numpy()
+    return frame["true"].to_numpy(), frame["pred"].to_numpy(), frame["image"].to_numpy(), proba
+
+
+def test_repeats_pool_the_single_seed_runs_with_the_runs_seed_for_the_bootstrap(files):
+    repeated = _fit(files, "repeated", head="logreg", head_params=LOGREG, seed=7, repeats=2)
+    single = [_fit(files, f"seed_{s}", head="logreg", head_params=LOGREG, seed=s) for s in (7, 8)]
+    want = repeat_summary([_outcome(r.run_dir) for r in single], [7, 8], bootstrap_seed=7, labels=SCALE)
+    assert json.dumps(repeated.metrics["repeats"], sort_keys=True) == json.dumps(want, sort_keys=True)
+    assert repeated.metrics["macro_f1"] == single[0].metrics["macro_f1"]  # the run itself is the first seed's
+
+
+def test_the_majority_baseline_is_the_training_sides_mode_and_the_rows_add_up(files):
+    result = _fit(files, "threshold", head="threshold", seed=3)
+    metrics, run = result.metrics, result.run_dir
+    sides = json.loads((run / "part_keys.json").read_text())
+    train_keys = set(sides["fit"]) | set(sides["validation"] or [])
+    frame = files["frame"]
+    keys = frame["Image Filename"] + "\t" + frame["Hashtag"]
+    train_scores = frame["Score"][keys.isin(train_keys)].to_numpy()
+    counts = np.bincount(train_scores, minlength=5)
+    assert metrics["baselines"]["majority"]["label"] == int(np.flatnonzero(counts == counts.max()).max())
+    assert metrics["baseline"] == metrics["baselines"]["majority"]
+    assert set(metrics["baselines"]) == {"majority", "text_only", "image_prior"}
+    assert metrics["n_train"] == len(train_keys) and metrics["n_test"] == len(sides["test"])
+    assert metrics["n_train"] + metrics["n_test"] + metrics["n_dropped_fit"] + metrics["n_dropped_test"] == 192
+    assert metrics["n_dropped_fit"] + metrics["n_dropped_test"] == 8  # cat_005.png's pairs have no embedding
+    config = json.loads((run / "config.json").read_text())
+    assert config["scale"] == "0-4" and config["split_spec"]["seed"] == 3 and config["n_pairs"] == 184
+
+
+def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(files):
+    result = _fit(files, "cv", head="logreg", head_params=LOGREG, cv=3, seed=5)
+    metrics, sides = result.metrics, json.loads((result.run_dir / "part_keys.json").read_text())
+    assert metrics["cv"] == 3 and len(metrics["per_fold"]) == 3 and metrics["n_test"] == 184
+    assert sum(fold["n"] for fold in metrics["per_fold"]) == 184
+    assert metrics["n_dropped_fit"] == metrics["n_dropped_test"] == 8  # each unusable row is out of every fold
+    assert len(sides["test"]) == 184 and len(sides["fit"]) + len(sides["validation"]) == 184
+    fit_images = {key.split("\t")[0] for key in sides["fit"]}
+    assert not fit_images & {key.split("\t")[0] for key in sides["validation"]}  # the refit's sides, by image
+    assert 184 * 2 / 3 - 10 < metrics["n_train"] < 184 * 2 / 3 + 10  # the mean training side of a fold
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"split": "rows"}, r"^unknown --split 'rows'; choose one of images, pairs$"),
+        ({"cv": 1}, r"^--cv 1: cross-validation needs at least 2 folds$"),
+        ({"repeats": 0}, r"^--repeats 0: needs at least 1$"),
+        ({"cache": None}, r"^head 'threshold' reads embeddings: pass --cache \(a cache from `tagcons embed`\)$"),
+        ({"dedupe": "fuzzy"}, r"^unknown --dedupe 'fuzzy'"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_read(files, settings, message):
+    config = {"data": files["pairs"], "cache": files["cache"], "out": files["root"] / "never", **settings}
+    with pytest.raises(BadInputError, match=message):
+        fit_head(FitHeadConfig(head="threshold", **config))
+    assert not (files["root"] / "never").exists()
+
+
+def test_an_output_folder_holding_a_run_or_a_file_is_refused_unless_overwriting(files):
+    first = _fit(files, "again", head="threshold")
+    with pytest.raises(BadInputError, match=r"again: already holds a run; choose another --out or delete it$"):
+        _fit(files, "again", head="threshold")
+    assert _fit(files, "again", head="threshold", overwrite=True).metrics == first.metrics
+    (files["root"] / "a_file").write_text("")
+    with pytest.raises(BadInputError, match=r"a_file: exists and is not a directory; choose another --out$"):
+        _fit(files, "a_file", head="threshold")
+
+
+def test_a_cache_without_any_of_the_pairs_names_the_embed_command(files):
+    other = files["root"] / "other_pairs.csv"
+    pd.DataFrame({"Image Filename": ["x.png", "y.png"], "Hashtag": ["a", "b"], "Score": [1, 4]}).to_csv(other)
+    with pytest.raises(
+        BadInputError, match=r"none of the 2 pairs in .*other_pairs\.csv has embeddings in this cache; "
+    ):
+        fit_head(FitHeadConfig(data=other, cache=files["cache"], out=files["root"] / "none", head="threshold"))
