@@ -75,9 +75,11 @@ class DistContext:
         return box[0]
 
     def close(self) -> None:
+        if not self.owns_group:  # a single process (or a group someone else opened): nothing to tear down
+            return
         import torch.distributed as dist
 
-        if self.owns_group and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -85,10 +87,14 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-def setup(device_request: str = "auto") -> DistContext:
-    """Join the process group when launched by torchrun (else a single-process context); this rank's device."""
+def setup(device_request: str = "auto", resolve: bool = True) -> DistContext:
+    """Join the process group when launched by torchrun (else a single-process context); this rank's device.
+
+    ``resolve=False``: a single process leaves the device None (resolved by the caller when it needs one),
+    so a command that may find nothing to do never imports torch.
+    """
     if not launched_by_torchrun():
-        return DistContext(device=resolve_device(device_request))
+        return DistContext(device=resolve_device(device_request) if resolve else None)
     import torch
     import torch.distributed as dist
 

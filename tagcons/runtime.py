@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from importlib import metadata
 
 from tagcons.errors import BackboneUnavailableError
 
@@ -40,6 +41,31 @@ def resolve_dtype(requested: str, device):
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def compute_dtype_name(requested: str, device_request: str = "auto") -> str:
+    """The name ("float32", ...) of the dtype `resolve_dtype` picks, without importing torch when it is sure.
+
+    Only "auto" on a device that may be CUDA needs torch to know (bf16 or fp16 there, fp32 elsewhere).
+    """
+    if requested != "auto" and not device_request.startswith("cuda"):
+        return TORCH_DTYPE_NAMES[requested]
+    if device_request in ("cpu", "mps") or (device_request == "auto" and not _torch_may_have_cuda()):
+        return TORCH_DTYPE_NAMES["fp32"]
+    return str(resolve_dtype(requested, resolve_device(device_request))).replace("torch.", "")
+
+
+def _torch_may_have_cuda() -> bool:
+    """False for a CPU-only torch build (its version says "+cpu"); True when unsure (then torch decides)."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    try:
+        return not metadata.version("torch").endswith("+cpu")
+    except metadata.PackageNotFoundError:
+        return True
 
 
 def default_workers() -> int:

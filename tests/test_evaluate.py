@@ -92,6 +92,25 @@ def test_write_evaluation_writes_metrics_predictions_and_confusion_png(tmp_path)
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_confusion_png_colours_each_cell_by_its_share_of_the_true_score(tmp_path):
+    from PIL import Image
+
+    from tagcons.evaluate.plots import BLUES, _matrix_box, plot_confusion_matrix
+
+    # true 1: both predicted 1 (share 1); true 2: one each (share 0.5 / 0.5); the 1 -> 2 cell is empty (share 0)
+    path = plot_confusion_matrix([1, 1, 2, 2], [1, 1, 1, 2], tmp_path / "cm.png", labels=(1, 2))
+    picture = Image.open(path).convert("RGB")
+    left, top, right, _ = _matrix_box(2)
+    cell = (right - left) / 2
+
+    def corner_colour(i, j):  # near a cell's corner, away from its count
+        return np.array(picture.getpixel((int(left + j * cell + 4), int(top + i * cell + 4))))
+
+    assert np.abs(corner_colour(0, 0) - BLUES[-1]).max() <= 1  # share 1: the darkest blue
+    assert np.abs(corner_colour(0, 1) - BLUES[0]).max() <= 1  # share 0: the palest
+    assert BLUES[-1][0] < corner_colour(1, 0)[0] < BLUES[0][0]  # share 0.5: in between
+
+
 def test_training_curves_accept_any_subset(tmp_path):
     path = plot_training_curves({"train_loss": [1.0, 0.5], "val_qwk": [0.1, 0.3]}, tmp_path / "curves.png")
     assert path.stat().st_size > 1000

@@ -14,6 +14,7 @@ from test_heads_support import planted, write_cache, write_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "lightgbm")
+SCIENCE = ("sklearn", "scipy", "matplotlib")  # what a no-op embed never needs either
 PROBE = """
 import json, sys
 from tagcons.cli import main
@@ -26,11 +27,11 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(sys.a
 """
 
 
-def heavy_imports(*args) -> list[str]:
-    """The heavy top-level packages a fresh `tagcons ARGS` process imported."""
+def heavy_imports(*args, look_for=HEAVY) -> list[str]:
+    """The packages of ``look_for`` (heavy ones by default) a fresh `tagcons ARGS` process imported."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, ",".join(HEAVY), *map(str, args)],
+        [sys.executable, "-c", PROBE, ",".join(look_for), *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
@@ -57,6 +58,12 @@ def test_fit_head_imports_only_what_its_head_uses(files, head, expected):
     assert heavy_imports(*args, "--out", files["root"] / head) == expected
 
 
+def test_threshold_fit_writes_its_run_without_matplotlib_or_torch(files):
+    args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", "threshold"]
+    assert heavy_imports(*args, "--out", files["root"] / "light", look_for=(*HEAVY, "matplotlib")) == []
+    assert (files["root"] / "light" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_many_heads_in_one_process_share_one_join_and_print_the_table(files, capsys):
     from test_cli import run_cli
 
@@ -78,3 +85,39 @@ def test_progress_bars_only_on_a_terminal_or_when_forced(files, capsys):
     assert code == 0 and "\r" not in logged and "mlp epochs" not in logged
     code, _, forced = run_cli(["--progress", *args, "--out", files["root"] / "mlp_bar"], capsys)
     assert code == 0 and "mlp epochs" in forced
+
+
+def test_embed_rerun_with_nothing_new_imports_neither_torch_nor_scikit_learn(tmp_path):
+    from embed_helpers import embed, make_image_set
+
+    pairs, images = make_image_set(tmp_path, n_images=3, tags_per_image=2)
+    cache = tmp_path / "cache.h5"
+    embed(pairs, images, cache)  # in this process: the subprocess below starts fresh
+    args = ["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache, "--workers", "0"]
+    assert heavy_imports(*args, look_for=HEAVY + SCIENCE) == []
+
+
+def test_many_heads_fit_the_split_and_the_baselines_once_with_the_same_results(files, tmp_path, monkeypatch):
+    from tagcons.heads import FitHeadConfig, fit_head, fit_heads
+    from tagcons.heads import baselines as baselines_module
+    from tagcons.heads import fit as fit_module
+
+    calls = {"split": 0, "text_only": 0}
+    split, text_fit = fit_module.split_then_drop, baselines_module.TextOnlyHead.fit
+
+    def counted_split(*args, **kwargs):
+        calls["split"] += 1
+        return split(*args, **kwargs)
+
+    def counted_fit(self, *args, **kwargs):
+        calls["text_only"] += 1
+        return text_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "split_then_drop", counted_split)
+    monkeypatch.setattr(baselines_module.TextOnlyHead, "fit", counted_fit)
+    config = FitHeadConfig(data=files["pairs"], cache=files["cache"], head="threshold", out=tmp_path / "grid")
+    runs = fit_heads(config, ["threshold", "logreg", "lgbm"])
+    assert calls == {"split": 1, "text_only": 1}
+    alone = fit_head(FitHeadConfig(data=files["pairs"], cache=files["cache"], head="lgbm", out=tmp_path / "alone"))
+    assert runs[2].metrics == alone.metrics  # sharing changes no number
+    assert runs[0].metrics["baselines"] == runs[1].metrics["baselines"] == alone.metrics["baselines"]

@@ -33,10 +33,11 @@ from tagcons.embed.templates import check_templates, template_attr
 from tagcons.embed.text_encoding import embed_texts
 from tagcons.errors import BadInputError, StrictFailure
 from tagcons.evaluate.provenance import TRAINED_KEYS_SETTING, backbone_trained_keys
-from tagcons.runtime import resolve_device, resolve_dtype
+from tagcons.runtime import compute_dtype_name, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never imports it
     import torch
+
 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
@@ -49,7 +50,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     _check_config(config)
     table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
     check_image_keys(config.images, table.unique_images())
-    context = distributed.setup(config.device)
+    context = distributed.setup(config.device, resolve=False)  # the device is resolved when a model loads
     try:
         summary = _embed_with_context(config, table, context)
     finally:
@@ -118,7 +119,7 @@ def _nothing_new(config: EmbedConfig, writer: CacheWriter, images: ImagePlan, te
 def _same_known_settings(config: EmbedConfig, stored: dict) -> bool:
     model_id, revision = backbone_identity(config.backbone, config.revision)
     settings = json.loads(stored.get("settings") or "{}")
-    compute_dtype = str(resolve_dtype(config.dtype, resolve_device(config.device))).replace("torch.", "")
+    compute_dtype = compute_dtype_name(config.dtype, config.device)
     expected = {
         "model_id": model_id,
         "text_template": template_attr(config.text_templates),
@@ -147,6 +148,8 @@ def _check_config(config: EmbedConfig) -> None:
         from tagcons.embed.gpu_decode import load_batch_decoder
 
         load_batch_decoder(resolve_device(config.device))
+    if config.device.startswith("cuda"):  # an absent GPU is exit 2 at once, not after the plan
+        resolve_device(config.device)
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
         raise BadInputError(f"--shard {config.shard[0]}/{config.shard[1]}: K must be in 0..N-1")
 

@@ -1,10 +1,13 @@
-"""Confusion matrix and training-curve PNGs (matplotlib's Agg backend: no display needed)."""
+"""Confusion matrix (Pillow), training-curve and reliability PNGs (matplotlib's Agg backend, imported when
+drawn: no display needed)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from sklearn.metrics import confusion_matrix
 
 from tagcons.labels import LABELS
@@ -13,26 +16,120 @@ CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk
 
 
 def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "", labels=LABELS) -> Path:
-    """Counts in the cells, colour by row-normalised share (recall per true score); one row per label."""
+    """Counts in the cells, colour by row-normalised share (recall per true score); one row per label.
+
+    Drawn with Pillow in matplotlib's look (Blues, a colour bar): every run writes one, and matplotlib's
+    import and layout would cost a threshold fit more than the fit itself.
+    """
     counts = confusion_matrix(np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int), labels=list(labels))
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
-    fig, ax = _pyplot().subplots(figsize=(5, 4.4))
-    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
-    ax.set(
-        xticks=range(len(labels)),
-        yticks=range(len(labels)),
-        xticklabels=labels,
-        yticklabels=labels,
-        xlabel="predicted score",
-        ylabel="true score",
-        title=title or "confusion matrix",
+    canvas = Image.new("RGB", CONFUSION_SIZE, "white")
+    draw = ImageDraw.Draw(canvas)
+    box = _matrix_box(len(labels))
+    _draw_cells(draw, box, counts, share)
+    _draw_ticks(draw, box, [str(k) for k in labels])
+    _draw_colour_bar(canvas, draw, box)
+    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title or "confusion matrix", _font(14))
+    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 36), "predicted score", _font(12))
+    _paste_vertical(canvas, "true score", (box[0] - 48, (box[1] + box[3]) / 2), _font(12))
+    path = Path(path)
+    canvas.save(path, format="PNG")
+    return path
+
+
+# --- the confusion matrix in Pillow -------------------------------------------------------------------
+
+CONFUSION_SIZE = (500, 440)  # matplotlib's 5 x 4.4 inches at 100 dpi
+# ColorBrewer's Blues, the nine colours matplotlib's "Blues" interpolates between
+BLUES = np.array(
+    [
+        (247, 251, 255),
+        (222, 235, 247),
+        (198, 219, 239),
+        (158, 202, 225),
+        (107, 174, 214),
+        (66, 146, 198),
+        (33, 113, 181),
+        (8, 81, 156),
+        (8, 48, 107),
+    ],
+    dtype=float,
+)
+BAR_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def blues(shares) -> np.ndarray:
+    """Blues colours (uint8 RGB, one row per share) of shares in [0, 1]."""
+    position = np.clip(np.asarray(shares, dtype=float), 0.0, 1.0) * (len(BLUES) - 1)
+    return (
+        np.stack([np.interp(position, np.arange(len(BLUES)), BLUES[:, c]) for c in range(3)], -1)
+        .round()
+        .astype(np.uint8)
     )
-    fig.colorbar(image, ax=ax, label="share of true score")
-    return _save(fig, path)
+
+
+@functools.cache
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _matrix_box(k: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the square matrix, room left for labels and the colour bar."""
+    left, top, right, bottom = 70, 40, 390, 375
+    side = min(right - left, bottom - top)
+    return left, top, left + side, top + side
+
+
+def _draw_cells(draw, box, counts: np.ndarray, share: np.ndarray) -> None:
+    k = len(counts)
+    cell = (box[2] - box[0]) / k
+    for i in range(k):
+        for j in range(k):
+            x, y = box[0] + j * cell, box[1] + i * cell
+            draw.rectangle((x, y, x + cell, y + cell), fill=tuple(blues([share[i, j]])[0].tolist()))
+            colour = "white" if share[i, j] > 0.5 else "black"
+            _centred(draw, (x + cell / 2, y + cell / 2), str(counts[i, j]), _font(12), colour)
+    draw.rectangle(box, outline="black")
+
+
+def _draw_ticks(draw, box, names: list[str]) -> None:
+    cell = (box[2] - box[0]) / len(names)
+    for index, name in enumerate(names):
+        x, y = box[0] + (index + 0.5) * cell, box[1] + (index + 0.5) * cell
+        draw.line((x, box[3], x, box[3] + 4), fill="black")
+        draw.line((box[0] - 4, y, box[0], y), fill="black")
+        _centred(draw, (x, box[3] + 14), name, _font(11))
+        _centred(draw, (box[0] - 14, y), name, _font(11))
+
+
+def _draw_colour_bar(canvas, draw, box) -> None:
+    left, top, bottom = box[2] + 22, box[1], box[3]
+    height = int(bottom - top)
+    gradient = blues(np.linspace(1.0, 0.0, height))  # top row: share 1
+    canvas.paste(Image.fromarray(np.repeat(gradient[:, None, :], 18, axis=1)), (int(left), int(top)))
+    draw.rectangle((left, top, left + 18, bottom), outline="black")
+    for tick in BAR_TICKS:
+        y = bottom - tick * (bottom - top)
+        draw.line((left + 18, y, left + 22, y), fill="black")
+        draw.text((left + 25, y), f"{tick:.1f}", fill="black", font=_font(11), anchor="lm")
+    _paste_vertical(canvas, "share of true score", (left + 68, (top + bottom) / 2), _font(12))
+
+
+def _centred(draw, xy, text: str, font, colour="black") -> None:
+    draw.text(xy, text, fill=colour, font=font, anchor="mm")
+
+
+def _paste_vertical(canvas, text: str, centre, font) -> None:
+    """``text`` rotated a quarter turn anticlockwise, centred on ``centre``."""
+    left, top, right, bottom = font.getbbox(text)
+    label = Image.new("RGBA", (int(right - left) + 4, int(bottom - top) + 4), (255, 255, 255, 0))
+    ImageDraw.Draw(label).text((2 - left, 2 - top), text, fill="black", font=font)
+    label = label.rotate(90, expand=True)
+    canvas.paste(label, (int(centre[0] - label.width / 2), int(centre[1] - label.height / 2)), label)
 
 
 def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Path:

@@ -5,7 +5,7 @@ Names load on first use (PEP 562) and head modules only when a head is asked for
 (`get_head_class`), so `import tagcons.heads.registry` and a threshold fit stay light.
 """
 
-import importlib
+from tagcons.lazy import lazy_exports
 
 _EXPORTS = {
     "FitHeadConfig": "tagcons.configs",
@@ -28,8 +28,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tagcons.heads' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

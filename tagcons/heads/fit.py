@@ -20,6 +20,7 @@ their mean, sd and pooled interval; the run's own predictions and head are the f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -91,10 +92,18 @@ class _Data:
     features: object  # features of the usable rows, in table order (None without a cache)
     n_duplicates_removed: int
     n_excluded: int
+    # what does not depend on the head (partitions, validation parts, baselines), computed once per process
+    shared: dict = field(default_factory=dict)
+
+    def once(self, key: tuple, compute):
+        """``compute()``'s value, computed on the first call with ``key`` only (every head of a run asks)."""
+        if key not in self.shared:
+            self.shared[key] = compute()
+        return self.shared[key]
 
     @property
     def usable_table(self) -> PairTable:
-        return self.table.subset(np.flatnonzero(self.usable))
+        return self.once(("usable_table",), lambda: self.table.subset(np.flatnonzero(self.usable)))
 
     @property
     def y(self) -> np.ndarray:
@@ -267,6 +276,15 @@ def _groups(config: FitHeadConfig, table: PairTable):
 
 
 def _partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
+    return data.once(_split_key(config, seed), lambda: _compute_partitions(config, data, seed))
+
+
+def _split_key(config: FitHeadConfig, seed: int) -> tuple:
+    """What a seed's partitions depend on (the same for every head of one `fit_heads`)."""
+    return ("partitions", config.split, config.cv, None if config.cv else config.test_size, seed)
+
+
+def _compute_partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
     labels, groups = data.table.labels.astype(int), data.table.images
     if config.cv:
         return folds_then_drop(labels, groups, data.usable, config.split, config.cv, seed)
@@ -277,7 +295,7 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
     """Fit and predict every partition of one seed's split; baselines only for the run's own seed."""
     usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     outcome = _Outcome(_partitions(config, data, seed), [], [], [])
-    for partition in outcome.partitions:
+    for index, partition in enumerate(outcome.partitions):
         head, _, validation = _fit_calibrated(config, data, partition.train, seed)
         evaluated = evaluate_side(head, X.subset(partition.test), y[partition.test], data.labels)
         outcome.heads.append(head)
@@ -286,7 +304,10 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
         outcome.probas.append(evaluated.proba)  # calibrated, on the run's scale
         outcome.preds.append(evaluated.pred)  # under the chosen decoding
         if seed == config.seed:
-            _add_baselines(outcome, usable, y, partition, data.labels)
+            key = ("baselines", *_split_key(config, seed), index)
+            predictions = data.once(key, lambda p=partition: _baseline_predictions(usable, y, p, data.labels))
+            for name, pred in predictions.items():
+                outcome.baselines.setdefault(name, []).append(pred)
     return outcome
 
 
@@ -298,19 +319,22 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
     usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     head = _new_head(config, seed)
     groups = usable.images if config.split == "images" else None
-    fit_rows, val_rows = calibration_rows(rows, y, groups, config.split, config.val_size, seed, head.probabilistic)
+    key = ("calibration_rows", config.split, config.val_size, seed, head.probabilistic, rows.tobytes())
+    fit_rows, val_rows = data.once(
+        key, lambda: calibration_rows(rows, y, groups, config.split, config.val_size, seed, head.probabilistic)
+    )
     head.fit(X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
     if head.probabilistic:
         calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels)
     return head, fit_rows, val_rows
 
 
-def _add_baselines(outcome: _Outcome, usable: PairTable, y: np.ndarray, partition: Partition, labels) -> None:
+def _baseline_predictions(usable: PairTable, y: np.ndarray, partition: Partition, labels) -> dict[str, np.ndarray]:
+    """Each baseline's predictions on a partition's test side, fitted on its training side."""
     train, test = partition.train, partition.test
     predictions = shortcut_predictions(usable.subset(train), y[train], usable.subset(test), labels)
     predictions["majority"] = (np.full(len(test), majority_label(y[train], labels)), None)
-    for name, (pred, _) in predictions.items():
-        outcome.baselines.setdefault(name, []).append(pred)
+    return {name: pred for name, (pred, _) in predictions.items()}
 
 
 def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run_dir: Path):
@@ -319,7 +343,12 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
     rows = first.rows
     extra = {
         **_counts(config, data, first),
-        "baselines": _baseline_metrics(config, first, y[rows], usable.images[rows], data.labels),
+        "baselines": copy.deepcopy(
+            data.once(
+                ("baseline_metrics", *_split_key(config, config.seed)),
+                lambda: _baseline_metrics(config, first, y[rows], usable.images[rows], data.labels),
+            )
+        ),
     }
     extra["baseline"] = extra["baselines"]["majority"]
     if config.cv:
