@@ -124,7 +124,7 @@ def quick_scores(y_true, y_pred, labels=LABELS) -> dict:
     k = len(labels)
     confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
     tp, true_n, pred_n = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    f1 = np.divide(2 * tp, true_n + pred_n, out=np.zeros(k), where=(true_n + pred_n) > 0)
+    f1 = 2 * tp / np.maximum(true_n + pred_n, 1)  # 0 where a score is neither true nor predicted (tp is 0)
     weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
     expected = np.outer(true_n, pred_n) / max(confusion.sum(), 1.0)
     denominator = (weights * expected).sum()

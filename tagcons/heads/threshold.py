@@ -145,7 +145,7 @@ def study_search(similarity: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, flo
     counts = cum[edges[:, 1:]] - cum[edges[:, :-1]]  # [combination, predicted score, true score]
     tp = np.diagonal(counts, axis1=1, axis2=2)
     denominator = counts.sum(axis=2) + cum[-1][None, :]  # predicted + true, per score
-    f1 = np.divide(2.0 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    f1 = 2.0 * tp / np.maximum(denominator, 1)  # 0 where a score is neither true nor predicted (tp is 0)
     present = denominator > 0
     scores = f1.sum(axis=1, where=present) / present.sum(axis=1)
     best = int(np.argmax(scores))  # the first maximum: the study's loop replaced its best only on a strict gain
