@@ -39,10 +39,14 @@ SCALES = [((0, 1), 4), ((0, 1, 2), 0), ((1, 2, 3, 4), 1), ((0, 1, 2, 3), 2), ((1
 
 @pytest.mark.parametrize("objective", ["macro_f1", "qwk"])
 @pytest.mark.parametrize("labels, seed", SCALES)
-def test_exact_search_is_the_best_over_every_grid_combination_on_any_scale(objective, labels, seed):
+@pytest.mark.parametrize("ties", [False, True])
+def test_exact_search_is_the_best_over_every_grid_combination_on_any_scale(objective, labels, seed, ties):
     similarity, y = _scored_rows(labels, 120, seed)
+    if ties:  # similarities on a coarse grid: rows sit exactly on the cut-points and must take the higher score
+        similarity = np.round(similarity, 1)
     cuts, value = search_cuts(similarity, y, objective, n_grid=8)
     assert len(cuts) == len(labels) - 1 and np.all(np.diff(cuts) >= 0)
+    assert set(cuts) <= set(np.quantile(similarity, np.arange(1, 9) / 9))  # cut-points come from the grid
     achieved = _objective(y, scores_from_cuts(similarity, cuts, labels), labels, objective)
     assert value == pytest.approx(achieved, abs=1e-12)
     assert value == pytest.approx(_brute_force(similarity, y, labels, objective, 8), abs=1e-12)
@@ -142,3 +146,12 @@ def test_a_damaged_saved_head_names_its_file_and_the_cut_points(tmp_path):
     (tmp_path / "head.json").write_text(json.dumps(saved))
     with pytest.raises(BadInputError, match=r"head\.json: thresholds must be 4 increasing numbers, found \[0\.9"):
         load_head(tmp_path)
+
+
+def test_search_defaults_to_macro_f1_on_a_99_point_grid():
+    similarity, y = _scored_rows((1, 2, 3, 4, 5), 300, seed=9, noise=0.2)
+    default = search_cuts(similarity, y)
+    explicit = search_cuts(similarity, y, "macro_f1", 99)
+    assert np.array_equal(default[0], explicit[0]) and default[1] == explicit[1]
+    assert not np.array_equal(default[0], search_cuts(similarity, y, "qwk", 99)[0])
+    assert not np.array_equal(default[0], search_cuts(similarity, y, "macro_f1", 100)[0])

@@ -68,7 +68,7 @@ def _macro_f1_terms(cum: np.ndarray) -> np.ndarray:
     true_total = cum[-1]
     denominator = predicted[None, :, :] + true_total[:, None, None]
     tp = np.moveaxis(per_class, 2, 0)
-    return np.divide(2.0 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0) / cum.shape[1]
+    return 2.0 * tp / np.maximum(denominator, 1) / cum.shape[1]  # 0 where no row is true or predicted (tp is 0)
 
 
 def _qwk_parts(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
