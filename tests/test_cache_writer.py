@@ -116,7 +116,7 @@ def test_refusals_name_both_backbones_and_the_way_out(tmp_path):
     (tmp_path / "c.h5.parts").mkdir()
     for part in tc.pending_parts(tmp_path / "d.h5"):
         part.rename(tmp_path / "c.h5.parts" / part.name)
-    into_main = r"backbone clip\) into .*c\.h5 \(fingerprint \w+, backbone tiny\)"
+    into_main = rf"backbone clip\) into .*c\.h5 \(fingerprint {tc.compute_fingerprint(meta())}, backbone tiny\)"
     with pytest.raises(FingerprintMismatchError, match=into_main):
         tc.merge_parts(path)
 
@@ -161,3 +161,53 @@ def test_an_exclusive_writer_clears_a_killed_consolidations_temp_file_when_it_op
     other.write_bytes(b"")
     with tc.CacheWriter(path, meta()):
         assert not leftover.exists() and other.exists()
+
+
+def test_a_writer_makes_missing_folders_and_holds_the_lock_file_beside_the_cache(tmp_path):
+    path = tmp_path / "new" / "deeper" / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        assert (tmp_path / "new" / "deeper" / "c.h5.lock").is_file()
+        w.commit_images(*IMAGES)
+        w.consolidate()
+    assert path.is_file()
+
+
+def test_parts_are_stored_at_the_caches_precision(tmp_path):
+    with tc.CacheWriter(tmp_path / "c.h5", meta(store_dtype="float16")) as w:
+        part = w.commit_images(*IMAGES)
+    with h5py.File(part, "r") as f:
+        assert f["images/embeds"].dtype == np.float16
+
+
+def test_a_shard_clears_only_its_own_stale_temp_files(tmp_path):
+    path = tmp_path / "c.h5"
+    parts = tmp_path / "c.h5.parts"
+    parts.mkdir()
+    own, other = parts / "shard-0-of-2-000000.h5.tmp", parts / "shard-1-of-2-000000.h5.tmp"
+    own.write_bytes(b"")
+    other.write_bytes(b"")  # shard 1 may be writing it right now
+    with tc.CacheWriter(path, meta(), shard=(0, 2)):
+        assert not own.exists() and other.exists()
+
+
+def test_commit_columns_are_checked_and_failure_reasons_stored_as_text(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        with pytest.raises(ValueError, match=r"^expected a tuple of 3 columns, got 2$"):
+            w.commit(images=(["a"], vecs(1)))
+        w.commit_failures(["bad.jpg"], ["sha"], [OSError("truncated file")])
+        w.consolidate()
+    with h5py.File(path, "r") as f:
+        assert [r.decode() if isinstance(r, bytes) else r for r in f["failed/reasons"][:]] == ["truncated file"]
+
+
+def test_consolidation_clears_its_own_stale_temp_file_and_no_other(tmp_path):
+    path = tmp_path / "c.h5"
+    with tc.CacheWriter(path, meta()) as w:
+        w.commit_images(*IMAGES)
+        own = tmp_path / "c.h5.consolidate-7.tmp"
+        other = tmp_path / "other.h5.consolidate-7.tmp"
+        own.write_bytes(b"")
+        other.write_bytes(b"")
+        w.consolidate()
+    assert not own.exists() and other.exists()
