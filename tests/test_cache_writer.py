@@ -211,3 +211,33 @@ def test_consolidation_clears_its_own_stale_temp_file_and_no_other(tmp_path):
         other.write_bytes(b"")
         w.consolidate()
     assert not own.exists() and other.exists()
+
+
+@pytest.fixture
+def make_read_only(monkeypatch):
+    """Call it to make every folder refuse writes, as a read-only mount does (even for root, unlike chmod)."""
+    import errno
+    import os
+
+    import tagcons.cache.lock as lock
+
+    real_open = os.open
+
+    def refuse_writes(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    return lambda: monkeypatch.setattr(lock.os, "open", refuse_writes)
+
+
+def test_a_read_only_folder_can_be_planned_from_but_not_written(tmp_path, make_read_only):
+    path = tmp_path / "c.h5"
+    write(path, images=IMAGES)
+    make_read_only()
+    with tc.CacheWriter(path, None) as planner:  # a rerun with everything cached needs no write access
+        assert not planner.writable and planner.known_images() == {"a": "sha-a", "b": "sha-b"}
+        with pytest.raises(BadInputError, match=r"^cannot write .*c\.h5: its folder .* is read-only; make it writable"):
+            planner.bind(meta())
+    with pytest.raises(BadInputError, match=r"is read-only \(Read-only file system\); make it writable"):
+        tc.merge_parts(path)
