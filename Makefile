@@ -56,8 +56,8 @@ test-decode: $(STAMP_DECODE)
 demo: $(STAMP)
 	$(VENV)/bin/tagcons demo --out demo_out
 
-# Mutation score of the evaluation core (modules and tests in pyproject.toml [tool.mutmut]);
-# writes benchmarks/results/mutation.json. About 30 minutes on 2 cores.
+# Mutation score of the evaluation core: mutmut once per module of pyproject.toml's [tool.tagcons.mutate],
+# with that module's tests; writes benchmarks/results/mutation.json (see README, Mutation score).
 mutate: $(STAMP)
 	$(PY) benchmarks/mutation.py
 
