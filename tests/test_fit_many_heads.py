@@ -52,3 +52,5 @@ def test_an_existing_run_of_any_head_stops_all_of_them_first(files):
     with pytest.raises(BadInputError, match=r"taken[/\\]logreg: already holds a run"):
         fit_heads(_config(files, "taken", head_params={"threads": "1"}), ["threshold", "logreg"])
     assert not (files["root"] / "taken" / "threshold").exists()
+    results = fit_heads(_config(files, "taken", head_params={"threads": "1"}, overwrite=True), ["threshold", "logreg"])
+    assert [r.run_dir.name for r in results] == ["threshold", "logreg"]

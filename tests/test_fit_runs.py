@@ -77,6 +77,7 @@ def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(
     fit_images = {key.split("\t")[0] for key in sides["fit"]}
     assert not fit_images & {key.split("\t")[0] for key in sides["validation"]}  # the refit's sides, by image
     assert 184 * 2 / 3 - 10 < metrics["n_train"] < 184 * 2 / 3 + 10  # the mean training side of a fold
+    assert all(set(fold["per_class"]) == {"0", "1", "2", "3", "4"} for fold in metrics["per_fold"])
 
 
 @pytest.mark.parametrize(
@@ -113,3 +114,27 @@ def test_a_cache_without_any_of_the_pairs_names_the_embed_command(files):
         BadInputError, match=r"none of the 2 pairs in .*other_pairs\.csv has embeddings in this cache; "
     ):
         fit_head(FitHeadConfig(data=other, cache=files["cache"], out=files["root"] / "none", head="threshold"))
+
+
+def test_a_cache_from_a_backbone_trained_on_the_test_rows_is_refused(files):
+    keys = (files["frame"]["Image Filename"] + "\t" + files["frame"]["Hashtag"]).tolist()
+    root = files["root"]
+    data = planted(n_images=24, per_image=8, dim=8, seed=6)  # the fixture's embeddings
+    trained_on_all = write_cache(data, root / "finetuned.h5", settings={"trained_keys": keys})
+    config = FitHeadConfig(data=files["pairs"], cache=trained_on_all, out=root / "leak", head="threshold", scale="0-4")
+    with pytest.raises(
+        BadInputError, match=r"^the cache's backbone .*: its weights were trained on \d+ of the \d+ pairs"
+    ):
+        fit_head(config)
+    trained_on_none = write_cache(data, root / "finetuned_elsewhere.h5", settings={"trained_keys": ["x.png\ty"]})
+    config.cache, config.out = trained_on_none, root / "no_leak"
+    assert fit_head(config).metrics["n_test"] > 0
+
+
+def test_training_curves_are_titled_with_the_head_and_backbone(files, monkeypatch):
+    import tagcons.heads.fit as fit
+
+    titles = []
+    monkeypatch.setattr(fit, "plot_training_curves", lambda history, path, title: titles.append(title))
+    _fit(files, "mlp", head="mlp", head_params={"max_epochs": 2, "threads": 1})
+    assert titles == ["mlp (tiny)"]
