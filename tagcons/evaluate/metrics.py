@@ -1,25 +1,85 @@
 """Classification and ordinal metrics on a score scale (``labels``, the study's 1..5 by default).
 
 Every value is a plain float (or None where undefined, e.g. Spearman of a constant prediction), so
-the dict goes straight into metrics.json.
+the dict goes straight into metrics.json. Everything but Spearman comes from one K x K confusion
+count, with scikit-learn's definitions (``zero_division=0``; balanced accuracy over the scores that
+are true somewhere; quadratic weights by position on the scale), at a fraction of the cost of
+scikit-learn's input checks: a run computes metrics for its head, each baseline and each decoding.
+tests/test_metrics_definitions.py checks every value against its textbook definition.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    cohen_kappa_score,
-    mean_absolute_error,
-    precision_recall_fscore_support,
-)
 
 from tagcons.labels import LABELS
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Counts of (true, predicted) score pairs on a scale: ``counts[i, j]`` rows with true ``labels[i]``
+    predicted ``labels[j]``."""
+
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, y_true, y_pred, labels=LABELS) -> Confusion:
+        labels = np.asarray(labels)
+        true_at, pred_at = _positions(np.asarray(y_true), labels), _positions(np.asarray(y_pred), labels)
+        k = len(labels)
+        return cls(np.bincount(true_at * k + pred_at, minlength=k * k).reshape(k, k).astype(np.float64))
+
+    @property
+    def n(self) -> float:
+        return float(self.counts.sum())
+
+    @property
+    def true_n(self) -> np.ndarray:
+        return self.counts.sum(axis=1)
+
+    @property
+    def pred_n(self) -> np.ndarray:
+        return self.counts.sum(axis=0)
+
+    @property
+    def tp(self) -> np.ndarray:
+        return np.diag(self.counts)
+
+    def precision(self) -> np.ndarray:
+        return self.tp / np.maximum(self.pred_n, 1)  # 0 where nothing is predicted (tp is 0)
+
+    def recall(self) -> np.ndarray:
+        return self.tp / np.maximum(self.true_n, 1)  # 0 where nothing is true (tp is 0)
+
+    def f1(self) -> np.ndarray:
+        return 2 * self.tp / np.maximum(self.true_n + self.pred_n, 1)  # 0 where a score is neither
+
+    def accuracy(self) -> float:
+        return float(self.tp.sum() / max(self.n, 1.0))
+
+    def balanced_accuracy(self) -> float:
+        """Mean recall over the scores that are true somewhere (scikit-learn's balanced_accuracy_score)."""
+        return float(self.recall()[self.true_n > 0].mean())
+
+    def qwk(self) -> float:
+        """Quadratic weighted kappa; 0 where no disagreement is expected by chance."""
+        k = len(self.counts)
+        weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
+        chance = (weights * np.outer(self.true_n, self.pred_n)).sum() / max(self.n, 1.0)
+        return float(1.0 - (weights * self.counts).sum() / chance) if chance > 0 else 0.0
+
+
+def _positions(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Index of each value on the scale ``labels`` (sorted); a value off the scale is a programming error."""
+    at = np.searchsorted(labels, values)
+    off = (at >= len(labels)) | (labels[np.minimum(at, len(labels) - 1)] != values)
+    if off.any():
+        raise ValueError(f"scores {sorted(set(values[off].tolist()))} are not on the scale {labels.tolist()}")
+    return at
 
 
 def _clean(value: float) -> float | None:
@@ -33,27 +93,34 @@ def _spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
     return _clean(spearmanr(y_true, y_pred).statistic)
 
 
-def _qwk(y_true: np.ndarray, y_pred: np.ndarray, labels=LABELS) -> float | None:
+def _qwk(y_true: np.ndarray, y_pred: np.ndarray, confusion: Confusion) -> float | None:
     if len(np.unique(np.concatenate([y_true, y_pred]))) < 2:
-        return None
-    return _clean(cohen_kappa_score(y_true, y_pred, labels=list(labels), weights="quadratic"))
+        return None  # one score everywhere: kappa is undefined
+    return confusion.qwk()
 
 
-def _averaged(y_true: np.ndarray, y_pred: np.ndarray, average: str, labels=LABELS) -> dict:
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=list(labels), average=average, zero_division=0)
-    return {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
-
-
-def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true": expected on small parts
-        return float(balanced_accuracy_score(y_true, y_pred))
+def _averaged(confusion: Confusion, average: str) -> dict:
+    """Precision, recall and F1 averaged over the scale: "macro" (each score alike) or "weighted" (by support)."""
+    weights = np.full(len(confusion.counts), 1.0 / len(confusion.counts))
+    if average == "weighted":
+        weights = confusion.true_n / confusion.n
+    values = {"precision": confusion.precision(), "recall": confusion.recall(), "f1": confusion.f1()}
+    return {f"{average}_{name}": float(np.dot(weights, value)) for name, value in values.items()}
 
 
 def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, labels=LABELS) -> dict:
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(labels), zero_division=0)
+    return _per_class(Confusion.of(y_true, y_pred, labels), labels)
+
+
+def _per_class(confusion: Confusion, labels) -> dict:
+    precision, recall, f1, support = confusion.precision(), confusion.recall(), confusion.f1(), confusion.true_n
     return {
-        str(k): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        str(k): {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, k in enumerate(labels)
     }
 
@@ -63,15 +130,18 @@ def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
     expected-score MAE."""
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred).astype(int)
+    if not len(y_true):
+        raise ValueError("no rows to compute metrics on")
+    confusion = Confusion.of(y_true, y_pred, labels)
     metrics = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
-        **_averaged(y_true, y_pred, "macro", labels),
-        **_averaged(y_true, y_pred, "weighted", labels),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "qwk": _qwk(y_true, y_pred, labels),
+        "accuracy": confusion.accuracy(),
+        "balanced_accuracy": confusion.balanced_accuracy(),
+        **_averaged(confusion, "macro"),
+        **_averaged(confusion, "weighted"),
+        "mae": float(np.mean(np.abs(y_true - y_pred))),
+        "qwk": _qwk(y_true, y_pred, confusion),
         "spearman": _spearman(y_true, y_pred),
-        "per_class": per_class_report(y_true, y_pred, labels),
+        "per_class": _per_class(confusion, labels),
         "n": int(len(y_true)),
     }
     if proba is not None:
@@ -114,19 +184,6 @@ def pooled_and_per_fold(
 
 
 def quick_scores(y_true, y_pred, labels=LABELS) -> dict:
-    """accuracy, macro_f1 and qwk from one KxK confusion count, for per-epoch validation in training loops.
-
-    Same values as compute_metrics (zero_division=0, QWK 0 when undefined) at a fraction of
-    scikit-learn's input-checking cost.
-    """
-    labels = np.asarray(labels)
-    y_true, y_pred = np.searchsorted(labels, np.asarray(y_true)), np.searchsorted(labels, np.asarray(y_pred))
-    k = len(labels)
-    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k).astype(np.float64)
-    tp, true_n, pred_n = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
-    f1 = 2 * tp / np.maximum(true_n + pred_n, 1)  # 0 where a score is neither true nor predicted (tp is 0)
-    weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
-    expected = np.outer(true_n, pred_n) / max(confusion.sum(), 1.0)
-    denominator = (weights * expected).sum()
-    qwk = 1.0 - (weights * confusion).sum() / denominator if denominator > 0 else 0.0
-    return {"accuracy": float(tp.sum() / max(confusion.sum(), 1.0)), "macro_f1": float(f1.mean()), "qwk": float(qwk)}
+    """accuracy, macro_f1 and qwk, for per-epoch validation in training loops (0, not None, where undefined)."""
+    confusion = Confusion.of(y_true, y_pred, labels)
+    return {"accuracy": confusion.accuracy(), "macro_f1": float(confusion.f1().mean()), "qwk": confusion.qwk()}
