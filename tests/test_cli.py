@@ -152,7 +152,7 @@ def test_fit_head_and_predict_follow_the_caches_strip_hash(tmp_path, capsys):
     )
     assert code == 0 and "n_test" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["n_excluded"] == 0  # '#빨강' in the pairs file found as '빨강' in the cache
+    assert metrics["n_missing_embeddings"] == 0  # '#빨강' in the pairs file found as '빨강' in the cache
     code, out, _ = run_cli(
         ["-q", "predict", "--run", tmp_path / "run", "--cache", cache, "--data", pairs, "--out", tmp_path / "pred.csv"],
         capsys,

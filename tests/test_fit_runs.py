@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from test_heads_support import planted, write_cache
 
+from tagcons.data.splits import folds_then_drop
 from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import repeat_summary
-from tagcons.heads import FitHeadConfig, fit_head
+from tagcons.heads import FitHeadConfig, fit_head, load_head
 
 SCALE = (0, 1, 2, 3, 4)
 LOGREG = {"Cs": (1.0,), "threads": 1}
@@ -78,6 +79,10 @@ def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(
     assert not fit_images & {key.split("\t")[0] for key in sides["validation"]}  # the refit's sides, by image
     assert 184 * 2 / 3 - 10 < metrics["n_train"] < 184 * 2 / 3 + 10  # the mean training side of a fold
     assert all(set(fold["per_class"]) == {"0", "1", "2", "3", "4"} for fold in metrics["per_fold"])
+    frame = files["frame"]
+    usable = (frame["Image Filename"] != "cat_005.png").to_numpy()
+    folds = folds_then_drop(frame["Score"].to_numpy(), frame["Image Filename"].to_numpy(), usable, "images", 3, 5)
+    assert [fold["n"] for fold in metrics["per_fold"]] == [len(p.test) for p in folds]  # the seed's folds
 
 
 @pytest.mark.parametrize(
@@ -138,3 +143,28 @@ def test_training_curves_are_titled_with_the_head_and_backbone(files, monkeypatc
     monkeypatch.setattr(fit, "plot_training_curves", lambda history, path, title: titles.append(title))
     _fit(files, "mlp", head="mlp", head_params={"max_epochs": 2, "threads": 1})
     assert titles == ["mlp (tiny)"]
+
+
+def test_the_result_carries_the_saved_head_and_the_pairs_left_out(files):
+    excluded = files["root"] / "audit.csv"
+    listed = files["frame"].iloc[:3].rename(columns={"Image Filename": "image", "Hashtag": "hashtag"})
+    listed[["image", "hashtag"]].to_csv(excluded, index=False)  # as `tagcons audit` writes audit.csv
+    result = _fit(files, "excluding", head="threshold", exclude_pairs=excluded)
+    assert result.n_excluded == 3 and result.metrics["n_excluded"] == 3  # the pairs the file lists
+    assert result.n_missing_embeddings == result.metrics["n_missing_embeddings"] == 8  # cat_005.png's
+    assert np.array_equal(result.head.thresholds_, load_head(result.run_dir).thresholds_)
+
+
+def test_the_reuse_check_covers_every_repeats_test_rows(files):
+    def test_keys(seed):
+        run = _fit(files, f"keys_{seed}", head="threshold", seed=seed).run_dir
+        return set(json.loads((run / "part_keys.json").read_text())["test"])
+
+    only_in_8 = test_keys(8) - test_keys(7) - test_keys(6)
+    assert only_in_8
+    data = planted(n_images=24, per_image=8, dim=8, seed=6)
+    cache = write_cache(data, files["root"] / "trained_on_8.h5", settings={"trained_keys": sorted(only_in_8)})
+    config = FitHeadConfig(data=files["pairs"], cache=cache, out=files["root"] / "repeated_leak", head="threshold")
+    config.scale, config.seed, config.repeats = "0-4", 7, 2
+    with pytest.raises(BadInputError, match=f"trained on {len(only_in_8)} of the"):
+        fit_head(config)

@@ -82,7 +82,8 @@ class FitResult:
     run_dir: Path
     metrics: dict
     head: Head
-    n_excluded: int
+    n_excluded: int  # pairs left out because --exclude-pairs lists them
+    n_missing_embeddings: int = 0  # pairs left out because the cache has no embedding for them
 
 
 @dataclass
@@ -91,7 +92,8 @@ class _Data:
     usable: np.ndarray  # bool per row of table: has features
     features: object  # features of the usable rows, in table order (None without a cache)
     n_duplicates_removed: int
-    n_excluded: int
+    n_excluded: int  # listed in --exclude-pairs (not in ``table``)
+    n_missing_embeddings: int  # rows of ``table`` without features (``usable`` False)
     # what does not depend on the head (partitions, validation parts, baselines), computed once per process
     shared: dict = field(default_factory=dict)
 
@@ -193,7 +195,7 @@ def _fit_loaded(config: FitHeadConfig, data: _Data, provenance: dict) -> FitResu
         if getattr(head, "history_", None):
             plot_training_curves(head.history_, work / CURVES_FILE, title=f"{config.head} ({provenance['backbone']})")
         write_config(work, _config_record(config, head, provenance, data, side_keys), provenance["fingerprint"])
-    return FitResult(run_dir, metrics, head, data.n_excluded)
+    return FitResult(run_dir, metrics, head, data.n_excluded, data.n_missing_embeddings)
 
 
 def _check_config(config: FitHeadConfig) -> None:
@@ -221,12 +223,12 @@ def _check_out(run_dir: Path, overwrite: bool) -> Path:
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
-        table, n_duplicates = _table(config, bool(config.strip_hash))
+        table, n_duplicates, n_excluded = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
-        return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, 0), provenance
+        return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, n_excluded, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table, n_duplicates = _table(config, strip_hash)
+        table, n_duplicates, n_excluded = _table(config, strip_hash)
         joined = join_pairs(cache, table, config.features)
         provenance = {
             "backbone": cache.backbone,
@@ -241,15 +243,18 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
-    return _Data(table, joined.present, joined.features, n_duplicates, joined.n_missing), provenance
+    data = _Data(table, joined.present, joined.features, n_duplicates, n_excluded, joined.n_missing)
+    return data, provenance
 
 
-def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int]:
-    """The pairs after the dedupe, less any pairs ``exclude_pairs`` lists (left out of every part)."""
+def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, int]:
+    """(pairs, duplicates removed, pairs excluded): the pairs after the dedupe, less any pairs
+    ``exclude_pairs`` lists (left out of every part)."""
     table, n_duplicates = dedupe_table(
         load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
     )
-    return table.subset(np.flatnonzero(~excluded_rows(table, config.exclude_pairs, strip_hash))), n_duplicates
+    excluded = excluded_rows(table, config.exclude_pairs, strip_hash)
+    return table.subset(np.flatnonzero(~excluded)), n_duplicates, int(excluded.sum())
 
 
 def _cache_trained_keys(cache) -> set[str] | None:
@@ -382,7 +387,8 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     n_train = [len(p.train) for p in partitions]
     return {
         "n_train": n_train[0] if not config.cv else int(np.mean(n_train)),  # CV: mean training rows per fold
-        "n_excluded": data.n_excluded,
+        "n_excluded": data.n_excluded,  # listed in --exclude-pairs
+        "n_missing_embeddings": data.n_missing_embeddings,
         "n_dropped_fit": int(dropped_fit),
         "n_dropped_test": int(dropped_test),
         "n_validation": int(np.mean([len(v) for v in outcome.validation])),  # CV: mean per fold
@@ -459,6 +465,7 @@ def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _D
         head_params_resolved=head.get_params(),
         n_pairs=int(data.usable.sum()),
         n_excluded=data.n_excluded,
+        n_missing_embeddings=data.n_missing_embeddings,
         scale=str(data.table.scale),
         split_spec=split_spec(config),
         parts=side_hashes(side_keys),
