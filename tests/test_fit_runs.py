@@ -82,7 +82,9 @@ def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(
     frame = files["frame"]
     usable = (frame["Image Filename"] != "cat_005.png").to_numpy()
     folds = folds_then_drop(frame["Score"].to_numpy(), frame["Image Filename"].to_numpy(), usable, "images", 3, 5)
-    assert [fold["n"] for fold in metrics["per_fold"]] == [len(p.test) for p in folds]  # the seed's folds
+    scores = frame["Score"].to_numpy()[usable]
+    want = [np.bincount(scores[p.test], minlength=5).tolist() for p in folds]  # each fold's scores, by seed 5
+    assert [[fold["per_class"][str(k)]["support"] for k in SCALE] for fold in metrics["per_fold"]] == want
 
 
 @pytest.mark.parametrize(
