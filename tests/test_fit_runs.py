@@ -23,7 +23,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit_runs")
     data = planted(n_images=24, per_image=8, dim=8, seed=6)
     pairs = root / "pairs.csv"
-    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": data.labels - 1})
+    # 0-4, most often 0: a default 1-5 scale anywhere shows (e.g. a majority baseline counting scores 1-5)
+    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": 5 - data.labels})
     frame.to_csv(pairs, index=False)
     cache = write_cache(data, root / "c.h5", skip_images=["cat_005.png"])
     return {"root": root, "pairs": pairs, "cache": cache, "frame": frame}
