@@ -171,3 +171,24 @@ def test_the_reuse_check_covers_every_repeats_test_rows(files):
     config.scale, config.seed, config.repeats = "0-4", 7, 2
     with pytest.raises(BadInputError, match=f"trained on {len(only_in_8)} of the"):
         fit_head(config)
+
+
+def test_a_run_records_how_its_rows_were_split_and_counted(files):
+    held_out = _fit(files, "spec_holdout", head="logreg", head_params=LOGREG, seed=4)
+    config = json.loads((held_out.run_dir / "config.json").read_text())
+    assert config["split_spec"] == {
+        "kind": "images", "seed": 4, "test_size": 0.2, "cv": None, "repeats": 1, "dedupe": "exact", "val_size": 0.1,
+    }  # fmt: skip
+    metrics = held_out.metrics
+    assert metrics["dedupe"] == "exact" and metrics["n_duplicates_removed"] == 0
+    sides = json.loads((held_out.run_dir / "part_keys.json").read_text())
+    assert metrics["n_validation"] == len(sides["validation"]) > 0
+    assert metrics["calibration"]["rows"] == "test"
+    cv = _fit(files, "spec_cv", head="logreg", head_params=LOGREG, seed=4, cv=3, split="pairs", repeats=2)
+    config = json.loads((cv.run_dir / "config.json").read_text())
+    assert config["split_spec"] == {
+        "kind": "pairs", "seed": 4, "test_size": None, "cv": 3, "repeats": 2, "dedupe": "none", "val_size": 0.1,
+    }  # fmt: skip
+    assert cv.metrics["calibration"]["rows"] == "out-of-fold" and cv.metrics["dedupe"] == "none"
+    threshold = json.loads((_fit(files, "spec_threshold", head="threshold").run_dir / "config.json").read_text())
+    assert threshold["split_spec"]["val_size"] is None  # no probabilities: no calibration side
