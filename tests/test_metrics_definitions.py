@@ -209,3 +209,11 @@ def test_pooled_metrics_are_those_of_all_folds_together_and_keep_the_probabiliti
         _assert_same(got, compute_metrics(*fold, labels=(0, 1, 2, 3)))
     partly_without = pooled_and_per_fold([folds[0], (*folds[1][:2], None)], labels=(0, 1, 2, 3))
     assert "mae_expected" not in partly_without[0] and "mae_expected" in partly_without[1][0]
+
+
+@pytest.mark.parametrize("y_true, off", [([1, 9, 2], "[9]"), ([0, 3, 3], "[0]"), ([1, 2, 7, 7, 6], "[6, 7]")])
+def test_scores_off_the_scale_or_no_rows_are_a_programming_error_named_plainly(y_true, off):
+    with pytest.raises(ValueError, match=rf"^scores \[{off[1:-1]}\] are not on the scale \[1, 2, 3, 4, 5\]$"):
+        compute_metrics(y_true, [1] * len(y_true))
+    with pytest.raises(ValueError, match=r"^no rows to compute metrics on$"):
+        compute_metrics([], [])
