@@ -189,15 +189,22 @@ def run(args) -> dict:
         machine=platform.processor() or platform.machine(),
         python=platform.python_version(),
         pillow=Image.__version__,
-        simplejpeg=_version("simplejpeg"),
+        simplejpeg=library_version("simplejpeg"),
     )
 
 
-def _version(module: str) -> str | None:
+def library_version(module: str) -> str | None:
+    """The module's __version__, None when it is not installed or has none."""
     try:
-        return __import__(module).__version__
+        return getattr(__import__(module), "__version__", None)
     except ImportError:
         return None
+
+
+def save_report(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {out}")
 
 
 def main() -> None:
@@ -206,10 +213,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "decode.json")
     args = parser.parse_args()
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save_report(run(args), args.out)
 
 
 if __name__ == "__main__":

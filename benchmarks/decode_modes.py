@@ -30,7 +30,6 @@ built for the installed torch: run it in .venv-decode (`make test-decode` create
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -44,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from decode import feature_difference, photo_like, pixel_values  # noqa: E402
+from decode import feature_difference, library_version, photo_like, pixel_values, save_report  # noqa: E402
 from embed_throughput import build_checkpoint  # noqa: E402
 
 from tagcons.data.images import load_rgb, reduced_side  # noqa: E402
@@ -149,8 +148,8 @@ def run(args) -> dict:
         note="nvJPEG (the GPU's own decode) not measured: no GPU; decode_jpeg on the CPU is bit-identical to Pillow",
         python=platform.python_version(),
         torch=torch.__version__,
-        torchvision=_version("torchvision"),
-        transformers=_version("transformers"),
+        torchvision=library_version("torchvision"),
+        transformers=library_version("transformers"),
         pillow=Image.__version__,
     )
 
@@ -165,20 +164,13 @@ def report_model(name: str, result: dict) -> None:
         )
 
 
-def _version(module: str) -> str | None:
-    return getattr(__import__(module), "__version__", None)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-images", type=int, default=12)
     parser.add_argument("--photo-images", type=int, default=12)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "decode_modes.json")
     args = parser.parse_args()
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {args.out}")
+    save_report(run(args), args.out)
 
 
 if __name__ == "__main__":
