@@ -3,6 +3,7 @@ falls back to the study's 1-5 by accident): repeats are the single-seed runs poo
 baseline is the training side's mode, and the bookkeeping adds up."""
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ from test_heads_support import planted, write_cache
 
 from tagcons.data.splits import folds_then_drop
 from tagcons.errors import BadInputError
-from tagcons.evaluate.intervals import repeat_summary
+from tagcons.evaluate.intervals import bootstrap_intervals, repeat_summary
+from tagcons.evaluate.provenance import side_hashes
 from tagcons.heads import FitHeadConfig, fit_head, load_head
 
 SCALE = (0, 1, 2, 3, 4)
@@ -192,3 +194,78 @@ def test_a_run_records_how_its_rows_were_split_and_counted(files):
     assert cv.metrics["calibration"]["rows"] == "out-of-fold" and cv.metrics["dedupe"] == "none"
     threshold = json.loads((_fit(files, "spec_threshold", head="threshold").run_dir / "config.json").read_text())
     assert threshold["split_spec"]["val_size"] is None  # no probabilities: no calibration side
+
+
+def test_a_run_on_the_scale_shifted_by_one_is_the_same_run(files):
+    """0-4 scores fitted as 0-4 and the same scores + 1 fitted as 1-5: every number agrees (nothing assumes 1-5)."""
+    shifted = files["root"] / "shifted.csv"
+    files["frame"].assign(Score=files["frame"]["Score"] + 1).to_csv(shifted, index=False)
+    common = {"cache": files["cache"], "head": "logreg", "head_params": LOGREG, "seed": 2}
+    zero = fit_head(FitHeadConfig(data=files["pairs"], out=files["root"] / "zero", scale="0-4", **common)).metrics
+    one = fit_head(FitHeadConfig(data=shifted, out=files["root"] / "one", scale="1-5", **common)).metrics
+    assert zero["calibration"]["temperature"] == pytest.approx(one["calibration"]["temperature"], abs=1e-9)
+    for name in ("accuracy", "macro_f1", "qwk", "mae_expected"):
+        assert zero[name] == pytest.approx(one[name], abs=1e-9), name
+    for name in ("text_only", "image_prior", "majority"):
+        assert zero["baselines"][name]["macro_f1"] == pytest.approx(one["baselines"][name]["macro_f1"], abs=1e-12)
+    assert one["baselines"]["majority"]["label"] == zero["baselines"]["majority"]["label"] + 1
+
+
+def test_config_json_records_what_the_run_resolved(files):
+    result = _fit(files, "resolved", head="logreg", head_params=LOGREG, dedupe="none", seed=1)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    sides = json.loads((result.run_dir / "part_keys.json").read_text())
+    assert config["kind"] == "fit-head" and config["backbone"] == "tiny" and config["model_id"] == "test/tiny"
+    assert config["text_template"] == "{}" and config["head_params_resolved"]["Cs"] == [1.0]
+    assert config["head_params_resolved"] == json.loads(json.dumps(result.head.get_params()))
+    assert config["n_excluded"] == 0 and config["n_missing_embeddings"] == 8 and config["n_pairs"] == 184
+    assert config["parts"] == side_hashes(sides) and all(config["parts"].values())
+    assert result.metrics["dedupe"] == "none" and config["split_spec"]["dedupe"] == "none"
+
+
+def test_a_held_out_run_fits_validates_and_tests_on_disjoint_sides_with_its_seed(files, monkeypatch):
+    import tagcons.evaluate.rundir as rundir
+
+    titles = []
+    monkeypatch.setattr(rundir, "plot_confusion_matrix", lambda *args, title, **kw: titles.append(title))
+    result = _fit(files, "sides", head="logreg", head_params=LOGREG, seed=9, test_size=0.5)  # 12 images to resample
+    sides = {name: set(keys) for name, keys in json.loads((result.run_dir / "part_keys.json").read_text()).items()}
+    assert sides["fit"] and sides["validation"] and sides["test"]
+    assert not (
+        sides["fit"] & sides["validation"] or sides["fit"] & sides["test"] or sides["validation"] & sides["test"]
+    )
+    assert len(sides["fit"]) == result.metrics["n_train"] - result.metrics["n_validation"]
+    assert "repeats" not in result.metrics  # one seed: no spread over seeds to report
+    assert titles == ["logreg, concat features, images split"]
+    y, pred, images, proba = _outcome(result.run_dir)
+    want = bootstrap_intervals(y, pred, images, proba, seed=9, labels=SCALE)["ci95"]  # resampled by image, seed 9
+    assert json.dumps(result.metrics["ci95"], sort_keys=True) == json.dumps(want, sort_keys=True)
+    majority = np.full(len(y), result.metrics["baselines"]["majority"]["label"])
+    want = bootstrap_intervals(y, majority, images, seed=9, labels=SCALE)["ci95"]
+    assert json.dumps(result.metrics["baselines"]["majority"]["ci95"], sort_keys=True) == json.dumps(
+        want, sort_keys=True
+    )
+
+
+def test_a_head_without_probabilities_has_no_validation_side(files):
+    run = _fit(files, "no_validation", head="threshold").run_dir
+    assert json.loads((run / "part_keys.json").read_text())["validation"] is None
+
+
+def test_cross_validation_titles_its_folds_and_its_refit_repeats_exactly(files, monkeypatch):
+    import tagcons.evaluate.rundir as rundir
+
+    titles = []
+    monkeypatch.setattr(rundir, "plot_confusion_matrix", lambda *args, title, **kw: titles.append(title))
+    runs = [_fit(files, f"cv_again_{n}", head="logreg", head_params=LOGREG, cv=3, seed=5) for n in (1, 2)]
+    keys = [(run.run_dir / "part_keys.json").read_text() for run in runs]
+    assert keys[0] == keys[1]  # the refit's validation side comes from the run's seed
+    assert titles == ["logreg, concat features, images split, 3-fold"] * 2
+
+
+def test_pairs_lost_on_only_one_side_of_the_split_are_reported(files, caplog):
+    with caplog.at_level(logging.WARNING, logger="tagcons.heads.fit"):
+        metrics = _fit(files, "lost_once", head="threshold", seed=3).metrics
+    assert (metrics["n_dropped_fit"] == 0) != (metrics["n_dropped_test"] == 0)  # one image: one side of the split
+    lost = f"{metrics['n_dropped_fit']} training and {metrics['n_dropped_test']} test pairs dropped after the split"
+    assert lost in caplog.text

@@ -41,18 +41,26 @@ def study_loop(similarities, y):
 
 @pytest.mark.parametrize(
     "spread, seed",
-    [("clip-like", 4), ("whole range", 4), ("score 2 absent, one score 3", 4), ("score 2 absent, one score 3", 137)],
+    [
+        ("clip-like", 4),
+        ("whole range", 4),
+        ("score 2 absent, one score 3", 4),
+        ("score 2 absent, one score 3", 137),
+        ("score 2 neither true nor predicted", 4),
+    ],
 )
 def test_study_search_equals_the_studys_loop_on_fixed_similarities(spread, seed):
     rng = np.random.default_rng(seed)
     y = rng.choice(np.arange(1, 6), 150, p=[0.05, 0.1, 0.15, 0.3, 0.4])
-    if spread.startswith("score 2 absent"):  # macro-F1 over the scores that are true or predicted, as sklearn
+    if spread.startswith("score 2"):  # macro-F1 over the scores that are true or predicted, as sklearn
         y = np.where(y == 2, 1, np.where(y == 3, 4, y))
         y[0] = 3
     if spread != "whole range":  # all below 0.2: the study's first combinations fit them
         similarities = np.clip(0.02 + 0.025 * y + rng.normal(0, 0.03, len(y)), 0, 1)
     else:  # some above the last candidates (0.95): the top score must still count them
         similarities = np.clip(0.2 * y - 0.1 + rng.normal(0, 0.05, len(y)), 0, 1)
+    if spread == "score 2 neither true nor predicted":  # nothing between the first two candidates (0.055-0.069)
+        similarities = np.where((similarities >= 0.05) & (similarities < 0.07), similarities + 0.02, similarities)
     state = np.random.get_state()
     expected_cuts, expected_f1 = study_loop(similarities, y)
     np.random.set_state(state)

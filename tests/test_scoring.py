@@ -1,5 +1,6 @@
 """`predict` (tagcons.heads.scoring): what it reads from the run, what it refuses, what it writes."""
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -7,10 +8,11 @@ import shlex
 import numpy as np
 import pandas as pd
 import pytest
-from test_heads_support import planted, write_cache
+from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.configs import PairColumns
 from tagcons.errors import BadInputError, FingerprintMismatchError
+from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, predict
 from tagcons.heads.scoring import embed_command
 
@@ -84,7 +86,9 @@ def test_a_damaged_run_config_names_the_file_and_the_fix(fitted, tmp_path, chang
 def test_a_cache_of_other_features_is_refused_with_both_fingerprints(fitted, tmp_path):
     other = write_cache(fitted["data"], tmp_path / "other.h5", backbone="clip")
     run_fingerprint = json.loads((fitted["run"] / "config.json").read_text())["cache_fingerprint"]
-    expected = rf"differs from {run_fingerprint}, the one run .* \(backbone tiny\)"
+    expected = (
+        rf"^{other}: cache fingerprint \w+ differs from {run_fingerprint}, the one run {fitted['run']} was trained"
+    )
     with pytest.raises(FingerprintMismatchError, match=expected):
         predict(PredictConfig(run=fitted["run"], cache=other, data=fitted["pairs"], out=tmp_path / "o.csv"))
 
@@ -97,3 +101,71 @@ def test_predictions_on_the_scale_sum_to_one_and_decode_to_the_predicted_score(f
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert np.array_equal(frame["pred"], proba.argmax(axis=1) + 1)  # the run decodes by argmax
     assert np.allclose(frame["expected"], proba @ np.arange(1, 6))
+
+
+def _run_copy(fitted, tmp_path, drop=(), drop_files=()):
+    """A copy of the fitted run without the config.json keys ``drop`` and the files ``drop_files``."""
+    run = _edited_run(fitted, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k not in drop}))
+    for name in drop_files:
+        (run / name).unlink()
+    return run
+
+
+def test_a_run_recorded_without_columns_or_features_reads_the_defaults(fitted, tmp_path):
+    run = _run_copy(fitted, tmp_path, drop=("columns", "features"))
+    pairs = write_pairs(fitted["data"], tmp_path / "default_columns.csv")
+    result = predict(PredictConfig(run=run, cache=fitted["cache"], data=pairs, out=tmp_path / "o.csv"))
+    assert result.n_scored == 114 and result.metrics["n"] == 114  # the Score column, concatenated features
+
+
+def test_a_run_without_its_part_keys_counts_no_pair_as_trained_on(fitted, tmp_path, caplog):
+    run = _run_copy(fitted, tmp_path, drop_files=("part_keys.json",))
+    with caplog.at_level(logging.WARNING):
+        result = predict(PredictConfig(run=run, cache=fitted["cache"], data=fitted["pairs"], out=tmp_path / "o.csv"))
+    assert result.n_trained_on == 0 and "trained this head" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def stripped(tmp_path_factory):
+    """A run on a 0-4 scale, fitted on a cache embedded with --strip-hash (its text keys have no '#')."""
+    root = tmp_path_factory.mktemp("stripped")
+    data = planted(n_images=20, per_image=6, dim=8, seed=5)
+    texts = {text.lstrip("#"): vector for text, vector in data.text_embeds.items()}
+    cache = write_cache(dataclasses.replace(data, text_embeds=texts), root / "c.h5", settings={"strip_hash": True})
+    pairs = root / "pairs.csv"
+    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": data.labels - 1})
+    frame.to_csv(pairs, index=False)
+    config = FitHeadConfig(data=pairs, cache=cache, out=root / "run", head="logreg", scale="0-4")
+    config.head_params = {"Cs": (1.0,), "threads": 1}
+    return {"root": root, "pairs": pairs, "cache": cache, "run": fit_head(config).run_dir, "frame": frame}
+
+
+def test_predict_scores_on_the_runs_own_scale_with_probabilities(stripped, tmp_path):
+    out = tmp_path / "scores.csv"
+    result = predict(PredictConfig(run=stripped["run"], cache=stripped["cache"], data=stripped["pairs"], out=out))
+    frame = pd.read_csv(out)
+    proba = frame[[f"p{k}" for k in range(5)]].to_numpy()
+    assert frame["true"].dtype.kind == "i" and set(frame["pred"]) <= set(range(5))
+    assert result.metrics == compute_metrics(frame["true"], frame["pred"], proba, labels=(0, 1, 2, 3, 4))
+    assert "mae_expected" in result.metrics  # scored with the probabilities too
+    tested = pd.read_csv(stripped["run"] / "predictions.csv")  # the run's own test rows, scored when it was fitted
+    again = tested[["image", "text"]].merge(frame, on=["image", "text"], validate="one_to_one")
+    columns = ["pred", *(f"p{k}" for k in range(5))]
+    assert np.allclose(again[columns].to_numpy(), tested[columns].to_numpy(), atol=1e-9)
+
+
+def test_the_caches_strip_hash_normalises_the_pairs_unless_told_otherwise(stripped, tmp_path, caplog):
+    pairs = tmp_path / "more.csv"
+    extra = pd.DataFrame({"Image Filename": ["new.png"], "Hashtag": ["#tag_000_0"], "Score": [1]})
+    pd.concat([stripped["frame"], extra]).to_csv(pairs, index=False)
+    with caplog.at_level(logging.WARNING):
+        result = predict(PredictConfig(run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o"))
+    assert result.n_scored == 120 and result.n_missing == 1  # '#tag_000_0' found as 'tag_000_0'
+    assert "--out " + shlex.quote(str(stripped["cache"])) + " --strip-hash" in caplog.text  # embed as the cache was
+    config = PredictConfig(
+        run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o", strip_hash=False
+    )
+    with pytest.raises(BadInputError, match=r"none of the 121 pairs has embeddings in the cache"):
+        predict(config)  # kept their '#': no text key matches

@@ -12,7 +12,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import load_head, make_head
 from tagcons.heads.features import cosine_of
-from tagcons.heads.threshold import STUDY_FIXED_CUTS, scores_from_cuts, search_cuts
+from tagcons.heads.threshold import STUDY_FIXED_CUTS, best_chain, scores_from_cuts, search_cuts
 
 
 def _objective(y, pred, labels, objective):
@@ -50,6 +50,33 @@ def test_exact_search_is_the_best_over_every_grid_combination_on_any_scale(objec
     achieved = _objective(y, scores_from_cuts(similarity, cuts, labels), labels, objective)
     assert value == pytest.approx(achieved, abs=1e-12)
     assert value == pytest.approx(_brute_force(similarity, y, labels, objective, 8), abs=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["macro_f1", "qwk"])
+@pytest.mark.parametrize("labels", [(1, 2, 3), (0, 1, 2, 3)])
+def test_inverted_rows_still_get_cuts_from_the_grid_and_no_empty_end_score(objective, labels):
+    """Scores falling as similarity rises: the best cuts squeeze the end scores, which the grid must not empty."""
+    rng = np.random.default_rng(9)
+    y = rng.choice(labels, 90)
+    similarity = -0.1 * y + rng.normal(0, 0.02, 90)
+    cuts, value = search_cuts(similarity, y, objective, n_grid=6)
+    assert set(cuts) <= set(np.quantile(similarity, np.arange(1, 7) / 7))  # never the minimum or the maximum
+    assert value == pytest.approx(_brute_force(similarity, y, labels, objective, 6), abs=1e-12)
+
+
+def _every_chain(n_classes, last):
+    return [(0, *inner, last) for inner in itertools.combinations(range(1, last), n_classes - 1)]
+
+
+@pytest.mark.parametrize("n_classes, last, seed", [(2, 4, 0), (3, 5, 1), (4, 6, 2)])
+def test_the_chain_search_is_the_best_over_every_chain_of_non_empty_segments(n_classes, last, seed):
+    """Arbitrary terms (empty segments scored highest): only strictly increasing boundaries count."""
+    terms = np.random.default_rng(seed).normal(size=(n_classes, last + 1, last + 1))
+    terms[:, np.arange(last + 1), np.arange(last + 1)] = 10.0  # an empty segment would win if allowed
+    totals = {c: sum(terms[k, c[k], c[k + 1]] for k in range(n_classes)) for c in _every_chain(n_classes, last)}
+    boundaries, total = best_chain(terms)
+    assert total == pytest.approx(max(totals.values()), abs=1e-12)
+    assert totals[(0, *boundaries.tolist(), last)] == pytest.approx(total, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", [0, 3])

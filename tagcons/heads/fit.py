@@ -351,7 +351,7 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         "baselines": copy.deepcopy(
             data.once(
                 ("baseline_metrics", *_split_key(config, config.seed)),
-                lambda: _baseline_metrics(config, first, y[rows], usable.images[rows], data.labels),
+                lambda: _baseline_metrics(config, first, y, usable.images, data.labels),
             )
         ),
     }
@@ -369,7 +369,7 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
     )
     head, fit_rows, validation = _final_head(config, data, first)
-    return metrics, head, _side_keys(config, usable, first, fit_rows, validation)
+    return metrics, head, _side_keys(usable, first, fit_rows, validation)
 
 
 def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
@@ -397,12 +397,14 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     }
 
 
-def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y_test: np.ndarray, images: np.ndarray, labels) -> dict:
-    """Each baseline's metrics (and intervals) on the pooled test rows; the majority one also names its label."""
+def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y: np.ndarray, images: np.ndarray, labels) -> dict:
+    """Each baseline's metrics (and intervals) on the pooled test rows; with one split the majority one names its
+    label (the training side's most common score)."""
+    rows = outcome.rows
     predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
-    metrics = scored_baselines(y_test, predictions, images, config.seed, labels)
+    metrics = scored_baselines(y[rows], predictions, images[rows], config.seed, labels)
     if len(outcome.partitions) == 1:
-        metrics["majority"]["label"] = int(predictions["majority"][0]) if len(y_test) else None
+        metrics["majority"]["label"] = majority_label(y[outcome.partitions[0].train], labels)
     return metrics
 
 
@@ -426,7 +428,7 @@ def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
     return _fit_calibrated(config, data, np.arange(len(data.y)), config.seed)
 
 
-def _side_keys(config, usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
+def _side_keys(usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
     """Pair keys of each side of the saved head; CV: the test side is every out-of-fold row."""
     keys = table_keys(usable)
     return {

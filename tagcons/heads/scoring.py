@@ -57,7 +57,7 @@ def predict(config: PredictConfig) -> PredictResult:
     table = table.subset(present)
     X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
     pred, proba = head.predict_scores(X, scale.labels)  # calibrated probabilities on the scale, the run's decoding
-    y_true = table.labels.astype(int) if table.has_labels else None
+    y_true = table.labels if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)

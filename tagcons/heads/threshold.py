@@ -90,15 +90,12 @@ def best_chain(terms: np.ndarray) -> tuple[np.ndarray, float]:
     n_classes = terms.shape[0]
     last = terms.shape[1] - 1
     invalid = ~np.triu(np.ones((last + 1, last + 1), dtype=bool), k=1)  # need a < b
-    value = np.where(invalid[0], -np.inf, terms[0, 0])
-    value[last] = -np.inf  # a_1 must leave room for the other classes
+    value = np.where(invalid[0], -np.inf, terms[0, 0])  # a class ending at ``last`` leaves no room: invalid masks it
     back = []
     for k in range(1, n_classes):
         candidate = value[:, None] + np.where(invalid, -np.inf, terms[k])
         back.append(np.argmax(candidate, axis=0))
         value = candidate[back[-1], np.arange(last + 1)]
-        if k < n_classes - 1:
-            value[last] = -np.inf
     cuts = [last]
     for pointers in reversed(back):
         cuts.append(int(pointers[cuts[-1]]))
