@@ -90,6 +90,7 @@ def run_mutmut(scratch: Path, max_children: int) -> float:
     started = time.perf_counter()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # no installed plugin is needed; loading them cost 0.3 s per mutant
     subprocess.run(command, cwd=scratch, env=env, check=False, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

@@ -2,13 +2,14 @@
 falls back to the study's 1-5 by accident): repeats are the single-seed runs pooled, the majority
 baseline is the training side's mode, and the bookkeeping adds up."""
 
+import dataclasses
 import json
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_heads_support import planted, write_cache
+from test_heads_support import dense, planted, write_cache
 
 from tagcons.data.splits import folds_then_drop
 from tagcons.errors import BadInputError
@@ -269,3 +270,91 @@ def test_pairs_lost_on_only_one_side_of_the_split_are_reported(files, caplog):
     assert (metrics["n_dropped_fit"] == 0) != (metrics["n_dropped_test"] == 0)  # one image: one side of the split
     lost = f"{metrics['n_dropped_fit']} training and {metrics['n_dropped_test']} test pairs dropped after the split"
     assert lost in caplog.text
+
+
+def test_a_folder_holding_only_metrics_or_only_a_config_is_a_run(files):
+    for name in ("metrics.json", "config.json"):
+        folder = files["root"] / f"only_{name}"
+        folder.mkdir()
+        (folder / name).write_text("{}")
+        with pytest.raises(BadInputError, match=r"already holds a run; choose another --out or delete it$"):
+            _fit(files, folder.name, head="threshold")
+
+
+def test_a_head_that_reads_no_embeddings_runs_without_a_cache_on_every_pair(files):
+    excluded = files["root"] / "exclude_two.csv"
+    files["frame"].iloc[:2].rename(columns={"Image Filename": "image", "Hashtag": "hashtag"}).to_csv(excluded)
+    config = FitHeadConfig(data=files["pairs"], cache=None, out=files["root"] / "no_cache", head="text-only")
+    config.scale, config.seed, config.exclude_pairs, config.strip_hash = "0-4", 3, excluded, True
+    result = fit_head(config)
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    assert {k: recorded[k] for k in ("backbone", "model_id", "text_template", "cache_fingerprint")} == dict.fromkeys(
+        ("backbone", "model_id", "text_template", "cache_fingerprint")
+    )
+    assert recorded["n_pairs"] == 190 and recorded["n_excluded"] == 2 and recorded["n_missing_embeddings"] == 0
+    metrics = result.metrics
+    assert metrics["n_train"] + metrics["n_test"] == 190 and metrics["n_dropped_fit"] + metrics["n_dropped_test"] == 0
+    assert metrics["n_duplicates_removed"] == 0 and result.n_missing_embeddings == 0
+    texts = pd.read_csv(result.run_dir / "predictions.csv")["text"]
+    assert not texts.str.startswith("#").any()  # --strip-hash applies without a cache too
+
+
+def test_the_caches_strip_hash_and_template_reach_the_run_and_its_features(files):
+    data = planted(n_images=24, per_image=8, dim=8, seed=6)  # the fixture's embeddings, text keys without '#'
+    stripped = dataclasses.replace(data, text_embeds={t.lstrip("#"): v for t, v in data.text_embeds.items()})
+    cache = write_cache(
+        stripped,
+        files["root"] / "stripped.h5",
+        skip_images=["cat_005.png"],
+        settings={"strip_hash": True},
+        text_template="a photo of {}",
+    )
+    config = FitHeadConfig(data=files["pairs"], cache=cache, out=files["root"] / "stripped_rich", head="logreg")
+    config.scale, config.features, config.head_params = "0-4", "rich", LOGREG
+    result = fit_head(config)
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    assert recorded["text_template"] == "a photo of {}" and result.metrics["n_test"] > 0
+    assert result.n_missing_embeddings == 8  # cat_005.png only: every '#' hashtag was found without its '#'
+    assert result.head.input_width() == dense(data, "rich").shape[1]  # the --features the run asked for
+
+
+def test_the_head_gets_the_runs_objective_progress_and_two_folds(files):
+    qwk = _fit(files, "objective_qwk", head="threshold", objective="qwk", cv=2)
+    assert qwk.head.objective == "qwk" and qwk.metrics["cv"] == 2  # two folds are enough
+    quiet = _fit(files, "progress_off", head="mlp", head_params={"max_epochs": 1, "threads": 1})
+    loud = _fit(files, "progress_on", head="mlp", head_params={"max_epochs": 1, "threads": 1}, progress=True)
+    assert quiet.head.progress is False and loud.head.progress is True
+    assert (
+        "progress"
+        not in _fit(files, "progress_logreg", head="logreg", head_params=LOGREG, progress=True).head.get_params()
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"head": "threshold"}, r"^--decode expected needs a head with probabilities; 'threshold' only ranks$"),
+        ({"head": "logreg", "val_size": 0.0}, r"^--decode expected "),
+    ],
+)
+def test_expected_score_decoding_needs_probabilities_and_a_validation_part(files, settings, message):
+    with pytest.raises(BadInputError, match=message):
+        _fit(files, "never_expected", decode="expected", **settings)
+
+
+def test_expected_score_decoding_fits_its_cuts_on_the_validation_part(files):
+    result = _fit(files, "expected", head="logreg", head_params=LOGREG, decode="expected")
+    assert result.metrics["decode"] == "expected" and result.head.rule_.decode == "expected"
+
+
+def test_duplicates_and_an_inferred_scale_are_recorded_as_resolved(files):
+    doubled = files["root"] / "doubled.csv"
+    pd.concat([files["frame"], files["frame"].iloc[:3]]).to_csv(doubled, index=False)
+    config = FitHeadConfig(
+        data=doubled, cache=files["cache"], out=files["root"] / "auto", head="threshold", scale="auto"
+    )
+    result = fit_head(config)
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    assert recorded["scale"] == "0-4" and result.metrics["n_duplicates_removed"] == 3  # images split: exact dedupe
+    config.out, config.dedupe = files["root"] / "kept", "none"
+    assert fit_head(config).metrics["n_duplicates_removed"] == 0

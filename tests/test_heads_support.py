@@ -49,13 +49,20 @@ def write_pairs(data: Synthetic, path, labels: bool = True):
     return path
 
 
-def write_cache(data: Synthetic, path, backbone: str = "tiny", skip_images=(), failed_images=(), settings=None):
+def write_cache(
+    data: Synthetic, path, backbone: str = "tiny", skip_images=(), failed_images=(), settings=None, text_template="{}"
+):
     """A real tagcons cache holding the synthetic embeddings (minus skipped, plus failed images)."""
     from tagcons.cache import CacheMeta, CacheWriter
 
     dim = len(next(iter(data.image_embeds.values())))
     meta = CacheMeta(
-        backbone=backbone, model_id=f"test/{backbone}", revision=None, projection_dim=dim, settings=settings or {}
+        backbone=backbone,
+        model_id=f"test/{backbone}",
+        revision=None,
+        projection_dim=dim,
+        text_template=text_template,
+        settings=settings or {},
     )
     keys = [k for k in data.image_embeds if k not in skip_images and k not in failed_images]
     with CacheWriter(path, meta) as writer:

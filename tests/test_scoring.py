@@ -86,9 +86,8 @@ def test_a_damaged_run_config_names_the_file_and_the_fix(fitted, tmp_path, chang
 def test_a_cache_of_other_features_is_refused_with_both_fingerprints(fitted, tmp_path):
     other = write_cache(fitted["data"], tmp_path / "other.h5", backbone="clip")
     run_fingerprint = json.loads((fitted["run"] / "config.json").read_text())["cache_fingerprint"]
-    expected = (
-        rf"^{other}: cache fingerprint \w+ differs from {run_fingerprint}, the one run {fitted['run']} was trained"
-    )
+    expected = rf"^{other}: cache fingerprint \w+ differs from {run_fingerprint}, the one run {fitted['run']} was "
+    expected += r"trained on \(backbone tiny\); use a"
     with pytest.raises(FingerprintMismatchError, match=expected):
         predict(PredictConfig(run=fitted["run"], cache=other, data=fitted["pairs"], out=tmp_path / "o.csv"))
 

@@ -70,6 +70,9 @@ from tagcons.heads.registry import get_head_class, make_head
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
+_USABLE_TABLE = (
+    "usable table",
+)  # _Data.once's key of the usable rows' table; the other keys start with their function
 CACHE_REUSE = {
     "source": "the cache's backbone (fine-tuned by tagcons finetune)",
     "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
@@ -105,7 +108,7 @@ class _Data:
 
     @property
     def usable_table(self) -> PairTable:
-        return self.once(("usable_table",), lambda: self.table.subset(np.flatnonzero(self.usable)))
+        return self.once(_USABLE_TABLE, lambda: self.table.subset(np.flatnonzero(self.usable)))
 
     @property
     def y(self) -> np.ndarray:
@@ -259,7 +262,7 @@ def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, int
 
 def _cache_trained_keys(cache) -> set[str] | None:
     """Pairs that trained the cache's backbone (a re-embedded fine-tune), None for a pretrained one."""
-    keys = getattr(cache, "settings", {}).get(TRAINED_KEYS_SETTING)
+    keys = cache.settings.get(TRAINED_KEYS_SETTING)
     return None if keys is None else set(keys)
 
 
@@ -281,12 +284,12 @@ def _groups(config: FitHeadConfig, table: PairTable):
 
 
 def _partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
-    return data.once(_split_key(config, seed), lambda: _compute_partitions(config, data, seed))
+    return data.once((_compute_partitions, *_split_key(config, seed)), lambda: _compute_partitions(config, data, seed))
 
 
 def _split_key(config: FitHeadConfig, seed: int) -> tuple:
     """What a seed's partitions depend on (the same for every head of one `fit_heads`)."""
-    return ("partitions", config.split, config.cv, None if config.cv else config.test_size, seed)
+    return (config.split, config.cv, None if config.cv else config.test_size, seed)
 
 
 def _compute_partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
@@ -309,7 +312,7 @@ def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
         outcome.probas.append(evaluated.proba)  # calibrated, on the run's scale
         outcome.preds.append(evaluated.pred)  # under the chosen decoding
         if seed == config.seed:
-            key = ("baselines", *_split_key(config, seed), index)
+            key = (_baseline_predictions, *_split_key(config, seed), index)
             predictions = data.once(key, lambda p=partition: _baseline_predictions(usable, y, p, data.labels))
             for name, pred in predictions.items():
                 outcome.baselines.setdefault(name, []).append(pred)
@@ -324,7 +327,7 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
     usable, y, X = data.usable_table, data.y, data.inputs(config.head)
     head = _new_head(config, seed)
     groups = usable.images if config.split == "images" else None
-    key = ("calibration_rows", config.split, config.val_size, seed, head.probabilistic, rows.tobytes())
+    key = (calibration_rows, config.split, config.val_size, seed, head.probabilistic, rows.tobytes())
     fit_rows, val_rows = data.once(
         key, lambda: calibration_rows(rows, y, groups, config.split, config.val_size, seed, head.probabilistic)
     )
@@ -350,7 +353,7 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         **_counts(config, data, first),
         "baselines": copy.deepcopy(
             data.once(
-                ("baseline_metrics", *_split_key(config, config.seed)),
+                (_baseline_metrics, *_split_key(config, config.seed)),
                 lambda: _baseline_metrics(config, first, y, usable.images, data.labels),
             )
         ),
@@ -386,7 +389,7 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
         )
     n_train = [len(p.train) for p in partitions]
     return {
-        "n_train": n_train[0] if not config.cv else int(np.mean(n_train)),  # CV: mean training rows per fold
+        "n_train": int(np.mean(n_train)),  # CV: mean training rows per fold
         "n_excluded": data.n_excluded,  # listed in --exclude-pairs
         "n_missing_embeddings": data.n_missing_embeddings,
         "n_dropped_fit": int(dropped_fit),
