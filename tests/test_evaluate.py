@@ -92,6 +92,28 @@ def test_write_evaluation_writes_metrics_predictions_and_confusion_png(tmp_path)
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_reliability_png_puts_each_bin_at_its_confidence_and_accuracy(tmp_path):
+    from PIL import Image, ImageColor
+
+    from tagcons.evaluate.plots import CURVE_COLOURS, RELIABILITY_BOX, RELIABILITY_SIZE, _at, plot_reliability
+
+    before = [{"confidence": 0.3, "accuracy": 0.1}, {"confidence": 0.9, "accuracy": 0.6}]
+    after = [{"confidence": 0.35, "accuracy": 0.4}, {"confidence": 0.85, "accuracy": 0.9}]
+    path = plot_reliability({"before": before, "after": after}, tmp_path / "r.png", title="reliability")
+    picture = Image.open(path).convert("RGB")
+    assert picture.size == RELIABILITY_SIZE
+
+    def colour_at(confidence, accuracy):
+        x, y = _at(RELIABILITY_BOX, confidence, accuracy)
+        return picture.getpixel((round(x), round(y)))
+
+    for colour, bins in zip(CURVE_COLOURS, (before, after)):
+        for b in bins:  # each bin's marker, in its curve's colour
+            assert colour_at(b["confidence"], b["accuracy"]) == ImageColor.getrgb(colour)
+    assert colour_at(0.3, 0.4) == colour_at(0.9, 0.1) == (255, 255, 255)  # nothing where no bin is
+    assert _at(RELIABILITY_BOX, 0, 0) == (RELIABILITY_BOX[0], RELIABILITY_BOX[3])  # accuracy grows upwards
+
+
 def test_confusion_png_colours_each_cell_by_its_share_of_the_true_score(tmp_path):
     from PIL import Image
 

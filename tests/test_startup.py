@@ -58,10 +58,13 @@ def test_fit_head_imports_only_what_its_head_uses(files, head, expected):
     assert heavy_imports(*args, "--out", files["root"] / head) == expected
 
 
-def test_threshold_fit_writes_its_run_without_matplotlib_or_torch(files):
-    args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", "threshold"]
-    assert heavy_imports(*args, "--out", files["root"] / "light", look_for=(*HEAVY, "matplotlib")) == []
-    assert (files["root"] / "light" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+@pytest.mark.parametrize("head", ["threshold", "logreg"])
+def test_a_fit_writes_its_run_and_its_plots_without_matplotlib_or_torch(files, head):
+    args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", head]
+    out = files["root"] / f"light_{head}"
+    assert heavy_imports(*args, "--out", out, look_for=(*HEAVY, "matplotlib")) == []
+    assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert head == "threshold" or (out / "reliability.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_many_heads_in_one_process_share_one_join_and_print_the_table(files, capsys):

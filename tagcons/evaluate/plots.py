@@ -1,4 +1,4 @@
-"""Confusion matrix (Pillow), training-curve and reliability PNGs (matplotlib's Agg backend, imported when
+"""Confusion matrix and reliability diagram (Pillow), training curves (matplotlib's Agg backend, imported when
 drawn: no display needed)."""
 
 from __future__ import annotations
@@ -153,16 +153,69 @@ def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Pa
 def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
     """Reliability diagram: accuracy against top-label confidence per bin, one line per named curve.
 
-    ``curves`` maps a label (e.g. "before (ECE 0.12)") to `calibration.reliability_bins` output.
+    ``curves`` maps a label (e.g. "before (ECE 0.12)") to `calibration.reliability_bins` output. Drawn with
+    Pillow in matplotlib's look, like the confusion matrix: every run of a head with probabilities writes one.
     """
-    fig, ax = _pyplot().subplots(figsize=(4.8, 4.4))
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    for label, bins in curves.items():
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=label)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top score probability)", ylabel="accuracy")
-    ax.set_title(title or "reliability")
-    ax.legend(loc="upper left", fontsize="small")
-    return _save(fig, path)
+    canvas = Image.new("RGB", RELIABILITY_SIZE, "white")
+    draw = ImageDraw.Draw(canvas)
+    box = RELIABILITY_BOX
+    _draw_unit_axes(draw, box)
+    _dashed(draw, [_at(box, 0, 0), _at(box, 1, 1)], "grey")
+    for colour, bins in zip(CURVE_COLOURS, curves.values()):
+        points = [_at(box, b["confidence"], b["accuracy"]) for b in bins]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+    _draw_legend(draw, box, [("perfect calibration", "grey"), *zip(curves, CURVE_COLOURS)])
+    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title or "reliability", _font(14))
+    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 34), "confidence (top score probability)", _font(12))
+    _paste_vertical(canvas, "accuracy", (box[0] - 44, (box[1] + box[3]) / 2), _font(12))
+    path = Path(path)
+    canvas.save(path, format="PNG")
+    return path
+
+
+# --- the reliability diagram in Pillow ----------------------------------------------------------------
+
+RELIABILITY_SIZE = (480, 440)  # matplotlib's 4.8 x 4.4 inches at 100 dpi
+RELIABILITY_BOX = (70, 40, 450, 380)  # (left, top, right, bottom) of the unit square
+CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")  # matplotlib's first colours
+UNIT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def _at(box, x: float, y: float) -> tuple[float, float]:
+    """Canvas position of (x, y) in the unit square drawn in ``box`` (y grows upwards)."""
+    return box[0] + x * (box[2] - box[0]), box[3] - y * (box[3] - box[1])
+
+
+def _draw_unit_axes(draw, box) -> None:
+    draw.rectangle(box, outline="black")
+    for tick in UNIT_TICKS:
+        x, y = _at(box, tick, tick)
+        draw.line((x, box[3], x, box[3] + 4), fill="black")
+        draw.line((box[0] - 4, y, box[0], y), fill="black")
+        _centred(draw, (x, box[3] + 14), f"{tick:.1f}", _font(11))
+        draw.text((box[0] - 7, y), f"{tick:.1f}", fill="black", font=_font(11), anchor="rm")
+
+
+def _dashed(draw, ends, colour, dash: float = 6.0) -> None:
+    (x0, y0), (x1, y1) = ends
+    n = max(1, int(np.hypot(x1 - x0, y1 - y0) / dash))
+    for i in range(0, n, 2):
+        a, b = i / n, min(i + 1, n) / n
+        draw.line((x0 + a * (x1 - x0), y0 + a * (y1 - y0), x0 + b * (x1 - x0), y0 + b * (y1 - y0)), fill=colour)
+
+
+def _draw_legend(draw, box, entries: list[tuple[str, str]]) -> None:
+    """One line per (label, colour) in the upper left corner, in a framed white box."""
+    left, top, row = box[0] + 8, box[1] + 8, 16
+    width = max(draw.textlength(label, font=_font(10)) for label, _ in entries) + 34
+    draw.rectangle((left, top, left + width, top + row * len(entries) + 6), fill="white", outline="lightgrey")
+    for index, (label, colour) in enumerate(entries):
+        y = top + 11 + index * row
+        draw.line((left + 6, y, left + 24, y), fill=colour, width=2)
+        draw.text((left + 30, y), label, fill="black", font=_font(10), anchor="lm")
 
 
 def _save(fig, path: str | Path) -> Path:

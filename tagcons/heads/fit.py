@@ -228,7 +228,7 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
         table, n_duplicates, n_excluded = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
-        return _Data(table, np.ones(len(table), dtype=bool), None, n_duplicates, n_excluded, 0), provenance
+        return _Data(table, np.full(len(table), True), None, n_duplicates, n_excluded, 0), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table, n_duplicates, n_excluded = _table(config, strip_hash)
