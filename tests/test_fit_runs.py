@@ -5,6 +5,7 @@ baseline is the training side's mode, and the bookkeeping adds up."""
 import dataclasses
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -270,6 +271,8 @@ def test_pairs_lost_on_only_one_side_of_the_split_are_reported(files, caplog):
     assert (metrics["n_dropped_fit"] == 0) != (metrics["n_dropped_test"] == 0)  # one image: one side of the split
     lost = f"{metrics['n_dropped_fit']} training and {metrics['n_dropped_test']} test pairs dropped after the split"
     assert lost in caplog.text
+    assert "have no embedding and are left out" in caplog.text
+    assert "(after the split, from the side each fell on)" in caplog.text
 
 
 def test_a_folder_holding_only_metrics_or_only_a_config_is_a_run(files):
@@ -316,6 +319,21 @@ def test_the_caches_strip_hash_and_template_reach_the_run_and_its_features(files
     assert recorded["text_template"] == "a photo of {}" and result.metrics["n_test"] > 0
     assert result.n_missing_embeddings == 8  # cat_005.png only: every '#' hashtag was found without its '#'
     assert result.head.input_width() == dense(data, "rich").shape[1]  # the --features the run asked for
+    config.out, config.strip_hash = files["root"] / "kept_hash", False  # told not to strip: no hashtag matches
+    with pytest.raises(BadInputError, match=r"none of the 192 pairs in .* has embeddings in this cache"):
+        fit_head(config)
+
+
+def test_a_cache_without_a_text_template_is_taken_as_the_plain_hashtag(files):
+    import h5py
+
+    bare = files["root"] / "no_template.h5"
+    shutil.copyfile(files["cache"], bare)
+    with h5py.File(bare, "a") as h5:
+        del h5.attrs["text_template"]
+    config = FitHeadConfig(data=files["pairs"], cache=bare, out=files["root"] / "no_template", head="threshold")
+    config.scale = "0-4"
+    assert json.loads((fit_head(config).run_dir / "config.json").read_text())["text_template"] == "{}"
 
 
 def test_the_head_gets_the_runs_objective_and_two_folds_are_enough(files):
