@@ -30,12 +30,7 @@ def plot_confusion_matrix(y_true, y_pred, path: str | Path, title: str = "", lab
     _draw_cells(draw, box, counts, share)
     _draw_ticks(draw, box, [str(k) for k in labels])
     _draw_colour_bar(canvas, draw, box)
-    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title or "confusion matrix", _font(14))
-    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 36), "predicted score", _font(12))
-    _paste_vertical(canvas, "true score", (box[0] - 48, (box[1] + box[3]) / 2), _font(12))
-    path = Path(path)
-    canvas.save(path, format="PNG")
-    return path
+    return _labelled_png(canvas, draw, box, (title or "confusion matrix", "predicted score", "true score"), path)
 
 
 # --- the confusion matrix in Pillow -------------------------------------------------------------------
@@ -168,9 +163,16 @@ def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str
         for x, y in points:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
     _draw_legend(draw, box, [("perfect calibration", "grey"), *zip(curves, CURVE_COLOURS)])
-    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title or "reliability", _font(14))
-    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 34), "confidence (top score probability)", _font(12))
-    _paste_vertical(canvas, "accuracy", (box[0] - 44, (box[1] + box[3]) / 2), _font(12))
+    texts = (title or "reliability", "confidence (top score probability)", "accuracy")
+    return _labelled_png(canvas, draw, box, texts, path)
+
+
+def _labelled_png(canvas, draw, box, texts: tuple[str, str, str], path: str | Path) -> Path:
+    """Saves ``canvas`` as PNG with ``texts`` (title, x label, y label) above, below and left of ``box``."""
+    title, x_label, y_label = texts
+    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title, _font(14))
+    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 36), x_label, _font(12))
+    _paste_vertical(canvas, y_label, (box[0] - 48, (box[1] + box[3]) / 2), _font(12))
     path = Path(path)
     canvas.save(path, format="PNG")
     return path
