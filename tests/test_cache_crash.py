@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 import tagcons.cache as tc
+from tagcons.cache.lock import FileLock
+from tagcons.cache.writer import lock_path
 from tagcons.errors import CacheBusyError
 
 D = 16
@@ -238,11 +240,17 @@ def test_writer_in_other_process_refused(tmp_path):
 
 def test_concurrent_shards_then_merge_equal_single_writer(tmp_path, reference):
     path = tmp_path / "c.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Held as a third, still running shard holds it: no shard can take the exclusive lock to merge, so neither
+    # merges before the other has started (a shard starting during a merge is refused), however they are scheduled.
+    third_shard = FileLock(lock_path(path), path, shared=True).acquire()
     procs = [spawn(path, "shard", k, 2) for k in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    tc.merge_parts(path)  # the last shard to finish has merged already; merging again is harmless
+    assert tc.pending_parts(path)  # both shards left their parts for the last one to merge
+    third_shard.release()
+    tc.merge_parts(path)
     assert_same_state(path, reference)
     assert_no_leftovers(path)
 
