@@ -70,9 +70,8 @@ from tagcons.heads.registry import get_head_class, make_head
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
-_USABLE_TABLE = (
-    "usable table",
-)  # _Data.once's key of the usable rows' table; the other keys start with their function
+# _Data.once's key of the usable rows' table; the other keys start with the function that computes them
+_USABLE_TABLE = ("usable table",)
 CACHE_REUSE = {
     "source": "the cache's backbone (fine-tuned by tagcons finetune)",
     "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
