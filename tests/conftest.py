@@ -27,6 +27,7 @@ MUTATION_PRELOAD = (
     "matplotlib.font_manager",
     "lightgbm",
     "torch",
+    "torch._dynamo",  # imported by a torch optimizer's first use (2.5 s): every mlp fit
 )
 if "mutmut" in sys.modules:
     os.environ.setdefault("MPLBACKEND", "Agg")

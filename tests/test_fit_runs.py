@@ -18,9 +18,10 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import bootstrap_intervals, repeat_summary
 from tagcons.evaluate.provenance import side_hashes
 from tagcons.heads import FitHeadConfig, fit_head, load_head
+from tagcons.heads.fit import split_spec
 
 SCALE = (0, 1, 2, 3, 4)
-LOGREG = {"Cs": (1.0,), "threads": 1}
+LOGREG = {"C": 1.0, "threads": 1}  # a fixed C: no inner search (test_heads_fit covers it and its groups)
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +148,16 @@ def test_a_cache_from_a_backbone_trained_on_the_test_rows_is_refused(files):
 def test_training_curves_are_titled_with_the_head_and_backbone(files, monkeypatch):
     import tagcons.heads.fit as fit
 
-    titles = []
-    monkeypatch.setattr(fit, "plot_training_curves", lambda history, path, title: titles.append(title))
-    _fit(files, "mlp", head="mlp", head_params={"max_epochs": 2, "threads": 1})
-    assert titles == ["mlp (tiny)"]
+    drawn = []
+
+    def plot(history, path, title):
+        drawn.append((history, title))
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(fit, "plot_training_curves", plot)
+    result = _fit(files, "mlp", head="mlp", head_params={"max_epochs": 2, "threads": 1})
+    assert drawn == [(result.head.history_, "mlp (tiny)")] and len(result.head.history_["train_loss"]) == 2
+    assert (result.run_dir / fit.CURVES_FILE).read_bytes() == b"png"  # drawn into the run directory
 
 
 def test_the_result_carries_the_saved_head_and_the_pairs_left_out(files):
@@ -178,25 +185,39 @@ def test_the_reuse_check_covers_every_repeats_test_rows(files):
         fit_head(config)
 
 
+@pytest.mark.parametrize(
+    "settings, spec",
+    [
+        ({"head": "logreg", "seed": 4}, {"kind": "images", "seed": 4, "test_size": 0.2, "cv": None, "repeats": 1}),
+        (
+            {"head": "logreg", "seed": 4, "cv": 3, "split": "pairs", "repeats": 2, "val_size": 0.3},
+            {"kind": "pairs", "seed": 4, "test_size": None, "cv": 3, "repeats": 2, "dedupe": "none", "val_size": 0.3},
+        ),
+        ({"head": "threshold", "test_size": 0.4}, {"test_size": 0.4, "dedupe": "exact", "val_size": None}),
+    ],
+)
+def test_the_split_spec_holds_what_recomputes_the_parts(settings, spec):
+    """Nothing fitted: the spec of a config as config.json records it (no validation side without probabilities)."""
+    defaults = {"kind": "images", "seed": 42, "test_size": 0.2, "cv": None, "repeats": 1, "dedupe": "exact"}
+    got = split_spec(FitHeadConfig(data="pairs.csv", cache="c.h5", out="run", **settings))
+    assert got == {**defaults, "val_size": 0.1, **spec}
+
+
 def test_a_run_records_how_its_rows_were_split_and_counted(files):
     held_out = _fit(files, "spec_holdout", head="logreg", head_params=LOGREG, seed=4)
     config = json.loads((held_out.run_dir / "config.json").read_text())
-    assert config["split_spec"] == {
-        "kind": "images", "seed": 4, "test_size": 0.2, "cv": None, "repeats": 1, "dedupe": "exact", "val_size": 0.1,
-    }  # fmt: skip
+    assert config["split_spec"] == split_spec(
+        FitHeadConfig(**{k: config[k] for k in ("data", "cache", "out", "head")}, seed=4)
+    )
     metrics = held_out.metrics
     assert metrics["dedupe"] == "exact" and metrics["n_duplicates_removed"] == 0
     sides = json.loads((held_out.run_dir / "part_keys.json").read_text())
     assert metrics["n_validation"] == len(sides["validation"]) > 0
     assert metrics["calibration"]["rows"] == "test"
-    cv = _fit(files, "spec_cv", head="logreg", head_params=LOGREG, seed=4, cv=3, split="pairs", repeats=2)
+    cv = _fit(files, "spec_cv", head="logreg", head_params=LOGREG, seed=4, cv=2, split="pairs", repeats=2)
     config = json.loads((cv.run_dir / "config.json").read_text())
-    assert config["split_spec"] == {
-        "kind": "pairs", "seed": 4, "test_size": None, "cv": 3, "repeats": 2, "dedupe": "none", "val_size": 0.1,
-    }  # fmt: skip
+    assert config["split_spec"]["repeats"] == 2 and config["split_spec"]["cv"] == 2
     assert cv.metrics["calibration"]["rows"] == "out-of-fold" and cv.metrics["dedupe"] == "none"
-    threshold = json.loads((_fit(files, "spec_threshold", head="threshold").run_dir / "config.json").read_text())
-    assert threshold["split_spec"]["val_size"] is None  # no probabilities: no calibration side
 
 
 def test_a_run_on_the_scale_shifted_by_one_is_the_same_run(files):
@@ -342,7 +363,10 @@ def test_the_head_gets_the_runs_objective_and_two_folds_are_enough(files):
     assert qwk.head.objective == "qwk" and qwk.metrics["cv"] == 2
 
 
-def test_progress_bars_reach_the_heads_that_draw_them(files):
+def test_progress_bars_reach_the_heads_that_draw_them(files, monkeypatch):
+    import tagcons.heads.fit as fit
+
+    monkeypatch.setattr(fit, "plot_training_curves", lambda *args, **kw: None)  # not what is tested here
     quiet = _fit(files, "progress_off", head="mlp", head_params={"max_epochs": 1, "threads": 1})
     loud = _fit(files, "progress_on", head="mlp", head_params={"max_epochs": 1, "threads": 1}, progress=True)
     assert quiet.head.progress is False and loud.head.progress is True
