@@ -95,10 +95,16 @@ def _draw_ticks(draw, box, names: list[str]) -> None:
     cell = (box[2] - box[0]) / len(names)
     for index, name in enumerate(names):
         x, y = box[0] + (index + 0.5) * cell, box[1] + (index + 0.5) * cell
-        draw.line((x, box[3], x, box[3] + 4), fill="black")
-        draw.line((box[0] - 4, y, box[0], y), fill="black")
-        _centred(draw, (x, box[3] + 14), name, _font(11))
+        _tick_marks(draw, box, (x, y), name)
         _centred(draw, (box[0] - 14, y), name, _font(11))
+
+
+def _tick_marks(draw, box, at: tuple[float, float], x_label: str) -> None:
+    """Ticks at ``at``'s x below ``box`` and at its y left of it, ``x_label`` under the x tick."""
+    x, y = at
+    draw.line((x, box[3], x, box[3] + 4), fill="black")
+    draw.line((box[0] - 4, y, box[0], y), fill="black")
+    _centred(draw, (x, box[3] + 14), x_label, _font(11))
 
 
 def _draw_colour_bar(canvas, draw, box) -> None:
@@ -195,9 +201,7 @@ def _draw_unit_axes(draw, box) -> None:
     draw.rectangle(box, outline="black")
     for tick in UNIT_TICKS:
         x, y = _at(box, tick, tick)
-        draw.line((x, box[3], x, box[3] + 4), fill="black")
-        draw.line((box[0] - 4, y, box[0], y), fill="black")
-        _centred(draw, (x, box[3] + 14), f"{tick:.1f}", _font(11))
+        _tick_marks(draw, box, (x, y), f"{tick:.1f}")
         draw.text((box[0] - 7, y), f"{tick:.1f}", fill="black", font=_font(11), anchor="rm")
 
 
