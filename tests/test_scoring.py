@@ -8,6 +8,7 @@ import shlex
 import numpy as np
 import pandas as pd
 import pytest
+from numbers_helpers import assert_same_numbers
 from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.configs import PairColumns
@@ -147,7 +148,7 @@ def test_predict_scores_on_the_runs_own_scale_with_probabilities(stripped, tmp_p
     frame = pd.read_csv(out)
     proba = frame[[f"p{k}" for k in range(5)]].to_numpy()
     assert frame["true"].dtype.kind == "i" and set(frame["pred"]) <= set(range(5))
-    assert result.metrics == compute_metrics(frame["true"], frame["pred"], proba, labels=(0, 1, 2, 3, 4))
+    assert_same_numbers(result.metrics, compute_metrics(frame["true"], frame["pred"], proba, labels=(0, 1, 2, 3, 4)))
     assert "mae_expected" in result.metrics  # scored with the probabilities too
     tested = pd.read_csv(stripped["run"] / "predictions.csv")  # the run's own test rows, scored when it was fitted
     again = tested[["image", "text"]].merge(frame, on=["image", "text"], validate="one_to_one")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from numbers_helpers import assert_same_numbers
 from test_heads_support import planted, write_cache, write_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -122,5 +123,6 @@ def test_many_heads_fit_the_split_and_the_baselines_once_with_the_same_results(f
     runs = fit_heads(config, ["threshold", "logreg", "lgbm"])
     assert calls == {"split": 1, "text_only": 1}
     alone = fit_head(FitHeadConfig(data=files["pairs"], cache=files["cache"], head="lgbm", out=tmp_path / "alone"))
-    assert runs[2].metrics == alone.metrics  # sharing changes no number
-    assert runs[0].metrics["baselines"] == runs[1].metrics["baselines"] == alone.metrics["baselines"]
+    assert_same_numbers(runs[2].metrics, alone.metrics)  # sharing changes no number
+    assert_same_numbers(runs[0].metrics["baselines"], alone.metrics["baselines"])
+    assert_same_numbers(runs[1].metrics["baselines"], alone.metrics["baselines"])
