@@ -14,7 +14,7 @@ STAMP_DECODE := $(VENV_DECODE)/.installed
 # The tests that need torchvision (they skip in .venv, naming this target).
 DECODE_TESTS := tests/test_gpu_decode.py
 
-.PHONY: test test-min test-decode demo install bench mutate clean
+.PHONY: test test-min test-decode demo docs install bench mutate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,docs]"
 	touch $(STAMP)
 
 $(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt
@@ -44,6 +44,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (mkdocs.yml) into build/site; --strict: a broken link or reference fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
 # The suite at the lowest supported transformers (CI runs it after `make test`).
 test-min: $(STAMP_MIN)
