@@ -110,9 +110,8 @@ def gappy(tmp_path_factory):
     pairs, cache = write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5", skip_images=(missing,))
     with pytest.MonkeyPatch.context() as patch:
         spy = FoldSpy(patch)
-        config = AuditConfig(cache=cache, data=pairs, out=root / "audit", head="logreg", folds=3, head_params={"C": 0.3})
-        result = run_audit(config)
-    return {"root": root, "data": data, "pairs": pairs, "cache": cache, "missing": missing, "spy": spy, "result": result}
+        result = run_audit(AuditConfig(cache, pairs, root / "audit", head="logreg", folds=3, head_params={"C": 0.3}))
+    return {"data": data, "pairs": pairs, "cache": cache, "missing": missing, "spy": spy, "result": result}
 
 
 def test_no_fold_model_has_seen_an_image_it_scores(gappy):

@@ -188,7 +188,7 @@ def test_paired_bootstrap_draws_the_same_images_for_both_runs(tmp_path, shared_r
     assert group.differences["macro_f1"]["best"] == "a_fixed"
     for run in ("a", "a_again"):  # each differs from the best on one image only
         low, high = group.difference("macro_f1", run).ci95
-        assert -0.1 < low and high <= 1e-12, (run, low, high)
+        assert low > -0.1 and high <= 1e-12, (run, low, high)
     twin = paired_differences(runs[:2], metrics=("macro_f1",), resamples=300)[0]
     (only,) = twin.differences["macro_f1"]["runs"].values()
     assert only.ci95 == pytest.approx([0.0, 0.0], abs=1e-12)
