@@ -52,6 +52,7 @@ STATUS.update({24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37
 SCRATCH = ROOT / "build" / "mutate"
 EQUIVALENTS = ROOT / "benchmarks" / "mutation_equivalents.toml"
 COPIED = ("tagcons", "tests", "setup.cfg")  # what a scratch tree needs besides its pyproject.toml
+COMMIT_FILE = "COMMIT"  # in a scratch tree: the commit it was copied at
 MIN_SCORE = 0.90  # the gate: every module's score without its listed equivalents
 SHARED_TEST_FILES = ("tests/conftest.py",)  # every module's tests run under it
 # `from test_heads_support import ...` in a test file: a helper module of tests/ whose change changes the result
@@ -97,6 +98,9 @@ def prepare_scratch(module: str, tests: list[str], resume: bool) -> Path:
             copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
             copy(ROOT / name, scratch / name, **({"ignore": _CACHE_FILES} if copy is shutil.copytree else {}))
     (scratch / "pyproject.toml").write_text(scratch_pyproject(module, tests), encoding="utf-8")
+    if not (scratch / COMMIT_FILE).is_file():  # the commit the copy was taken at (kept with --resume)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        (scratch / COMMIT_FILE).write_text(head.stdout.strip() or "?", encoding="utf-8")
     return scratch
 
 
@@ -188,16 +192,17 @@ def module_result(module: str, seconds: float | None) -> dict:
         "total": len(statuses),
         "score": score(counts),
         "inputs": module_inputs(module, tests_by_module()[module], scratch_of(module)),  # what was mutated
-        "ran_at": _ran_at(meta),
+        "ran_at": _ran_at(meta, scratch_of(module)),
     }
     return {**result, **_survivor_entries(survivors, counts, set(statuses))}
 
 
-def _ran_at(meta: Path) -> str:
-    """When the module's mutants were last checked (the time of mutmut's result file), and the commit then."""
+def _ran_at(meta: Path, scratch: Path) -> str:
+    """When the module's mutants were last checked (the time of mutmut's result file), and the commit the
+    scratch copy was taken at (its files may differ from that commit: ``inputs`` says what they were)."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta.stat().st_mtime))
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return f"{when}, commit {head.stdout.strip() or '?'} (inputs: the hashes above)"
+    commit = (scratch / COMMIT_FILE).read_text(encoding="utf-8") if (scratch / COMMIT_FILE).is_file() else "?"
+    return f"{when}, copied at commit {commit}"
 
 
 def _survivor_entries(survivors: list[str], counts: Counter, names: set[str]) -> dict:
