@@ -195,18 +195,22 @@ def test_paired_bootstrap_draws_the_same_images_for_both_runs(tmp_path, shared_r
 
 
 def test_runs_on_other_test_rows_get_their_own_table_whatever_else_they_share(tmp_path, shared_rows):
-    """Grouped by the test rows only: the same split kind, seed and settings do not put runs tested on other
-    rows in one table, and another split kind on the same rows does not keep runs apart."""
+    """Grouped by the test rows only: the same split kind, seed, settings and numbers of pairs and images do
+    not put runs tested on other rows in one table, and another split kind on the same rows does not keep
+    runs apart."""
     table, rng = shared_rows
-    truth = table.labels.astype(int)
-    other_rows = table.subset(np.arange(len(table) // 2))  # the same kind of split, other test rows
+    half = len(table) // 2  # whole images on either side: 30 images, 240 pairs each
+    rows, other_rows = table.subset(np.arange(half)), table.subset(np.arange(half, len(table)))
+    truth, other_truth = rows.labels.astype(int), other_rows.labels.astype(int)
     runs = [
-        _run(tmp_path, "a", table, _noisy(truth, 0.4, rng), seed=42),
-        _run(tmp_path, "b", table, _noisy(truth, 0.6, rng), seed=42),
-        _run(tmp_path, "c", other_rows, _noisy(other_rows.labels.astype(int), 0.5, rng), seed=42),
-        _run(tmp_path, "d", other_rows, other_rows.labels, seed=42),
-        _run(tmp_path, "e", table, _noisy(truth, 0.5, rng), split="pairs", seed=42),
+        _run(tmp_path, "a", rows, _noisy(truth, 0.4, rng), seed=42),
+        _run(tmp_path, "b", rows, _noisy(truth, 0.6, rng), seed=42),
+        _run(tmp_path, "c", other_rows, _noisy(other_truth, 0.5, rng), seed=42),
+        _run(tmp_path, "d", other_rows, other_truth, seed=42),
+        _run(tmp_path, "e", rows, _noisy(truth, 0.5, rng), split="pairs", seed=42),
     ]
+    frame = compare_runs(runs)
+    assert frame["n_test"].nunique() == 1 and frame["n_test_images"].nunique() == 1
     groups = paired_differences(runs, resamples=100)
     assert sorted(sorted(g.frame["run"]) for g in groups) == [["a", "b", "e"], ["c", "d"]]
     assert len({g.test_rows_hash for g in groups}) == 2
