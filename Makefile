@@ -14,7 +14,7 @@ STAMP_DECODE := $(VENV_DECODE)/.installed
 # The tests that need torchvision (they skip in .venv, naming this target).
 DECODE_TESTS := tests/test_gpu_decode.py
 
-.PHONY: test test-min test-decode demo docs install bench mutate clean
+.PHONY: test test-min test-decode demo docs install bench mutate mutate-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,9 +62,16 @@ demo: $(STAMP)
 	$(VENV)/bin/tagcons demo --out demo_out
 
 # Mutation score of the evaluation core: mutmut once per module of pyproject.toml's [tool.tagcons.mutate],
-# with that module's tests; writes benchmarks/results/mutation.json (see README, Mutation score).
+# with that module's tests; writes benchmarks/results/mutation.json (see docs/mutation.md). By default only
+# the modules whose code, tests or settings changed since their recorded result; MUTATE=all (or
+# `make mutate-all`) runs every one; MUTATE_ARGS passes more (e.g. --jobs 2 --max-children 1).
+MUTATE ?= changed
+MUTATE_ARGS ?=
 mutate: $(STAMP)
-	$(PY) benchmarks/mutation.py
+	$(PY) benchmarks/mutation.py $(if $(filter all,$(MUTATE)),--all) $(MUTATE_ARGS)
+
+mutate-all: $(STAMP)
+	$(PY) benchmarks/mutation.py --all $(MUTATE_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/embed_throughput.py

@@ -1,10 +1,20 @@
 """Mutation score of the evaluation core (`make mutate`): mutmut once per module, with that module's tests.
 
-    python benchmarks/mutation.py                    # every module, then write benchmarks/results/mutation.json
+    python benchmarks/mutation.py                    # the modules changed since their recorded result (default)
+    python benchmarks/mutation.py --all              # every module (`make mutate-all`, `make mutate MUTATE=all`)
+    python benchmarks/mutation.py --list             # which modules would run and why; runs nothing
     python benchmarks/mutation.py --module tagcons/heads/fit.py     # one module (the others keep their result)
     python benchmarks/mutation.py --resume           # keep earlier mutants' results, check only the rest
-    python benchmarks/mutation.py --report-only      # only summarise the last runs
-    python benchmarks/mutation.py --max-children 4
+    python benchmarks/mutation.py --report-only      # only summarise the recorded results
+    python benchmarks/mutation.py --jobs 2 --max-children 2        # two modules at once, two workers each
+
+A module's result is recorded with the git blob hash of every file it was computed from (``inputs``: the
+module, its tests, the test helpers they import, tests/conftest.py) and of its settings (its test list and
+[tool.mutmut]). By default only the modules whose inputs differ from the recorded ones, or that have no
+result, are run again; the others keep theirs (survivors re-read against the current list of equivalents).
+A change to another module the tests go through does not count: `--all` reruns everything. The exit status
+is 1 when the gate fails: a module without a current result, scoring under MIN_SCORE, or with an
+unexplained survivor.
 
 The modules and the tests of each are listed under [tool.tagcons.mutate] in pyproject.toml; the shared
 mutmut settings under [tool.mutmut]. Each module runs in its own scratch copy of the tree
@@ -19,14 +29,17 @@ the score without them beside the plain score.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +52,11 @@ STATUS.update({24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37
 SCRATCH = ROOT / "build" / "mutate"
 EQUIVALENTS = ROOT / "benchmarks" / "mutation_equivalents.toml"
 COPIED = ("tagcons", "tests", "setup.cfg")  # what a scratch tree needs besides its pyproject.toml
+COMMIT_FILE = "COMMIT"  # in a scratch tree: the commit it was copied at
+MIN_SCORE = 0.90  # the gate: every module's score without its listed equivalents
+SHARED_TEST_FILES = ("tests/conftest.py",)  # every module's tests run under it
+# `from test_heads_support import ...` in a test file: a helper module of tests/ whose change changes the result
+_TEST_HELPER_IMPORT = re.compile(r"^from (\w+) import", re.MULTILINE)
 
 
 def _toml(text: str) -> dict:
@@ -80,6 +98,9 @@ def prepare_scratch(module: str, tests: list[str], resume: bool) -> Path:
             copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
             copy(ROOT / name, scratch / name, **({"ignore": _CACHE_FILES} if copy is shutil.copytree else {}))
     (scratch / "pyproject.toml").write_text(scratch_pyproject(module, tests), encoding="utf-8")
+    if not (scratch / COMMIT_FILE).is_file():  # the commit the copy was taken at (kept with --resume)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        (scratch / COMMIT_FILE).write_text(head.stdout.strip() or "?", encoding="utf-8")
     return scratch
 
 
@@ -100,6 +121,62 @@ def equivalent_mutants() -> dict[str, str]:
     return _toml(EQUIVALENTS.read_text(encoding="utf-8")).get("equivalent", {}) if EQUIVALENTS.is_file() else {}
 
 
+def blob_hash(path: Path) -> str:
+    """git's blob hash of a file's content (`git hash-object`), also for a file git does not track yet."""
+    content = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def test_helpers(test_file: Path, root: Path) -> list[str]:
+    """tests/ modules a test file imports by name (helpers such as test_heads_support.py), transitively."""
+    found, queue = [], [test_file]
+    while queue:
+        text = queue.pop().read_text(encoding="utf-8")
+        for name in _TEST_HELPER_IMPORT.findall(text):
+            helper = root / "tests" / f"{name}.py"
+            relative = helper.relative_to(root).as_posix()
+            if helper.is_file() and relative not in found:
+                found.append(relative)
+                queue.append(helper)
+    return found
+
+
+def input_files(module: str, tests: list[str], root: Path | None = None) -> list[str]:
+    """Every file the module's result depends on: itself, its tests (files or folders), their helpers."""
+    root, files = root or ROOT, [module]
+    for test in tests:
+        path = root / test.split("::")[0]
+        files += [p.relative_to(root).as_posix() for p in (sorted(path.rglob("*.py")) if path.is_dir() else [path])]
+    files += [helper for test in list(files[1:]) for helper in test_helpers(root / test, root)]
+    return sorted(dict.fromkeys(files + list(SHARED_TEST_FILES)))
+
+
+def module_inputs(module: str, tests: list[str], root: Path | None = None) -> dict[str, str]:
+    """{path: blob hash} of the module's input files in the tree ``root`` (the checkout, or the scratch copy a
+    run mutated), plus ``settings``: the hash of its test list and of [tool.mutmut] (less what the runner adds)."""
+    root = root or ROOT
+    inputs = {path: blob_hash(root / path) for path in input_files(module, tests, root)}
+    mutmut = dict(_toml((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"])
+    for added in ("only_mutate", "pytest_add_cli_args_test_selection"):
+        mutmut.pop(added, None)
+    settings = json.dumps({"tests": tests, "mutmut": mutmut}, sort_keys=True)
+    inputs["settings"] = hashlib.sha1(settings.encode("utf-8")).hexdigest()
+    return inputs
+
+
+def why_stale(module: str, previous: dict | None) -> str | None:
+    """Why the recorded result of ``module`` is not current (None: it is)."""
+    if not previous or "error" in previous:
+        return "no result recorded"
+    if previous.get("not_checked"):
+        return f"{previous['not_checked']} mutants not checked"
+    recorded, now = previous.get("inputs") or {}, module_inputs(module, tests_by_module()[module])
+    changed = sorted(path for path in set(recorded) | set(now) if recorded.get(path) != now.get(path))
+    if not recorded:
+        return "no inputs recorded"
+    return f"changed: {', '.join(changed)}" if changed else None
+
+
 def module_result(module: str, seconds: float | None) -> dict:
     meta = scratch_of(module) / "mutants" / f"{module}.meta"
     if not meta.is_file():
@@ -108,18 +185,45 @@ def module_result(module: str, seconds: float | None) -> dict:
     statuses = {name: STATUS.get(code, "not_checked" if code is None else "suspicious") for name, code in codes.items()}
     counts = Counter(statuses.values())
     survivors = sorted(n for n, s in statuses.items() if s in ("survived", "no_tests", "suspicious"))
-    listed = {name: why for name, why in equivalent_mutants().items() if name in statuses}
-    return {
+    result = {
         "tests": tests_by_module()[module],
         "seconds": None if seconds is None else round(seconds, 1),
         **{k: counts.get(k, 0) for k in ("killed", "survived", "timeout", "no_tests", "suspicious", "not_checked")},
         "total": len(statuses),
         "score": score(counts),
+        "inputs": module_inputs(module, tests_by_module()[module], scratch_of(module)),  # what was mutated
+        "ran_at": _ran_at(meta, scratch_of(module)),
+    }
+    return {**result, **_survivor_entries(survivors, counts, set(statuses))}
+
+
+def _ran_at(meta: Path, scratch: Path) -> str:
+    """When the module's mutants were last checked (the time of mutmut's result file), and the commit the
+    scratch copy was taken at (its files may differ from that commit: ``inputs`` says what they were)."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta.stat().st_mtime))
+    commit = (scratch / COMMIT_FILE).read_text(encoding="utf-8") if (scratch / COMMIT_FILE).is_file() else "?"
+    return f"{when}, copied at commit {commit}"
+
+
+def _survivor_entries(survivors: list[str], counts: Counter, names: set[str]) -> dict:
+    """The survivors split into listed equivalents and unexplained ones, and the score without the first."""
+    listed = {name: why for name, why in equivalent_mutants().items() if name in names}
+    return {
         "equivalent": {name: listed[name] for name in survivors if name in listed},
         "score_without_equivalent": score(counts, n_equivalent=sum(name in listed for name in survivors)),
         "unexplained_survivors": [name for name in survivors if name not in listed],
         "listed_but_killed": sorted(name for name in listed if name not in survivors),  # stale entries
     }
+
+
+def recorded_result(module: str, previous: dict) -> dict:
+    """A module's recorded result, its survivors judged against the current list of equivalents."""
+    survivors = sorted([*previous.get("equivalent", {}), *previous.get("unexplained_survivors", [])])
+    counts = Counter({k: previous.get(k, 0) for k in ("killed", "survived", "timeout", "no_tests", "suspicious")})
+    names = set(survivors) | set(previous.get("listed_but_killed", []))
+    prefix = module.removesuffix(".py").replace("/", ".") + "."
+    names |= {name for name in equivalent_mutants() if name.startswith(prefix)}  # entries added since the run
+    return {**previous, **_survivor_entries(survivors, counts, names), "stale": why_stale(module, previous)}
 
 
 def score(counts: Counter, n_equivalent: int = 0) -> float | None:
@@ -129,21 +233,27 @@ def score(counts: Counter, n_equivalent: int = 0) -> float | None:
     return round(detected / judged, 4) if judged else None
 
 
-def summary(seconds_by_module: dict[str, float | None], max_children: int) -> dict:
-    modules = {module: module_result(module, seconds_by_module.get(module)) for module in tests_by_module()}
+def summary(ran: dict[str, float], previous: dict[str, dict], max_children: int, jobs: int = 1) -> dict:
+    """mutation.json: the modules run now (``ran``: module -> seconds) from their scratch trees, the others
+    from their recorded result (``previous``), or from a scratch tree left by an earlier run."""
+    modules = {module: _result_of(module, ran, previous) for module in tests_by_module()}
     totals = Counter()
     for result in modules.values():
         totals.update({k: v for k, v in result.items() if isinstance(v, int)})
     n_equivalent = sum(len(result.get("equivalent", {})) for result in modules.values())
-    timed = [s for s in seconds_by_module.values() if s is not None]
+    timed = [r.get("seconds") for r in modules.values() if r.get("seconds") is not None]
     return {
         "tool": f"mutmut {_version()}",
         "max_children": max_children,
+        "jobs": jobs,
         "cpus": os.cpu_count(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
-        "seconds": round(sum(timed), 1) if len(timed) == len(modules) else None,
+        "ran_now": sorted(ran),
+        "seconds_now": round(sum(ran.values()), 1),
+        "seconds": round(sum(timed), 1) if len(timed) == len(modules) else None,  # every module once, one by one
         "score_rule": "(killed + timeout) / (killed + timeout + survived + no_tests + suspicious)",
+        "gate": {"min_score_without_equivalent": MIN_SCORE, "failing": gate_failures(modules)},
         "complete": totals.get("not_checked", 0) == 0 and all("error" not in r for r in modules.values()),
         "total": {
             **dict(totals),
@@ -155,44 +265,108 @@ def summary(seconds_by_module: dict[str, float | None], max_children: int) -> di
     }
 
 
+def _result_of(module: str, ran: dict[str, float], previous: dict[str, dict]) -> dict:
+    if module in ran:
+        return module_result(module, ran[module])
+    if previous.get(module) and "error" not in previous[module]:
+        return recorded_result(module, previous[module])
+    result = module_result(module, None)  # a scratch tree left by an earlier run, if any
+    return result if "error" in result else {**result, "stale": why_stale(module, result)}
+
+
+def gate_failures(modules: dict[str, dict]) -> dict[str, str]:
+    """module -> why it fails the gate (no result, not current, under MIN_SCORE, unexplained survivors)."""
+    failing = {}
+    for module, result in modules.items():
+        kept = result.get("score_without_equivalent")
+        if "error" in result or result.get("stale"):
+            failing[module] = result.get("error") or f"not current ({result['stale']})"
+        elif result.get("not_checked"):
+            failing[module] = f"{result['not_checked']} mutants not checked"
+        elif kept is None or kept < MIN_SCORE:
+            failing[module] = f"score without equivalents {kept} < {MIN_SCORE}"
+        elif result.get("unexplained_survivors"):
+            failing[module] = f"{len(result['unexplained_survivors'])} unexplained survivor(s)"
+    return failing
+
+
 def _version() -> str:
     from importlib.metadata import version
 
     return version("mutmut")
 
 
-def _previous_seconds() -> dict[str, float | None]:
+def previous_results() -> dict[str, dict]:
     if not RESULT.is_file():
         return {}
-    modules = json.loads(RESULT.read_text(encoding="utf-8")).get("modules", {})
-    return {module: result.get("seconds") for module, result in modules.items()}
+    return json.loads(RESULT.read_text(encoding="utf-8")).get("modules", {})
+
+
+def chosen_modules(args, previous: dict[str, dict]) -> dict[str, str]:
+    """module -> why it runs now: named (--module), everything (--all), or its result is not current."""
+    if args.report_only:
+        return {}
+    if args.module:
+        unknown = sorted(set(args.module) - set(tests_by_module()))
+        if unknown:
+            raise SystemExit(f"not in [tool.tagcons.mutate]: {', '.join(unknown)}")
+        return {module: "named" for module in tests_by_module() if module in args.module}
+    if args.all:
+        return {module: "--all" for module in tests_by_module()}
+    reasons = {module: why_stale(module, previous.get(module)) for module in tests_by_module()}
+    return {module: why for module, why in reasons.items() if why}
+
+
+def run_module(module: str, resume: bool, max_children: int, previous: dict[str, dict]) -> float:
+    scratch = prepare_scratch(module, tests_by_module()[module], resume)
+    spent = run_mutmut(scratch, max_children)
+    print(f"{module}: {spent:.0f} s", flush=True)
+    return spent + ((previous.get(module, {}).get("seconds") or 0.0) if resume else 0.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="mutmut workers per module")
+    parser.add_argument("--jobs", type=int, default=1, help="modules run at once (each with --max-children workers)")
+    parser.add_argument("--all", action="store_true", help="run every module, current or not")
     parser.add_argument("--module", action="append", help="run only this module (repeatable); others keep their result")
     parser.add_argument("--resume", action="store_true", help="keep the scratch trees and the mutants already checked")
-    parser.add_argument("--report-only", action="store_true", help="summarise the last runs without running mutmut")
+    parser.add_argument("--report-only", action="store_true", help="summarise the recorded results, run nothing")
+    parser.add_argument("--list", action="store_true", help="say which modules would run and why, run nothing")
     args = parser.parse_args()
-    seconds = _previous_seconds()
-    for module, tests in tests_by_module().items():
-        if args.report_only or (args.module and module not in args.module):
-            continue
-        scratch = prepare_scratch(module, tests, args.resume)
-        spent = run_mutmut(scratch, args.max_children)
-        seconds[module] = spent + ((seconds.get(module) or 0.0) if args.resume else 0.0)
-        print(f"{module}: {spent:.0f} s", flush=True)
-    result = summary(seconds, args.max_children)
+    previous = previous_results()
+    chosen = chosen_modules(args, previous)
+    for module, why in chosen.items():
+        print(f"{'would run' if args.list else 'runs'} {module}: {why}", flush=True)
+    if args.list:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {m: pool.submit(run_module, m, args.resume, args.max_children, previous) for m in chosen}
+        ran = {module: future.result() for module, future in futures.items()}
+    result = summary(ran, previous, args.max_children, args.jobs)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print_result(result)
+    sys.exit(1 if result["gate"]["failing"] else 0)
+
+
+def print_result(result: dict) -> None:
     for module, numbers in result["modules"].items():
+        if "error" in numbers:
+            print(f"{module}: {numbers['error']}")
+            continue
         print(
             f"{module}: {numbers.get('killed')} killed, {numbers.get('survived')} survived "
             f"({len(numbers.get('equivalent', {}))} equivalent), {numbers.get('timeout')} timeout, "
-            f"{numbers.get('no_tests')} no tests, score {numbers.get('score')}"
+            f"{numbers.get('no_tests')} no tests, score {numbers.get('score')} "
+            f"({numbers.get('score_without_equivalent')} without equivalents)"
+            + (f"; not current: {numbers['stale']}" if numbers.get("stale") else "")
         )
-    print(f"total score {result['total']['score']} in {result['seconds']} s -> {RESULT.relative_to(ROOT)}")
+    ran = f"ran {len(result['ran_now'])} module(s) in {result['seconds_now']} s"
+    print(f"total score {result['total']['score']}; {ran}")
+    for module, why in result["gate"]["failing"].items():
+        print(f"gate fails: {module}: {why}")
+    print(f"-> {RESULT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

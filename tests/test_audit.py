@@ -7,9 +7,14 @@ import pandas as pd
 import pytest
 from test_heads_support import planted, write_cache, write_pairs
 
+import tagcons.heads.fit as fit_module
+from tagcons.audit.exclude import excluded_rows
 from tagcons.audit.run import AuditConfig, run_audit
 from tagcons.cli import main
+from tagcons.data.pairs import load_pairs
 from tagcons.heads import FitHeadConfig, fit_head
+from tagcons.heads.base import Head
+from tagcons.heads.logreg import LogregHead
 
 FLIP_SHARE = 0.05
 
@@ -71,3 +76,63 @@ def test_audit_command_prints_the_top_ten(noisy, capsys):
           "--head", "logreg", "--folds", "3", "--param", "C=0.1"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert "pairs flagged" in lines[0] and lines[1].lstrip().startswith("1.") and len(lines) == 11
+
+
+class FoldSpy:
+    """The images each fold model trained or was calibrated on, and the images it scored (by cache row)."""
+
+    def __init__(self, patch: pytest.MonkeyPatch):
+        self.seen, self.scored = {}, {}
+        fit, calibrated_proba, calibrate = LogregHead.fit, Head.calibrated_proba, fit_module.calibrate_head
+
+        def spied_fit(head, X, y, groups=None):
+            self.seen.setdefault(id(head), set()).update(X.image_index.tolist())
+            return fit(head, X, y, groups)
+
+        def spied_calibrate(head, X_val, *args, **kwargs):
+            self.seen.setdefault(id(head), set()).update(X_val.image_index.tolist())
+            return calibrate(head, X_val, *args, **kwargs)
+
+        def spied_proba(head, X, *args, **kwargs):
+            self.scored.setdefault(id(head), set()).update(X.image_index.tolist())
+            return calibrated_proba(head, X, *args, **kwargs)
+
+        patch.setattr(LogregHead, "fit", spied_fit)
+        patch.setattr(fit_module, "calibrate_head", spied_calibrate)
+        patch.setattr(Head, "calibrated_proba", spied_proba)
+
+
+@pytest.fixture(scope="module")
+def gappy(tmp_path_factory):
+    """A noisy set whose cache lacks its first image (its pairs are not audited), audited under a FoldSpy."""
+    root = tmp_path_factory.mktemp("audit_gap")
+    data = planted(n_images=36, per_image=8, dim=12, strength=1.5, seed=4)
+    data.labels, _ = flip_labels(data.labels, 0.1, seed=2)
+    missing = data.images[0]
+    pairs, cache = write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5", skip_images=(missing,))
+    with pytest.MonkeyPatch.context() as patch:
+        spy = FoldSpy(patch)
+        result = run_audit(AuditConfig(cache, pairs, root / "audit", head="logreg", folds=3, head_params={"C": 0.3}))
+    return {"data": data, "pairs": pairs, "cache": cache, "missing": missing, "spy": spy, "result": result}
+
+
+def test_no_fold_model_has_seen_an_image_it_scores(gappy):
+    spy, n_pairs = gappy["spy"], gappy["result"].summary["n_pairs"]
+    assert len(spy.scored) == 3 and set(spy.scored) <= set(spy.seen)
+    for head, scored in spy.scored.items():
+        assert not scored & spy.seen[head], sorted(scored & spy.seen[head])
+    assert len(set().union(*spy.scored.values())) == 35 and n_pairs == 35 * 8  # every cached image scored once
+
+
+def test_audit_csv_names_only_the_pairs_audited_and_exclude_pairs_drops_exactly_those(gappy):
+    data, audit_csv = gappy["data"], gappy["result"].out / "audit.csv"
+    listed = pd.read_csv(audit_csv)
+    given = {(i, t): int(s) for i, t, s in zip(data.images, data.texts, data.labels)}
+    assert len(listed) >= 3
+    assert gappy["missing"] not in set(listed["image"])  # its pairs were never audited
+    for row in listed.itertuples():
+        assert given.get((row.image, row.hashtag)) == row.given_score, row  # the very pair that was judged
+    table = load_pairs(gappy["pairs"])
+    excluded = excluded_rows(table, audit_csv)  # what --exclude-pairs leaves out
+    named = set(zip(listed["image"], listed["hashtag"]))
+    assert set(zip(table.images[excluded], table.texts[excluded])) == named and excluded.sum() == len(listed)

@@ -13,6 +13,7 @@ from tagcons.evaluate.intervals import (
     image_counts,
     image_weights,
     metrics_from_confusion,
+    paired_difference,
     repeat_summary,
 )
 from tagcons.evaluate.metrics import compute_metrics
@@ -89,9 +90,10 @@ def _table(images, texts, labels) -> PairTable:
     return PairTable(frame, "pairs.csv")
 
 
-def _run(root, name, table: PairTable, pred, split="images") -> str:
+def _run(root, name, table: PairTable, pred, split="images", seed=None) -> str:
     run = root / name
-    write_config(run, {"head": name, "split": split, "features": "concat", "backbone": "tiny"}, "fp")
+    settings = {"head": name, "split": split, "features": "concat", "backbone": "tiny"}
+    write_config(run, {**settings, **({} if seed is None else {"seed": seed})}, "fp")
     write_evaluation(run, table, pred, None, {"n_train": 100})
     return run
 
@@ -157,3 +159,62 @@ def _sections(markdown: str) -> dict[str, list[str]]:
         elif line.startswith("| ") and not line.startswith("| run |"):
             current.append(line)
     return sections
+
+
+def _one_image_corrected(table: PairTable, pred: np.ndarray) -> np.ndarray:
+    """``pred`` with every pair of one image (the first holding a wrong prediction) set to its true score."""
+    truth = table.labels.astype(int)
+    image = table.images[np.flatnonzero(pred != truth)[0]]
+    return np.where(table.images == image, truth, pred)
+
+
+def test_paired_bootstrap_draws_the_same_images_for_both_runs(tmp_path, shared_rows):
+    """Paired: identical runs differ by exactly 0 in every resample; runs differing on one image only differ,
+    in every resample, in that image's direction (an unpaired bootstrap gives both a wide interval across 0)."""
+    table, rng = shared_rows
+    truth = table.labels.astype(int)
+    pred = _noisy(truth, 0.5, rng)
+    better = _one_image_corrected(table, pred)
+    counts, better_counts = image_counts(truth, pred, table.images), image_counts(truth, better, table.images)
+    for metric in ("accuracy", "macro_f1"):
+        same = paired_difference(counts, counts, metric, resamples=300, seed=3)
+        assert same.difference == pytest.approx(0.0, abs=1e-12) and not same.significant, metric
+        assert same.ci95 == pytest.approx([0.0, 0.0], abs=1e-12), metric
+        one = paired_difference(better_counts, counts, metric, resamples=300, seed=3)
+        assert one.difference > 0 and one.ci95[0] >= -1e-12 and one.ci95[1] < 0.1, (metric, one)
+    runs = [_run(tmp_path, "a", table, pred), _run(tmp_path, "a_again", table, pred)]
+    runs.append(_run(tmp_path, "a_fixed", table, better))
+    (group,) = paired_differences(runs, metrics=("macro_f1",), resamples=300)
+    assert group.differences["macro_f1"]["best"] == "a_fixed"
+    for run in ("a", "a_again"):  # each differs from the best on one image only
+        low, high = group.difference("macro_f1", run).ci95
+        assert low > -0.1 and high <= 1e-12, (run, low, high)
+    twin = paired_differences(runs[:2], metrics=("macro_f1",), resamples=300)[0]
+    (only,) = twin.differences["macro_f1"]["runs"].values()
+    assert only.ci95 == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_runs_on_other_test_rows_get_their_own_table_whatever_else_they_share(tmp_path, shared_rows):
+    """Grouped by the test rows only: the same split kind, seed, settings and numbers of pairs and images do
+    not put runs tested on other rows in one table, and another split kind on the same rows does not keep
+    runs apart."""
+    table, rng = shared_rows
+    half = len(table) // 2  # whole images on either side: 30 images, 240 pairs each
+    rows, other_rows = table.subset(np.arange(half)), table.subset(np.arange(half, len(table)))
+    truth, other_truth = rows.labels.astype(int), other_rows.labels.astype(int)
+    runs = [
+        _run(tmp_path, "a", rows, _noisy(truth, 0.4, rng), seed=42),
+        _run(tmp_path, "b", rows, _noisy(truth, 0.6, rng), seed=42),
+        _run(tmp_path, "c", other_rows, _noisy(other_truth, 0.5, rng), seed=42),
+        _run(tmp_path, "d", other_rows, other_truth, seed=42),
+        _run(tmp_path, "e", rows, _noisy(truth, 0.5, rng), split="pairs", seed=42),
+    ]
+    frame = compare_runs(runs)
+    assert frame["n_test"].nunique() == 1 and frame["n_test_images"].nunique() == 1
+    groups = paired_differences(runs, resamples=100)
+    assert sorted(sorted(g.frame["run"]) for g in groups) == [["a", "b", "e"], ["c", "d"]]
+    assert len({g.test_rows_hash for g in groups}) == 2
+    for group in groups:
+        named = set(group.frame["run"])
+        for entry in group.differences.values():
+            assert entry["best"] in named and set(entry["runs"]) == named - {entry["best"]}

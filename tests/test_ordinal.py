@@ -19,8 +19,11 @@ from tagcons.evaluate.calibration import (
 )
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, load_head, make_head, predict
-from tagcons.heads.corn import corn_cumulative, corn_proba
-from tagcons.heads.decode import ScoreRule, decode_scores, fit_expected_cuts
+from tagcons.heads.calibrate import fit_rule
+from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
+from tagcons.heads.decode import ScoreRule, decode_scores, expected_score, fit_expected_cuts
+from tagcons.heads.threshold import search_cuts
+from tagcons.labels import LABELS
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +218,63 @@ def test_temperature_fit_agrees_with_scikit_learns_temperature_scaling():
     beta = sklearn_fit.fit(proba, y - 1).calibrated_classifiers_[0].calibrators[0].beta_
     assert fit_temperature(proba, y) == pytest.approx(1.0 / beta, rel=1e-4)
     assert np.allclose(apply_temperature(proba, 1.0 / beta), sklearn_fit.predict_proba(proba), atol=1e-6)
+
+
+def _overconfident(y: np.ndarray, labels, strength: float, seed: int) -> np.ndarray:
+    """Probabilities that lean towards each row's score, sharpened far beyond what the rows bear out."""
+    rng = np.random.default_rng(seed)
+    columns = np.searchsorted(np.asarray(labels), y)
+    logits = rng.normal(size=(len(y), len(labels))) * 1.5 + strength * np.eye(len(labels))[columns]
+    return softmax(4.0 * logits, axis=1)
+
+
+def test_expected_cuts_are_fitted_on_the_calibrated_probabilities_they_cut():
+    """The rule's cuts are the best cuts of the probabilities it applies them to (the calibrated ones): on its
+    own validation rows it reaches the exact search's best QWK on those probabilities."""
+    y = 1 + np.random.default_rng(4).choice(5, size=600, p=(0.1, 0.15, 0.25, 0.3, 0.2))
+    raw = _overconfident(y, LABELS, strength=0.8, seed=4)
+    rule = fit_rule(raw, y, "expected")
+    calibrated = rule.proba(raw)
+    assert not np.allclose(calibrated, raw, atol=0.05)  # calibration moved them: the two orders of work differ
+    _, best_qwk = search_cuts(expected_score(calibrated), y, "qwk")
+    decoded = rule.scores(calibrated)
+    assert compute_metrics(y, decoded)["qwk"] == pytest.approx(best_qwk, abs=1e-9)
+    assert np.array_equal(decoded, decode_scores(calibrated, "expected", rule.cuts, cut_scores=rule.cut_scores))
+
+
+@pytest.mark.parametrize("labels, absent", [((1, 2, 3, 4, 5), 3), ((0, 1, 2, 3), 2), ((1, 2, 3, 4, 5), 5)])
+def test_expected_decoding_maps_to_the_scores_the_validation_part_holds(labels, absent):
+    """A validation part without one score: the cuts separate the scores it has, and decode to those scores
+    (also after head.json's round trip), never to the missing one or a neighbour shifted into its place."""
+    present = [s for s in labels if s != absent]
+    y = np.repeat(present, 40)
+    raw = _overconfident(y, labels, strength=6.0, seed=6)
+    rule = ScoreRule.from_json(json.loads(json.dumps(fit_rule(raw, y, "expected", labels).to_json())))
+    decoded = rule.scores(rule.proba(raw), labels=labels)
+    assert set(decoded.tolist()) <= set(present)
+    assert np.mean(decoded == y) > 0.9
+    for score in present:
+        assert np.mean(decoded[y == score] == score) > 0.8, score
+
+
+def _reference_corn_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CORN's loss from its definition: task k is a binary 'score > k' on the rows with score >= k only
+    (0-based), every (row, task) term weighted alike."""
+    terms = []
+    for k in range(logits.shape[1]):
+        rows = target >= k
+        terms.append(torch.nn.functional.logsigmoid(torch.where(target[rows] > k, 1.0, -1.0) * logits[rows, k]))
+    return -torch.cat(terms).mean()
+
+
+def test_corn_task_k_learns_only_from_the_rows_scored_above_k_minus_one():
+    torch.manual_seed(0)
+    target = torch.tensor([0, 1, 2, 3, 4] * 5)[torch.randperm(25)]
+    logits = torch.randn(25, 4, dtype=torch.float64, requires_grad=True)
+    loss = corn_loss(logits, target)
+    loss.backward()
+    for k in range(4):
+        applies = target >= k  # label > k - 1
+        assert (logits.grad[~applies, k] == 0).all(), k  # rows below the task's condition teach it nothing
+        assert (logits.grad[applies, k] != 0).all(), k
+    assert float(loss.detach()) == pytest.approx(float(_reference_corn_loss(logits.detach(), target)), rel=1e-12)

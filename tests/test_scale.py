@@ -11,7 +11,16 @@ from test_heads_support import planted, write_cache, write_pairs
 from tagcons.data import load_pairs
 from tagcons.errors import BadInputError
 from tagcons.heads import make_head
-from tagcons.labels import ScoreScale, class_weights, parse_scale, resolve_scale
+from tagcons.labels import (
+    MAX_SCORE,
+    NO_LABEL,
+    ScoreScale,
+    class_weights,
+    infer_scale,
+    parse_scale,
+    resolve_scale,
+    scale_from_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +39,25 @@ def test_parse_and_infer_scales():
         with pytest.raises(BadInputError, match="scale"):
             parse_scale(bad)
     np.testing.assert_allclose(class_weights([0, 0, 0, 2], classes=(0, 1, 2)), [4 / 9, 0.0, 4 / 3])
+
+
+def test_each_score_has_its_own_column_on_a_scale_starting_anywhere():
+    for scale in (ScoreScale(0, 3), ScoreScale(1, 5), ScoreScale(2, 6)):
+        columns = scale.column_of(np.asarray(scale.labels, dtype=np.int8))
+        assert columns.tolist() == list(range(scale.n_classes)) and columns.dtype.kind == "i", scale
+        assert np.asarray(scale.labels)[scale.column_of([scale.high, scale.low])].tolist() == [scale.high, scale.low]
+
+
+def test_scale_bounds_and_the_default_of_runs_that_recorded_none():
+    assert ScoreScale(0, MAX_SCORE).n_classes == MAX_SCORE + 1 and ScoreScale(0, 1).labels == (0, 1)
+    for low, high in ((3, 3), (4, 2), (-1, 3), (0, MAX_SCORE + 1)):
+        with pytest.raises(BadInputError, match=f"score scale {low}-{high}"):
+            ScoreScale(low, high)
+    assert scale_from_config({}) == ScoreScale(1, 5) and scale_from_config({"scale": "0-3"}) == ScoreScale(0, 3)
+    assert infer_scale([NO_LABEL, 2, 6, NO_LABEL]) == ScoreScale(2, 6)
+    for unlabelled in ([], [NO_LABEL, NO_LABEL]):
+        with pytest.raises(BadInputError, match=r"^--scale auto needs labelled rows; name the scale instead"):
+            infer_scale(unlabelled)
 
 
 def test_labels_off_the_scale_are_refused_with_the_fix(write_csv):

@@ -157,6 +157,28 @@ def test_cache_verify_reports_every_problem_and_repair_lets_embed_redo_the_rows(
         assert writer.known_texts() == set()
 
 
+def test_a_single_nan_value_damages_its_row_for_verify_repair_and_readers(tmp_path, capsys):
+    """One bad value is enough: the row is reported, --repair drops it (so embed redoes it), readers refuse it."""
+    path = write_cache(tmp_path / "c.h5")
+    with h5py.File(path, "r+") as f:
+        f["images/embeds"][5, 3] = np.nan  # one value of one row, the rest of the row intact
+        f["texts/embeds"][2, 0] = np.inf
+    code, out, _ = cli(["cache", "verify", str(path)], capsys)
+    assert code == 2 and "/images/embeds: 1 row(s) hold NaN or inf (rows 5)" in out
+    assert "/texts/embeds: 1 row(s) hold NaN or inf (rows 2)" in out
+    with tc.open(path) as cache:
+        with pytest.raises(BadInputError, match=r"/images/embeds holds NaN"):
+            cache.read_rows("images", [4, 5])
+        with pytest.raises(BadInputError, match=r"/texts/embeds holds NaN"):
+            cache.text_embeddings()
+    code, out, _ = cli(["cache", "verify", "--repair", str(path)], capsys)
+    assert code == 0 and "dropped 1 image and 1 text row(s)" in out
+    assert cli(["cache", "verify", str(path)], capsys)[0] == 0
+    with tc.CacheWriter(path, None) as writer:  # what the next embed re-embeds
+        assert set(writer.known_images()) == {f"img_{i:03d}.png" for i in range(40)} - {"img_005.png"}
+        assert set(writer.known_texts()) == {f"#t{i}" for i in range(30)} - {"#t2"}
+
+
 def test_cache_verify_finds_keys_without_rows_and_damaged_parts(tmp_path, capsys):
     path = write_cache(tmp_path / "c.h5", n_images=12)
     with tc.CacheWriter(path, meta()) as writer:  # a pending part (an interrupted run), then damaged
