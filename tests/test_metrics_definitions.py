@@ -80,6 +80,7 @@ def reference_metrics(y_true, y_pred, labels):
         **_averages(rows, "weighted", support / support.sum()),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, labels),
+        "adjacent_accuracy": float(np.mean(np.abs(y_true - y_pred) <= 1)),
         "spearman": _spearman(y_true, y_pred),
         "per_class": rows,
         "n": len(y_true),

@@ -65,6 +65,12 @@ class Confusion:
         """Mean recall over the scores that are true somewhere (scikit-learn's balanced_accuracy_score)."""
         return float(self.recall()[self.true_n > 0].mean())
 
+    def adjacent_accuracy(self) -> float:
+        """Share of rows predicted at most one step from the true score on the scale (the study's adj_acc)."""
+        k = len(self.counts)
+        near = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) <= 1
+        return float((self.counts * near).sum() / max(self.n, 1.0))
+
     def qwk(self) -> float:
         """Quadratic weighted kappa; 0 where no disagreement is expected by chance."""
         k = len(self.counts)
@@ -140,6 +146,7 @@ def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
         **_averaged(confusion, "weighted"),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, confusion),
+        "adjacent_accuracy": confusion.adjacent_accuracy(),
         "spearman": _spearman(y_true, y_pred),
         "per_class": _per_class(confusion, labels),
         "n": int(len(y_true)),
