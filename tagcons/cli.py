@@ -19,6 +19,7 @@ from tagcons.configs import (
     AuditConfig,
     DemoRunConfig,
     EmbedConfig,
+    EvaluateConfig,
     FinetuneConfig,
     FitHeadConfig,
     PairColumns,
@@ -550,6 +551,41 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
     )
     for line in top_lines(result):
         click.echo(line)
+
+
+@cli.command("evaluate")
+@click.option("--predictions", required=True, type=click.Path(path_type=Path), help="Predictions (CSV, TSV, parquet).")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with the true scores.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--pred-col", default=field_default(EvaluateConfig, "pred_col"), show_default=True)
+@click.option("--true-col", default=None, help="True-score column of the predictions file, checked against --data.")
+@click.option("--fold-col", default=None, help="Fold column: per-fold metrics, their mean and sd.")
+@click.option("--proba-col", "proba_cols", multiple=True, help="Probability of each score, lowest first (repeat).")
+@click.option("--key-col", default=None, help="Id column of both files to join on [else image + hashtag].")
+@click.option(
+    "--pred-offset",
+    type=int,
+    default=field_default(EvaluateConfig, "pred_offset"),
+    show_default=True,
+    help="Added to the file's predicted and true scores (1 for 0-4 labels on a 1-5 scale).",
+)
+@click.option(
+    "--scale", default=field_default(EvaluateConfig, "scale"), show_default=True, callback=_scale, help="LOW-HIGH."
+)
+@click.option("--seed", type=int, default=field_default(EvaluateConfig, "seed"), show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@pair_columns
+def evaluate_command(image_col, text_col, label_col, **options):
+    """Score predictions made by any tool as a run directory that compare and report read."""
+    from tagcons.evaluate.imported import evaluate_predictions
+
+    options["proba_cols"] = tuple(options["proba_cols"])
+    result = evaluate_predictions(EvaluateConfig(**options, columns=_columns(image_col, text_col, label_col)))
+    click.echo(_headline(result.run_dir, result.metrics))
+    summary = result.metrics.get("fold_summary")
+    if summary:
+        mean, sd = summary["mean"], summary["sd"]
+        click.echo(f"over {summary['n_folds']} folds: macro_f1 {mean['macro_f1']:.4f} +- {sd['macro_f1'] or 0:.4f}")
 
 
 @cli.command("compare")

@@ -130,6 +130,25 @@ class AuditConfig(PathFields):
 
 
 @dataclass
+class EvaluateConfig(PathFields):
+    """`tagcons evaluate`: a predictions file made by any tool, scored against the pairs it predicts."""
+
+    predictions: Path
+    data: Path
+    out: Path
+    pred_col: str = "pred"
+    true_col: str | None = None  # checked against the pairs file's score (after pred_offset) when given
+    fold_col: str | None = None  # per-fold metrics, their mean and sd, beside the pooled out-of-fold ones
+    proba_cols: tuple[str, ...] = ()  # one per score of the scale, lowest first
+    key_col: str | None = None  # joined on this column when both files have it, else on image + hashtag
+    pred_offset: int = 0  # added to predicted and true scores of the predictions file (1 for 0-4 labels)
+    scale: str = str(DEFAULT_SCALE)
+    columns: PairColumns = field(default_factory=PairColumns)
+    seed: int = 42  # the bootstrap's resamples, as fit-head's
+    overwrite: bool = False
+
+
+@dataclass
 class ReportConfig(PathFields):
     run_dirs: list[Path]
     out: Path
