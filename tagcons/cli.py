@@ -356,6 +356,16 @@ def _head_params(_ctx, _param, values):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
+    "--folds",
+    "folds_file",
+    type=click.Path(path_type=Path),
+    default=field_default(FitHeadConfig, "folds"),
+    help="Given folds: a file with a fold number per pair (a study's own CV); --dedupe then defaults to none.",
+)
+@click.option("--key-col", default=None, help="Id column joining --folds to --data [else image + hashtag].")
+@click.option("--fold-col", default=field_default(FitHeadConfig, "fold_col"), show_default=True)
+@click.option("--allow-split-images", is_flag=True, help="Accept --folds that put one image in two folds.")
+@click.option(
     "--scale",
     default=field_default(FitHeadConfig, "scale"),
     show_default=True,
@@ -380,6 +390,10 @@ def fit_head_command(
     val_size,
     exclude_pairs,
     overwrite,
+    folds_file,
+    key_col,
+    fold_col,
+    allow_split_images,
     scale,
     image_col,
     text_col,
@@ -408,6 +422,10 @@ def fit_head_command(
         val_size=val_size,
         exclude_pairs=exclude_pairs,
         overwrite=overwrite,
+        folds=folds_file,
+        key_col=key_col,
+        fold_col=fold_col,
+        allow_split_images=allow_split_images,
         columns=_columns(image_col, text_col, label_col),
         scale=scale,
         progress=_progress(),
@@ -522,8 +540,29 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
 )
+@click.option("--folds-file", type=click.Path(path_type=Path), default=None, help="Given folds (as fit-head --folds).")
+@click.option("--key-col", default=None, help="Id column joining --folds-file to --data [else image + hashtag].")
+@click.option("--fold-col", default=field_default(AuditConfig, "fold_col"), show_default=True)
+@click.option("--allow-split-images", is_flag=True, help="Accept a --folds-file that puts one image in two folds.")
 @pair_columns
-def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
+def audit_command(
+    cache_path,
+    data,
+    out,
+    head,
+    folds,
+    features,
+    seed,
+    params,
+    scale,
+    folds_file,
+    key_col,
+    fold_col,
+    allow_split_images,
+    image_col,
+    text_col,
+    label_col,
+):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import run_audit, top_lines
     from tagcons.heads import get_head_class
@@ -542,6 +581,10 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
             scale=scale,
+            folds_file=folds_file,
+            key_col=key_col,
+            fold_col=fold_col,
+            allow_split_images=allow_split_images,
         )
     )
     summary = result.summary
@@ -560,7 +603,7 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
 @click.option("--pred-col", default=field_default(EvaluateConfig, "pred_col"), show_default=True)
 @click.option("--true-col", default=None, help="True-score column of the predictions file, checked against --data.")
 @click.option("--fold-col", default=None, help="Fold column: per-fold metrics, their mean and sd.")
-@click.option("--proba-col", "proba_cols", multiple=True, help="Probability of each score, lowest first (repeat).")
+@click.option("--proba-col", "proba_cols", multiple=True, default=(), help="Probability of each score, lowest first (repeat).")
 @click.option("--key-col", default=None, help="Id column of both files to join on [else image + hashtag].")
 @click.option(
     "--pred-offset",

@@ -99,6 +99,10 @@ class FitHeadConfig(PathFields):
     decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation side
     val_size: float = 0.1  # share of the training side held out to fit the temperature and the cuts
     exclude_pairs: Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
+    folds: Path | None = None  # given folds: a file with a fold number per pair (instead of --split / --cv)
+    key_col: str | None = None  # joins --folds to the pairs on this column when both have it (else image + hashtag)
+    fold_col: str = "fold"
+    allow_split_images: bool = False  # accept given folds that put one image's pairs in two folds
 
 
 @dataclass
@@ -127,6 +131,10 @@ class AuditConfig(PathFields):
     val_size: float = 0.1
     progress: bool = False
     scale: str = str(DEFAULT_SCALE)  # the score scale, as fit-head takes it ("auto": the labels' own range)
+    folds_file: Path | None = None  # given folds instead of --folds K generated ones (as fit-head --folds)
+    key_col: str | None = None
+    fold_col: str = "fold"
+    allow_split_images: bool = False
 
 
 @dataclass

@@ -34,8 +34,25 @@ class JoinedRows:
     pair_row: np.ndarray  # [rows of the other file] index into the pairs table
     on: str  # the key column, or "image + hashtag"
 
-    def column(self, name: str) -> pd.Series:
+    def column(self, name: str, flag: str) -> pd.Series:
+        """The column ``name`` (BadInputError naming ``flag`` when the file lacks it)."""
+        if name not in self.raw.column_names:
+            raise BadInputError(
+                f"{self.where.path}: no column '{name}' ({flag}); it has {self.raw.column_names}; "
+                f"name the right column with {flag}"
+            )
         return self.raw.column(name).to_pandas()
+
+    def integers(self, name: str, flag: str) -> np.ndarray:
+        """The column ``name`` as whole numbers (BadInputError naming the lines of empty or fractional cells)."""
+        numbers = pd.to_numeric(self.column(name, flag), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+        if bad.any():
+            raise BadInputError(
+                f"{self.where.path}: column '{name}' ({flag}) is empty or not a whole number at "
+                f"{self.where.describe(bad)}; fill in an integer per row"
+            )
+        return numbers.astype(np.int64)
 
 
 def join_rows(

@@ -89,32 +89,12 @@ def read_predictions(config: EvaluateConfig) -> ImportedPredictions:
     if config.true_col:
         _check_true(joined, config, table)
     proba = _probabilities(joined, config.proba_cols, table.scale) if config.proba_cols else None
-    fold = _integers(joined, config.fold_col, "--fold-col") if config.fold_col else None
+    fold = joined.integers(config.fold_col, "--fold-col") if config.fold_col else None
     return ImportedPredictions(table, pred, proba, fold, joined)
 
 
-def _column(joined: JoinedRows, name: str, flag: str) -> pd.Series:
-    if name not in joined.raw.column_names:
-        raise BadInputError(
-            f"{joined.where.path}: no column '{name}' ({flag}); it has {joined.raw.column_names}; "
-            f"name the right column with {flag}"
-        )
-    return joined.column(name)
-
-
-def _integers(joined: JoinedRows, name: str, flag: str) -> np.ndarray:
-    numbers = pd.to_numeric(_column(joined, name, flag), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
-    if bad.any():
-        raise BadInputError(
-            f"{joined.where.path}: column '{name}' ({flag}) is empty or not a whole number at "
-            f"{joined.where.describe(bad)}; fill in an integer per row"
-        )
-    return numbers.astype(np.int64)
-
-
 def _scores(joined: JoinedRows, name: str, flag: str, offset: int, scale: ScoreScale) -> np.ndarray:
-    scores = _integers(joined, name, flag) + offset
+    scores = joined.integers(name, flag) + offset
     outside = scale.outside(scores)
     if outside.any():
         raise BadInputError(
@@ -146,7 +126,7 @@ def _probabilities(joined: JoinedRows, names: tuple[str, ...], scale: ScoreScale
         )
     proba = np.column_stack(
         [
-            pd.to_numeric(_column(joined, n, "--proba-col"), errors="coerce").to_numpy(float, na_value=np.nan)
+            pd.to_numeric(joined.column(n, "--proba-col"), errors="coerce").to_numpy(float, na_value=np.nan)
             for n in names
         ]
     )
