@@ -33,7 +33,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
-VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "numpy")
+VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "xgboost", "numpy")
 
 
 def versions() -> dict:
