@@ -603,7 +603,9 @@ def audit_command(
 @click.option("--pred-col", default=field_default(EvaluateConfig, "pred_col"), show_default=True)
 @click.option("--true-col", default=None, help="True-score column of the predictions file, checked against --data.")
 @click.option("--fold-col", default=None, help="Fold column: per-fold metrics, their mean and sd.")
-@click.option("--proba-col", "proba_cols", multiple=True, default=(), help="Probability of each score, lowest first (repeat).")
+@click.option(
+    "--proba-col", "proba_cols", multiple=True, default=(), help="Probability of each score, lowest first (repeat)."
+)
 @click.option("--key-col", default=None, help="Id column of both files to join on [else image + hashtag].")
 @click.option(
     "--pred-offset",
@@ -738,8 +740,13 @@ FINETUNE_OPTIONS = [
     ("--device", str, "auto, cpu, cuda or mps."),
     ("--workers", int, "DataLoader workers."),
     ("--scale", str, "Score scale LOW-HIGH or auto."),
+    ("--folds", click.Path(path_type=Path), "Given folds (as fit-head --folds); with --test-fold, not --test-size."),
+    ("--test-fold", int, "The fold of --folds to test on; the others train (and give the validation part)."),
+    ("--key-col", str, "Id column joining --folds to --data [else image + hashtag]."),
+    ("--fold-col", str, "Fold column of --folds."),
 ]
 FINETUNE_FLAGS = [
+    ("--allow-split-images", "Accept --folds that put one image in two folds."),
     ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),
     ("--lp-init/--no-lp-init", "Start the head from a linear probe on frozen features [recipe]."),
 ]

@@ -221,6 +221,12 @@ class FinetuneConfig(PathFields):
     strip_hash: bool = False
     scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
+    # given folds (as fit-head --folds): train on every fold but test_fold, test on test_fold
+    folds: Path | None = None
+    test_fold: int | None = None
+    key_col: str | None = None
+    fold_col: str = "fold"
+    allow_split_images: bool = False
     progress: bool = False
 
     @property

@@ -134,3 +134,34 @@ def test_audit_scores_each_pair_from_the_given_fold_that_did_not_train_on_it(stu
     assert result.summary["folds"] == 3 and result.summary["given_folds"]["folds"] == [0, 1, 2]
     by_fold = folds.groupby("fold")["post_id"].apply(set)
     assert seen == [set(pairs["post_id"]) - by_fold[f] for f in (0, 1, 2)]
+
+
+def test_finetune_tests_on_the_given_test_fold_and_trains_on_the_others(tmp_path):
+    from embed_helpers import make_image_set
+
+    from tagcons.configs import FinetuneConfig
+    from tagcons.distributed import setup
+    from tagcons.errors import BadInputError
+    from tagcons.finetune.config import resolve
+    from tagcons.finetune.partition import load_partition
+    from tagcons.finetune.run import _split_spec
+
+    pairs_path, images = make_image_set(tmp_path, n_images=12, tags_per_image=3)
+    pairs = pd.read_csv(pairs_path)
+    pairs.assign(fold=pairs["Image Filename"].str[4:6].astype(int) % 3).to_csv(tmp_path / "folds.csv", index=False)
+    config = FinetuneConfig(data=pairs_path, images=images, backbone="tiny", out=tmp_path / "ft", val_size=0.0)
+    config.folds, config.test_fold = tmp_path / "folds.csv", 1
+    dist = setup("cpu")
+    try:
+        partition = load_partition(resolve(config), dist)
+        config.test_fold = 7
+        with pytest.raises(BadInputError, match=r"--test-fold 7: .* has folds \[0, 1, 2\]"):
+            load_partition(resolve(config), dist)
+    finally:
+        dist.close()
+    tested = set(partition.table.images[partition.test])
+    assert tested == {f"cat_{i:02d}.png" for i in range(12) if i % 3 == 1}
+    assert not tested & set(partition.table.images[partition.fit]) and len(partition.fit) + len(partition.test) == 36
+    config.test_fold = 1
+    spec = _split_spec(config, partition)
+    assert spec["kind"] == "given" and spec["dedupe"] == "none" and spec["given_folds"]["test_fold"] == 1
