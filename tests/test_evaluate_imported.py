@@ -150,3 +150,10 @@ def test_probability_columns_are_kept_and_must_sum_to_one(study, capsys):
     with_proba.assign(q0=0.5).to_csv(root / "bad_proba.csv", index=False)
     code, _, err = _evaluate(root, capsys, predictions="bad_proba.csv", out="r2", extra=flags)
     _one_line_exit_2(code, err, "do not sum to 1")
+
+
+def test_a_key_naming_several_pairs_exits_2_naming_the_pairs_file(study, capsys):
+    root, pairs, _ = study
+    pairs.assign(sample_id=pairs["sample_id"].where(pairs["sample_id"] != 2, 1)).to_csv(root / "pairs.csv", index=False)
+    code, _, err = _evaluate(root, capsys)
+    _one_line_exit_2(code, err, "pairs.csv", "sample_id '1' appears more than once (lines 2, 3)", "--key-col")
