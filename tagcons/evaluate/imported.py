@@ -28,7 +28,7 @@ from tagcons.data.row_join import JoinedRows, join_rows
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import fold_summary, pooled_and_per_fold
 from tagcons.evaluate.provenance import side_hashes, split_spec, table_keys, write_side_keys
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
+from tagcons.evaluate.rundir import check_run_out, staged_run_dir, write_config, write_evaluation
 from tagcons.labels import ScoreScale
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class EvaluateResult:
 
 def evaluate_predictions(config: EvaluateConfig) -> EvaluateResult:
     """Join, check and score ``config.predictions``; write the run directory ``config.out``."""
-    _check_out(config.out, config.overwrite)
+    check_run_out(config.out, config.overwrite)
     imported = read_predictions(config)
     labels = imported.table.scale.labels
     extra = {"source": "imported", "rows": _rows_label(imported), "n_train": None}
@@ -71,13 +71,6 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateResult:
         write_config(work, _config_record(config, imported, keys))
     log.info("%s: %d imported predictions scored (%s)", config.out, len(keys), extra["rows"])
     return EvaluateResult(config.out, metrics)
-
-
-def _check_out(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
-        raise BadInputError(f"{run_dir}: already holds a run; choose another --out, delete it or pass --overwrite")
 
 
 def read_predictions(config: EvaluateConfig) -> ImportedPredictions:

@@ -106,6 +106,15 @@ def _move_into_place(work: Path, run_dir: Path) -> None:
         os.replace(entry, target)
 
 
+def check_run_out(run_dir: Path, overwrite: bool) -> Path:
+    """``run_dir`` may receive a run: not a file, and not holding a run unless ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
+    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
+        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
+    return run_dir
+
+
 def read_json(path: str | Path) -> dict:
     """A run file holding one JSON object (every run file does); anything else is a damaged run."""
     path = Path(path)

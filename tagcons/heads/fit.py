@@ -53,7 +53,7 @@ from tagcons.evaluate.provenance import (
     write_side_keys,
 )
 from tagcons.evaluate.provenance import split_spec as row_split_spec
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
+from tagcons.evaluate.rundir import check_run_out, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
 from tagcons.heads.calibrate import (
@@ -152,7 +152,7 @@ def needs_features(head: str) -> bool:
 def fit_head(config: FitHeadConfig) -> FitResult:
     config = with_given_folds(config)
     _check_config(config)
-    _check_out(Path(config.out), config.overwrite)
+    check_run_out(Path(config.out), config.overwrite)
     data, provenance = _load(config)
     return _fit_loaded(_folds_counted(config, data), data, provenance)
 
@@ -167,7 +167,7 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
-        _check_out(Path(each.out), each.overwrite)
+        check_run_out(Path(each.out), each.overwrite)
     data, provenance = _load(config)
     return [_fit_loaded(_folds_counted(each, data), data, provenance) for each in configs]
 
@@ -240,14 +240,6 @@ def _check_config(config: FitHeadConfig) -> None:
     if config.cache is None and needs_features(config.head):
         raise BadInputError(f"head '{config.head}' reads embeddings: pass --cache (a cache from `tagcons embed`)")
     check_decoding(config.decode, _new_head(config, config.seed).probabilistic, config.head, config.val_size)
-
-
-def _check_out(run_dir: Path, overwrite: bool) -> Path:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
-        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
-    return run_dir
 
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
