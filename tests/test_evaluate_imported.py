@@ -157,3 +157,13 @@ def test_a_key_naming_several_pairs_exits_2_naming_the_pairs_file(study, capsys)
     pairs.assign(sample_id=pairs["sample_id"].where(pairs["sample_id"] != 2, 1)).to_csv(root / "pairs.csv", index=False)
     code, _, err = _evaluate(root, capsys)
     _one_line_exit_2(code, err, "pairs.csv", "sample_id '1' appears more than once (lines 2, 3)", "--key-col")
+
+
+def test_a_parquet_predictions_file_joins_like_a_csv(study, capsys):
+    root, _, oof = study
+    oof.to_parquet(root / "oof.parquet", index=False)
+    assert _evaluate(root, capsys, predictions="oof.parquet", out="pq", extra=["--fold-col", "fold"])[0] == 0
+    assert _evaluate(root, capsys, out="csv", extra=["--fold-col", "fold"])[0] == 0
+    runs = [json.loads((root / name / "metrics.json").read_text()) for name in ("pq", "csv")]
+    assert runs[0]["test_rows_hash"] == runs[1]["test_rows_hash"]
+    assert runs[0]["fold_summary"]["mean"]["qwk"] == pytest.approx(runs[1]["fold_summary"]["mean"]["qwk"])
