@@ -56,7 +56,8 @@ def test_fit_head_uses_the_given_folds_and_keeps_every_row(study, capsys):
     result = _fit(root)
     config = json.loads((root / "fit" / "config.json").read_text())
     spec = config["split_spec"]
-    assert spec["kind"] == "given" and spec["cv"] == 3 and spec["dedupe"] == "none"
+    assert spec["kind"] == "given" and spec["cv"] == 3 and spec["dedupe"] == "none" and spec["grouping"] == "images"
+    assert config["split"] == "given"
     assert spec["given_folds"]["joined_on"] == "sample_id" and spec["given_folds"]["folds"] == [0, 1, 2]
     assert len(spec["given_folds"]["sha256"]) == 64
     sizes = folds["fold"].value_counts().sort_index().tolist()

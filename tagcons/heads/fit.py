@@ -506,4 +506,6 @@ def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _D
         split_spec=_given_spec(config, data) if data.given is not None else split_spec(config),
         parts=side_hashes(side_keys),
     )
+    if data.given is not None:  # compare's split column: the folds were given (split_spec's grouping: config.split)
+        record["split"] = "given"
     return record
