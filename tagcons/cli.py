@@ -19,6 +19,7 @@ from tagcons.configs import (
     AuditConfig,
     DemoRunConfig,
     EmbedConfig,
+    EvaluateConfig,
     FinetuneConfig,
     FitHeadConfig,
     PairColumns,
@@ -355,6 +356,16 @@ def _head_params(_ctx, _param, values):
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
+    "--folds",
+    "folds_file",
+    type=click.Path(path_type=Path),
+    default=field_default(FitHeadConfig, "folds"),
+    help="Given folds: a file with a fold number per pair (a study's own CV); --dedupe then defaults to none.",
+)
+@click.option("--key-col", default=None, help="Id column joining --folds to --data [else image + hashtag].")
+@click.option("--fold-col", default=field_default(FitHeadConfig, "fold_col"), show_default=True)
+@click.option("--allow-split-images", is_flag=True, help="Accept --folds that put one image in two folds.")
+@click.option(
     "--scale",
     default=field_default(FitHeadConfig, "scale"),
     show_default=True,
@@ -379,6 +390,10 @@ def fit_head_command(
     val_size,
     exclude_pairs,
     overwrite,
+    folds_file,
+    key_col,
+    fold_col,
+    allow_split_images,
     scale,
     image_col,
     text_col,
@@ -407,6 +422,10 @@ def fit_head_command(
         val_size=val_size,
         exclude_pairs=exclude_pairs,
         overwrite=overwrite,
+        folds=folds_file,
+        key_col=key_col,
+        fold_col=fold_col,
+        allow_split_images=allow_split_images,
         columns=_columns(image_col, text_col, label_col),
         scale=scale,
         progress=_progress(),
@@ -521,8 +540,29 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
 )
+@click.option("--folds-file", type=click.Path(path_type=Path), default=None, help="Given folds (as fit-head --folds).")
+@click.option("--key-col", default=None, help="Id column joining --folds-file to --data [else image + hashtag].")
+@click.option("--fold-col", default=field_default(AuditConfig, "fold_col"), show_default=True)
+@click.option("--allow-split-images", is_flag=True, help="Accept a --folds-file that puts one image in two folds.")
 @pair_columns
-def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
+def audit_command(
+    cache_path,
+    data,
+    out,
+    head,
+    folds,
+    features,
+    seed,
+    params,
+    scale,
+    folds_file,
+    key_col,
+    fold_col,
+    allow_split_images,
+    image_col,
+    text_col,
+    label_col,
+):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import run_audit, top_lines
     from tagcons.heads import get_head_class
@@ -541,6 +581,10 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
             scale=scale,
+            folds_file=folds_file,
+            key_col=key_col,
+            fold_col=fold_col,
+            allow_split_images=allow_split_images,
         )
     )
     summary = result.summary
@@ -550,6 +594,43 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
     )
     for line in top_lines(result):
         click.echo(line)
+
+
+@cli.command("evaluate")
+@click.option("--predictions", required=True, type=click.Path(path_type=Path), help="Predictions (CSV, TSV, parquet).")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with the true scores.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory to write.")
+@click.option("--pred-col", default=field_default(EvaluateConfig, "pred_col"), show_default=True)
+@click.option("--true-col", default=None, help="True-score column of the predictions file, checked against --data.")
+@click.option("--fold-col", default=None, help="Fold column: per-fold metrics, their mean and sd.")
+@click.option(
+    "--proba-col", "proba_cols", multiple=True, default=(), help="Probability of each score, lowest first (repeat)."
+)
+@click.option("--key-col", default=None, help="Id column of both files to join on [else image + hashtag].")
+@click.option(
+    "--pred-offset",
+    type=int,
+    default=field_default(EvaluateConfig, "pred_offset"),
+    show_default=True,
+    help="Added to the file's predicted and true scores (1 for 0-4 labels on a 1-5 scale).",
+)
+@click.option(
+    "--scale", default=field_default(EvaluateConfig, "scale"), show_default=True, callback=_scale, help="LOW-HIGH."
+)
+@click.option("--seed", type=int, default=field_default(EvaluateConfig, "seed"), show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@pair_columns
+def evaluate_command(image_col, text_col, label_col, **options):
+    """Score predictions made by any tool as a run directory that compare and report read."""
+    from tagcons.evaluate.imported import evaluate_predictions
+
+    options["proba_cols"] = tuple(options["proba_cols"])
+    result = evaluate_predictions(EvaluateConfig(**options, columns=_columns(image_col, text_col, label_col)))
+    click.echo(_headline(result.run_dir, result.metrics))
+    summary = result.metrics.get("fold_summary")
+    if summary:
+        mean, sd = summary["mean"], summary["sd"]
+        click.echo(f"over {summary['n_folds']} folds: macro_f1 {mean['macro_f1']:.4f} +- {sd['macro_f1'] or 0:.4f}")
 
 
 @cli.command("compare")
@@ -659,8 +740,13 @@ FINETUNE_OPTIONS = [
     ("--device", str, "auto, cpu, cuda or mps."),
     ("--workers", int, "DataLoader workers."),
     ("--scale", str, "Score scale LOW-HIGH or auto."),
+    ("--folds", click.Path(path_type=Path), "Given folds (as fit-head --folds); with --test-fold, not --test-size."),
+    ("--test-fold", int, "The fold of --folds to test on; the others train (and give the validation part)."),
+    ("--key-col", str, "Id column joining --folds to --data [else image + hashtag]."),
+    ("--fold-col", str, "Fold column of --folds."),
 ]
 FINETUNE_FLAGS = [
+    ("--allow-split-images", "Accept --folds that put one image in two folds."),
     ("--class-weights/--no-class-weights", "Class-weighted cross-entropy [recipe]."),
     ("--lp-init/--no-lp-init", "Start the head from a linear probe on frozen features [recipe]."),
 ]

@@ -99,6 +99,10 @@ class FitHeadConfig(PathFields):
     decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation side
     val_size: float = 0.1  # share of the training side held out to fit the temperature and the cuts
     exclude_pairs: Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
+    folds: Path | None = None  # given folds: a file with a fold number per pair (instead of --split / --cv)
+    key_col: str | None = None  # joins --folds to the pairs on this column when both have it (else image + hashtag)
+    fold_col: str = "fold"
+    allow_split_images: bool = False  # accept given folds that put one image's pairs in two folds
 
 
 @dataclass
@@ -127,6 +131,29 @@ class AuditConfig(PathFields):
     val_size: float = 0.1
     progress: bool = False
     scale: str = str(DEFAULT_SCALE)  # the score scale, as fit-head takes it ("auto": the labels' own range)
+    folds_file: Path | None = None  # given folds instead of --folds K generated ones (as fit-head --folds)
+    key_col: str | None = None
+    fold_col: str = "fold"
+    allow_split_images: bool = False
+
+
+@dataclass
+class EvaluateConfig(PathFields):
+    """`tagcons evaluate`: a predictions file made by any tool, scored against the pairs it predicts."""
+
+    predictions: Path
+    data: Path
+    out: Path
+    pred_col: str = "pred"
+    true_col: str | None = None  # checked against the pairs file's score (after pred_offset) when given
+    fold_col: str | None = None  # per-fold metrics, their mean and sd, beside the pooled out-of-fold ones
+    proba_cols: tuple[str, ...] = ()  # one per score of the scale, lowest first
+    key_col: str | None = None  # joined on this column when both files have it, else on image + hashtag
+    pred_offset: int = 0  # added to predicted and true scores of the predictions file (1 for 0-4 labels)
+    scale: str = str(DEFAULT_SCALE)
+    columns: PairColumns = field(default_factory=PairColumns)
+    seed: int = 42  # the bootstrap's resamples, as fit-head's
+    overwrite: bool = False
 
 
 @dataclass
@@ -194,6 +221,12 @@ class FinetuneConfig(PathFields):
     strip_hash: bool = False
     scale: str = str(DEFAULT_SCALE)  # "LOW-HIGH" (the study's 1-5) or "auto": the labels' own range
     text_templates: tuple[str, ...] = ("{}",)  # as embed's --text-template; several: a prompt ensemble
+    # given folds (as fit-head --folds): train on every fold but test_fold, test on test_fold
+    folds: Path | None = None
+    test_fold: int | None = None
+    key_col: str | None = None
+    fold_col: str = "fold"
+    allow_split_images: bool = False
     progress: bool = False
 
     @property

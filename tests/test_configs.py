@@ -12,6 +12,7 @@ from tagcons.configs import (
     AuditConfig,
     DemoRunConfig,
     EmbedConfig,
+    EvaluateConfig,
     FinetuneConfig,
     FitHeadConfig,
     PairColumns,
@@ -24,7 +25,11 @@ from tagcons.errors import BadInputError
 # command -> (its config, CLI parameter names that differ from the field names)
 COMMANDS = {
     "embed": (EmbedConfig, {"compile_model": "compile"}),
-    "fit-head": (FitHeadConfig, {"cache_path": "cache", "heads": "head", "params": "head_params"}),
+    "fit-head": (
+        FitHeadConfig,
+        {"cache_path": "cache", "heads": "head", "params": "head_params", "folds_file": "folds"},
+    ),
+    "evaluate": (EvaluateConfig, {}),
     "predict": (PredictConfig, {"run_dir": "run", "cache_path": "cache"}),
     "audit": (AuditConfig, {"cache_path": "cache", "params": "head_params"}),
     "report": (ReportConfig, {}),

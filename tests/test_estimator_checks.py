@@ -16,6 +16,7 @@ FAST_PARAMS = {
     "mlp": {"recipe": "robust", "max_epochs": 40, "patience": 40},
     "lgbm": {"n_estimators": 20, "min_data_in_leaf": 2},
     "ordinal": {"Cs": (1.0,)},
+    "xgb": {"n_estimators": 20, "early_stopping_rounds": 5},
 }
 ORDERED_INTEGER_SCORES = (
     "scores are ordered integers on a score scale (1-5, 0-3, ...); string class names have no order to learn"

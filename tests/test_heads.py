@@ -159,8 +159,8 @@ def test_logreg_streams_when_dense_copy_is_too_big(split):
 
 
 def test_bad_head_requests_raise_bad_input():
-    with pytest.raises(BadInputError, match="unknown head 'svm'"):
-        make_head("svm")
+    with pytest.raises(BadInputError, match="unknown head 'random-forest'"):
+        make_head("random-forest")
     with pytest.raises(BadInputError, match="does not apply to head 'logreg'"):
         make_head("logreg", objective="qwk")
     with pytest.raises(BadInputError, match="no setting depth"):

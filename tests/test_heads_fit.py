@@ -111,7 +111,7 @@ def test_predict_refuses_a_cache_with_another_fingerprint(files):
 
 def test_bad_inputs_raise_clear_errors(files, tmp_path):
     with pytest.raises(BadInputError, match="unknown head"):
-        _fit(files, "bad1", head="svm")
+        _fit(files, "bad1", head="random-forest")
     with pytest.raises(BadInputError, match="unknown --split"):
         _fit(files, "bad2", head="threshold", split="rows")
     with pytest.raises(BadInputError, match="cache file not found"):

@@ -51,7 +51,16 @@ def test_interval_contains_the_point_estimate():
     block = bootstrap_intervals(y, pred, images, rng.dirichlet(np.ones(5), 400), seed=5)
     point = compute_metrics(y, pred, rng.dirichlet(np.ones(5), 400))
     assert block["n_test_images"] == 40 and block["bootstrap"] == {"resamples": 1000, "seed": 5, "unit": "image"}
-    for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman"):
+    for name in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "mae",
+        "qwk",
+        "spearman",
+        "adjacent_accuracy",
+    ):
         low, high = block["ci95"][name]
         assert low < point[name] < high, name
 
@@ -218,3 +227,20 @@ def test_runs_on_other_test_rows_get_their_own_table_whatever_else_they_share(tm
         named = set(group.frame["run"])
         for entry in group.differences.values():
             assert entry["best"] in named and set(entry["runs"]) == named - {entry["best"]}
+
+
+def test_adjacent_accuracy_has_an_interval_and_a_column_in_compare(tmp_path, shared_rows):
+    table, rng = shared_rows
+    truth = table.labels.astype(int)
+    off_by_one = np.where(truth < 5, truth + 1, truth - 1)  # every prediction one step off: adjacent, not exact
+    runs = [_run(tmp_path, "near", table, off_by_one), _run(tmp_path, "noisy", table, _noisy(truth, 0.3, rng))]
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["accuracy"] == 0.0 and metrics["adjacent_accuracy"] == 1.0
+    assert metrics["ci95"]["adjacent_accuracy"] == [1.0, 1.0]
+    frame = compare_runs(runs)
+    assert (
+        frame.loc[1, "adjacent_accuracy_low"]
+        < frame.loc[1, "adjacent_accuracy"]
+        < frame.loc[1, "adjacent_accuracy_high"]
+    )
+    assert "adjacent_accuracy" in render_markdown(paired_differences(runs)).splitlines()[2]

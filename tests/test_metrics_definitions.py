@@ -80,6 +80,7 @@ def reference_metrics(y_true, y_pred, labels):
         **_averages(rows, "weighted", support / support.sum()),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, labels),
+        "adjacent_accuracy": float(np.mean(np.abs(y_true - y_pred) <= 1)),
         "spearman": _spearman(y_true, y_pred),
         "per_class": rows,
         "n": len(y_true),
@@ -217,3 +218,23 @@ def test_scores_off_the_scale_or_no_rows_are_a_programming_error_named_plainly(y
         compute_metrics(y_true, [1] * len(y_true))
     with pytest.raises(ValueError, match=r"^no rows to compute metrics on$"):
         compute_metrics([], [])
+
+
+def test_fold_summary_is_the_mean_and_sample_sd_over_folds_leaving_undefined_values_out():
+    from tagcons.evaluate.metrics import fold_summary
+
+    folds = [compute_metrics(*case[:2], labels=case[2]) for case in list(CASES.values())[:3]]
+    folds[1]["spearman"] = None  # undefined in one fold: summarised over the other two
+    for number, fold in enumerate(folds):
+        fold["fold"] = number
+    summary = fold_summary(folds)
+    accuracies = [f["accuracy"] for f in folds]
+    assert summary["mean"]["accuracy"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert summary["sd"]["accuracy"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-12)
+    spearman = [folds[0]["spearman"], folds[2]["spearman"]]
+    assert summary["mean"]["spearman"] == pytest.approx(np.mean(spearman), abs=1e-12)
+    assert summary["sd"]["spearman"] == pytest.approx(np.std(spearman, ddof=1), abs=1e-12)
+    assert "n" not in summary["mean"] and "fold" not in summary["mean"] and "per_class" not in summary["mean"]
+    assert summary["n_folds"] == 3 and "ddof 1" in summary["rows"]
+    one = fold_summary(folds[:1])
+    assert one["mean"]["accuracy"] == pytest.approx(folds[0]["accuracy"]) and one["sd"]["accuracy"] is None

@@ -76,7 +76,23 @@ def readme_workspace(tmp_path_factory):
     )
     for name in ("koclip.h5", "ko-plain.h5", "ko-ens.h5"):  # caches the README's commands name
         shutil.copy(root / "clip.h5", root / name)
+    _published_study_files(root, demo.pairs_csv)
     return root
+
+
+def _published_study_files(root: Path, pairs_csv: Path) -> None:
+    """dataset.csv, folds.csv and oof/koclip_ft.csv in the published study's layout (scores 0-4 in oof)."""
+    import pandas as pd
+
+    pairs = pd.read_csv(pairs_csv)
+    study = pd.DataFrame({"sample_id": np.arange(1, len(pairs) + 1), "post_id": pairs["Image Filename"]})
+    study["hashtag"], study["label"] = pairs["Hashtag"], pairs["Score"]
+    study.to_csv(root / "dataset.csv", index=False)
+    fold = pd.factorize(study["post_id"])[0] % 3
+    study[["sample_id", "post_id"]].assign(fold=fold).to_csv(root / "folds.csv", index=False)
+    (root / "oof").mkdir()
+    oof = study[["sample_id"]].assign(true_label=study["label"] - 1, pred_label=study["label"] - 1, fold=fold)
+    oof.to_csv(root / "oof" / "koclip_ft.csv", index=False)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from numbers_helpers import assert_same_numbers
 from test_heads_support import planted, write_cache, write_pairs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "lightgbm")
+HEAVY = ("torch", "transformers", "lightgbm", "xgboost")
 SCIENCE = ("sklearn", "scipy", "matplotlib")  # what a no-op embed never needs either
 PROBE = """
 import json, sys
@@ -53,7 +53,9 @@ def test_help_imports_no_heavy_library():
     assert heavy_imports("--help") == []
 
 
-@pytest.mark.parametrize("head, expected", [("threshold", []), ("logreg", []), ("lgbm", ["lightgbm"])])
+@pytest.mark.parametrize(
+    "head, expected", [("threshold", []), ("logreg", []), ("lgbm", ["lightgbm"]), ("xgb", ["xgboost"])]
+)
 def test_fit_head_imports_only_what_its_head_uses(files, head, expected):
     args = ["-q", "fit-head", "--cache", files["cache"], "--data", files["pairs"], "--head", head]
     assert heavy_imports(*args, "--out", files["root"] / head) == expected

@@ -61,15 +61,23 @@ def run_audit(config: AuditConfig) -> AuditResult:
         val_size=config.val_size,
         progress=config.progress,
         scale=config.scale,
+        folds=config.folds_file,
+        key_col=config.key_col,
+        fold_col=config.fold_col,
+        allow_split_images=config.allow_split_images,
     )
     data = _training_data(fit_config)
     oof = out_of_fold_proba(fit_config, data, config.folds)
-    return _write(Path(config.out), data, oof, {"head": config.head, "folds": config.folds, "seed": config.seed})
+    record = {"head": config.head, "folds": config.folds, "seed": config.seed}
+    if data.given is not None:
+        record.update(folds=len(data.given.numbers), given_folds=data.given.record(config.key_col, config.fold_col))
+    return _write(Path(config.out), data, oof, record)
 
 
 def _training_data(fit_config):
-    from tagcons.heads.fit import _check_config, _load  # the same join and checks fit-head uses
+    from tagcons.heads.fit import _check_config, _load, with_given_folds  # the same join and checks fit-head uses
 
+    fit_config = with_given_folds(fit_config)
     _check_config(fit_config)
     data, _ = _load(fit_config)
     return data
@@ -81,13 +89,20 @@ def out_of_fold_proba(fit_config, data, folds: int) -> np.ndarray:
 
     oof = np.zeros((len(data.y), len(data.labels)))
     images = data.usable_table.images
-    for number, (train, test) in enumerate(cv_fold_indices(data.y, images, "images", folds, fit_config.seed)):
+    for number, (train, test) in enumerate(_folds(fit_config, data, images, folds)):
         head, _, _ = _fit_calibrated(fit_config, data, train, fit_config.seed)
         if not head.probabilistic:
             raise BadInputError(f"the audit needs a head with probabilities; '{fit_config.head}' only ranks")
         oof[test] = head.calibrated_proba(data.inputs(fit_config.head).subset(test), data.labels)
         log.info("audit fold %d/%d: %d pairs scored", number + 1, folds, len(test))
     return oof
+
+
+def _folds(fit_config, data, images: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) over the usable rows: the given folds (``--folds-file``), else K image-grouped folds."""
+    if data.given is not None:
+        return [(p.train, p.test) for p in data.given.partitions(data.usable)]
+    return cv_fold_indices(data.y, images, "images", folds, fit_config.seed)
 
 
 def label_issues(y: np.ndarray, oof: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:

@@ -134,13 +134,20 @@ def _as_series(values: pa.Array) -> pd.Series:
 
 
 def _read_table(path: Path, columns: PairColumns) -> pa.Table:
+    return read_table(path, (columns.image, columns.text, columns.label))
+
+
+def read_table(path: str | Path, text_columns=(), what: str = "pairs file", flag: str = "--data") -> pa.Table:
+    """Any table tagcons reads (CSV/TSV/parquet) as Arrow, header names trimmed; ``text_columns`` of a CSV/TSV
+    stay text. BadInputError (naming ``what`` and its ``flag``) when it is missing, unreadable or empty."""
+    path = Path(path)
     if not path.is_file():
-        raise BadInputError(f"{path}: pairs file not found; check the --data path")
+        raise BadInputError(f"{path}: {what} not found; check the {flag} path")
     try:
-        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, columns)
+        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, text_columns)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
         raise BadInputError(
-            f"{path}: cannot be read as a pairs table ({_unreadable_reason(path, e)}); "
+            f"{path}: cannot be read as a {what.removesuffix(' file')} table ({_unreadable_reason(path, e)}); "
             "save it as UTF-8 CSV, TSV or parquet"
         ) from e
     if table.num_rows == 0:
@@ -148,12 +155,12 @@ def _read_table(path: Path, columns: PairColumns) -> pa.Table:
     return table.rename_columns([str(name).strip() for name in table.column_names])
 
 
-def _read_delimited(path: Path, columns: PairColumns) -> pa.Table:
+def _read_delimited(path: Path, text_columns) -> pa.Table:
     """CSV/TSV with every wanted column read as text: 'NA' or 'nan' are hashtags, not missing values.
 
     Arrow skips a UTF-8 byte-order mark (Excel and the study's CSV write one)."""
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    as_text = {name: pa.string() for name in (columns.image, columns.text, columns.label)}
+    as_text = {name: pa.string() for name in text_columns if name}
     return pacsv.read_csv(
         path,
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
@@ -219,6 +226,9 @@ def row_lines(raw: pa.Table, path: Path) -> np.ndarray:
             counts = pc.count_substring(column.combine_chunks(), "\n").fill_null(0)
             breaks += counts.to_numpy(zero_copy_only=False).astype(np.int64)
     return first + np.arange(raw.num_rows) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+
+
+Where = _Where  # the public name, for other modules that name lines of a file they read
 
 
 def _text_column(raw: pa.Table, column: str, where: _Where) -> pa.Array:

@@ -23,7 +23,16 @@ from tagcons.labels import LABELS
 
 RESAMPLES = 1000
 LEVEL = 0.95
-INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman")
+INTERVAL_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "mae",
+    "qwk",
+    "spearman",
+    "adjacent_accuracy",
+)
 LOWER_IS_BETTER = frozenset({"mae", "mae_expected"})
 
 
@@ -89,6 +98,7 @@ def metrics_from_confusion(confusion: np.ndarray, labels=LABELS) -> dict[str, np
             "mae": (c * _distance(labels, 1)).sum(axis=(-2, -1)) / n,
             "qwk": _qwk(c, true_n, pred_n, n, k),
             "spearman": _spearman(c, true_n, pred_n, n),
+            "adjacent_accuracy": (c * (_distance(labels, 1) <= 1)).sum(axis=(-2, -1)) / n,
         }
 
 

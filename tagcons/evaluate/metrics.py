@@ -65,6 +65,12 @@ class Confusion:
         """Mean recall over the scores that are true somewhere (scikit-learn's balanced_accuracy_score)."""
         return float(self.recall()[self.true_n > 0].mean())
 
+    def adjacent_accuracy(self) -> float:
+        """Share of rows predicted at most one step from the true score on the scale (the study's adj_acc)."""
+        k = len(self.counts)
+        near = np.abs(np.arange(k)[:, None] - np.arange(k)[None, :]) <= 1
+        return float((self.counts * near).sum() / max(self.n, 1.0))
+
     def qwk(self) -> float:
         """Quadratic weighted kappa; 0 where no disagreement is expected by chance."""
         k = len(self.counts)
@@ -140,6 +146,7 @@ def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
         **_averaged(confusion, "weighted"),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, confusion),
+        "adjacent_accuracy": confusion.adjacent_accuracy(),
         "spearman": _spearman(y_true, y_pred),
         "per_class": _per_class(confusion, labels),
         "n": int(len(y_true)),
@@ -187,3 +194,21 @@ def quick_scores(y_true, y_pred, labels=LABELS) -> dict:
     """accuracy, macro_f1 and qwk, for per-epoch validation in training loops (0, not None, where undefined)."""
     confusion = Confusion.of(y_true, y_pred, labels)
     return {"accuracy": confusion.accuracy(), "macro_f1": float(confusion.f1().mean()), "qwk": confusion.qwk()}
+
+
+SUMMARY_SD_DDOF = 1  # the sample sd, as the study's table reports mean +- sd over its folds
+
+
+def fold_summary(per_fold: list[dict]) -> dict:
+    """Mean and sd (ddof 1) over folds of each headline number (metrics undefined in a fold are left out)."""
+    names = [k for k, v in per_fold[0].items() if k not in ("n", "fold") and (v is None or isinstance(v, float))]
+    summary = {"rows": f"each of the {len(per_fold)} folds' rows, then mean and sd (ddof 1) over folds"}
+    summary["mean"] = {name: _over_folds(per_fold, name, np.mean, 1) for name in names}
+    summary["sd"] = {name: _over_folds(per_fold, name, lambda v: np.std(v, ddof=SUMMARY_SD_DDOF), 2) for name in names}
+    summary["n_folds"] = len(per_fold)
+    return summary
+
+
+def _over_folds(per_fold: list[dict], name: str, reduce, at_least: int) -> float | None:
+    values = [fold[name] for fold in per_fold if fold.get(name) is not None]
+    return float(reduce(values)) if len(values) >= at_least else None

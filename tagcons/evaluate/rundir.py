@@ -33,7 +33,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
-VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "numpy")
+VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "xgboost", "numpy")
 
 
 def versions() -> dict:
@@ -104,6 +104,15 @@ def _move_into_place(work: Path, run_dir: Path) -> None:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(entry, target)
+
+
+def check_run_out(run_dir: Path, overwrite: bool) -> Path:
+    """``run_dir`` may receive a run: not a file, and not holding a run unless ``overwrite``."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
+    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
+        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
+    return run_dir
 
 
 def read_json(path: str | Path) -> dict:

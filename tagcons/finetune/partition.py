@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tagcons.data.given_folds import GivenFolds, read_given_folds
 from tagcons.data.images import check_image_keys
 from tagcons.data.pairs import PairTable, load_pairs
-from tagcons.data.splits import dedupe_table, split_then_drop, validation_indices
+from tagcons.data.splits import dedupe_table, default_dedupe, drop_unusable, split_then_drop, validation_indices
 from tagcons.distributed import DistContext
 from tagcons.errors import BadInputError
 from tagcons.evaluate.provenance import table_keys
@@ -35,6 +36,7 @@ class FinetunePartition:
     failed_images: dict[str, str]
     n_pairs_read: int
     dropped: dict = field(default_factory=dict)  # n_dropped_fit, n_dropped_test, n_duplicates_removed
+    given_folds: dict | None = None  # --folds: the file's record and the test fold
 
     def side_keys(self) -> dict[str, np.ndarray | None]:
         """Pair keys of each side (validation None when there is none), for provenance records."""
@@ -62,19 +64,58 @@ def load_partition(config: FinetuneConfig, dist: DistContext) -> FinetunePartiti
     decoded from the side they fell on (the same split fit-head makes with the same seed and dedupe)."""
     read = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
     check_image_keys(config.images, read.unique_images())
-    table, n_duplicates = dedupe_table(read, config.split, config.dedupe)
+    table, n_duplicates = dedupe_table(read, config.split, resolved_dedupe(config))
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)
     loadable = ~table.frame["image"].isin(list(failed)).to_numpy()
-    train_test = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
+    given = _given_folds(config, table)
+    if given is None:
+        train_test = split_then_drop(table.labels, table.images, loadable, config.split, config.test_size, config.seed)
+    else:
+        train_test = drop_unusable(*_fold_sides(given, config), loadable)
     usable = table.subset(np.flatnonzero(loadable))
     labels, groups = usable.labels, usable.images
     fit, val = _carve_validation(train_test.train, labels, groups, config)
     _check_fit_labels(usable, fit, val, config)
     log.info("pairs: %d fit, %d validation, %d test (%s split)", len(fit), len(val), len(train_test.test), config.split)
     counts = {"n_dropped_fit": train_test.n_dropped_fit, "n_dropped_test": train_test.n_dropped_test}
-    return FinetunePartition(
+    partition = FinetunePartition(
         usable, fit, val, train_test.test, failed, len(read), {**counts, "n_duplicates_removed": n_duplicates}
     )
+    if given is not None:
+        partition.given_folds = {**given.record(config.key_col, config.fold_col), "test_fold": config.test_fold}
+    return partition
+
+
+def resolved_dedupe(config: FinetuneConfig) -> str:
+    """The dedupe mode: as asked; with given folds none (the rows are the given ones), else the split's default."""
+    if config.folds is not None and config.dedupe is None:
+        return "none"
+    return default_dedupe(config.split, config.dedupe)
+
+
+def _given_folds(config: FinetuneConfig, table: PairTable) -> GivenFolds | None:
+    if config.folds is None:
+        if config.test_fold is not None:
+            raise BadInputError(f"--test-fold {config.test_fold} needs --folds FILE (the folds it picks from)")
+        return None
+    return read_given_folds(
+        config.folds,
+        table,
+        config.columns,
+        config.key_col,
+        config.fold_col,
+        config.allow_split_images,
+        config.strip_hash,
+    )
+
+
+def _fold_sides(given: GivenFolds, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of the table: every fold but --test-fold, and --test-fold."""
+    if config.test_fold not in given.numbers:
+        raise BadInputError(
+            f"--test-fold {config.test_fold}: {config.folds} has folds {given.numbers}; pick one of them to test on"
+        )
+    return given.indices()[given.numbers.index(config.test_fold)]
 
 
 def _carve_validation(train: np.ndarray, labels, groups, config: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:

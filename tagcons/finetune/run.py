@@ -19,7 +19,6 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from tagcons.data.splits import default_dedupe
 from tagcons.distributed import DistContext, setup
 from tagcons.embed.backbones import Backbone, load_backbone
 from tagcons.errors import BadInputError
@@ -33,7 +32,7 @@ from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_load
 from tagcons.finetune.export import export_backbone
 from tagcons.finetune.loop import Trainer, collect_outputs, make_optimizer, make_precision, make_schedule
 from tagcons.finetune.model import FinetuneModel, freeze
-from tagcons.finetune.partition import FinetunePartition, load_partition
+from tagcons.finetune.partition import FinetunePartition, load_partition, resolved_dedupe
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
 from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
@@ -279,15 +278,19 @@ def _config_record(
         "head_init": head_init,
         "world_size": dist.world_size,
         "data_summary": partition.summary(),
-        "split_spec": split_spec(
-            config.split,
-            config.seed,
-            config.test_size,
-            dedupe=default_dedupe(config.split, config.dedupe),
-            val_size=config.val_size,
-        ),
+        "split_spec": _split_spec(config, partition),
         "parts": side_hashes(partition.side_keys()),
     }
+
+
+def _split_spec(config: FinetuneConfig, partition: FinetunePartition) -> dict:
+    """split_spec; with given folds kind "given", the fold file's record and the test fold instead of a test size."""
+    spec = split_spec(
+        config.split, config.seed, config.test_size, dedupe=resolved_dedupe(config), val_size=config.val_size
+    )
+    if partition.given_folds is not None:
+        spec.update(kind="given", test_size=None, grouping=config.split, given_folds=partition.given_folds)
+    return spec
 
 
 def _train(config, model, partition, collate, loading, precision, dist, hooks) -> TrainingState:

@@ -31,6 +31,7 @@ import numpy as np
 
 from tagcons.audit.exclude import excluded_rows
 from tagcons.configs import FitHeadConfig
+from tagcons.data.given_folds import GivenFolds, read_given_folds
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import (
     SPLIT_KINDS,
@@ -42,7 +43,7 @@ from tagcons.data.splits import (
 )
 from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import repeat_summary
-from tagcons.evaluate.metrics import majority_label, pooled_and_per_fold
+from tagcons.evaluate.metrics import fold_summary, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import (
     TRAINED_KEYS_SETTING,
@@ -52,7 +53,7 @@ from tagcons.evaluate.provenance import (
     write_side_keys,
 )
 from tagcons.evaluate.provenance import split_spec as row_split_spec
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, staged_run_dir, write_config, write_evaluation
+from tagcons.evaluate.rundir import check_run_out, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
 from tagcons.heads.baselines import scored_baselines, shortcut_predictions
 from tagcons.heads.calibrate import (
@@ -98,6 +99,7 @@ class _Data:
     n_missing_embeddings: int  # rows of ``table`` without features (``usable`` False)
     # what does not depend on the head (partitions, validation parts, baselines), computed once per process
     shared: dict = field(default_factory=dict)
+    given: GivenFolds | None = None  # --folds: the fold of every row of ``table``
 
     def once(self, key: tuple, compute):
         """``compute()``'s value, computed on the first call with ``key`` only (every head of a run asks)."""
@@ -148,9 +150,11 @@ def needs_features(head: str) -> bool:
 
 
 def fit_head(config: FitHeadConfig) -> FitResult:
+    config = with_given_folds(config)
     _check_config(config)
-    _check_out(Path(config.out), config.overwrite)
-    return _fit_loaded(config, *_load(config))
+    check_run_out(Path(config.out), config.overwrite)
+    data, provenance = _load(config)
+    return _fit_loaded(_folds_counted(config, data), data, provenance)
 
 
 def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
@@ -158,13 +162,36 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
 
     ``objective`` and ``head_params`` go to the heads that have them (an error if none has one).
     """
+    config = with_given_folds(config)
     _check_params_apply(config, heads)
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
-        _check_out(Path(each.out), each.overwrite)
-    loaded = _load(config)
-    return [_fit_loaded(each, *loaded) for each in configs]
+        check_run_out(Path(each.out), each.overwrite)
+    data, provenance = _load(config)
+    return [_fit_loaded(_folds_counted(each, data), data, provenance) for each in configs]
+
+
+def with_given_folds(config: FitHeadConfig) -> FitHeadConfig:
+    """With --folds the rows are the given ones (--dedupe none unless asked); --cv and --repeats do not apply."""
+    if config.folds is None:
+        return config
+    if config.cv is not None or config.repeats != 1:
+        raise BadInputError(f"--folds {config.folds} gives the folds: drop --cv and --repeats")
+    return dataclasses.replace(config, dedupe="none" if config.dedupe is None else config.dedupe)
+
+
+def _folds_counted(config: FitHeadConfig, data: _Data) -> FitHeadConfig:
+    """A config with given folds runs as K-fold cross-validation, K the file's number of folds."""
+    return config if data.given is None else dataclasses.replace(config, cv=len(data.given.numbers))
+
+
+def _given_folds(config: FitHeadConfig, table: PairTable, strip_hash: bool) -> GivenFolds | None:
+    if config.folds is None:
+        return None
+    return read_given_folds(
+        config.folds, table, config.columns, config.key_col, config.fold_col, config.allow_split_images, strip_hash
+    )
 
 
 def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
@@ -215,19 +242,12 @@ def _check_config(config: FitHeadConfig) -> None:
     check_decoding(config.decode, _new_head(config, config.seed).probabilistic, config.head, config.val_size)
 
 
-def _check_out(run_dir: Path, overwrite: bool) -> Path:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
-        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
-    return run_dir
-
-
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
         table, n_duplicates, n_excluded = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
-        return _Data(table, np.full(len(table), True), None, n_duplicates, n_excluded, 0), provenance
+        given = _given_folds(config, table, bool(config.strip_hash))
+        return _Data(table, np.full(len(table), True), None, n_duplicates, n_excluded, 0, given=given), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table, n_duplicates, n_excluded = _table(config, strip_hash)
@@ -245,7 +265,8 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
-    data = _Data(table, joined.present, joined.features, n_duplicates, n_excluded, joined.n_missing)
+    given = _given_folds(config, table, strip_hash)
+    data = _Data(table, joined.present, joined.features, n_duplicates, n_excluded, joined.n_missing, given=given)
     return data, provenance
 
 
@@ -293,6 +314,8 @@ def _split_key(config: FitHeadConfig, seed: int) -> tuple:
 
 def _compute_partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[Partition]:
     labels, groups = data.table.labels.astype(int), data.table.images
+    if data.given is not None:
+        return data.given.partitions(data.usable)
     if config.cv:
         return folds_then_drop(labels, groups, data.usable, config.split, config.cv, seed)
     return [split_then_drop(labels, groups, data.usable, config.split, config.test_size, seed)]
@@ -359,7 +382,8 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
     }
     extra["baseline"] = extra["baselines"]["majority"]
     if config.cv:
-        extra.update(cv=config.cv, per_fold=_per_fold(first, y, data.labels))
+        per_fold = _per_fold(first, y, data.labels)
+        extra.update(cv=config.cv, per_fold=per_fold, fold_summary=fold_summary(per_fold))
     else:
         extra.update(first.heads[0].extra_test_metrics(data.inputs(config.head).subset(rows), y[rows]))
     if config.repeats > 1:
@@ -458,6 +482,14 @@ def split_spec(config: FitHeadConfig) -> dict:
     )
 
 
+def _given_spec(config: FitHeadConfig, data: _Data) -> dict:
+    """split_spec of given folds: the file (path, sha256, join) instead of a seed and a test size; ``grouping``
+    is how the validation part is carved from each fold's training rows."""
+    spec = {**split_spec(config), "kind": "given", "test_size": None, "grouping": config.split}
+    spec["given_folds"] = data.given.record(config.key_col, config.fold_col)
+    return spec
+
+
 def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _Data, side_keys: dict) -> dict:
     """config.json: the config plus what the run resolved (backbone, scale, split, side hashes)."""
     record = dataclasses.asdict(config)
@@ -471,7 +503,9 @@ def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _D
         n_excluded=data.n_excluded,
         n_missing_embeddings=data.n_missing_embeddings,
         scale=str(data.table.scale),
-        split_spec=split_spec(config),
+        split_spec=_given_spec(config, data) if data.given is not None else split_spec(config),
         parts=side_hashes(side_keys),
     )
+    if data.given is not None:  # compare's split column: the folds were given (split_spec's grouping: config.split)
+        record["split"] = "given"
     return record

@@ -67,6 +67,20 @@ def choice(*names: str) -> ParamType:
     return ParamType(f"one of {', '.join(names)}", parse)
 
 
+def bounded(inner: ParamType, low=None, high=None, low_open: bool = False) -> ParamType:
+    """The inner type, within [low, high] (``low_open``: above low, not at it); ValueError outside."""
+
+    def parse(text: str):
+        value = inner.parse(text)
+        if (low is not None and (value < low or (low_open and value == low))) or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+
+    above = f"above {low}" if low_open else f"at least {low}"
+    limits = " and ".join(part for part in (low is not None and above, high is not None and f"at most {high}") if part)
+    return ParamType(f"{inner.describe}, {limits}", parse)
+
+
 _BY_DEFAULT = {bool: BOOL, int: INT, float: FLOAT, str: STR}  # bool first: True is also an int
 
 

@@ -18,6 +18,8 @@ BUILTIN_HEADS = {
     "mlp": "tagcons.heads.mlp",
     "lgbm": "tagcons.heads.lgbm",
     "ordinal": "tagcons.heads.ordinal",
+    "svm": "tagcons.heads.svm",
+    "xgb": "tagcons.heads.xgb",
     "text-only": "tagcons.heads.baselines",
     "image-prior": "tagcons.heads.baselines",
 }
