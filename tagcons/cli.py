@@ -16,6 +16,7 @@ import click
 
 from tagcons import __version__
 from tagcons.configs import (
+    AUDIT_RANKINGS,
     AuditConfig,
     DemoRunConfig,
     EmbedConfig,
@@ -351,7 +352,8 @@ def _head_params(_ctx, _param, values):
     "--exclude-pairs",
     type=click.Path(path_type=Path),
     default=field_default(FitHeadConfig, "exclude_pairs"),
-    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
+    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs kept off the training side "
+    "(the test part stays whole).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
@@ -521,8 +523,18 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
 )
+@click.option(
+    "--rank-by",
+    type=click.Choice(AUDIT_RANKINGS),
+    default=field_default(AuditConfig, "rank_by"),
+    show_default=True,
+    help="ordinal-distance: expected steps between the given and the true score (capped at 2); "
+    "self-confidence: cleanlab's ranking by the probability of the given score.",
+)
 @pair_columns
-def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
+def audit_command(
+    cache_path, data, out, head, folds, features, seed, params, scale, rank_by, image_col, text_col, label_col
+):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import run_audit, top_lines
     from tagcons.heads import get_head_class
@@ -541,12 +553,14 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
             scale=scale,
+            rank_by=rank_by,
         )
     )
     summary = result.summary
     click.echo(
         f"{result.out}: {summary['n_flagged']} of {summary['n_pairs']} pairs flagged "
-        f"({100 * summary['flagged_share']:.1f}%); audit.csv lists them worst first"
+        f"({100 * summary['flagged_share']:.1f}%; out-of-fold macro-F1 {summary['oof_macro_f1']:.3f}: "
+        f"a weak model flags many); audit.csv lists them worst first by {summary['rank_by']}"
     )
     for line in top_lines(result):
         click.echo(line)
