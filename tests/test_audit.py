@@ -133,6 +133,7 @@ def test_excluding_audit_flagged_pairs_keeps_the_test_part_whole_and_raises_no_s
     assert _hashes(cleaned.run_dir)["test"] == _hashes(full.run_dir)["test"]
     assert _hashes(cleaned.run_dir)["fit"] != _hashes(full.run_dir)["fit"]
     assert cleaned.metrics["n_test"] == full.metrics["n_test"]
+    assert cleaned.metrics["test_rows_hash"] == full.metrics["test_rows_hash"]
     assert cleaned.metrics["macro_f1"] < full.metrics["macro_f1"] + 0.05, (cleaned.metrics, full.metrics)
     beside = cleaned.metrics["excluded_pairs"]  # the cleaned-rows figure is reported beside, labelled
     assert beside["cleaned_test"]["rows"] == "test rows not listed in --exclude-pairs"
