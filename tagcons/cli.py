@@ -16,6 +16,7 @@ import click
 
 from tagcons import __version__
 from tagcons.configs import (
+    AUDIT_RANKINGS,
     AuditConfig,
     DemoRunConfig,
     EmbedConfig,
@@ -352,7 +353,8 @@ def _head_params(_ctx, _param, values):
     "--exclude-pairs",
     type=click.Path(path_type=Path),
     default=field_default(FitHeadConfig, "exclude_pairs"),
-    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs to leave out.",
+    help="CSV with image and hashtag columns (e.g. a reviewed audit.csv): pairs kept off the training side "
+    "(the test part stays whole).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option(
@@ -544,6 +546,14 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.option("--key-col", default=None, help="Id column joining --folds-file to --data [else image + hashtag].")
 @click.option("--fold-col", default=field_default(AuditConfig, "fold_col"), show_default=True)
 @click.option("--allow-split-images", is_flag=True, help="Accept a --folds-file that puts one image in two folds.")
+@click.option(
+    "--rank-by",
+    type=click.Choice(AUDIT_RANKINGS),
+    default=field_default(AuditConfig, "rank_by"),
+    show_default=True,
+    help="ordinal-distance: expected steps between the given and the true score (capped at 2); "
+    "self-confidence: cleanlab's ranking by the probability of the given score.",
+)
 @pair_columns
 def audit_command(
     cache_path,
@@ -559,6 +569,7 @@ def audit_command(
     key_col,
     fold_col,
     allow_split_images,
+    rank_by,
     image_col,
     text_col,
     label_col,
@@ -585,12 +596,14 @@ def audit_command(
             key_col=key_col,
             fold_col=fold_col,
             allow_split_images=allow_split_images,
+            rank_by=rank_by,
         )
     )
     summary = result.summary
     click.echo(
         f"{result.out}: {summary['n_flagged']} of {summary['n_pairs']} pairs flagged "
-        f"({100 * summary['flagged_share']:.1f}%); audit.csv lists them worst first"
+        f"({100 * summary['flagged_share']:.1f}%; out-of-fold macro-F1 {summary['oof_macro_f1']:.3f}: "
+        f"a weak model flags many); audit.csv lists them worst first by {summary['rank_by']}"
     )
     for line in top_lines(result):
         click.echo(line)

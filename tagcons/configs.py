@@ -98,7 +98,7 @@ class FitHeadConfig(PathFields):
     progress: bool = False
     decode: str = "argmax"  # "expected": sum k * p_k cut at four points chosen on the validation side
     val_size: float = 0.1  # share of the training side held out to fit the temperature and the cuts
-    exclude_pairs: Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv) to leave out
+    exclude_pairs: Path | None = None  # a CSV with image and hashtag columns (e.g. audit.csv): off the training side
     folds: Path | None = None  # given folds: a file with a fold number per pair (instead of --split / --cv)
     key_col: str | None = None  # joins --folds to the pairs on this column when both have it (else image + hashtag)
     fold_col: str = "fold"
@@ -117,6 +117,9 @@ class PredictConfig(PathFields):
     progress: bool = False
 
 
+AUDIT_RANKINGS = ("ordinal-distance", "self-confidence")  # `tagcons audit --rank-by`; docs/audit.md
+
+
 @dataclass
 class AuditConfig(PathFields):
     cache: Path
@@ -124,7 +127,7 @@ class AuditConfig(PathFields):
     out: Path
     head: str = "lgbm"
     folds: int = 5
-    features: str = "concat"
+    features: str = "rich"  # the fold models see more with rich features (docs/audit.md: detection by setting)
     seed: int = 42
     columns: PairColumns = field(default_factory=PairColumns)
     head_params: dict = field(default_factory=dict)
@@ -135,6 +138,7 @@ class AuditConfig(PathFields):
     key_col: str | None = None
     fold_col: str = "fold"
     allow_split_images: bool = False
+    rank_by: str = "ordinal-distance"  # or "self-confidence" (cleanlab's own ranking); docs/audit.md
 
 
 @dataclass

@@ -86,11 +86,14 @@ def learned(tmp_path_factory):
     return result, hooks, pairs, images
 
 
-def test_loss_falls_and_accuracy_rises(learned):
+def test_loss_falls_and_the_validation_side_improves(learned):
     result, *_ = learned
     history = result.history
     assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
-    assert history["val_accuracy"][-1] > history["val_accuracy"][0]
+    # two validation images (8 pairs, 6 of them score 1): accuracy can sit at the majority's 0.75 while
+    # the model learns, so the validation loss and QWK are what show it
+    assert history["val_loss"][-1] < 0.8 * history["val_loss"][0]
+    assert history["val_qwk"][-1] > history["val_qwk"][0]
     # Always answering the majority score has QWK 0; the planted rule is learnt on unseen images.
     assert result.metrics["qwk"] > 0.3
 

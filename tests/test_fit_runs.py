@@ -53,9 +53,23 @@ def test_repeats_pool_the_single_seed_runs_with_the_runs_seed_for_the_bootstrap(
     repeated = _fit(files, "repeated", head="logreg", head_params=LOGREG, seed=7, repeats=2)
     single = [_fit(files, f"seed_{s}", head="logreg", head_params=LOGREG, seed=s) for s in (7, 8)]
     want = repeat_summary([_outcome(r.run_dir) for r in single], [7, 8], bootstrap_seed=7, labels=SCALE)
+    want["distinct_splits"] = 2
     assert_same_numbers(repeated.metrics["repeats"], want)  # recomputed from predictions.csv: last digits may differ
     # the run itself is the first seed's
     assert repeated.metrics["macro_f1"] == pytest.approx(single[0].metrics["macro_f1"], rel=1e-12)
+
+
+def test_repeats_count_their_distinct_splits_and_warn_when_seeds_repeat_one(files, monkeypatch, caplog):
+    import tagcons.heads.fit as fit
+
+    distinct = _fit(files, "three_seeds", head="threshold", repeats=3, seed=1).metrics["repeats"]["distinct_splits"]
+    assert distinct == 3  # 24 images: every seed its own test part
+    real_split = fit.split_then_drop
+    monkeypatch.setattr(fit, "split_then_drop", lambda *args: real_split(*args[:-1], 1 + (args[-1] == 3)))
+    with caplog.at_level(logging.WARNING, logger="tagcons.data.splits"):
+        metrics = _fit(files, "same_seeds", head="threshold", repeats=3, seed=1).metrics
+    assert metrics["repeats"]["distinct_splits"] == 2
+    assert "seeds 2 (as 1) gave the same split as an earlier seed: 2 distinct splits in 3 repeats" in caplog.text
 
 
 def test_the_majority_baseline_is_the_training_sides_mode_and_the_rows_add_up(files):
@@ -316,9 +330,11 @@ def test_a_head_that_reads_no_embeddings_runs_without_a_cache_on_every_pair(file
     assert {k: recorded[k] for k in ("backbone", "model_id", "text_template", "cache_fingerprint")} == dict.fromkeys(
         ("backbone", "model_id", "text_template", "cache_fingerprint")
     )
-    assert recorded["n_pairs"] == 190 and recorded["n_excluded"] == 2 and recorded["n_missing_embeddings"] == 0
+    assert recorded["n_pairs"] == 192 and recorded["n_excluded"] == 2 and recorded["n_missing_embeddings"] == 0
     metrics = result.metrics
-    assert metrics["n_train"] + metrics["n_test"] == 190 and metrics["n_dropped_fit"] + metrics["n_dropped_test"] == 0
+    in_training = 2 - metrics["excluded_pairs"]["n_listed_in_test"]  # the listed pairs leave the training side only
+    assert metrics["n_train"] + metrics["n_test"] == 192 - in_training
+    assert metrics["n_dropped_fit"] + metrics["n_dropped_test"] == 0
     assert metrics["n_duplicates_removed"] == 0 and result.n_missing_embeddings == 0
     texts = pd.read_csv(result.run_dir / "predictions.csv")["text"]
     assert not texts.str.startswith("#").any()  # --strip-hash applies without a cache too

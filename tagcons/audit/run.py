@@ -3,15 +3,25 @@
 Every pair gets probabilities from a head that never saw it (nor any pair of its image): K folds
 grouped by image; in each, the head is fitted on the rest, temperature-scaled on a validation part
 carved from that rest, and scores the held-out fold. cleanlab's confident learning
-(`cleanlab.filter.find_label_issues`) then flags the pairs whose given score disagrees with what
-the rest of the data implies, ranked worst first by its self-confidence quality score (the
-out-of-fold probability of the given score).
+(`cleanlab.filter.find_label_issues`) then estimates how many given scores are wrong (its confident
+joint, pruned by noise rate). The scores are ordered, so by default (``rank_by="ordinal-distance"``)
+the pairs are ranked by the expected ordinal distance Σ_k p_k·min(|k − given|, 2) (in scale steps: a
+5 the model believes is a 3 before a 5 it believes is a 4) and the top that many are flagged;
+``rank_by="self-confidence"`` keeps cleanlab's own call and its ranking by the out-of-fold
+probability of the given score. The distance is capped at two steps because beyond that its size
+says more about the model than about the label: on the demo cache the fold models confuse 1 with 5
+(a colour the tiny backbone barely sees), and the uncapped distance ranked those confusions above
+the planted flips (docs/audit.md, benchmarks/audit_detection.py). A cache whose backbone was
+fine-tuned on any of the audited pairs is refused (its features have seen those scores), as fit-head
+refuses one that saw its test part.
 
 Outputs in ``out``: ``audit.csv`` (rank, image, hashtag, given_score, suggested_score, p_given,
-quality: the flagged pairs only, worst first; usable as ``fit-head --exclude-pairs``) and
-``audit.json`` (noise rate per given score from cleanlab's estimated joint distribution, the
-given-vs-suggested confusion of the flagged pairs, counts). The labels' own noise caps every
-metric a model can reach on them, so this list is worth reviewing before comparing models.
+expected_distance: the flagged pairs only, worst first; usable as ``fit-head --exclude-pairs``, which
+leaves them out of the training side only) and ``audit.json`` (noise rate per given score from
+cleanlab's estimated joint distribution, the given-vs-suggested confusion of the flagged pairs,
+counts, the ranking and the out-of-fold macro-F1 of the fold models: a weak model flags many pairs).
+The labels' own noise caps every metric a model can reach on them, so this list is worth reviewing
+before comparing models.
 """
 
 from __future__ import annotations
@@ -23,16 +33,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagcons.configs import AuditConfig
+from tagcons.configs import AUDIT_RANKINGS, AuditConfig
 from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
+from tagcons.evaluate.metrics import compute_metrics
+from tagcons.evaluate.provenance import check_reuse, table_keys
 from tagcons.evaluate.rundir import write_json
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
 AUDIT_JSON = "audit.json"
 SHOWN = 10
+MAX_STEPS = 2  # the ordinal distance counts a disagreement of more steps as this many (see the module doc)
+CACHE_REUSE = {
+    "source": "the cache's backbone (fine-tuned by tagcons finetune)",
+    "fix": "audit a cache embedded with a backbone that was not fine-tuned on these pairs (e.g. the pretrained one)",
+}
 
 
 @dataclass
@@ -49,6 +66,8 @@ def run_audit(config: AuditConfig) -> AuditResult:
 
     if config.folds < 2:
         raise BadInputError(f"--folds {config.folds}: the audit needs at least 2 folds")
+    if config.rank_by not in AUDIT_RANKINGS:
+        raise BadInputError(f"unknown --rank-by '{config.rank_by}'; choose one of {', '.join(AUDIT_RANKINGS)}")
     fit_config = FitHeadConfig(
         cache=config.cache,
         data=config.data,
@@ -68,10 +87,10 @@ def run_audit(config: AuditConfig) -> AuditResult:
     )
     data = _training_data(fit_config)
     oof = out_of_fold_proba(fit_config, data, config.folds)
-    record = {"head": config.head, "folds": config.folds, "seed": config.seed}
+    record = {"head": config.head, "features": config.features, "folds": config.folds, "seed": config.seed}
     if data.given is not None:
         record.update(folds=len(data.given.numbers), given_folds=data.given.record(config.key_col, config.fold_col))
-    return _write(Path(config.out), data, oof, record)
+    return _write(Path(config.out), data, oof, {**record, "rank_by": config.rank_by})
 
 
 def _training_data(fit_config):
@@ -79,7 +98,9 @@ def _training_data(fit_config):
 
     fit_config = with_given_folds(fit_config)
     _check_config(fit_config)
-    data, _ = _load(fit_config)
+    data, provenance = _load(fit_config)
+    # every pair is held out once, so every pair is a test pair: none may have trained the backbone
+    check_reuse(provenance.get("trained_keys"), table_keys(data.usable_table), **CACHE_REUSE)
     return data
 
 
@@ -105,16 +126,34 @@ def _folds(fit_config, data, images: np.ndarray, folds: int) -> list[tuple[np.nd
     return cv_fold_indices(data.y, images, "images", folds, fit_config.seed)
 
 
-def label_issues(y: np.ndarray, oof: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(flagged rows worst first, every row worst first) by cleanlab's self-confidence quality;
-    ``oof`` has one column per score in ``labels`` (the run's scale)."""
+def label_issues(
+    y: np.ndarray, oof: np.ndarray, labels, rank_by: str = "ordinal-distance"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flagged rows worst first, every row worst first); ``oof`` has one column per score in ``labels``.
+
+    How many are flagged is cleanlab's estimate either way (its confident joint, pruned by noise rate);
+    ``rank_by`` decides the order and, for the ordinal distance, which pairs make that many."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     columns = columns_of(y, labels)
-    flagged = find_label_issues(columns, oof, return_indices_ranked_by="self_confidence", n_jobs=1)
-    quality = get_label_quality_scores(columns, oof, method="self_confidence")
-    return np.asarray(flagged, dtype=np.int64), np.argsort(quality, kind="stable")
+    flagged = np.asarray(find_label_issues(columns, oof, return_indices_ranked_by="self_confidence", n_jobs=1))
+    if rank_by == "self-confidence":
+        quality = get_label_quality_scores(columns, oof, method="self_confidence")
+        return flagged.astype(np.int64), np.argsort(quality, kind="stable")
+    ranking = np.argsort(-expected_distance(y, oof, labels), kind="stable")
+    return ranking[: len(flagged)], ranking
+
+
+def expected_distance(y: np.ndarray, oof: np.ndarray, labels, max_steps: int | None = MAX_STEPS) -> np.ndarray:
+    """Σ_k p_k·min(|k − given|, max_steps) per pair, in steps of the scale: how far the model expects the
+    true score to be from the given one (``max_steps`` None: uncapped). It equals P(wrong) + P(two or more
+    steps wrong) with the default cap, and 1 - p_given (self-confidence) on a two-score scale."""
+    columns = columns_of(y, labels)
+    steps = np.abs(np.arange(len(labels))[None, :] - columns[:, None])
+    if max_steps is not None:
+        steps = np.minimum(steps, max_steps)
+    return (np.asarray(oof) * steps).sum(axis=1)
 
 
 def noise_rates(y: np.ndarray, oof: np.ndarray, labels) -> dict:
@@ -129,7 +168,7 @@ def noise_rates(y: np.ndarray, oof: np.ndarray, labels) -> dict:
 
 def _write(out: Path, data, oof: np.ndarray, config_record: dict) -> AuditResult:
     labels = data.labels
-    flagged, ranking = label_issues(data.y, oof, labels)
+    flagged, ranking = label_issues(data.y, oof, labels, config_record["rank_by"])
     suggested = np.asarray(labels)[oof.argmax(axis=1)]
     issues = pd.DataFrame(
         {
@@ -139,12 +178,15 @@ def _write(out: Path, data, oof: np.ndarray, config_record: dict) -> AuditResult
             "given_score": data.y[flagged],
             "suggested_score": suggested[flagged],
             "p_given": oof[flagged, columns_of(data.y[flagged], labels)],
+            "expected_distance": expected_distance(data.y[flagged], oof[flagged], labels),
         }
     )
     summary = {
         "n_pairs": int(len(data.y)),
         "n_flagged": int(len(flagged)),
         "flagged_share": float(len(flagged) / max(len(data.y), 1)),
+        "n_flagged_from": "cleanlab's confident joint (find_label_issues, prune_by_noise_rate)",
+        "oof_macro_f1": compute_metrics(data.y, suggested, labels=labels)["macro_f1"],
         "noise_rate": noise_rates(data.y, oof, labels),
         "given_vs_suggested": _confusion(data.y[flagged], suggested[flagged], labels),
         "rows": "out-of-fold",
@@ -166,6 +208,6 @@ def top_lines(result: AuditResult, n: int = SHOWN) -> list[str]:
     rows = result.issues.head(n)
     return [
         f"{r.rank:>3}. {r.image}  {r.hashtag}  given {r.given_score}, suggested {r.suggested_score} "
-        f"(p_given {r.p_given:.3f})"
+        f"(p_given {r.p_given:.3f}, expected distance {r.expected_distance:.2f})"
         for r in rows.itertuples()
     ]

@@ -5,7 +5,11 @@ Two kinds of split:
   test_size=0.2, random_state=42)``; the test rows are exactly the ones it returns. Pairs of one image
   land on both sides, so scores are optimistic (the image leaks).
 - ``"images"`` (the default) keeps every image wholly on one side: a stratified grouped split, the
-  first fold of ``StratifiedGroupKFold(n_splits=round(1/test_size), shuffle=True, random_state=seed)``.
+  first of round(1/test_size) grouped folds. The images are visited in an order drawn from the seed and
+  each goes to the fold that keeps every score's share most even across folds (scikit-learn's
+  ``StratifiedGroupKFold`` criterion, ties to the smaller fold). ``StratifiedGroupKFold(shuffle=True)``
+  itself visits the images sorted by the spread of their scores and shuffles only ties, so on a small
+  table most seeds gave the same test part: ``--seed`` and ``--repeats`` did nothing.
 
 Every function returns sorted integer index arrays into the rows it was given. ``validation_indices``
 carves a validation part out of a *training* index set only, so early stopping and hyperparameter
@@ -19,14 +23,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
 SPLIT_KINDS = ("images", "pairs")
-# StratifiedGroupKFold loops over groups in Python (83 s for 60,000 images on a busy 2-core box);
-# above this many images a vectorised grouped split stratified by each image's dominant score is used.
+# The seeded greedy split loops over groups in Python (as StratifiedGroupKFold does: 83 s for 60,000 images
+# on a busy 2-core box); above this many images a vectorised grouped split stratified by each image's
+# dominant score is used.
 SKLEARN_MAX_GROUPS = 5000
 
 
@@ -49,21 +54,45 @@ def _grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) ->
         raise BadInputError(
             f"only {n_groups} distinct images for {k} image-grouped folds; use fewer folds or --split pairs"
         )
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # "least populated class has only N members": expected for rare scores; stratification is best effort.
-        warnings.simplefilter("ignore", UserWarning)
-        folds = list(splitter.split(np.zeros(len(labels)), labels, groups))
-    return [(np.sort(tr), np.sort(te)) for tr, te in folds]
+    return _seeded_greedy_folds(labels, groups, k, seed)
+
+
+def _score_counts(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group number of each row, [n_groups, n_scores] count of each score in each group)."""
+    _, group_of_row = np.unique(groups, return_inverse=True)
+    _, label_of_row = np.unique(labels, return_inverse=True)
+    counts = np.zeros((group_of_row.max() + 1, label_of_row.max() + 1), dtype=np.int64)
+    np.add.at(counts, (group_of_row, label_of_row), 1)
+    return group_of_row, counts
+
+
+def _seeded_greedy_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int):
+    """Grouped stratified folds: the groups visited in a random order drawn from ``seed``, each put in
+    the fold where it leaves every score's share across the folds most even."""
+    group_of_row, counts = _score_counts(labels, groups)
+    per_fold = np.zeros((k, counts.shape[1]))
+    fold_of_group = np.empty(len(counts), dtype=np.int64)
+    for group in np.random.default_rng(seed).permutation(len(counts)):
+        fold_of_group[group] = _best_fold(per_fold, counts[group], counts.sum(axis=0))
+        per_fold[fold_of_group[group]] += counts[group]
+    fold = fold_of_group[group_of_row]
+    return [(np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(k)]
+
+
+def _best_fold(per_fold: np.ndarray, group_counts: np.ndarray, totals: np.ndarray) -> int:
+    """StratifiedGroupKFold's choice: the fold whose taking the group gives the lowest mean (over scores)
+    spread of the score's share across folds; among equal ones, the fold with the fewest rows."""
+    k = len(per_fold)
+    trial = per_fold[None, :, :] + np.eye(k)[:, :, None] * group_counts[None, None, :]  # [candidate, fold, score]
+    spread = np.std(trial / totals, axis=1).mean(axis=1)
+    best = np.flatnonzero(np.isclose(spread, spread.min()))
+    return int(best[np.argmin(per_fold[best].sum(axis=1))])
 
 
 def _dealt_grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int):
     """Grouped folds for many groups: shuffle the groups, order them by dominant score, deal them
     round-robin into k folds. Every score's images spread evenly; O(n log n), no Python loop per group."""
-    _, group_of_row = np.unique(groups, return_inverse=True)
-    _, label_of_row = np.unique(labels, return_inverse=True)
-    counts = np.zeros((group_of_row.max() + 1, label_of_row.max() + 1), dtype=np.int64)
-    np.add.at(counts, (group_of_row, label_of_row), 1)
+    group_of_row, counts = _score_counts(labels, groups)
     order = np.random.default_rng(seed).permutation(len(counts))
     order = order[np.argsort(counts.argmax(axis=1)[order], kind="stable")]
     fold_of_group = np.empty(len(counts), dtype=np.int64)
@@ -220,3 +249,23 @@ def split_then_drop(labels, groups, usable, kind: str = "images", test_size: flo
 def folds_then_drop(labels, groups, usable, kind: str = "images", k: int = 5, seed: int = 42) -> list[Partition]:
     """Cross-validation folds of the whole table, each with its unusable rows dropped afterwards."""
     return [drop_unusable(train, test, usable) for train, test in cv_fold_indices(labels, groups, kind, k, seed)]
+
+
+def distinct_partitions(seeds, partitions_per_seed) -> int:
+    """How many different partitions ``--repeats`` made (one list of partitions per seed; CV folds in any
+    order count as one partition); warns naming the seeds that repeated an earlier seed's partition."""
+    first_seed, repeated = {}, []
+    for seed, partitions in zip(seeds, partitions_per_seed):
+        key = frozenset(p.test.tobytes() for p in partitions)
+        if key in first_seed:
+            repeated.append(f"{seed} (as {first_seed[key]})")
+        first_seed.setdefault(key, seed)
+    if repeated:
+        log.warning(
+            "seeds %s gave the same split as an earlier seed: %d distinct splits in %d repeats, so the spread "
+            "over repeats understates how much the result depends on the split",
+            ", ".join(repeated),
+            len(first_seed),
+            len(seeds),
+        )
+    return len(first_seed)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagcons.audit.exclude import excluded_rows
 from tagcons.configs import FitHeadConfig
+from tagcons.data.exclude import leave_out_of_training, listed_rows
 from tagcons.data.given_folds import GivenFolds, read_given_folds
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import (
@@ -38,12 +38,13 @@ from tagcons.data.splits import (
     Partition,
     dedupe_table,
     default_dedupe,
+    distinct_partitions,
     folds_then_drop,
     split_then_drop,
 )
 from tagcons.errors import BadInputError
 from tagcons.evaluate.intervals import repeat_summary
-from tagcons.evaluate.metrics import fold_summary, majority_label, pooled_and_per_fold
+from tagcons.evaluate.metrics import compute_metrics, fold_summary, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import (
     TRAINED_KEYS_SETTING,
@@ -85,7 +86,7 @@ class FitResult:
     run_dir: Path
     metrics: dict
     head: Head
-    n_excluded: int  # pairs left out because --exclude-pairs lists them
+    n_excluded: int  # pairs left out of the training side because --exclude-pairs lists them
     n_missing_embeddings: int = 0  # pairs left out because the cache has no embedding for them
 
 
@@ -95,8 +96,9 @@ class _Data:
     usable: np.ndarray  # bool per row of table: has features
     features: object  # features of the usable rows, in table order (None without a cache)
     n_duplicates_removed: int
-    n_excluded: int  # listed in --exclude-pairs (not in ``table``)
+    n_excluded: int  # rows of ``table`` listed in --exclude-pairs (off every training side, tested as split)
     n_missing_embeddings: int  # rows of ``table`` without features (``usable`` False)
+    listed: np.ndarray | None = None  # bool per row of table: listed in --exclude-pairs
     # what does not depend on the head (partitions, validation parts, baselines), computed once per process
     shared: dict = field(default_factory=dict)
     given: GivenFolds | None = None  # --folds: the fold of every row of ``table``
@@ -110,6 +112,11 @@ class _Data:
     @property
     def usable_table(self) -> PairTable:
         return self.once(_USABLE_TABLE, lambda: self.table.subset(np.flatnonzero(self.usable)))
+
+    @property
+    def listed_usable(self) -> np.ndarray:
+        """bool per usable row: listed in --exclude-pairs (kept off the training sides)."""
+        return np.zeros(len(self.y), dtype=bool) if self.listed is None else self.listed[self.usable]
 
     @property
     def y(self) -> np.ndarray:
@@ -244,13 +251,15 @@ def _check_config(config: FitHeadConfig) -> None:
 
 def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
     if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
-        table, n_duplicates, n_excluded = _table(config, bool(config.strip_hash))
+        table, n_duplicates, listed = _table(config, bool(config.strip_hash))
         provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
         given = _given_folds(config, table, bool(config.strip_hash))
-        return _Data(table, np.full(len(table), True), None, n_duplicates, n_excluded, 0, given=given), provenance
+        return _Data(
+            table, np.full(len(table), True), None, n_duplicates, int(listed.sum()), 0, listed, given=given
+        ), provenance
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table, n_duplicates, n_excluded = _table(config, strip_hash)
+        table, n_duplicates, listed = _table(config, strip_hash)
         joined = join_pairs(cache, table, config.features)
         provenance = {
             "backbone": cache.backbone,
@@ -266,18 +275,19 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
     given = _given_folds(config, table, strip_hash)
-    data = _Data(table, joined.present, joined.features, n_duplicates, n_excluded, joined.n_missing, given=given)
+    data = _Data(
+        table, joined.present, joined.features, n_duplicates, int(listed.sum()), joined.n_missing, listed, given=given
+    )
     return data, provenance
 
 
-def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, int]:
-    """(pairs, duplicates removed, pairs excluded): the pairs after the dedupe, less any pairs
-    ``exclude_pairs`` lists (left out of every part)."""
+def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, np.ndarray]:
+    """(pairs, duplicates removed, listed): the pairs after the dedupe, and which of them ``exclude_pairs``
+    lists (kept in the table: the split is made on every pair, the listed ones then leave the training sides)."""
     table, n_duplicates = dedupe_table(
         load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
     )
-    excluded = excluded_rows(table, config.exclude_pairs, strip_hash)
-    return table.subset(np.flatnonzero(~excluded)), n_duplicates, int(excluded.sum())
+    return table, n_duplicates, listed_rows(table, config.exclude_pairs, strip_hash)
 
 
 def _cache_trained_keys(cache) -> set[str] | None:
@@ -317,8 +327,10 @@ def _compute_partitions(config: FitHeadConfig, data: _Data, seed: int) -> list[P
     if data.given is not None:
         return data.given.partitions(data.usable)
     if config.cv:
-        return folds_then_drop(labels, groups, data.usable, config.split, config.cv, seed)
-    return [split_then_drop(labels, groups, data.usable, config.split, config.test_size, seed)]
+        partitions = folds_then_drop(labels, groups, data.usable, config.split, config.cv, seed)
+    else:
+        partitions = [split_then_drop(labels, groups, data.usable, config.split, config.test_size, seed)]
+    return [leave_out_of_training(p, data.listed_usable) for p in partitions]
 
 
 def _run_split(config: FitHeadConfig, data: _Data, seed: int) -> _Outcome:
@@ -388,6 +400,8 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         extra.update(first.heads[0].extra_test_metrics(data.inputs(config.head).subset(rows), y[rows]))
     if config.repeats > 1:
         extra["repeats"] = _repeats(config, usable, y, outcomes, data.labels)
+    if data.n_excluded:
+        extra["excluded_pairs"] = _cleaned_test(data, first)
     extra.update(evaluation_report(first.evaluated, run_dir, rows="out-of-fold" if config.cv else "test"))
     title = _title(config) + (f", {config.cv}-fold" if config.cv else "")
     pred, proba = np.concatenate(first.preds), np.concatenate(first.probas)
@@ -413,7 +427,7 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     n_train = [len(p.train) for p in partitions]
     return {
         "n_train": int(np.mean(n_train)),  # CV: mean training rows per fold
-        "n_excluded": data.n_excluded,  # listed in --exclude-pairs
+        "n_excluded": data.n_excluded,  # listed in --exclude-pairs: off the training sides, still tested
         "n_missing_embeddings": data.n_missing_embeddings,
         "n_dropped_fit": int(dropped_fit),
         "n_dropped_test": int(dropped_test),
@@ -434,6 +448,19 @@ def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y: np.ndarray, i
     return metrics
 
 
+def _cleaned_test(data: _Data, outcome: _Outcome) -> dict:
+    """--exclude-pairs: the headline stays on the whole test part; beside it, never instead, the same
+    predictions scored on the test rows the list does not name (rows the audit chose: selection, not skill)."""
+    rows, pred = outcome.rows, np.concatenate(outcome.preds)
+    kept = ~data.listed_usable[rows]
+    record = {"n_listed": data.n_excluded, "n_listed_in_test": int((~kept).sum()), "left_out_of": "training sides"}
+    if kept.any():
+        metrics = compute_metrics(data.y[rows][kept], pred[kept], labels=data.labels)
+        shown = ("accuracy", "macro_f1", "qwk", "mae", "n")
+        record["cleaned_test"] = {"rows": "test rows not listed in --exclude-pairs", **{k: metrics[k] for k in shown}}
+    return record
+
+
 def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
     folds = [(y[p.test], pred, proba) for p, pred, proba in zip(outcome.partitions, outcome.preds, outcome.probas)]
     return pooled_and_per_fold(folds, labels)[1]
@@ -442,7 +469,9 @@ def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
 def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome], labels) -> dict:
     pooled = [(y[o.rows], np.concatenate(o.preds), usable.images[o.rows], np.concatenate(o.probas)) for o in outcomes]
     seeds = [config.seed + r for r in range(config.repeats)]
-    return repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
+    summary = repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
+    summary["distinct_splits"] = distinct_partitions(seeds, [o.partitions for o in outcomes])
+    return summary
 
 
 def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
@@ -450,8 +479,9 @@ def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
     if not config.cv:
         validation = outcome.validation[0]
         return outcome.heads[0], np.setdiff1d(outcome.partitions[0].train, validation), validation
-    log.info("refitting %s on all %d pairs for later predictions", config.head, len(data.y))
-    return _fit_calibrated(config, data, np.arange(len(data.y)), config.seed)
+    rows = np.flatnonzero(~data.listed_usable)  # every pair --exclude-pairs does not list
+    log.info("refitting %s on all %d pairs for later predictions", config.head, len(rows))
+    return _fit_calibrated(config, data, rows, config.seed)
 
 
 def _side_keys(usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, validation: np.ndarray) -> dict:
