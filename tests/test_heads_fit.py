@@ -192,3 +192,27 @@ def test_baseline_heads_with_a_cache_test_on_its_rows_and_predict(files):
     tested = pd.read_csv(text.run_dir / "predictions.csv")
     merged = tested.merge(pd.read_csv(out), on=["image", "text"], suffixes=("_fit", "_predict"))
     assert len(merged) == len(tested) and (merged["pred_fit"] == merged["pred_predict"]).all()
+
+
+@pytest.fixture(scope="module")
+def mostly_fives(tmp_path_factory):
+    """16 images, every pair but two images' scored 5: the default validation part holds a single score."""
+    root = tmp_path_factory.mktemp("mostly_fives")
+    data = planted(n_images=16, per_image=4, dim=8, seed=3)
+    data.labels = np.where(np.isin(data.images, ["cat_000.png", "cat_001.png"]), data.labels, 5)
+    return write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5")
+
+
+@pytest.mark.parametrize("head", ["logreg", "mlp", "lgbm", "ordinal"])
+def test_a_validation_part_of_one_score_leaves_temperature_1_and_rounding_cuts_with_a_warning(
+    mostly_fives, tmp_path, caplog, head
+):
+    pairs, cache = mostly_fives
+    params = {"C": 1.0} if head in ("logreg", "ordinal") else {}  # a fixed C: no inner search on 12 images
+    config = FitHeadConfig(cache=cache, data=pairs, head=head, out=tmp_path / head, head_params=params)
+    with caplog.at_level(logging.WARNING):
+        result = fit_head(config)
+    assert result.head.rule_.temperature == 1.0
+    np.testing.assert_allclose(result.head.rule_.cuts, [1.5, 2.5, 3.5, 4.5])
+    assert result.head.rule_.cut_scores == (1, 2, 3, 4, 5)
+    assert any("only score 5" in r.getMessage() and "--val-size" in r.getMessage() for r in caplog.records)
