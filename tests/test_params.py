@@ -8,7 +8,7 @@ from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.errors import BadInputError
 from tagcons.heads import make_head
-from tagcons.heads.params import param_defaults, param_type, parse_head_params
+from tagcons.heads.params import check_head_params, param_defaults, param_range, param_type, parse_head_params
 from tagcons.heads.registry import all_head_classes, get_head_class
 
 # every head, built in or registered, imported here so the list never depends on which tests ran first
@@ -110,3 +110,56 @@ def test_fit_head_bad_param_exits_2_with_one_line(fit_files, tmp_path, capsys, p
 def test_fit_head_param_without_a_key_is_a_usage_error(fit_files, tmp_path, capsys):
     code, _, err = _fit_head(fit_files, tmp_path / "run", "=3", capsys=capsys)
     assert code == 2 and "'=3': use KEY=VALUE" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("head, setting", SETTINGS, ids=[f"{h}-{s}" for h, s in SETTINGS])
+def test_every_number_setting_has_a_range_that_its_default_is_in(head, setting):
+    cls = get_head_class(head)
+    if not param_type(cls, setting).numeric:
+        return
+    assert param_range(cls, setting) is not None, f"head '{head}' must declare the range of {setting}"
+    check_head_params(cls, {setting: param_defaults(cls)[setting]})  # the default is allowed
+
+
+BAD_VALUES = [
+    ("logreg", "C", "-1", "> 0"),
+    ("logreg", "C", "nan", "> 0"),
+    ("logreg", "C", "0", "> 0"),
+    ("logreg", "Cs", "0.1,-1", "> 0 (every value)"),
+    ("logreg", "inner_folds", "1", ">= 2"),
+    ("ordinal", "C", "inf", "> 0"),
+    ("mlp", "max_epochs", "-1", ">= 1"),
+    ("mlp", "lr", "inf", "> 0"),
+    ("mlp", "lr", "nan", "> 0"),
+    ("mlp", "batch_size", "0", ">= 1"),
+    ("mlp", "dropout", "2", "in [0, 1)"),
+    ("mlp", "hidden", "1000000000", "in [1, 65536]"),
+    ("mlp", "val_size", "1.5", "in [0, 1)"),
+    ("lgbm", "feature_fraction", "0", "in (0, 1]"),
+    ("lgbm", "max_depth", "0", "-1 or >= 1"),
+    ("lgbm", "val_size", "0", "in (0, 1)"),
+    ("threshold", "n_grid", "0", "in [1, 2000]"),
+    ("text-only", "ngram_min", "0", ">= 1"),
+    ("mlp", "seed", "-3", "in [0, 4294967295]"),
+    ("lgbm", "threads", "0", ">= 1"),
+]
+
+
+@pytest.mark.parametrize("head, setting, text, allowed", BAD_VALUES, ids=[f"{h}-{s}={t}" for h, s, t, _ in BAD_VALUES])
+def test_a_value_outside_its_range_is_refused_naming_setting_value_and_range(head, setting, text, allowed):
+    parsed = parse_head_params(get_head_class(head), {setting: text})
+    with pytest.raises(BadInputError, match=rf"--param {setting}=\S+: head '{head}' takes ") as refused:
+        make_head(head, params=parsed)
+    message = str(refused.value)
+    assert f"{setting}={_as_text(parsed[setting])}:" in message and message.endswith(f"{setting} {allowed}")
+
+
+@pytest.mark.parametrize("command", ["fit-head", "audit"])
+@pytest.mark.parametrize("param", ["C=-1", "C=nan", "C=0"])
+def test_an_out_of_range_setting_exits_2_with_one_line_before_fitting(fit_files, tmp_path, capsys, command, param):
+    pairs, cache = fit_files
+    args = ["-q", command, "--cache", cache, "--data", pairs, "--head", "logreg", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args + ["--param", param], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"--param {param.split('=')[0]}=" in err and "> 0" in err
+    assert not (tmp_path / "out").exists()

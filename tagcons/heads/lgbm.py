@@ -28,7 +28,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
-from tagcons.heads.params import INT, choice, optional
+from tagcons.heads.params import INT, at_least, between, choice, either, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 from tagcons.runtime import auto_threads
@@ -54,6 +54,18 @@ def _trees_complete(text: bytes) -> bool:
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
     PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
+    PARAM_RANGES = {
+        "num_leaves": between(2, 131072),  # LightGBM's own limits
+        "max_depth": either(-1, at_least(1)),  # -1: no limit
+        "learning_rate": positive(),
+        "n_estimators": at_least(1),
+        "early_stopping_rounds": at_least(1),
+        "feature_fraction": between(0, 1, low_open=True),
+        "bagging_fraction": between(0, 1, low_open=True),
+        "min_data_in_leaf": at_least(0),
+        "lambda_l2": at_least(0),
+        "val_size": between(0, 1, low_open=True, high_open=True),
+    }
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
-from tagcons.heads.params import FLOAT, FLOATS, INT, optional
+from tagcons.heads.params import FLOAT, FLOATS, INT, at_least, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
@@ -43,6 +43,15 @@ NPZ_ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 class LogregHead(Head):
     init_kind = "linear"
     PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
+    PARAM_RANGES = {
+        "C": positive(),
+        "Cs": positive(),
+        "inner_folds": at_least(2),
+        "max_iter": at_least(1),
+        "cv_max_rows": at_least(2),
+        "max_dense_bytes": at_least(0),
+        "sgd_epochs": at_least(1),
+    }
 
     def __init__(
         self,

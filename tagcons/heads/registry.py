@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from tagcons.errors import BadInputError
+from tagcons.heads.params import check_head_params
 
 HEADS: dict[str, type] = {}
 BUILTIN_HEADS = {
@@ -70,4 +71,5 @@ def make_head(name: str, objective: str | None = None, seed: int = 42, params: d
         raise BadInputError(
             f"head '{name}' has no setting {', '.join(unknown)}; it has {', '.join(cls._get_param_names())}"
         )
+    check_head_params(cls, params)  # before anything is loaded: a bad value fails fast, naming its range
     return cls(**params)
