@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import run_cli
 from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.audit.run import AuditConfig, run_audit
@@ -71,3 +72,28 @@ def test_audit_command_prints_the_top_ten(noisy, capsys):
           "--head", "logreg", "--folds", "3", "--param", "C=0.1"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert "pairs flagged" in lines[0] and lines[1].lstrip().startswith("1.") and len(lines) == 11
+
+
+def _small_table(root, labels_of, n_images=16, seed=3):
+    data = planted(n_images=n_images, per_image=4, dim=8, seed=seed)
+    data.labels = labels_of(data)
+    return write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5")
+
+
+@pytest.mark.parametrize(
+    "scale, labels_of, n_images, seed",
+    [
+        ("0-1", lambda d: (d.labels >= 4).astype(int), 12, 0),  # a small two-score table
+        ("0-3", lambda d: np.where(np.isin(d.images, ["cat_000.png", "cat_001.png"]), d.labels - 2, 3).clip(0), 16, 3),
+    ],
+)
+def test_audit_of_a_small_table_whose_validation_parts_hold_one_score_runs(
+    tmp_path, capsys, scale, labels_of, n_images, seed
+):
+    pairs, cache = _small_table(tmp_path, labels_of, n_images, seed)
+    args = ["-q", "audit", "--cache", cache, "--data", pairs, "--scale", scale, "--out", tmp_path / "audit"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "only score" in err and "--val-size" in err  # the calibration fallback says so
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert set(summary["noise_rate"]) == {str(k) for k in range(int(scale[0]), int(scale[-1]) + 1)}
