@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 
@@ -216,3 +217,24 @@ def test_a_validation_part_of_one_score_leaves_temperature_1_and_rounding_cuts_w
     np.testing.assert_allclose(result.head.rule_.cuts, [1.5, 2.5, 3.5, 4.5])
     assert result.head.rule_.cut_scores == (1, 2, 3, 4, 5)
     assert any("only score 5" in r.getMessage() and "--val-size" in r.getMessage() for r in caplog.records)
+
+
+def test_compare_puts_runs_on_different_scales_in_separate_groups(files, tmp_path):
+    from tagcons.evaluate.compare import paired_differences
+
+    shifted = dataclasses.replace(files["data"], labels=files["data"].labels - 1)
+    zero_to_four = write_pairs(shifted, tmp_path / "pairs_0_4.csv")
+    runs = [
+        _fit(files, "scale_thr", head="threshold").run_dir,
+        _fit(files, "scale_lgbm", head="lgbm", head_params={"n_estimators": 30}).run_dir,
+        *[
+            fit_head(
+                FitHeadConfig(cache=files["cache"], data=zero_to_four, out=tmp_path / name, head=head, scale="0-4")
+            ).run_dir
+            for name, head in (("thr_0_4", "threshold"), ("text_0_4", "text-only"))
+        ],
+    ]
+    groups = paired_differences(runs, resamples=200)
+    assert [list(g.frame["run"]) for g in groups] == [["scale_thr", "scale_lgbm"], ["thr_0_4", "text_0_4"]]
+    assert all(g.differences for g in groups)  # each pair of runs compared within its own scale
+    assert "1-5 scale" in groups[0].reason and "0-4 scale" in groups[1].reason
