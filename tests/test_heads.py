@@ -169,3 +169,14 @@ def test_bad_head_requests_raise_bad_input():
         make_head("threshold").fit(np.ones((5, 4)), np.full(5, 4))
     with pytest.raises(BadInputError, match="unknown mlp recipe"):
         make_head("mlp", params={"recipe": "magic"}).fit(np.ones((6, 4)), np.array([1, 2, 1, 2, 1, 2]))
+
+
+@pytest.mark.parametrize("name", ["logreg", "ordinal"])
+def test_c_search_skips_inner_folds_whose_fitting_side_holds_one_score(name):
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    y = np.array([1] * 11 + [2])  # the fold testing the single 2 fits on 1s only
+    head = make_head(name, params={"inner_folds": 3}).fit(X, y)
+    assert head.C_ in head.Cs and set(head.classes_) == {1, 2}
+    images = np.repeat(["a.png", "b.png"], 6)  # two images, one score each: no fold can fit
+    with pytest.raises(BadInputError, match="no fold whose fitting side holds two scores.*--param C=1"):
+        make_head(name, params={"inner_folds": 2}).fit(X, np.repeat([1, 2], 6), images)

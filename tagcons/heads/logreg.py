@@ -22,6 +22,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
+from tagcons.errors import BadInputError
 from tagcons.heads.base import (
     Head,
     chunked,
@@ -96,6 +97,7 @@ class LogregHead(Head):
         folds = cv_fold_indices(
             sub_y, sub_groups, "images" if groups is not None else "pairs", self.inner_folds, self.seed
         )
+        folds = _fittable(folds, sub_y)
         scores = {
             float(C): float(np.mean([self._fold_score(dense, sub_y, tr, te, C) for tr, te in folds])) for C in self.Cs
         }
@@ -202,6 +204,17 @@ class LogregHead(Head):
 
     def input_width(self) -> int:
         return int(self.mean_.shape[0])
+
+
+def _fittable(folds: list, y: np.ndarray) -> list:
+    """The inner folds whose fitting side holds two scores or more (on a small table some hold one)."""
+    kept = [(train, test) for train, test in folds if len(np.unique(y[train])) > 1]
+    if not kept:
+        raise BadInputError(
+            f"the inner cross-validation that chooses C has no fold whose fitting side holds two scores "
+            f"({len(y)} rows); set C yourself, e.g. --param C=1"
+        )
+    return kept
 
 
 def _nbytes(X) -> int:
