@@ -68,6 +68,7 @@ def test_typed_values_are_the_types_the_heads_use():
         ("mlp", {"progress": "maybe"}, "progress=maybe: head 'mlp' takes true or false"),
         ("threshold", {"objective": "mae"}, "objective=mae: head 'threshold' takes one of macro_f1, qwk"),
         ("lgbm", {"depth": "3"}, "depth=3: head 'lgbm' has no setting depth"),
+        ("logreg", {"class_weight": "sqrt"}, "class_weight=sqrt: head 'logreg' takes one of balanced, none"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting_and_its_type(head, raw, message):

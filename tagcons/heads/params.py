@@ -3,7 +3,8 @@
 A head declares the types its ``__init__`` defaults cannot tell in ``PARAM_TYPES`` (a setting whose
 default is None, a list, or a fixed set of choices); every other setting takes the type of its
 default (int, float, bool, str). So a new setting needs nothing here, only its type declared on the
-head when its default does not show it.
+head when its default does not show it (``class_weight``, which every weighting head has, is typed once in
+``SHARED_TYPES``).
 
 Every number setting also has a range (``PARAM_RANGES`` on the head; ``seed`` and ``threads`` share
 ``SHARED_RANGES``): `check_head_params` refuses a value outside it, and nan or infinity anywhere,
@@ -109,6 +110,7 @@ def either(value: float, other: ParamRange) -> ParamRange:
 
 
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's seeds are unsigned 32-bit integers
+SHARED_TYPES = {"class_weight": choice("balanced", "none")}  # a library caller may also pass {score: weight}
 SHARED_RANGES = {"seed": between(0, SEED_MAX), "threads": at_least(1)}
 
 
@@ -121,8 +123,9 @@ def param_defaults(head_class: type) -> dict:
 
 
 def param_type(head_class: type, name: str) -> ParamType | None:
-    """The declared type of a setting, else the type of its default; None if neither tells."""
-    declared = getattr(head_class, "PARAM_TYPES", {})
+    """The declared type of a setting (the head's, else the shared one), else the type of its default; None if
+    neither tells."""
+    declared = {**SHARED_TYPES, **getattr(head_class, "PARAM_TYPES", {})}
     if name in declared:
         return declared[name]
     default = param_defaults(head_class).get(name)
