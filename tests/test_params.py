@@ -1,6 +1,7 @@
 """`--param KEY=VALUE`: every head's every setting parses by its type; bad values exit 2 with one line."""
 
 import json
+import re
 
 import pytest
 from test_cli import run_cli
@@ -164,3 +165,19 @@ def test_an_out_of_range_setting_exits_2_with_one_line_before_fitting(fit_files,
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"--param {param.split('=')[0]}=" in err and "> 0" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_every_refused_setting_in_the_input_checks_page_is_refused_with_the_range_it_gives():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "input-checks.md").read_text(encoding="utf-8")
+    refused = page.split("## Refused at once")[1].split("## Warned about")[0]
+    quoted = re.findall(r"`--param (\w+)=(\S+?)`", refused)
+    assert len(quoted) >= 6
+    for setting, text in quoted:
+        head = next(h for h in ("logreg", "mlp", "lgbm") if setting in param_defaults(get_head_class(h)))
+        with pytest.raises(BadInputError, match=f"--param {setting}="):
+            make_head(head, params=parse_head_params(get_head_class(head), {setting: text}))
+    for head, setting, allowed in [("mlp", "dropout", "in [0, 1)"), ("mlp", "hidden", "in [1, 65536]")]:
+        assert f"{setting} {allowed}" in refused
+        assert param_range(get_head_class(head), setting).describe == allowed
