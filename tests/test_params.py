@@ -181,3 +181,10 @@ def test_every_refused_setting_in_the_input_checks_page_is_refused_with_the_rang
     for head, setting, allowed in [("mlp", "dropout", "in [0, 1)"), ("mlp", "hidden", "in [1, 65536]")]:
         assert f"{setting} {allowed}" in refused
         assert param_range(get_head_class(head), setting).describe == allowed
+
+
+def test_a_negative_seed_exits_2_naming_seed(fit_files, tmp_path, capsys):
+    pairs, cache = fit_files
+    args = ["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "logreg", "--out", tmp_path / "run"]
+    code, _, err = run_cli([*args, "--seed", "-1"], capsys)
+    assert code == 2 and "Traceback" not in err and "--seed -1: use an integer in [0, 4294967295]" in err

@@ -156,6 +156,13 @@ def _check_range(head_class: type, name: str, value) -> None:
         raise BadInputError(f"--param {name}={shown}: head '{head_class.name}' takes {name} {allowed.describe}{every}")
 
 
+def check_seed(seed: int) -> int:
+    """The common ``--seed`` of a command (each head's own ``--param seed`` is checked with the settings)."""
+    if not SHARED_RANGES["seed"].accepts(seed):
+        raise BadInputError(f"--seed {seed}: use an integer {SHARED_RANGES['seed'].describe}")
+    return seed
+
+
 def _finite_number(value) -> bool:
     return isinstance(value, numbers.Real) and math.isfinite(value)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from tagcons.errors import BadInputError
-from tagcons.heads.params import check_head_params
+from tagcons.heads.params import check_head_params, check_seed
 
 HEADS: dict[str, type] = {}
 BUILTIN_HEADS = {
@@ -64,8 +64,8 @@ def make_head(name: str, objective: str | None = None, seed: int = 42, params: d
                 f"--objective {objective} does not apply to head '{name}'; choose one of {', '.join(cls.OBJECTIVES)}"
             )
         params["objective"] = objective
-    if "seed" in cls._get_param_names():
-        params.setdefault("seed", seed)
+    if "seed" in cls._get_param_names() and "seed" not in params:
+        params["seed"] = check_seed(seed)
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise BadInputError(
