@@ -88,6 +88,14 @@ def infer_scale(labels) -> ScoreScale:
     return ScoreScale(int(labels.min()), int(labels.max()))
 
 
+def absent_scores(scale: ScoreScale, labels) -> list[int]:
+    """The scores of ``scale`` that no label holds (unlabelled rows aside)."""
+    import numpy as np
+
+    present = set(np.unique(np.asarray(labels).astype(int)).tolist())
+    return [score for score in scale.labels if score not in present]
+
+
 def resolve_scale(scale: str | ScoreScale | None, labels=None) -> ScoreScale:
     """A concrete scale: the one named, or inferred from ``labels`` when 'auto'."""
     parsed = parse_scale(scale)

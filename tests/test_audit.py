@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import run_cli
 from test_heads_support import planted, write_cache, write_pairs
 
 import tagcons.heads.fit as fit_module
@@ -211,3 +212,44 @@ def test_audit_csv_names_only_the_pairs_audited_and_exclude_pairs_drops_exactly_
     excluded = listed_rows(table, audit_csv)  # what --exclude-pairs keeps off the training sides
     named = set(zip(listed["image"], listed["hashtag"]))
     assert set(zip(table.images[excluded], table.texts[excluded])) == named and excluded.sum() == len(listed)
+
+
+SPARSE = ["cat_000.png", "cat_001.png", "cat_002.png"]  # the only images with scores below 3
+
+
+def _small_table(root, labels_of, n_images=16, seed=3):
+    data = planted(n_images=n_images, per_image=4, dim=8, seed=seed)
+    data.labels = labels_of(data)
+    return write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5")
+
+
+@pytest.mark.parametrize(
+    "scale, labels_of, n_images, seed",
+    [
+        ("0-1", lambda d: np.where(np.isin(d.images, ["cat_000.png", "cat_001.png"]), d.labels >= 4, 1), 12, 0),
+        ("0-3", lambda d: np.where(np.isin(d.images, SPARSE), d.labels - 2, 3).clip(0), 16, 1),
+    ],
+)
+def test_audit_of_a_small_table_whose_validation_parts_hold_one_score_runs(
+    tmp_path, capsys, scale, labels_of, n_images, seed
+):
+    pairs, cache = _small_table(tmp_path, labels_of, n_images, seed)
+    args = [
+        "-q",
+        "audit",
+        "--cache",
+        cache,
+        "--data",
+        pairs,
+        "--scale",
+        scale,
+        "--folds",
+        "3",
+        "--out",
+        tmp_path / "audit",
+    ]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "only score" in err and "--val-size" in err  # the calibration fallback says so
+    summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert set(summary["noise_rate"]) == {str(k) for k in range(int(scale[0]), int(scale[-1]) + 1)}

@@ -186,3 +186,17 @@ def test_reference_table_with_placeholder_images_embeds_end_to_end(tmp_path, ref
     with tagcons.cache.open(tmp_path / "ref.h5") as cache:
         lookup = cache.lookup(load_pairs(reference_csv).images, load_pairs(reference_csv).texts)
     assert lookup.present.all() and lookup.image_embeds.shape == (2022, 64)
+
+
+@pytest.mark.parametrize("template", ["{} and {}", "{} {0.__class__}", "{0}", "{!r}", "{{}}", "{:>9}"])
+def test_a_template_with_any_field_but_one_plain_pair_of_braces_is_refused_before_embedding(
+    tmp_path, image_set, capsys, template
+):
+    from test_cli import run_cli
+
+    pairs, images = image_set
+    args = ["embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", tmp_path / "c.h5"]
+    code, _, err = run_cli([*args, "--text-template", template, "--workers", "0"], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"--text-template '{template}'" in err and "exactly one plain '{}'" in err
+    assert not (tmp_path / "c.h5").exists()  # nothing embedded

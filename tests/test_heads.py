@@ -169,3 +169,28 @@ def test_bad_head_requests_raise_bad_input():
         make_head("threshold").fit(np.ones((5, 4)), np.full(5, 4))
     with pytest.raises(BadInputError, match="unknown mlp recipe"):
         make_head("mlp", params={"recipe": "magic"}).fit(np.ones((6, 4)), np.array([1, 2, 1, 2, 1, 2]))
+
+
+@pytest.mark.parametrize("name", ["logreg", "ordinal"])
+def test_c_search_skips_inner_folds_whose_fitting_side_holds_one_score(name):
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    y = np.array([1] * 11 + [2])  # the fold testing the single 2 fits on 1s only
+    head = make_head(name, params={"inner_folds": 3}).fit(X, y)
+    assert head.C_ in head.Cs and set(head.classes_) == {1, 2}
+    images = np.repeat(["a.png", "b.png"], 6)  # two images, one score each: no fold can fit
+    with pytest.raises(BadInputError, match="no fold whose fitting side holds two scores.*--param C=1"):
+        make_head(name, params={"inner_folds": 2}).fit(X, np.repeat([1, 2], 6), images)
+
+
+@pytest.mark.parametrize("objective", ["regression", "multiclass"])
+def test_lgbm_on_a_validation_part_of_one_score_fits_saves_and_loads(tmp_path, objective, caplog):
+    X = np.random.default_rng(0).normal(size=(40, 6))
+    y = np.array([5] * 36 + [1, 2, 3, 4])  # the inner validation part holds 5s only; trees stop splitting early
+    params = {"objective": objective, "n_estimators": 20, "min_data_in_leaf": 2}
+    with caplog.at_level("WARNING", logger="tagcons"):
+        head = make_head("lgbm", params=params).fit(X, y)
+    if objective == "regression":
+        np.testing.assert_allclose(head.cuts_, [1.5, 2.5, 3.5, 4.5])  # the predictions round to the nearest score
+        assert "only score 5" in caplog.text and "--param val_size" in caplog.text
+    head.save(tmp_path)
+    np.testing.assert_array_equal(load_head(tmp_path).predict(X), head.predict(X))

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 
@@ -6,6 +7,7 @@ import pandas as pd
 import pytest
 from test_heads_support import planted, write_cache, write_pairs
 
+import tagcons.heads.fit as fit_module
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.compare import compare_runs, render_markdown
 from tagcons.heads import HEADS, FitHeadConfig, PredictConfig, fit_head, predict
@@ -192,3 +194,56 @@ def test_baseline_heads_with_a_cache_test_on_its_rows_and_predict(files):
     tested = pd.read_csv(text.run_dir / "predictions.csv")
     merged = tested.merge(pd.read_csv(out), on=["image", "text"], suffixes=("_fit", "_predict"))
     assert len(merged) == len(tested) and (merged["pred_fit"] == merged["pred_predict"]).all()
+
+
+@pytest.fixture(scope="module")
+def mostly_fives(tmp_path_factory):
+    """16 images, every pair but two images' scored 5: a validation part drawn from the others holds one score."""
+    root = tmp_path_factory.mktemp("mostly_fives")
+    data = planted(n_images=16, per_image=4, dim=8, seed=3)
+    data.labels = np.where(np.isin(data.images, ["cat_000.png", "cat_001.png"]), data.labels, 5)
+    return write_pairs(data, root / "pairs.csv"), write_cache(data, root / "cache.h5")
+
+
+@pytest.mark.parametrize("head", ["logreg", "mlp", "lgbm", "ordinal"])
+def test_a_validation_part_of_one_score_leaves_temperature_1_and_rounding_cuts_with_a_warning(
+    mostly_fives, tmp_path, caplog, monkeypatch, head
+):
+    pairs, cache = mostly_fives
+    params = {"C": 1.0} if head in ("logreg", "ordinal") else {}  # a fixed C: no inner search on 12 images
+    config = FitHeadConfig(cache=cache, data=pairs, head=head, out=tmp_path / head, head_params=params)
+    drawn = fit_module.calibration_rows
+
+    def only_fives_in_validation(rows, y, *args):  # the draw a stratified split avoids when it can
+        fit_rows, val_rows = drawn(rows, y, *args)
+        other = val_rows[y[val_rows] != 5]
+        return np.sort(np.r_[fit_rows, other]), val_rows[y[val_rows] == 5]
+
+    monkeypatch.setattr(fit_module, "calibration_rows", only_fives_in_validation)
+    with caplog.at_level(logging.WARNING):
+        result = fit_head(config)
+    assert result.head.rule_.temperature == 1.0
+    np.testing.assert_allclose(result.head.rule_.cuts, [1.5, 2.5, 3.5, 4.5])
+    assert result.head.rule_.cut_scores == (1, 2, 3, 4, 5)
+    assert any("only score 5" in r.getMessage() and "--val-size" in r.getMessage() for r in caplog.records)
+
+
+def test_compare_puts_runs_on_different_scales_in_separate_groups(files, tmp_path):
+    from tagcons.evaluate.compare import paired_differences
+
+    shifted = dataclasses.replace(files["data"], labels=files["data"].labels - 1)
+    zero_to_four = write_pairs(shifted, tmp_path / "pairs_0_4.csv")
+    runs = [
+        _fit(files, "scale_thr", head="threshold").run_dir,
+        _fit(files, "scale_lgbm", head="lgbm", head_params={"n_estimators": 30}).run_dir,
+        *[
+            fit_head(
+                FitHeadConfig(cache=files["cache"], data=zero_to_four, out=tmp_path / name, head=head, scale="0-4")
+            ).run_dir
+            for name, head in (("thr_0_4", "threshold"), ("text_0_4", "text-only"))
+        ],
+    ]
+    groups = paired_differences(runs, resamples=200)
+    assert [list(g.frame["run"]) for g in groups] == [["scale_thr", "scale_lgbm"], ["thr_0_4", "text_0_4"]]
+    assert all(g.differences for g in groups)  # each pair of runs compared within its own scale
+    assert "1-5 scale" in groups[0].reason and "0-4 scale" in groups[1].reason

@@ -82,6 +82,35 @@ def test_labels_optional_for_scoring(write_csv):
     assert not table.has_labels and list(table.labels) == [-1]
 
 
+def test_hashtags_differing_only_by_invisible_characters_are_counted_and_kept_distinct(write_csv, caplog):
+    rows = [["a.png", "#cat", 5], ["b.png", "#cat\u200b", 4], ["c.png", "#\u202ecat", 3]]
+    rows += [["d.png", "#dog", 2], ["e.png", "#do\u2066g", 1], ["f.png", "#bird\u200d", 1], ["g.png", "#fish", 2]]
+    with caplog.at_level("WARNING", logger="tagcons"):
+        table = load_pairs(write_csv(rows))
+    assert len(table.unique_texts()) == 7  # kept as the distinct keys they are
+    warned = [r.getMessage() for r in caplog.records if "invisible characters" in r.getMessage()]
+    assert len(warned) == 1
+    assert "5 hashtags differ from another only by invisible characters" in warned[0]
+    assert "e.g. '#cat' and '#cat<U+200B>'" in warned[0]
+    assert {"ZERO WIDTH SPACE", "RIGHT-TO-LEFT OVERRIDE", "LEFT-TO-RIGHT ISOLATE"} <= set(
+        warned[0].split(" (")[1].split(")")[0].split(", ")
+    )
+
+
+def test_a_hashtag_with_an_invisible_character_but_no_visible_twin_is_not_warned_about(write_csv, caplog):
+    with caplog.at_level("WARNING", logger="tagcons"):
+        load_pairs(write_csv([["a.png", "#👨\u200d👩", 5], ["b.png", "#cat", 4]]))
+    assert "invisible" not in caplog.text
+
+
+def test_invisible_variants_group_keys_equal_without_their_invisible_characters():
+    from tagcons.invisible import invisible_variants, shown, without_invisible
+
+    keys = ["#a", "#b\u200f", "#a\u200b", "#\ufeffa", "#b\u200e", "#c"]
+    assert invisible_variants(keys) == [("#a", "#a\u200b", "#\ufeffa"), ("#b\u200f", "#b\u200e")]
+    assert without_invisible("#\u2067x\u2069\u00ad") == "#x" and shown("#a\u200b") == "#a<U+200B>"
+
+
 def test_duplicates_counted_and_conflicts_warned(write_csv, caplog):
     path = write_csv([["a.png", "x", 5], ["a.png", "x", 5], ["a.png", "y", 1], ["a.png", "y", 2]])
     with caplog.at_level("INFO", logger="tagcons"):

@@ -68,8 +68,8 @@ def test_xgb_stops_early_on_its_inner_validation_part():
     [("svm", "C", "0"), ("svm", "gamma", "-1"), ("xgb", "subsample", "1.5"), ("xgb", "max_depth", "0")],
 )
 def test_settings_out_of_range_are_refused(name, setting, text):
-    with pytest.raises(BadInputError, match=f"--param {setting}={text}"):
-        parse_head_params(get_head_class(name), {setting: text})
+    with pytest.raises(BadInputError, match=f"--param {setting}={text}"):  # its type (gamma) or its range (make_head)
+        make_head(name, params=parse_head_params(get_head_class(name), {setting: text}))
     assert parse_head_params(get_head_class("svm"), {"gamma": "scale", "C": "2"}) == {"gamma": "scale", "C": 2.0}
 
 

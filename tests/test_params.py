@@ -1,6 +1,7 @@
 """`--param KEY=VALUE`: every head's every setting parses by its type; bad values exit 2 with one line."""
 
 import json
+import re
 
 import pytest
 from test_cli import run_cli
@@ -8,7 +9,7 @@ from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.errors import BadInputError
 from tagcons.heads import make_head
-from tagcons.heads.params import param_defaults, param_type, parse_head_params
+from tagcons.heads.params import check_head_params, param_defaults, param_range, param_type, parse_head_params
 from tagcons.heads.registry import all_head_classes, get_head_class
 
 # every head, built in or registered, imported here so the list never depends on which tests ran first
@@ -68,6 +69,7 @@ def test_typed_values_are_the_types_the_heads_use():
         ("mlp", {"progress": "maybe"}, "progress=maybe: head 'mlp' takes true or false"),
         ("threshold", {"objective": "mae"}, "objective=mae: head 'threshold' takes one of macro_f1, qwk"),
         ("lgbm", {"depth": "3"}, "depth=3: head 'lgbm' has no setting depth"),
+        ("logreg", {"class_weight": "sqrt"}, "class_weight=sqrt: head 'logreg' takes one of balanced, none"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting_and_its_type(head, raw, message):
@@ -110,3 +112,79 @@ def test_fit_head_bad_param_exits_2_with_one_line(fit_files, tmp_path, capsys, p
 def test_fit_head_param_without_a_key_is_a_usage_error(fit_files, tmp_path, capsys):
     code, _, err = _fit_head(fit_files, tmp_path / "run", "=3", capsys=capsys)
     assert code == 2 and "'=3': use KEY=VALUE" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("head, setting", SETTINGS, ids=[f"{h}-{s}" for h, s in SETTINGS])
+def test_every_number_setting_has_a_range_that_its_default_is_in(head, setting):
+    cls = get_head_class(head)
+    if not param_type(cls, setting).numeric:
+        return
+    assert param_range(cls, setting) is not None, f"head '{head}' must declare the range of {setting}"
+    check_head_params(cls, {setting: param_defaults(cls)[setting]})  # the default is allowed
+
+
+BAD_VALUES = [
+    ("logreg", "C", "-1", "> 0"),
+    ("logreg", "C", "nan", "> 0"),
+    ("logreg", "C", "0", "> 0"),
+    ("logreg", "Cs", "0.1,-1", "> 0 (every value)"),
+    ("logreg", "inner_folds", "1", ">= 2"),
+    ("ordinal", "C", "inf", "> 0"),
+    ("mlp", "max_epochs", "-1", ">= 1"),
+    ("mlp", "lr", "inf", "> 0"),
+    ("mlp", "lr", "nan", "> 0"),
+    ("mlp", "batch_size", "0", ">= 1"),
+    ("mlp", "dropout", "2", "in [0, 1)"),
+    ("mlp", "hidden", "1000000000", "in [1, 65536]"),
+    ("mlp", "val_size", "1.5", "in [0, 1)"),
+    ("lgbm", "feature_fraction", "0", "in (0, 1]"),
+    ("lgbm", "max_depth", "0", "-1 or >= 1"),
+    ("lgbm", "val_size", "0", "in (0, 1)"),
+    ("threshold", "n_grid", "0", "in [1, 2000]"),
+    ("text-only", "ngram_min", "0", ">= 1"),
+    ("mlp", "seed", "-3", "in [0, 4294967295]"),
+    ("lgbm", "threads", "0", ">= 1"),
+]
+
+
+@pytest.mark.parametrize("head, setting, text, allowed", BAD_VALUES, ids=[f"{h}-{s}={t}" for h, s, t, _ in BAD_VALUES])
+def test_a_value_outside_its_range_is_refused_naming_setting_value_and_range(head, setting, text, allowed):
+    parsed = parse_head_params(get_head_class(head), {setting: text})
+    with pytest.raises(BadInputError, match=rf"--param {setting}=\S+: head '{head}' takes ") as refused:
+        make_head(head, params=parsed)
+    message = str(refused.value)
+    assert f"{setting}={_as_text(parsed[setting])}:" in message and message.endswith(f"{setting} {allowed}")
+
+
+@pytest.mark.parametrize("command", ["fit-head", "audit"])
+@pytest.mark.parametrize("param", ["C=-1", "C=nan", "C=0"])
+def test_an_out_of_range_setting_exits_2_with_one_line_before_fitting(fit_files, tmp_path, capsys, command, param):
+    pairs, cache = fit_files
+    args = ["-q", command, "--cache", cache, "--data", pairs, "--head", "logreg", "--out", tmp_path / "out"]
+    code, _, err = run_cli(args + ["--param", param], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"--param {param.split('=')[0]}=" in err and "> 0" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_refused_setting_in_the_input_checks_page_is_refused_with_the_range_it_gives():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "input-checks.md").read_text(encoding="utf-8")
+    refused = page.split("## Refused at once")[1].split("## Warned about")[0]
+    quoted = re.findall(r"`--param (\w+)=(\S+?)`", refused)
+    assert len(quoted) >= 6
+    for setting, text in quoted:
+        head = next(h for h in ("logreg", "mlp", "lgbm") if setting in param_defaults(get_head_class(h)))
+        with pytest.raises(BadInputError, match=f"--param {setting}="):
+            make_head(head, params=parse_head_params(get_head_class(head), {setting: text}))
+    for head, setting, allowed in [("mlp", "dropout", "in [0, 1)"), ("mlp", "hidden", "in [1, 65536]")]:
+        assert f"{setting} {allowed}" in refused
+        assert param_range(get_head_class(head), setting).describe == allowed
+
+
+def test_a_negative_seed_exits_2_naming_seed(fit_files, tmp_path, capsys):
+    pairs, cache = fit_files
+    args = ["-q", "fit-head", "--cache", cache, "--data", pairs, "--head", "logreg", "--out", tmp_path / "run"]
+    code, _, err = run_cli([*args, "--seed", "-1"], capsys)
+    assert code == 2 and "Traceback" not in err and "--seed -1: use an integer in [0, 4294967295]" in err

@@ -68,6 +68,21 @@ def test_labels_off_the_scale_are_refused_with_the_fix(write_csv):
     assert load_pairs(path, scale="auto").scale == ScoreScale(1, 7)
 
 
+def test_auto_scale_warns_naming_the_scores_no_row_holds_and_where_the_stray_one_is(write_csv, caplog):
+    rows = [["a.png", "x", s] for s in (1, 2, 3, 4, 5, 5, 4)] + [["b.png", "typo", 9]]
+    with caplog.at_level("WARNING", logger="tagcons"):
+        assert load_pairs(write_csv(rows), scale="auto").scale == ScoreScale(1, 9)
+    assert "made the scale 1-9" in caplog.text and "no row holds scores 6, 7, 8" in caplog.text
+    assert "score 9 is on lines 9" in caplog.text and "--scale LOW-HIGH" in caplog.text
+
+
+def test_auto_scale_says_nothing_when_every_score_occurs_and_a_named_scale_never_warns(write_csv, caplog):
+    with caplog.at_level("WARNING", logger="tagcons"):
+        assert load_pairs(write_csv([["a.png", "x", s] for s in (1, 2, 3)]), scale="auto").scale == ScoreScale(1, 3)
+        load_pairs(write_csv([["a.png", "x", 1], ["b.png", "y", 3]]), scale="1-5")  # absent 2, 4, 5: chosen
+    assert "no row holds" not in caplog.text
+
+
 @pytest.mark.parametrize("name", ["threshold", "logreg", "mlp", "lgbm"])
 def test_heads_learn_classes_from_y(name):
     rng = np.random.default_rng(0)

@@ -103,6 +103,18 @@ def test_embed_rerun_with_nothing_new_imports_neither_torch_nor_scikit_learn(tmp
     assert heavy_imports(*args, look_for=HEAVY + SCIENCE) == []
 
 
+def test_embed_rerun_whose_only_new_work_is_a_still_missing_image_loads_no_model(tmp_path):
+    from embed_helpers import cache_contents, embed, make_image_set
+
+    pairs, images = make_image_set(tmp_path, n_images=3, tags_per_image=2)
+    (images / "cat_01.png").unlink()
+    cache = tmp_path / "cache.h5"
+    assert embed(pairs, images, cache).images_failed == 1  # in this process: the subprocess below starts fresh
+    args = ["-q", "embed", "--data", pairs, "--images", images, "--backbone", "tiny", "--out", cache, "--workers", "0"]
+    assert heavy_imports(*args, look_for=HEAVY + SCIENCE) == []
+    assert set(cache_contents(cache)["failed"]) == {"cat_01.png"}  # still recorded as failed
+
+
 def test_many_heads_fit_the_split_and_the_baselines_once_with_the_same_results(files, tmp_path, monkeypatch):
     from tagcons.heads import FitHeadConfig, fit_head, fit_heads
     from tagcons.heads import baselines as baselines_module

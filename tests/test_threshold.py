@@ -182,3 +182,9 @@ def test_search_defaults_to_macro_f1_on_a_99_point_grid():
     assert np.array_equal(default[0], explicit[0]) and default[1] == explicit[1]
     assert not np.array_equal(default[0], search_cuts(similarity, y, "qwk", 99)[0])
     assert not np.array_equal(default[0], search_cuts(similarity, y, "macro_f1", 100)[0])
+
+
+def test_a_grid_with_fewer_candidates_than_cuts_is_refused():
+    similarity, y = np.linspace(0, 1, 50), np.repeat([1, 2, 3, 4, 5], 10)
+    with pytest.raises(BadInputError, match="n_grid=3: 5 scores need at least 4 candidate cut-points"):
+        make_head("threshold", params={"n_grid": 3}).fit(similarity[:, None], y)

@@ -23,7 +23,17 @@ import pyarrow.parquet as pq
 
 from tagcons.configs import PairColumns
 from tagcons.errors import BadInputError, first_line
-from tagcons.labels import AUTO, DEFAULT_SCALE, MAX_SCORE, NO_LABEL, ScoreScale, infer_scale, parse_scale
+from tagcons.invisible import INVISIBLE_PATTERN, has_invisible, invisible_variants, names_in, shown, without_invisible
+from tagcons.labels import (
+    AUTO,
+    DEFAULT_SCALE,
+    MAX_SCORE,
+    NO_LABEL,
+    ScoreScale,
+    absent_scores,
+    infer_scale,
+    parse_scale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +133,60 @@ def load_pairs(
     )
     _check_not_blank_after_normalising(frame, where, columns)
     if scale == AUTO:
-        scale = infer_scale(frame["label"]) if has_labels else DEFAULT_SCALE
+        scale = _auto_scale(frame["label"].to_numpy(), where) if has_labels else DEFAULT_SCALE
     table = PairTable(frame, str(path), has_labels, scale)
     report_duplicates(table)
+    report_invisible_variants(table)
     return table
+
+
+def _auto_scale(labels: np.ndarray, where: _Where) -> ScoreScale:
+    scale = infer_scale(labels)
+    _warn_absent_scores(labels, scale, where)
+    return scale
+
+
+def _warn_absent_scores(labels: np.ndarray, scale: ScoreScale, where: _Where) -> None:
+    """--scale auto spans the labels' range; a score of it that no row holds often means a typo at one end."""
+    absent = absent_scores(scale, labels)
+    if not absent:
+        return
+    beyond_gap = [end for end, inner in ((scale.low, scale.low + 1), (scale.high, scale.high - 1)) if inner in absent]
+    rare = [end for end in beyond_gap if np.sum(labels == end) <= MAX_LINES_IN_MESSAGE]
+    where_rare = "; ".join(f"score {end} is on {where.describe(labels == end)}" for end in rare)
+    log.warning(
+        "%s: --scale auto made the scale %s from the labels, but no row holds score%s %s%s; if a score is a typo, "
+        "fix it, or name the scale with --scale LOW-HIGH",
+        where.path,
+        scale,
+        "s" if len(absent) > 1 else "",
+        ", ".join(str(s) for s in absent),
+        f" ({where_rare})" if where_rare else "",
+    )
+
+
+def report_invisible_variants(table: PairTable) -> int:
+    """Warn when hashtags differ only by invisible characters (zero-width, bidi controls); return how many do.
+
+    They stay the distinct keys they are; Arrow finds the hashtags holding such characters, so only those
+    (and the hashtags they would equal without them) become Python strings."""
+    texts = pc.unique(pa.array(table.frame["text"].array))
+    marked = pc.filter(texts, pc.match_substring_regex(texts, INVISIBLE_PATTERN)).to_pylist()
+    if not marked:
+        return 0
+    plain = pc.filter(texts, pc.is_in(texts, pa.array([without_invisible(t) for t in marked], pa.string())))
+    groups = invisible_variants(marked + plain.to_pylist())
+    if groups:
+        example = sorted(groups[0], key=has_invisible)  # the plain hashtag first, if there is one
+        log.warning(
+            "%s: %d hashtags differ from another only by invisible characters (%s), e.g. %s; they stay distinct "
+            "hashtags, embedded and scored apart: remove the characters in the table if they are the same tag",
+            table.source,
+            sum(len(g) for g in groups),
+            ", ".join(dict.fromkeys(name for g in groups for key in g for name in names_in(key))),
+            " and ".join(f"'{shown(key)}'" for key in example[:2]),
+        )
+    return sum(len(g) for g in groups)
 
 
 def _as_series(values: pa.Array) -> pd.Series:

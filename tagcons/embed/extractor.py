@@ -185,7 +185,7 @@ class ImagePlan:
     todo: list[str]
     hashes: list[str]
     cached: int
-    failed_before: list[str]  # failed in an earlier run and unchanged since: not retried
+    failed_before: list[str]  # failed in an earlier run and unchanged (or still missing) since: not retried
 
 
 def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int) -> ImagePlan:
@@ -196,8 +196,8 @@ def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int) 
     for key, digest in zip(keys, hashes):
         if known.get(key) == digest:
             plan.cached += 1
-        elif digest != MISSING_FILE and known_failed.get(key) == digest:
-            plan.failed_before.append(key)
+        elif key in known_failed and (known_failed[key] == digest or digest == MISSING_FILE):
+            plan.failed_before.append(key)  # unchanged, or still missing: nothing to encode, no model to load
         else:
             plan.todo.append(key)
             plan.hashes.append(digest)

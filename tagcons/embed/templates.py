@@ -9,6 +9,7 @@ templates of an ensemble; either way it is part of the fingerprint.
 from __future__ import annotations
 
 import json
+from string import Formatter
 
 from tagcons.errors import BadInputError
 
@@ -18,11 +19,23 @@ def check_templates(templates) -> tuple[str, ...]:
     if not templates:
         raise BadInputError("--text-template needs at least one template, e.g. --text-template '{}'")
     for template in templates:
-        if "{}" not in template:
-            raise BadInputError(f"--text-template '{template}' has no '{{}}' where the hashtag goes")
+        _check_one_field(template)
     if len(set(templates)) < len(templates):
         raise BadInputError(f"--text-template lists a template twice ({', '.join(templates)}); give each once")
     return templates
+
+
+def _check_one_field(template: str) -> None:
+    """One plain ``{}`` where the hashtag goes and no other field (``{{`` and ``}}`` write a brace)."""
+    try:
+        fields = [(name, spec, convert) for _, name, spec, convert in Formatter().parse(template) if name is not None]
+    except ValueError:  # a lone brace
+        fields = None
+    if fields is None or fields != [("", "", None)]:
+        raise BadInputError(
+            f"--text-template '{template}': put exactly one plain '{{}}' where the hashtag goes and no other field "
+            "(write '{{' or '}}' for a brace)"
+        )
 
 
 def template_attr(templates) -> str:

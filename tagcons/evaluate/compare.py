@@ -6,7 +6,8 @@ the best value of each metric column in bold within its own table only. Within a
 run gets its difference from the best run per metric, with a paired image-clustered bootstrap
 interval (both runs' predictions resampled on the same images) and p-value; a difference is
 significant only when its interval excludes 0. Runs written before the hash existed go in a table of
-their own, where nothing is marked best.
+their own, where nothing is marked best. Runs scored on different scales (config.json's ``scale``)
+never share a table.
 
 Library use (e.g. the HTML report): ``paired_differences(run_dirs) -> list[RunGroup]``.
 """
@@ -28,6 +29,7 @@ from tagcons.evaluate.intervals import (
     paired_difference,
 )
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
+from tagcons.labels import resolve_scale, scale_from_config
 
 SETTING_COLUMNS = ("backbone", "head", "recipe", "split", "features")
 METRIC_COLUMNS = INTERVAL_METRICS
@@ -37,7 +39,7 @@ COUNT_COLUMNS = ("n_train", "n_test", "n_test_images")
 NO_HASH = (
     "runs written before test rows were recorded (no test_rows_hash): their test rows may differ, so no best is marked"
 )
-SHOWN_COLUMNS_HIDDEN = ("test_rows_hash", "path")
+SHOWN_COLUMNS_HIDDEN = ("test_rows_hash", "scale", "path")
 
 
 def _run_row(run_dir: Path) -> dict:
@@ -55,7 +57,7 @@ def _run_row(run_dir: Path) -> dict:
     for name in SHORTCUT_BASELINES:
         row[f"{name}_macro_f1"] = (baselines.get(name) or {}).get("macro_f1")
     row.update({key: metrics.get(key) for key in COUNT_COLUMNS})
-    row.update(test_rows_hash=metrics.get("test_rows_hash"), path=str(run_dir))
+    row.update(test_rows_hash=metrics.get("test_rows_hash"), scale=str(scale_from_config(config)), path=str(run_dir))
     return row
 
 
@@ -67,7 +69,7 @@ def compare_runs(run_dirs) -> pd.DataFrame:
         raise BadInputError("compare needs at least one run directory")
     frame = pd.DataFrame([_run_row(p) for p in run_dirs])
     # A column no run fills (e.g. recipe among fit-head runs only) is noise in the table.
-    empty = [c for c in frame.columns if c not in ("run", "test_rows_hash", "path") and frame[c].isna().all()]
+    empty = [c for c in frame.columns if c not in ("run", *SHOWN_COLUMNS_HIDDEN) and frame[c].isna().all()]
     return frame.drop(columns=empty)
 
 
@@ -107,7 +109,8 @@ def paired_differences(
     ``p_value``, ``significant``), from a paired bootstrap resampling the group's test images.
     """
     frame = compare_runs(run_dirs) if frame is None else frame
-    groups = [_hashed_group(runs, metrics, resamples, seed) for _, runs in _by_hash(frame)]
+    scales = frame["scale"].nunique() > 1  # the same pairs scored on two scales: say which table is which
+    groups = [_hashed_group(runs, metrics, resamples, seed, scales) for _, runs in _by_hash(frame)]
     unknown = frame[frame["test_rows_hash"].isna()].reset_index(drop=True)
     if len(unknown):
         groups.append(RunGroup(None, NO_HASH, unknown, {}))
@@ -119,16 +122,18 @@ def paired_differences(
 
 def _by_hash(frame: pd.DataFrame):
     hashed = frame[frame["test_rows_hash"].notna()]
-    return hashed.groupby("test_rows_hash", sort=False)
+    return hashed.groupby(["test_rows_hash", "scale"], sort=False)
 
 
-def _hashed_group(runs: pd.DataFrame, metrics, resamples: int, seed: int) -> RunGroup:
+def _hashed_group(runs: pd.DataFrame, metrics, resamples: int, seed: int, name_scale: bool = False) -> RunGroup:
     runs = runs.reset_index(drop=True)
     first = runs.iloc[0]
     reason = f"tested on the same {_count(first['n_test'])} pairs"
     if "n_test_images" in runs and pd.notna(first.get("n_test_images")):
         reason += f" of {_count(first['n_test_images'])} images"
     reason += f" (test rows {first['test_rows_hash'][:12]})"
+    if name_scale:
+        reason += f" on the {first['scale']} scale"
     best = best_rows(runs) if len(runs) > 1 else {}  # a run alone in its table is the best of nothing
     group = RunGroup(first["test_rows_hash"], reason, runs, best)
     if len(runs) > 1:
@@ -144,7 +149,7 @@ def _differences(runs: pd.DataFrame, best: dict, metrics, resamples: int, seed: 
     predictions = [_predictions(Path(path)) for path in runs["path"]]
     if any(p is None for p in predictions):
         return {}
-    counts = aligned_counts(predictions)
+    counts = aligned_counts(predictions, resolve_scale(runs.loc[0, "scale"]).labels)
     out = {}
     for metric in metrics:
         if metric not in best:

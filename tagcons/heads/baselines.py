@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from tagcons.evaluate.intervals import bootstrap_intervals
 from tagcons.evaluate.metrics import compute_metrics, majority_label
 from tagcons.heads.base import Head, check_labels, class_weight_map, on_scale, one_hot
+from tagcons.heads.params import at_least, positive
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
@@ -38,6 +39,7 @@ def _strings(values) -> list[str]:
 @register_head("text-only")
 class TextOnlyHead(Head):
     NEEDS_FEATURES = False
+    PARAM_RANGES = {"C": positive(), "ngram_min": at_least(1), "ngram_max": at_least(1), "max_iter": at_least(1)}
 
     def __init__(self, C=1.0, ngram_min=2, ngram_max=4, image_onehot=False, class_weight="balanced", max_iter=1000):
         self.C = C

@@ -20,7 +20,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import calibration_metrics, fit_temperature, reliability_bins
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_reliability
-from tagcons.heads.decode import DECODINGS, ScoreRule, check_decode, fit_expected_cuts
+from tagcons.heads.decode import DECODINGS, ScoreRule, check_decode, fit_expected_cuts, identity_cuts
 from tagcons.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,25 @@ def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str, labels=LABELS)
     cuts on the calibrated ones."""
     if len(y_val) == 0:
         return ScoreRule(decode="argmax")
+    if len(np.unique(y_val)) < 2:
+        return _uncalibrated_rule(y_val, decode, labels)
     temperature = fit_temperature(raw_val, y_val, labels)
     cuts = fit_expected_cuts(ScoreRule(temperature=temperature).proba(raw_val), y_val, labels)
     cut_scores = np.unique(np.asarray(y_val).astype(int))  # the scores the cuts separate
     log.info("calibrated on %d validation pairs: temperature %.3f", len(y_val), temperature)
     return ScoreRule(temperature, decode, tuple(float(c) for c in cuts), tuple(int(s) for s in cut_scores))
+
+
+def _uncalibrated_rule(y_val: np.ndarray, decode: str, labels) -> ScoreRule:
+    """Temperature 1 and the expected score rounded to the nearest score: one score fits no temperature nor cuts."""
+    log.warning(
+        "the validation part holds only score %s (%d pairs): no temperature nor cut-points can be fitted on it, "
+        "so the head keeps temperature 1 and the expected score rounds to the nearest score; a larger --val-size "
+        "(or more pairs of other scores) calibrates it",
+        int(np.asarray(y_val)[0]),
+        len(y_val),
+    )
+    return ScoreRule(1.0, decode, tuple(float(c) for c in identity_cuts(labels)), tuple(int(s) for s in labels))
 
 
 def calibrate_head(head, X_val, y_val, decode: str, labels=LABELS) -> ScoreRule:

@@ -39,6 +39,12 @@ def fit_expected_cuts(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> np.nda
     return cuts
 
 
+def identity_cuts(labels=LABELS) -> np.ndarray:
+    """Cut-points halfway between neighbouring scores: the expected score rounded to the nearest score."""
+    labels = np.asarray(labels, dtype=np.float64)
+    return (labels[:-1] + labels[1:]) / 2
+
+
 def decode_scores(proba: np.ndarray, decode: str, cuts=None, labels=LABELS, cut_scores=None) -> np.ndarray:
     """Scores on the scale ``labels`` (the probability columns): argmax, or the expected score cut at
     ``cuts`` into ``cut_scores`` (the scores seen when the cuts were fitted; default every label)."""

@@ -13,6 +13,7 @@ The model is saved as LightGBM's text format, which loads without executing code
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightgbm as lgb
@@ -28,11 +29,13 @@ from tagcons.heads.base import (
     reading,
     require,
 )
-from tagcons.heads.params import INT, choice, optional
+from tagcons.heads.decode import identity_cuts
+from tagcons.heads.params import INT, at_least, between, choice, either, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.heads.threshold import scores_from_cuts, search_cuts
 from tagcons.runtime import auto_threads
 
+log = logging.getLogger(__name__)
 MODEL_FILE = "lgbm.txt"
 
 
@@ -54,6 +57,18 @@ def _trees_complete(text: bytes) -> bool:
 class LGBMHead(Head):
     OBJECTIVES = ("multiclass", "regression")
     PARAM_TYPES = {"objective": choice(*OBJECTIVES), "threads": optional(INT)}
+    PARAM_RANGES = {
+        "num_leaves": between(2, 131072),  # LightGBM's own limits
+        "max_depth": either(-1, at_least(1)),  # -1: no limit
+        "learning_rate": positive(),
+        "n_estimators": at_least(1),
+        "early_stopping_rounds": at_least(1),
+        "feature_fraction": between(0, 1, low_open=True),
+        "bagging_fraction": between(0, 1, low_open=True),
+        "min_data_in_leaf": at_least(0),
+        "lambda_l2": at_least(0),
+        "val_size": between(0, 1, low_open=True, high_open=True),
+    }
 
     def __init__(
         self,
@@ -132,11 +147,24 @@ class LGBMHead(Head):
             valid_sets=[valid],
             callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
         )
-        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        trees = self.booster_.current_iteration()  # fewer than best_iteration when no tree could split any more
+        self.best_iteration_ = min(int(self.booster_.best_iteration or trees), trees)
         self.cuts_ = None
         if self.objective == "regression":
-            self.cuts_, _ = search_cuts(self._raw(X[val_idx]), y[val_idx], "macro_f1")  # held-out rows only
+            self.cuts_ = self._cuts(X[val_idx], y[val_idx])  # held-out rows only
         return self
+
+    def _cuts(self, X_val: np.ndarray, y_val: np.ndarray) -> np.ndarray:
+        """Cut-points on the inner validation part's predictions; halfway between scores when it holds one."""
+        if len(np.unique(y_val)) < 2:
+            log.warning(
+                "lgbm regression: the inner validation part holds only score %s, so the predictions round to "
+                "the nearest score; a larger --param val_size (now %s) lets it choose its cut-points",
+                int(y_val[0]),
+                self.val_size,
+            )
+            return identity_cuts(self.classes_)
+        return search_cuts(self._raw(X_val), y_val, "macro_f1")[0]
 
     def _raw(self, X) -> np.ndarray:
         threads = auto_threads(len(X), self.threads) or 0

@@ -22,6 +22,7 @@ from sklearn.metrics import f1_score
 from sklearn.preprocessing import StandardScaler
 
 from tagcons.data.splits import cv_fold_indices
+from tagcons.errors import BadInputError
 from tagcons.heads.base import (
     Head,
     chunked,
@@ -29,7 +30,7 @@ from tagcons.heads.base import (
     reading,
     require,
 )
-from tagcons.heads.params import FLOAT, FLOATS, INT, optional
+from tagcons.heads.params import FLOAT, FLOATS, INT, at_least, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
@@ -43,6 +44,15 @@ NPZ_ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 class LogregHead(Head):
     init_kind = "linear"
     PARAM_TYPES = {"C": optional(FLOAT), "Cs": FLOATS, "threads": optional(INT)}
+    PARAM_RANGES = {
+        "C": positive(),
+        "Cs": positive(),
+        "inner_folds": at_least(2),
+        "max_iter": at_least(1),
+        "cv_max_rows": at_least(2),
+        "max_dense_bytes": at_least(0),
+        "sgd_epochs": at_least(1),
+    }
 
     def __init__(
         self,
@@ -87,6 +97,7 @@ class LogregHead(Head):
         folds = cv_fold_indices(
             sub_y, sub_groups, "images" if groups is not None else "pairs", self.inner_folds, self.seed
         )
+        folds = _fittable(folds, sub_y)
         scores = {
             float(C): float(np.mean([self._fold_score(dense, sub_y, tr, te, C) for tr, te in folds])) for C in self.Cs
         }
@@ -193,6 +204,17 @@ class LogregHead(Head):
 
     def input_width(self) -> int:
         return int(self.mean_.shape[0])
+
+
+def _fittable(folds: list, y: np.ndarray) -> list:
+    """The inner folds whose fitting side holds two scores or more (on a small table some hold one)."""
+    kept = [(train, test) for train, test in folds if len(np.unique(y[train])) > 1]
+    if not kept:
+        raise BadInputError(
+            f"the inner cross-validation that chooses C has no fold whose fitting side holds two scores "
+            f"({len(y)} rows); set C yourself, e.g. --param C=1"
+        )
+    return kept
 
 
 def _nbytes(X) -> int:

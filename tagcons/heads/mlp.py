@@ -44,7 +44,7 @@ from tagcons.heads.base import (
     require,
 )
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
-from tagcons.heads.params import FLOAT, INT, choice, optional
+from tagcons.heads.params import FLOAT, INT, at_least, between, choice, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 from tagcons.runtime import auto_threads, limited_threads
@@ -62,6 +62,7 @@ EVAL_BATCH = 8192
 WEIGHTS_FILE = "mlp.safetensors"
 DENSE_TRAINING_BYTES = 512 * 1024**2
 LOSSES = ("ce", "corn")
+MAX_HIDDEN = 65536  # a hidden layer this wide already holds 65,536 weights per input feature
 
 
 def _rows_source(X):
@@ -93,6 +94,18 @@ class MLPHead(Head):
         **{name: optional(FLOAT) for name in ("lr", "weight_decay", "gamma", "val_size")},
         "loss": choice(*LOSSES),
         **{name: optional(INT) for name in ("step_size", "batch_size", "max_epochs", "patience", "threads")},
+    }
+    PARAM_RANGES = {
+        "hidden": between(1, MAX_HIDDEN),
+        "dropout": between(0, 1, high_open=True),
+        "lr": positive(),
+        "weight_decay": at_least(0),
+        "step_size": at_least(1),
+        "gamma": positive(),
+        "batch_size": at_least(1),
+        "max_epochs": at_least(1),
+        "patience": at_least(0),
+        "val_size": between(0, 1, high_open=True),
     }
 
     def __init__(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 
 from tagcons.errors import BadInputError
+from tagcons.heads.params import check_head_params, check_seed
 
 HEADS: dict[str, type] = {}
 BUILTIN_HEADS = {
@@ -65,11 +66,12 @@ def make_head(name: str, objective: str | None = None, seed: int = 42, params: d
                 f"--objective {objective} does not apply to head '{name}'; choose one of {', '.join(cls.OBJECTIVES)}"
             )
         params["objective"] = objective
-    if "seed" in cls._get_param_names():
-        params.setdefault("seed", seed)
+    if "seed" in cls._get_param_names() and "seed" not in params:
+        params["seed"] = check_seed(seed)
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise BadInputError(
             f"head '{name}' has no setting {', '.join(unknown)}; it has {', '.join(cls._get_param_names())}"
         )
+    check_head_params(cls, params)  # before anything is loaded: a bad value fails fast, naming its range
     return cls(**params)

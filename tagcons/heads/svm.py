@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from tagcons.heads.base import Head, chunked, class_weight_map, reading, require
-from tagcons.heads.params import FLOAT, INT, ParamType, bounded, optional
+from tagcons.heads.params import FLOAT, INT, ParamType, at_least, either, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.runtime import auto_threads, limited_threads
 
@@ -40,11 +40,12 @@ def _gamma_setting(text: str):
 @register_head("svm")
 class SVMHead(Head):
     PARAM_TYPES = {
-        "C": bounded(FLOAT, 0.0, low_open=True),
+        "C": FLOAT,
         "gamma": ParamType("scale or a number above 0", _gamma_setting),
-        "max_iter": bounded(INT, -1),
+        "max_iter": INT,
         "threads": optional(INT),
     }
+    PARAM_RANGES = {"C": positive(), "max_iter": either(-1, at_least(1))}
 
     def __init__(self, C=1.0, gamma="scale", class_weight="balanced", max_iter=-1, threads=None, seed=42):
         self.C = C

@@ -31,7 +31,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads.base import HEAD_FILE, Head, check_finite_sorted, one_hot
 from tagcons.heads.features import cosine_of
-from tagcons.heads.params import choice
+from tagcons.heads.params import between, choice
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
 
@@ -40,6 +40,7 @@ STUDY_SCORES = LABELS  # the study's 1-5 scale (search=study cuts it in five)
 K = len(STUDY_FIXED_CUTS) + 1
 MAX_DINKELBACH_ROUNDS = 50
 SEARCHES = ("exact", "study")
+MAX_GRID = 2000  # the search holds [K, n_grid, n_grid] tables: 2,000 candidates already take 160 MB for 5 scores
 STUDY_SEED, STUDY_CANDIDATES, STUDY_RANGE, STUDY_COMBINATIONS = 42, 100, (0.05, 0.95), 5000
 
 
@@ -176,7 +177,8 @@ class ThresholdHead(Head):
 
     OBJECTIVES = ("macro_f1", "qwk")
     PROBABILISTIC = False
-    PARAM_TYPES = {"objective": choice(*OBJECTIVES)}
+    PARAM_TYPES = {"objective": choice(*OBJECTIVES), "search": choice(*SEARCHES)}
+    PARAM_RANGES = {"n_grid": between(1, MAX_GRID)}
 
     def __init__(self, objective: str = "macro_f1", n_grid: int = 99, search: str = "exact"):
         self.objective = objective
@@ -191,8 +193,16 @@ class ThresholdHead(Head):
         if self.search == "study":
             self._fit_study(cosine_of(X), y)
         else:
+            self._check_grid()
             self.thresholds_, self.train_objective_ = search_cuts(cosine_of(X), y, self.objective, self.n_grid)
         return self
+
+    def _check_grid(self) -> None:
+        if self.n_grid < len(self.classes_) - 1:
+            raise BadInputError(
+                f"--param n_grid={self.n_grid}: {len(self.classes_)} scores need at least "
+                f"{len(self.classes_) - 1} candidate cut-points"
+            )
 
     def _fit_study(self, similarity: np.ndarray, y: np.ndarray) -> None:
         """The study's search: four cuts over its 1-5 scale, whichever scores the training rows hold."""

@@ -16,25 +16,25 @@ import numpy as np
 
 from tagcons.data.splits import validation_indices
 from tagcons.heads.base import Head, chunked, class_weighting, reading, require
-from tagcons.heads.params import FLOAT, INT, bounded, optional
+from tagcons.heads.params import INT, at_least, between, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.runtime import auto_threads
 
 MODEL_FILE = "xgb.json"
-SHARE = bounded(FLOAT, 0.0, 1.0, low_open=True)
+SHARE = between(0.0, 1.0, low_open=True)
 
 
 @register_head("xgb")
 class XGBHead(Head):
-    PARAM_TYPES = {
-        "n_estimators": bounded(INT, 1),
-        "max_depth": bounded(INT, 1),
-        "learning_rate": bounded(FLOAT, 0.0, low_open=True),
+    PARAM_TYPES = {"threads": optional(INT)}
+    PARAM_RANGES = {
+        "n_estimators": at_least(1),
+        "max_depth": at_least(1),
+        "learning_rate": positive(),
         "subsample": SHARE,
         "colsample_bytree": SHARE,
-        "early_stopping_rounds": bounded(INT, 1),
-        "val_size": bounded(FLOAT, 0.0, 0.5, low_open=True),
-        "threads": optional(INT),
+        "early_stopping_rounds": at_least(1),
+        "val_size": between(0.0, 0.5, low_open=True),
     }
 
     def __init__(
