@@ -6,10 +6,15 @@ Each test failed before its fix. Caches are written from synthetic arrays (no mo
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,8 +24,11 @@ import pytest
 
 import tagcons.cache as tc
 from tagcons.cache import diskspace
+from tagcons.cache.lock import FileLock
 from tagcons.cache.parts import parts_dir
-from tagcons.errors import BadInputError
+from tagcons.cache.writer import lock_path
+from tagcons.errors import BadInputError, CacheBusyError
+from tests.embed_helpers import make_image_set
 from tests.faults.test_cache_faults import cli, meta, one_line, vecs, write_cache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,3 +190,60 @@ def test_a_small_commit_fits_in_a_few_mib_free(tmp_path, monkeypatch):
     with tc.CacheWriter(path, meta()) as writer, pytest.raises(BadInputError, match="free"):
         writer.commit_images([f"j{i}.png" for i in range(n)], [f"s{i}" for i in range(n)], vecs(n))
     assert shutil.disk_usage(tmp_path).free > 0
+
+
+# --- defect 3: forked workers must not hold the cache lock -------------------------------------------------
+
+
+def test_a_forked_child_does_not_keep_the_lock_its_parent_releases(tmp_path):
+    path = tmp_path / "c.h5"
+    lock = FileLock(lock_path(path), path).acquire()
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+    child.start()  # a DataLoader worker, forked while the lock is held
+    try:
+        with pytest.raises(CacheBusyError):  # the parent still holds it
+            FileLock(lock_path(path), path).acquire()
+        lock.release()
+        FileLock(lock_path(path), path).acquire().release()  # free once the parent lets go
+    finally:
+        child.kill()
+        child.join()
+
+
+KILLED_EMBED = """
+import sys
+from pathlib import Path
+from embed_helpers import embed
+root = Path(sys.argv[1])
+embed(root / "pairs.csv", root / "images", root / "c.h5", batch_size=1, commit_rows=1, workers=2)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the workers")
+def test_kill_9_of_an_embed_with_workers_frees_the_lock_at_once(tmp_path):
+    make_image_set(tmp_path, n_images=80, tags_per_image=1)
+    path = [str(REPO / "tests"), os.environ.get("PYTHONPATH", ""), str(REPO)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    process = subprocess.Popen([sys.executable, "-c", KILLED_EMBED, str(tmp_path)], env=env, cwd=tmp_path)
+    parts, workers, deadline = tmp_path / "c.h5.parts", [], time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline:  # poll: the machine may be loaded
+        workers = _children(process.pid)
+        if len(workers) >= 2 and parts.is_dir() and list(parts.glob("*.h5")):
+            break
+        time.sleep(0.02)
+    assert process.poll() is None and len(workers) >= 2, "the embed ended (or never started its workers)"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    try:
+        FileLock(lock_path(tmp_path / "c.h5"), tmp_path / "c.h5").acquire().release()  # what a restart takes first
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
