@@ -78,7 +78,7 @@ def resolve_image_path(root: str | Path, key: str) -> Path:
 
 
 def _resolved(path: Path, key: str) -> Path:
-    """`path` with symlinks followed; a symlink loop fails this image only (Python raises RuntimeError, 3.13 OSError)."""
+    """`path` with symlinks followed; a symlink loop fails this image only (RuntimeError, or OSError on 3.13)."""
     try:
         return path.resolve()
     except (RuntimeError, OSError) as e:

@@ -23,13 +23,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tagcons.audit.exclude import excluded_rows
+from tagcons.cache.lock import FileLock
 from tagcons.configs import FitHeadConfig
 from tagcons.data.pairs import PairTable, load_pairs
 from tagcons.data.splits import (
@@ -40,7 +42,7 @@ from tagcons.data.splits import (
     folds_then_drop,
     split_then_drop,
 )
-from tagcons.errors import BadInputError
+from tagcons.errors import BadInputError, CacheBusyError
 from tagcons.evaluate.intervals import repeat_summary
 from tagcons.evaluate.metrics import majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
@@ -149,8 +151,9 @@ def needs_features(head: str) -> bool:
 
 def fit_head(config: FitHeadConfig) -> FitResult:
     _check_config(config)
-    _check_out(Path(config.out), config.overwrite)
-    return _fit_loaded(config, *_load(config))
+    with exclusive_out(Path(config.out)):
+        _check_out(Path(config.out), config.overwrite)
+        return _fit_loaded(config, *_load(config))
 
 
 def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
@@ -162,9 +165,28 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
-        _check_out(Path(each.out), each.overwrite)
-    loaded = _load(config)
-    return [_fit_loaded(each, *loaded) for each in configs]
+    with exclusive_out(Path(config.out)):  # the checks, the staging and every final move: one writer at a time
+        for each in configs:
+            _check_out(Path(each.out), each.overwrite)
+        loaded = _load(config)
+        return [_fit_loaded(each, *loaded) for each in configs]
+
+
+@contextmanager
+def exclusive_out(out: Path) -> Iterator[None]:
+    """Hold `.<out>.lock` beside `out` exclusively (flock: dropped when the process dies), so a second
+    fit-head into the same --out is refused at once instead of both writing the same runs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(out.with_name(f".{out.name}.lock"), out).acquire(read_only_ok=True)
+    except CacheBusyError as e:
+        raise BadInputError(
+            f"{out}: another tagcons fit-head is writing runs there; wait for it to finish or choose another --out"
+        ) from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:
