@@ -8,6 +8,7 @@ Each test failed before its fix.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,14 @@ from test_heads_support import planted, write_cache, write_pairs
 import tagcons.evaluate.rundir as rundir
 import tagcons.heads.fit as fit
 from tagcons.errors import BadInputError
+from tagcons.evaluate.provenance import (
+    FINETUNE_EXPORT_FILE,
+    SIDE_KEYS_FILE,
+    backbone_trained_keys,
+    read_side_keys,
+    recorded_trained_keys,
+    side_hashes,
+)
 from tagcons.heads import FitHeadConfig, fit_head
 from tagcons.heads.fit import fit_heads
 
@@ -189,3 +198,51 @@ def test_a_second_multi_head_fit_into_the_same_out_is_refused_while_the_first_ru
     monkeypatch.setattr(fit, "_load", load_then_race)
     results = fit_heads(config, ["threshold", "text-only"])
     assert second.get("error") and [r.run_dir.name for r in results] == ["threshold", "text-only"]
+
+
+# --- defect 6: part_keys.json tied to its run ---------------------------------------------------------------
+
+
+def test_a_part_keys_file_copied_from_a_clean_run_is_refused_by_every_reader(study, tmp_path, capsys):
+    clean = study["run"]
+    donor = fit_head(
+        FitHeadConfig(
+            cache=study["cache"],
+            data=study["pairs"],
+            head="logreg",
+            out=tmp_path / "donor",
+            seed=7,
+            head_params={"C": 1.0},
+        )
+    ).run_dir
+    assert read_side_keys(donor)["test"] != read_side_keys(clean)["test"]  # another split: it trained on clean's test
+    shutil.copy(clean / SIDE_KEYS_FILE, donor / SIDE_KEYS_FILE)
+    refused = r"part_keys.json: the fit, validation, test keys do not match the part hashes in .*config.json"
+    with pytest.raises(BadInputError, match=refused):  # what finetune --init-head reads
+        recorded_trained_keys(donor, "--init-head donor", False, "--allow-unverified-init")
+    predict = [
+        "predict",
+        "--run",
+        donor,
+        "--cache",
+        study["cache"],
+        "--data",
+        study["pairs"],
+        "--out",
+        tmp_path / "p.csv",
+    ]
+    code, _, err = run_cli(predict, capsys)
+    assert code == 2 and one_line(err) and "part_keys.json" in err
+
+
+def test_an_exported_backbones_part_keys_are_checked_against_its_export_record(study, tmp_path):
+    export = tmp_path / "backbone"
+    export.mkdir()
+    sides = read_side_keys(study["run"])
+    (export / FINETUNE_EXPORT_FILE).write_text(json.dumps({"backbone": "tiny", "parts": side_hashes(sides)}))
+    shutil.copy(study["run"] / SIDE_KEYS_FILE, export / SIDE_KEYS_FILE)
+    assert backbone_trained_keys(export)  # its own keys: accepted
+    other = {**{k: sorted(v) for k, v in sides.items() if v is not None}, "test": ["x.png\t#other"]}
+    (export / SIDE_KEYS_FILE).write_text(json.dumps(other))
+    with pytest.raises(BadInputError, match=r"the test keys do not match the part hashes in .*tagcons_finetune.json"):
+        backbone_trained_keys(export)
