@@ -105,6 +105,16 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def still_at_path(self) -> bool:
+        """Whether the locked file is still the one at `lock_path`: a holder that deletes its lock file on
+        release (while still holding it) may have unlinked the file this lock was taken on."""
+        if self._fd is None:
+            return True
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return False
+
 
 def _close_inherited_locks() -> None:
     for lock in list(_HELD):

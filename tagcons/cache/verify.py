@@ -20,6 +20,7 @@ import numpy as np
 from tagcons.cache.lock import FileLock
 from tagcons.cache.merge import Replay, write_state
 from tagcons.cache.parts import list_parts, parts_dir, remove_stale_temps
+from tagcons.cache.rows import checked_read
 from tagcons.cache.schema import DIGESTED, layout_problems, open_h5, read_attrs, read_strings, string_problem
 from tagcons.errors import BadInputError, first_line
 
@@ -156,6 +157,20 @@ def _scan(embeds: h5py.Dataset, report: FileReport) -> set[int]:
     if non_finite:
         report.problems.append(f"{embeds.name}: {len(non_finite)} row(s) hold NaN or inf ({_rows(non_finite)})")
     return set(unreadable) | set(non_finite)
+
+
+def check_checksums(path: Path) -> None:
+    """Read every embedding chunk as stored (HDF5 checks its fletcher32; no conversion, no NaN scan) and
+    raise BadInputError naming the first dataset that fails: the cheap check of a finished cache."""
+    with open_h5(path, "r") as f:
+        for group in GROUPS:
+            embeds = f[f"{group}/embeds"]
+            step = embeds.chunks[0] if embeds.chunks else SCAN_ROWS
+            buffer = np.empty((min(step, embeds.shape[0]), *embeds.shape[1:]), dtype=embeds.dtype)
+            for lo in range(0, embeds.shape[0], step):
+                hi = min(lo + step, embeds.shape[0])
+                with checked_read(path, embeds):
+                    embeds.read_direct(buffer, np.s_[lo:hi], np.s_[0 : hi - lo])
 
 
 def _rows(rows: list[int]) -> str:

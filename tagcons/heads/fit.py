@@ -177,16 +177,28 @@ def exclusive_out(out: Path) -> Iterator[None]:
     """Hold `.<out>.lock` beside `out` exclusively (flock: dropped when the process dies), so a second
     fit-head into the same --out is refused at once instead of both writing the same runs."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = FileLock(out.with_name(f".{out.name}.lock"), out).acquire(read_only_ok=True)
-    except CacheBusyError as e:
-        raise BadInputError(
-            f"{out}: another tagcons fit-head is writing runs there; wait for it to finish or choose another --out"
-        ) from e
+    lock_file = out.with_name(f".{out.name}.lock")
+    lock = _out_lock(lock_file, out)
     try:
         yield
     finally:
+        if lock.held and lock.writable:
+            lock_file.unlink(missing_ok=True)  # still held: nobody can take the lock between these two lines
         lock.release()
+
+
+def _out_lock(lock_file: Path, out: Path) -> FileLock:
+    for _ in range(5):  # a file the previous holder unlinked as we locked it: lock the new one
+        try:
+            lock = FileLock(lock_file, out).acquire(read_only_ok=True)
+        except CacheBusyError as e:
+            raise BadInputError(
+                f"{out}: another tagcons fit-head is writing runs there; wait for it to finish or choose another --out"
+            ) from e
+        if lock.still_at_path():
+            return lock
+        lock.release()
+    raise BadInputError(f"{out}: its lock file {lock_file} keeps changing; is another fit-head starting there?")
 
 
 def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:

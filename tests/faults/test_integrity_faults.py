@@ -29,9 +29,20 @@ from tagcons.cache.parts import parts_dir
 from tagcons.cache.writer import lock_path
 from tagcons.errors import BadInputError, CacheBusyError
 from tests.embed_helpers import make_image_set
-from tests.faults.test_cache_faults import cli, meta, one_line, vecs, write_cache
+from tests.faults import test_cache_faults
+from tests.faults.test_cache_faults import (
+    cli,
+    complete_cache,
+    embed_args,
+    flip_chunk_bytes,
+    meta,
+    one_line,
+    vecs,
+    write_cache,
+)
 
 REPO = Path(__file__).resolve().parents[2]
+image_set, no_model = test_cache_faults.image_set, test_cache_faults.no_model  # the cache suite's fixtures
 
 
 def raw_replace(path: Path, old: bytes, new: bytes) -> None:
@@ -247,3 +258,15 @@ def test_kill_9_of_an_embed_with_workers_frees_the_lock_at_once(tmp_path):
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --- defect 2: a no-op embed checks the checksums it promises -----------------------------------------------
+
+
+def test_a_noop_embed_over_a_damaged_chunk_exits_2_naming_the_dataset(tmp_path, image_set, no_model, capsys):
+    pairs, images, hashes = image_set
+    path = complete_cache(tmp_path / "c.h5", hashes)
+    assert cli(embed_args(pairs, images, path), capsys)[0] == 0  # a sound cache: a no-op
+    flip_chunk_bytes(path, "images/embeds")
+    code, out, err = cli(embed_args(pairs, images, path), capsys)
+    assert code == 2 and one_line(err) and "/images/embeds cannot be read" in err and "--repair" in err
