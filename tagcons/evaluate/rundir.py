@@ -79,7 +79,7 @@ def write_text_staged(path: str | Path, text: str, option: str = "--out") -> Pat
     replaced, never written through. Write errors and a folder at `path` are one-line BadInputErrors."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        raise BadInputError(f"{path}: is a folder; pass a file name as {option} (e.g. {path / 'report.html'})")
+        raise BadInputError(f"{path}: is a folder; pass a file name as {option}")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "x", encoding="utf-8") as handle:  # "x": a new file, never an existing one or a link

@@ -246,3 +246,18 @@ def test_an_exported_backbones_part_keys_are_checked_against_its_export_record(s
     (export / SIDE_KEYS_FILE).write_text(json.dumps(other))
     with pytest.raises(BadInputError, match=r"the test keys do not match the part hashes in .*tagcons_finetune.json"):
         backbone_trained_keys(export)
+
+
+@pytest.mark.parametrize("command", ["predict", "compare"])
+def test_predict_and_compare_out_as_a_symlink_never_write_through_it(study, tmp_path, capsys, command):
+    victim = tmp_path / "victim.csv"
+    victim.write_text("keep me")
+    link = tmp_path / "out.csv"
+    link.symlink_to(victim)
+    if command == "predict":
+        args = ["predict", "--run", study["run"], "--cache", study["cache"], "--data", study["pairs"], "--out", link]
+    else:
+        args = ["compare", study["run"], "--out", link]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert victim.read_text() == "keep me" and not link.is_symlink() and "," in link.read_text()
