@@ -273,8 +273,11 @@ DIGESTED = ("images/keys", "images/sha256", "texts/keys", "failed/keys", "failed
 
 
 def strings_digest(values: Sequence[str]) -> str:
-    """sha256 of a string dataset's values in order (JSON: unambiguous, encoded at C speed)."""
-    return hashlib.sha256(json.dumps(list(values)).encode("ascii")).hexdigest()
+    """sha256 of a string dataset's values in order: their lengths, then the values joined (the lengths
+    make it unambiguous; both are built at C speed, ~0.5 s for a million keys)."""
+    digest = hashlib.sha256(np.fromiter(map(len, values), dtype=np.int64, count=len(values)).tobytes())
+    digest.update("\x00".join(values).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def digests_of(values: dict[str, Sequence[str]]) -> dict[str, str]:

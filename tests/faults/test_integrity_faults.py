@@ -207,12 +207,20 @@ def test_a_small_commit_fits_in_a_few_mib_free(tmp_path, monkeypatch):
 # --- defect 3: forked workers must not hold the cache lock -------------------------------------------------
 
 
+def _worker(started) -> None:
+    started.set()  # runs after the fork hooks: the child is as a DataLoader worker is when it works
+    time.sleep(120)
+
+
 def test_a_forked_child_does_not_keep_the_lock_its_parent_releases(tmp_path):
     path = tmp_path / "c.h5"
     lock = FileLock(lock_path(path), path).acquire()
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(120,))
+    fork = multiprocessing.get_context("fork")
+    started = fork.Event()
+    child = fork.Process(target=_worker, args=(started,))
     child.start()  # a DataLoader worker, forked while the lock is held
     try:
+        assert started.wait(300), "the child never started"
         with pytest.raises(CacheBusyError):  # the parent still holds it
             FileLock(lock_path(path), path).acquire()
         lock.release()
