@@ -102,6 +102,19 @@ def test_flipped_bytes_in_a_string_dataset_are_found_and_repaired(tmp_path, caps
         assert len(writer.known_texts()) == (0 if dataset.startswith("texts") else 20)
 
 
+@pytest.mark.parametrize("dataset", ["images/keys", "texts/keys", "images/sha256"])
+def test_eight_flipped_bytes_in_a_string_datasets_storage_are_found_and_named(tmp_path, capsys, dataset):
+    path = write_cache(tmp_path / "c.h5", n_images=12)
+    flip_chunk_bytes(path, dataset)  # the heap addresses themselves: HDF5 cannot follow them any more
+    code, out, err = cli(["cache", "verify", str(path)], capsys)
+    assert code == 2 and one_line(err) and f"{dataset} cannot be read" in out
+    with pytest.raises(BadInputError, match=rf"{dataset} cannot be read.*verify --repair"):
+        tc.CacheWriter(path, None)  # what embed, fit-head's planning and every reader go through
+    code, out, err = cli(["cache", "verify", "--repair", str(path)], capsys)
+    assert code == 0 and "repaired" in out, err
+    assert cli(["cache", "verify", str(path)], capsys)[0] == 0
+
+
 def test_a_cache_written_before_key_digests_opens_and_verify_says_what_it_did_not_check(tmp_path, capsys):
     path = write_cache(tmp_path / "c.h5", n_images=6)
     with h5py.File(path, "r+") as f:
