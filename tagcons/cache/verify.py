@@ -123,6 +123,7 @@ def _check(f: h5py.File, report: FileReport) -> None:
         if _strings_lost(report, group):
             bad = set(range(n_keys))  # keys (or their hashes) untrustworthy: every row is re-embedded
         report.bad_rows[group] = {r for r in bad if r < n_keys}
+    report.rows["failed"] = f["failed/keys"].shape[0]
 
 
 def _check_strings(f: h5py.File, report: FileReport) -> None:
@@ -237,7 +238,8 @@ def _rewrite_without(report: FileReport) -> dict[str, int]:
     with open_h5(report.path, "r") as f:
         state = _kept_rows(f, report)
     write_state(report.path, [report.path], state, attrs, int(attrs["projection_dim"]), str(attrs["store_dtype"]))
-    return {group: len(report.bad_rows.get(group, ())) for group in GROUPS}
+    failed = report.rows.get("failed", 0) if _strings_lost(report, "failed") else 0
+    return {**{group: len(report.bad_rows.get(group, ())) for group in GROUPS}, "failed": failed}
 
 
 def _kept_rows(f: h5py.File, report: FileReport) -> Replay:
@@ -267,12 +269,19 @@ def unchecked_note(report: VerifyReport, repairing: bool) -> str:
 
 
 def repair_summary(result: RepairResult) -> str:
-    done = (
-        f"repaired: dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s), "
-        f"removed {len(result.removed_parts)} damaged part file(s)"
-    )
+    """One line of what the repair did ('nothing to repair' for a sound cache)."""
+    dropped = any(result.dropped.values()) or result.removed_parts
+    done = []
+    if dropped:
+        done.append(
+            f"dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s)"
+            + (f" and {result.dropped['failed']} failure record(s)" if result.dropped.get("failed") else "")
+            + f", removed {len(result.removed_parts)} damaged part file(s)"
+        )
     if result.removed_temps:
-        done += f" and {len(result.removed_temps)} temporary file(s) of a killed writer"
+        done.append(f"removed {len(result.removed_temps)} temporary file(s) of a killed writer")
     if result.digests_added:
-        done += "; key digests added"
-    return done + "; rerun tagcons embed to re-embed what was dropped"
+        done.append("key digests added")
+    if not done:
+        return "nothing to repair"
+    return "repaired: " + "; ".join(done) + ("; rerun tagcons embed to re-embed what was dropped" if dropped else "")

@@ -311,14 +311,17 @@ def run_png(run_dir: Path, name: str) -> bytes | None:
     """The bytes of the run's figure `name` if it is a regular PNG file inside the run folder; a symlink,
     a non-PNG or anything else is left out with a warning (the page is shared: it must embed nothing else)."""
     path = run_dir / name
-    try:
-        info = os.lstat(path)
+    try:  # no link followed, no FIFO waited on; fstat then checks what was opened
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
     except FileNotFoundError:
         return None
-    if not stat.S_ISREG(info.st_mode) or path.resolve().parent != run_dir.resolve():
+    except OSError:  # ELOOP: a symlink
         log.warning("%s: not a regular file in the run folder (a symlink?); left out of the report", path)
         return None
-    with open(path, "rb") as handle:  # lstat said regular: no link to follow, unless swapped since
+    with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            log.warning("%s: not a regular file in the run folder; left out of the report", path)
+            return None
         payload = handle.read()
     if not payload.startswith(PNG_SIGNATURE):
         log.warning("%s: not a PNG image; left out of the report", path)

@@ -127,6 +127,8 @@ def test_a_cache_written_before_key_digests_opens_and_verify_says_what_it_did_no
     assert code == 0 and "key digests added" in out
     code, out, _ = cli(["cache", "verify", str(path)], capsys)
     assert code == 0 and "not checked" not in out
+    code, out, _ = cli(["cache", "verify", "--repair", str(path)], capsys)
+    assert code == 0 and "nothing to repair" in out and "dropped" not in out
     with tc.open(path) as cache:
         assert len(cache.image_keys) == 6
 
