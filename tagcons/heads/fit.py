@@ -176,7 +176,10 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
 def exclusive_out(out: Path) -> Iterator[None]:
     """Hold `.<out>.lock` beside `out` exclusively (flock: dropped when the process dies), so a second
     fit-head into the same --out is refused at once instead of both writing the same runs."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(f"cannot create {out.parent}: {e.strerror}; choose another --out") from e
     lock_file = out.with_name(f".{out.name}.lock")
     lock = _out_lock(lock_file, out)
     try:

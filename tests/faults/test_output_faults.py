@@ -261,3 +261,10 @@ def test_predict_and_compare_out_as_a_symlink_never_write_through_it(study, tmp_
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert victim.read_text() == "keep me" and not link.is_symlink() and "," in link.read_text()
+
+
+def test_fit_head_out_under_a_file_exits_2_in_one_line(study, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("mine")
+    args = ["fit-head", "--cache", study["cache"], "--data", study["pairs"], "--head", "threshold"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "a_file" / "run"], capsys)
+    assert code == 2 and one_line(err) and "a_file" in err
