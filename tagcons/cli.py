@@ -229,24 +229,21 @@ def cache_merge(cache_path):
 @click.option("--repair", is_flag=True, help="Drop damaged rows and part files; the next embed re-embeds them.")
 def cache_verify(cache_path, repair):
     """Check CACHE.h5 and its part files (layout, checksums, finite values); exit 2 if anything is wrong."""
-    from tagcons.cache.verify import repair_cache, verify_cache
+    from tagcons.cache.verify import repair_cache, repair_summary, unchecked_note, verify_cache
 
     report = verify_cache(cache_path)
     for problem in report.problems:
         click.echo(problem)
     if report.ok:
-        click.echo(f"{cache_path}: ok ({len(report.files)} file(s) checked)")
-        return
-    if not repair:
+        click.echo(f"{cache_path}: ok ({len(report.files)} file(s) checked{unchecked_note(report, repair)})")
+        if not repair:
+            return
+    elif not repair:
         raise BadInputError(
             f"{cache_path}: {len(report.problems)} problem(s) found; run `tagcons cache verify --repair {cache_path}` "
             "and rerun tagcons embed to re-embed the dropped rows"
         )
-    result = repair_cache(cache_path, report)
-    click.echo(
-        f"{cache_path}: repaired: dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s), "
-        f"removed {len(result.removed_parts)} damaged part file(s); rerun tagcons embed to re-embed them"
-    )
+    click.echo(f"{cache_path}: {repair_summary(repair_cache(cache_path, report))}")
 
 
 def _scale(_ctx, _param, value: str) -> str:

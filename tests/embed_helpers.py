@@ -10,10 +10,11 @@ from PIL import Image
 
 from tagcons.embed.extractor import EmbedConfig, run_embed
 
-# Features of the same input differ with the batch it was encoded in (other matrix shapes, other
-# summation order) by up to 1.5e-6 absolute, cosine >= 0.99999988: the documented tolerance (README,
-# "The cache"). TAGCONS_DETERMINISTIC_FEATURES=1 compares bit for bit instead (a deterministic setup).
-FEATURE_ATOL = 0.0 if os.environ.get("TAGCONS_DETERMINISTIC_FEATURES") == "1" else 1.5e-6
+# Features of the same input differ with how it was encoded (batch size, threads, two runs, two shards
+# merged) by a few float32 rounding steps: 1.3e-6 measured here (benchmarks/feature_tolerance.py), 2.0e-6
+# on another machine. The documented tolerance (README, "Tolerance") for the tiny backbone is 4e-6.
+# TAGCONS_DETERMINISTIC_FEATURES=1 compares bit for bit instead (a deterministic setup).
+FEATURE_ATOL = 0.0 if os.environ.get("TAGCONS_DETERMINISTIC_FEATURES") == "1" else 4e-6
 
 
 def assert_features_close(actual, expected, err_msg: str = "") -> None:

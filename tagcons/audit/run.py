@@ -39,7 +39,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.provenance import check_reuse, table_keys
-from tagcons.evaluate.rundir import write_json
+from tagcons.evaluate.rundir import staged_run_dir, write_json
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
@@ -68,6 +68,8 @@ def run_audit(config: AuditConfig) -> AuditResult:
         raise BadInputError(f"--folds {config.folds}: the audit needs at least 2 folds")
     if config.rank_by not in AUDIT_RANKINGS:
         raise BadInputError(f"unknown --rank-by '{config.rank_by}'; choose one of {', '.join(AUDIT_RANKINGS)}")
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise BadInputError(f"{config.out}: exists and is not a folder; pass a folder as --out")
     fit_config = FitHeadConfig(
         cache=config.cache,
         data=config.data,
@@ -192,9 +194,9 @@ def _write(out: Path, data, oof: np.ndarray, config_record: dict) -> AuditResult
         "rows": "out-of-fold",
         **config_record,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    issues.to_csv(out / AUDIT_CSV, index=False)
-    write_json(out / AUDIT_JSON, summary)
+    with staged_run_dir(out) as work:  # a full disk or a read-only folder leaves no partial audit
+        issues.to_csv(work / AUDIT_CSV, index=False)
+        write_json(work / AUDIT_JSON, summary)
     return AuditResult(out, issues, summary, oof, ranking)
 
 

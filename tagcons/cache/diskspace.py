@@ -26,8 +26,8 @@ from tagcons.errors import BadInputError, WriteFailedError, first_line
 
 log = logging.getLogger(__name__)
 
-MARGIN_BYTES = 16 << 20  # HDF5 metadata, chunk index, file system slack
-MARGIN_SHARE = 0.05
+MARGIN_BYTES = 256 << 10  # HDF5 metadata of a small file (an empty cache file takes ~20 KiB) and file system slack
+MARGIN_SHARE = 0.05  # chunk index and slack grow with the file: the margin is sized to the write
 KEY_BYTES = 160  # a key, its sha256 and HDF5's variable-length string overhead, generously
 
 

@@ -4,6 +4,11 @@ a crashed writer never leaves a stale lock behind and a rerun can resume at once
 Scheme: `<cache>.lock` is held exclusively by a plain writer and by merge/consolidation, and shared
 by shard writers (so several shards run together but never beside a plain writer or a merge);
 each shard also holds `<cache>.parts/<tag>.lock` exclusively so one shard cannot run twice.
+
+A forked child (a DataLoader worker) shares its parent's open file descriptions, and with them every
+flock the parent holds: after a kill -9 of the parent the lock would live on in the workers until
+they notice. So a forked child closes its copies of the held lock descriptors at once (closing a
+copy never releases the parent's lock; only the last descriptor or an explicit unlock does).
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import weakref
 from pathlib import Path
 
 from tagcons.errors import BadInputError, CacheBusyError
 
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+_HELD: weakref.WeakSet[FileLock] = weakref.WeakSet()  # locks with an open descriptor, in this process
 
 
 class FileLock:
@@ -51,6 +58,7 @@ class FileLock:
         return self._take()
 
     def _take(self) -> FileLock:
+        _HELD.add(self)
         try:
             self._flock(fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         except BlockingIOError as e:
@@ -85,10 +93,36 @@ class FileLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+        _HELD.discard(self)
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: close the inherited copy without unlocking (the parent keeps the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     @property
     def held(self) -> bool:
         return self._fd is not None
+
+    def still_at_path(self) -> bool:
+        """Whether the locked file is still the one at `lock_path`: a holder that deletes its lock file on
+        release (while still holding it) may have unlinked the file this lock was taken on."""
+        if self._fd is None:
+            return True
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(self._fd).st_ino
+        except FileNotFoundError:
+            return False
+
+
+def _close_inherited_locks() -> None:
+    for lock in list(_HELD):
+        lock._forget_in_child()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def _unsupported_message(lock_path: Path, error: OSError) -> str:

@@ -25,13 +25,16 @@ from tagcons.cache.parts import TMP_SUFFIX, parts_dir
 from tagcons.cache.rows import check_finite, checked_read, read_rows
 from tagcons.cache.schema import (
     check_layout,
+    checked_strings,
     create_layout,
+    digests_of,
     fsync_path,
     now_iso,
     open_h5,
     read_attrs,
-    read_strings,
+    strings_digest,
     write_attrs,
+    write_digests,
 )
 
 log = logging.getLogger(__name__)
@@ -48,16 +51,21 @@ class Replay:
     texts: dict = field(default_factory=dict)  # key -> (src, row)
     failed: dict = field(default_factory=dict)  # key -> (sha256, reason)
 
-    def add_source(self, src: int, f: h5py.File) -> None:
-        for key, sha, reason in zip(*(read_strings(f[f"failed/{n}"]) for n in ("keys", "sha256", "reasons"))):
+    def add_source(self, src: int, f: h5py.File, path: Path) -> None:
+        """Replay one file; its keys and hashes are checked against the file's digests on the way."""
+
+        def strings(name: str) -> list[str]:
+            return checked_strings(path, f, name)
+
+        for key, sha, reason in zip(*(strings(f"failed/{n}") for n in ("keys", "sha256", "reasons"))):
             self.images.pop(key, None)  # the file changed and now fails: its old embedding is stale
             self.failed[key] = (sha, reason)
-        keys, shas = read_strings(f["images/keys"]), read_strings(f["images/sha256"])
+        keys, shas = strings("images/keys"), strings("images/sha256")
         if self.failed:
             for key in keys:
                 self.failed.pop(key, None)
         self.images.update(zip(keys, zip(repeat(src), count(), shas)))  # C-speed loop: 1M keys per part
-        self.texts.update(zip(read_strings(f["texts/keys"]), zip(repeat(src), count())))
+        self.texts.update(zip(strings("texts/keys"), zip(repeat(src), count())))
 
 
 def replay(paths: list[Path]) -> Replay:
@@ -66,7 +74,7 @@ def replay(paths: list[Path]) -> Replay:
         read_attrs(path)  # a readable tagcons cache of this schema, or BadInputError
         with open_h5(path, "r") as f:
             check_layout(path, f)
-            state.add_source(src, f)
+            state.add_source(src, f, path)
     return state
 
 
@@ -137,9 +145,10 @@ def write_state(
             with open_h5(tmp, "w") as out:
                 write_attrs(out, {**attrs, "updated_at": now_iso()})
                 create_layout(out, counts, dim, dtype)
-                _write_failed(out, state.failed)
-                _copy_group(out, "texts", state.texts, pool, progress)
-                _copy_group(out, "images", state.images, pool, progress)
+                written = _write_failed(out, state.failed)
+                written.update(_copy_group(out, "texts", state.texts, pool, progress))
+                written.update(_copy_group(out, "images", state.images, pool, progress))
+                write_digests(out, written)
             fsync_path(tmp)
     finally:
         pool.close()
@@ -148,27 +157,40 @@ def write_state(
     return counts
 
 
-def _write_failed(out: h5py.File, failed: dict) -> None:
+def _write_failed(out: h5py.File, failed: dict) -> dict[str, str]:
+    """Write the failed group; returns the digests of the strings written."""
+    written = {
+        "failed/keys": list(failed),
+        "failed/sha256": [v[0] for v in failed.values()],
+        "failed/reasons": [v[1] for v in failed.values()],
+    }
     if failed:
-        out["failed/keys"][:] = np.asarray(list(failed), dtype=object)
-        out["failed/sha256"][:] = np.asarray([v[0] for v in failed.values()], dtype=object)
-        out["failed/reasons"][:] = np.asarray([v[1] for v in failed.values()], dtype=object)
+        for name, values in written.items():
+            out[name][:] = np.asarray(values, dtype=object)
+    return digests_of(written)
 
 
-def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, progress: bool) -> None:
-    """Write keys (+sha256) and gather embedding rows from the sources, OUT_CHUNK rows at a time."""
+def _copy_group(out: h5py.File, group: str, entries: dict, pool: _SourcePool, progress: bool) -> dict[str, str]:
+    """Write keys (+sha256) and gather embedding rows from the sources, OUT_CHUNK rows at a time.
+    Returns the digests of the string datasets written."""
     keys = list(entries)
     src = np.fromiter((v[0] for v in entries.values()), dtype=np.int64, count=len(keys))
     row = np.fromiter((v[1] for v in entries.values()), dtype=np.int64, count=len(keys))
+    written = {}
     if group == "images":
-        _write_strings(out["images/sha256"], [v[2] for v in entries.values()])
+        shas = [v[2] for v in entries.values()]
+        _write_strings(out["images/sha256"], shas)
+        written["images/sha256"] = strings_digest(shas)
+        del shas
     entries.clear()  # free the dict early: the arrays above hold what is still needed
     _write_strings(out[f"{group}/keys"], keys)
+    written[f"{group}/keys"] = strings_digest(keys)
     del keys
     embeds = out[f"{group}/embeds"]
     for lo in _progress(range(0, len(src), OUT_CHUNK), progress, f"consolidate {group}"):
         hi = min(lo + OUT_CHUNK, len(src))
         embeds[lo:hi] = _gather(pool, group, src[lo:hi], row[lo:hi], embeds.dtype)
+    return written
 
 
 def _gather(pool: _SourcePool, group: str, src: np.ndarray, row: np.ndarray, dtype) -> np.ndarray:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from tagcons.cache.diskspace import ensure_free_space, estimate_bytes, writing
-from tagcons.cache.schema import create_layout, fsync_path, read_attrs, write_attrs
+from tagcons.cache.schema import create_layout, digests_of, fsync_path, read_attrs, write_attrs, write_digests
 from tagcons.errors import BadInputError
 
 PART_RE = re.compile(r"^(?P<tag>[A-Za-z0-9_.-]+?)-(?P<seq>\d{6})\.h5$")
@@ -117,6 +117,7 @@ def write_part(cache: Path, tag: str, seq: int, attrs: dict, rows: Rows, dim: in
         write_attrs(f, {**attrs, "committed_ns": time.time_ns(), "tag": tag, "seq": seq})
         create_layout(f, rows.counts(), dim, dtype)
         _fill(f, rows, dtype)
+        write_digests(f, digests_of(_strings_of(rows)))
     with writing(tmp, final), open(tmp, "wb") as out:
         out.write(image.getbuffer())
         out.flush()
@@ -138,6 +139,17 @@ def _fill(f, rows: Rows, dtype: str) -> None:
         f["failed/keys"][:] = np.asarray(rows.failed_keys, dtype=object)
         f["failed/sha256"][:] = np.asarray(rows.failed_sha256, dtype=object)
         f["failed/reasons"][:] = np.asarray(rows.failed_reasons, dtype=object)
+
+
+def _strings_of(rows: Rows) -> dict:
+    return {
+        "images/keys": rows.image_keys,
+        "images/sha256": rows.image_sha256,
+        "texts/keys": rows.text_keys,
+        "failed/keys": rows.failed_keys,
+        "failed/sha256": rows.failed_sha256,
+        "failed/reasons": rows.failed_reasons,
+    }
 
 
 def remove_stale_temps(folder: Path, prefix: str = "") -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from tagcons.cache.join import join_rows
 from tagcons.cache.parts import parts_dir, pending_parts
 from tagcons.cache.rows import check_finite, checked_read, l2_normalise, read_range, read_rows
-from tagcons.cache.schema import check_layout, check_schema, open_h5, plain_attr, read_strings
+from tagcons.cache.schema import check_layout, check_schema, checked_strings, open_h5, plain_attr
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class CacheReader:
     # -- keys -----------------------------------------------------------------------------------------
     def keys(self, group: str) -> list[str]:
         if group not in self._keys:
-            self._keys[group] = read_strings(self._dataset(group, "keys"))
+            self._keys[group] = self._strings(self._dataset(group, "keys").name)
         return self._keys[group]
 
     image_keys = property(lambda self: self.keys("images"))
@@ -111,14 +111,13 @@ class CacheReader:
 
     @property
     def image_sha256(self) -> dict[str, str]:
-        return dict(zip(self.image_keys, read_strings(self._file["images/sha256"])))
+        return dict(zip(self.image_keys, self._strings("images/sha256")))
 
     @property
     def failed(self) -> dict[str, str]:
         """image key -> why it could not be embedded."""
         if self._failed is None:
-            f = self._file["failed"]
-            self._failed = dict(zip(read_strings(f["keys"]), read_strings(f["reasons"])))
+            self._failed = dict(zip(self._strings("failed/keys"), self._strings("failed/reasons")))
         return self._failed
 
     # -- embeddings -----------------------------------------------------------------------------------
@@ -148,12 +147,12 @@ class CacheReader:
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """(keys, embeds) in file order, `chunk_rows` at a time; embeds are float32, or as stored
         (float16 halves memory and skips a slow conversion) with dtype=None and normalise=False."""
-        keys_ds, embeds = self._dataset(group, "keys"), self._dataset(group, "embeds")
+        keys, embeds = self.keys(group), self._dataset(group, "embeds")
         for lo in range(0, embeds.shape[0], chunk_rows):
             hi = min(lo + chunk_rows, embeds.shape[0])
             with checked_read(self.path, embeds):
                 rows = self._finite(embeds, read_range(embeds, lo, hi, np.float32 if normalise else dtype), lo)
-            yield read_strings(keys_ds, lo, hi), l2_normalise(rows, inplace=True) if normalise else rows
+            yield keys[lo:hi], l2_normalise(rows, inplace=True) if normalise else rows
 
     def lookup(self, images: Sequence[str], texts: Sequence[str], normalise: bool = True) -> PairLookup:
         """Features for pairs (images[i], texts[i]); pairs with an absent or failed side are left out."""
@@ -168,6 +167,10 @@ class CacheReader:
             missing_texts=joined.missing_texts,
             failed_images=list(joined.failed_images),
         )
+
+    def _strings(self, name: str) -> list[str]:
+        """A string dataset's values, checked against the cache's key digests (BadInputError if damaged)."""
+        return checked_strings(self.path, self._file, name.lstrip("/"))
 
     def _dataset(self, group: str, name: str) -> h5py.Dataset:
         if group not in GROUPS:

@@ -67,7 +67,7 @@ def resolve_image_path(root: str | Path, key: str) -> Path:
     """
     lexical = lexical_image_path(root, key)
     real_root = Path(root).resolve()
-    target = _existing_spelling(lexical, key).resolve()
+    target = _resolved(_existing_spelling(lexical, key), key)
     if target != real_root and real_root not in target.parents:
         raise ImageLoadError(
             key,
@@ -75,6 +75,14 @@ def resolve_image_path(root: str | Path, key: str) -> Path:
             "or pass the folder holding the real files as --images",
         )
     return target
+
+
+def _resolved(path: Path, key: str) -> Path:
+    """`path` with symlinks followed; a symlink loop fails this image only (RuntimeError, or OSError on 3.13)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:
+        raise ImageLoadError(key, "symlink loop (the link points back at itself); replace it with the file") from e
 
 
 def _existing_spelling(path: Path, key: str) -> Path:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.lock import read_only_message
+from tagcons.cache.verify import check_checksums
 from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
@@ -76,8 +77,9 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
         images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers)
         texts = _in_shard(table.unique_texts(), shard)
         if context.world_size == 1 and _nothing_new(config, writer, images, texts):
+            check_checksums(Path(config.out))  # the keys were checked against their digests while planning
             _record_cached(summary, images, texts)
-            log.info("%s: everything is cached already; the model was not loaded", config.out)
+            log.info("%s: everything is cached already (checksums checked); the model was not loaded", config.out)
             return summary
         job = _start_job(config, writer, shard, context)
         warn_if_unread_script(job.backbone, table.unique_texts())

@@ -28,7 +28,7 @@ from tagcons.evaluate.intervals import (
     aligned_counts,
     paired_difference,
 )
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json, write_text_staged
 from tagcons.labels import resolve_scale, scale_from_config
 
 SETTING_COLUMNS = ("backbone", "head", "recipe", "split", "features")
@@ -258,6 +258,6 @@ def write_comparison(table, out: str | Path) -> tuple[Path, Path]:
         raise BadInputError(f"{out.parent}: folder does not exist; create it or pick another --out")
     groups = _groups_of(table)
     markdown, csv = out.with_suffix(".md"), out.with_suffix(".csv")
-    markdown.write_text(render_markdown(groups), encoding="utf-8")
-    comparison_frame(groups).drop(columns=["path"]).to_csv(csv, index=False)
+    write_text_staged(markdown, render_markdown(groups))
+    write_text_staged(csv, comparison_frame(groups).drop(columns=["path"]).to_csv(index=False))
     return markdown, csv

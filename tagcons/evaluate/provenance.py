@@ -64,15 +64,46 @@ def write_side_keys(directory: str | Path, sides: dict[str, Iterable[str] | None
 
 
 def read_side_keys(directory: str | Path) -> dict[str, set[str] | None] | None:
-    """The saved side keys of a run or export; None when it predates provenance (nothing recorded)."""
+    """The saved side keys of a run or export, checked against the side hashes its own record holds
+    (config.json's `parts`, or the export's tagcons_finetune.json): a part_keys.json copied from another
+    run is refused. None when it predates provenance (nothing recorded)."""
     path = Path(directory) / SIDE_KEYS_FILE
     if not path.is_file():
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        return {name: None if payload.get(name) is None else set(payload[name]) for name in SIDE_NAMES}
-    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        sides = {name: None if payload.get(name) is None else set(payload[name]) for name in SIDE_NAMES}
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError) as e:
         raise BadInputError(f"{path}: not a valid list of part keys ({e}); the run directory is damaged") from e
+    _check_side_hashes(path, sides)
+    return sides
+
+
+def _check_side_hashes(path: Path, sides: dict[str, set[str] | None]) -> None:
+    record, recorded = _recorded_side_hashes(path.parent)
+    if recorded is None:
+        log.warning("%s: %s records no part hashes (an older tagcons); its part keys are not tied to it", path, record)
+        return
+    changed = [name for name in SIDE_NAMES if recorded.get(name) != keys_hash(sides[name])]
+    if changed:
+        raise BadInputError(
+            f"{path}: the {', '.join(changed)} keys do not match the part hashes in {record} (a part_keys.json "
+            "copied from another run, or edited): which pairs trained it is unknown; refit it, or use another run"
+        )
+
+
+def _recorded_side_hashes(directory: Path) -> tuple[Path, dict | None]:
+    """(the record, its `parts` hashes or None): an export's tagcons_finetune.json, else the run's config.json."""
+    record = directory / FINETUNE_EXPORT_FILE
+    if not record.is_file():
+        record = directory / "config.json"
+    try:
+        parts = json.loads(record.read_text(encoding="utf-8")).get("parts")
+    except FileNotFoundError:
+        return record, None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise BadInputError(f"{record}: not valid JSON ({e}); the run directory is damaged") from e
+    return record, parts if isinstance(parts, dict) else None
 
 
 def trained_keys(sides: dict[str, set[str] | None]) -> set[str]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +33,7 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate import compare
 from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
+from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json, write_text_staged
 from tagcons.labels import LABELS, scale_from_config
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ CATEGORY_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 BASELINE_METRICS = ("accuracy", "macro_f1", "mae", "qwk")
 CALIBRATION_METRICS = ("log_loss", "brier", "ece")
 NO_MATCH = "(no match)"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -92,7 +95,15 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise BadInputError(f"{path}: not found; is {path.parent} a run directory written by fit-head or finetune?")
     # Hashtags such as 'NA' or 'null' are text, not missing values.
-    frame = pd.read_csv(path, dtype={"image": str, "text": str}, keep_default_na=False, na_values={"expected": [""]})
+    try:
+        frame = pd.read_csv(
+            path, dtype={"image": str, "text": str}, keep_default_na=False, na_values={"expected": [""]}
+        )
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise BadInputError(
+            f"{path}: not a UTF-8 CSV table of predictions ({type(e).__name__}); the run directory is damaged, "
+            "rerun fit-head or finetune"
+        ) from e
     missing = [c for c in ("image", "text", "true", "pred") if c not in frame.columns]
     if missing:
         raise BadInputError(
@@ -278,9 +289,9 @@ def distribution_png(run: RunView) -> str:
 
 def curves_png(run: RunView) -> str | None:
     """The run's training curves: its saved PNG, else drawn from metrics.json's history."""
-    saved = run.path / CURVES_FILE
-    if saved.is_file():
-        return _data_uri(saved.read_bytes(), "image/png")
+    saved = run_png(run.path, CURVES_FILE)
+    if saved is not None:
+        return _data_uri(saved, "image/png")
     history = run.metrics.get("history")
     if not isinstance(history, dict) or not any(isinstance(v, list) and v for v in history.values()):
         return None
@@ -292,8 +303,30 @@ def curves_png(run: RunView) -> str | None:
 
 
 def reliability_png(run: RunView) -> str | None:
-    saved = run.path / RELIABILITY_FILE
-    return _data_uri(saved.read_bytes(), "image/png") if saved.is_file() else None
+    saved = run_png(run.path, RELIABILITY_FILE)
+    return _data_uri(saved, "image/png") if saved is not None else None
+
+
+def run_png(run_dir: Path, name: str) -> bytes | None:
+    """The bytes of the run's figure `name` if it is a regular PNG file inside the run folder; a symlink,
+    a non-PNG or anything else is left out with a warning (the page is shared: it must embed nothing else)."""
+    path = run_dir / name
+    try:  # no link followed, no FIFO waited on; fstat then checks what was opened
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
+    except FileNotFoundError:
+        return None
+    except OSError:  # ELOOP: a symlink
+        log.warning("%s: not a regular file in the run folder (a symlink?); left out of the report", path)
+        return None
+    with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            log.warning("%s: not a regular file in the run folder; left out of the report", path)
+            return None
+        payload = handle.read()
+    if not payload.startswith(PNG_SIGNATURE):
+        log.warning("%s: not a PNG image; left out of the report", path)
+        return None
+    return payload
 
 
 def run_section(run: RunView) -> dict:
@@ -558,6 +591,6 @@ def write_report(config: ReportConfig) -> Path:
     if config.images is not None and not Path(config.images).is_dir():
         raise BadInputError(f"{config.images}: images folder not found; check the --images path")
     html = render_report(config)
-    out.write_text(html, encoding="utf-8")
+    write_text_staged(out, html, "--out")
     log.info("report: %s (%.1f MB)", out, len(html.encode("utf-8")) / 1e6)
     return out

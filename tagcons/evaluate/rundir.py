@@ -73,15 +73,40 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def write_text_staged(path: str | Path, text: str, option: str = "--out") -> Path:
+    """Write `text` to a temporary sibling, then rename it over `path`: a failed write (a full disk, a
+    read-only folder) leaves the old file or none, never a truncated one, and a symlink at `path` is
+    replaced, never written through. Write errors and a folder at `path` are one-line BadInputErrors."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise BadInputError(f"{path}: is a folder; pass a file name as {option}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:  # "x": a new file, never an existing one or a link
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        raise BadInputError(
+            f"cannot write {path}: {e.strerror}; nothing half-written was left, fix that and rerun"
+        ) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 @contextmanager
 def staged_run_dir(run_dir: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder to write a run into; on success its files move into `run_dir`
     (the whole folder is renamed when `run_dir` does not exist yet). On any failure (a full disk, an
     interrupt) the temporary folder is removed, so no half-written run blocks a rerun."""
     run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     work = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
         work.mkdir()
         yield work
         _move_into_place(work, run_dir)
@@ -89,7 +114,7 @@ def staged_run_dir(run_dir: str | Path) -> Iterator[Path]:
         if e.errno not in WRITE_ERRORS:
             raise
         raise BadInputError(
-            f"cannot write the run {run_dir}: {e.strerror}; nothing half-written was kept, fix that and rerun"
+            f"cannot write {run_dir}: {e.strerror}; nothing half-written was kept, fix that and rerun"
         ) from e
     finally:
         shutil.rmtree(work, ignore_errors=True)

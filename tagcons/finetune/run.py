@@ -149,6 +149,7 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
                 "model_id": backbone.model_id,
                 "revision": backbone.revision,
                 "best_epoch": state.best_epoch,
+                "parts": side_hashes(partition.side_keys()),  # ties the export's part_keys.json to it
             },
             config.progress,
         )

@@ -89,7 +89,8 @@ class TextOnlyHead(Head):
         }
 
     def _restore(self, run_dir: Path, state: dict) -> None:
-        saved = np.load(run_dir / TEXT_STATE)
+        with np.load(run_dir / TEXT_STATE, allow_pickle=False) as data:  # NumPy's default, said out loud
+            saved = {name: data[name] for name in ("idf", "coef", "intercept", "classes")}
         self.vectorizer_ = self._vectorizer()
         self.vectorizer_.vocabulary_ = dict(state["vocabulary"])
         self.vectorizer_.idf_ = saved["idf"]

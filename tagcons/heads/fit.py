@@ -23,12 +23,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tagcons.cache.lock import FileLock
 from tagcons.configs import FitHeadConfig
 from tagcons.data.exclude import leave_out_of_training, listed_rows
 from tagcons.data.given_folds import GivenFolds, read_given_folds
@@ -42,7 +44,7 @@ from tagcons.data.splits import (
     folds_then_drop,
     split_then_drop,
 )
-from tagcons.errors import BadInputError
+from tagcons.errors import BadInputError, CacheBusyError
 from tagcons.evaluate.intervals import repeat_summary
 from tagcons.evaluate.metrics import compute_metrics, fold_summary, majority_label, pooled_and_per_fold
 from tagcons.evaluate.plots import plot_training_curves
@@ -159,9 +161,10 @@ def needs_features(head: str) -> bool:
 def fit_head(config: FitHeadConfig) -> FitResult:
     config = with_given_folds(config)
     _check_config(config)
-    check_run_out(Path(config.out), config.overwrite)
-    data, provenance = _load(config)
-    return _fit_loaded(_folds_counted(config, data), data, provenance)
+    with exclusive_out(Path(config.out)):
+        check_run_out(Path(config.out), config.overwrite)
+        data, provenance = _load(config)
+        return _fit_loaded(_folds_counted(config, data), data, provenance)
 
 
 def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
@@ -174,9 +177,11 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
     configs = [_config_for(config, name) for name in heads]
     for each in configs:
         _check_config(each)
-        check_run_out(Path(each.out), each.overwrite)
-    data, provenance = _load(config)
-    return [_fit_loaded(_folds_counted(each, data), data, provenance) for each in configs]
+    with exclusive_out(Path(config.out)):  # the checks, the staging and every final move: one writer at a time
+        for each in configs:
+            check_run_out(Path(each.out), each.overwrite)
+        data, provenance = _load(config)
+        return [_fit_loaded(_folds_counted(each, data), data, provenance) for each in configs]
 
 
 def with_given_folds(config: FitHeadConfig) -> FitHeadConfig:
@@ -199,6 +204,38 @@ def _given_folds(config: FitHeadConfig, table: PairTable, strip_hash: bool) -> G
     return read_given_folds(
         config.folds, table, config.columns, config.key_col, config.fold_col, config.allow_split_images, strip_hash
     )
+
+
+@contextmanager
+def exclusive_out(out: Path) -> Iterator[None]:
+    """Hold `.<out>.lock` beside `out` exclusively (flock: dropped when the process dies), so a second
+    fit-head into the same --out is refused at once instead of both writing the same runs."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(f"cannot create {out.parent}: {e.strerror}; choose another --out") from e
+    lock_file = out.with_name(f".{out.name}.lock")
+    lock = _out_lock(lock_file, out)
+    try:
+        yield
+    finally:
+        if lock.held and lock.writable:
+            lock_file.unlink(missing_ok=True)  # still held: nobody can take the lock between these two lines
+        lock.release()
+
+
+def _out_lock(lock_file: Path, out: Path) -> FileLock:
+    for _ in range(5):  # a file the previous holder unlinked as we locked it: lock the new one
+        try:
+            lock = FileLock(lock_file, out).acquire(read_only_ok=True)
+        except CacheBusyError as e:
+            raise BadInputError(
+                f"{out}: another tagcons fit-head is writing runs there; wait for it to finish or choose another --out"
+            ) from e
+        if lock.still_at_path():
+            return lock
+        lock.release()
+    raise BadInputError(f"{out}: its lock file {lock_file} keeps changing; is another fit-head starting there?")
 
 
 def _check_params_apply(config: FitHeadConfig, heads: Sequence[str]) -> None:

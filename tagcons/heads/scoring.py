@@ -21,7 +21,7 @@ from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.provenance import overlap_count, read_side_keys, table_keys, trained_keys
-from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
+from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json, write_text_staged
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
@@ -60,7 +60,7 @@ def predict(config: PredictConfig) -> PredictResult:
     y_true = table.labels if table.has_labels else None
     out = Path(config.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)
+    write_text_staged(out, predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(index=False))
     metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
 

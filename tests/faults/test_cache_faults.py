@@ -325,10 +325,10 @@ def test_too_little_free_space_refuses_commit_and_consolidation_and_keeps_the_ca
     with tc.CacheWriter(path, meta()) as writer:
         writer.commit_texts(["#new"], vecs(1))  # a part committed while there was space
         before = path.read_bytes()
-        monkeypatch.setattr("tagcons.cache.diskspace.shutil.disk_usage", lambda _p: SimpleNamespace(free=1 << 20))
-        with pytest.raises(BadInputError, match=r"1.0 MiB free, .* needed"):
+        monkeypatch.setattr("tagcons.cache.diskspace.shutil.disk_usage", lambda _p: SimpleNamespace(free=100 << 10))
+        with pytest.raises(BadInputError, match=r"0.1 MiB free, .* needed"):
             writer.commit_texts(["#newer"], vecs(1))
-        with pytest.raises(BadInputError, match=r"1.0 MiB free, .* needed"):
+        with pytest.raises(BadInputError, match=r"0.1 MiB free, .* needed"):
             writer.consolidate()
     assert path.read_bytes() == before and len(tc.pending_parts(path)) == 1
     assert [p for p in tmp_path.rglob("*.tmp")] == []

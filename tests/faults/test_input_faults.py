@@ -183,6 +183,18 @@ def test_a_symlink_leaving_the_images_folder_fails_that_image_only(tmp_path):
     assert summary.images_new == 3 and "symlink" in summary.failures["link.png"]
 
 
+def test_a_symlink_loop_inside_the_images_folder_fails_that_image_only(tmp_path):
+    pairs, images = make_image_set(tmp_path, n_images=3, tags_per_image=1)
+    (images / "loop_a.png").symlink_to(images / "loop_b.png")
+    (images / "loop_b.png").symlink_to(images / "loop_a.png")
+    (images / "self.png").symlink_to("self.png")
+    with open(pairs, "a", encoding="utf-8") as handle:
+        handle.write("loop_a.png,#고리,2\nself.png,#자기,3\n")
+    summary = embed(pairs, images, tmp_path / "cache.h5")
+    assert summary.images_new == 3
+    assert all("symlink loop" in summary.failures[key] for key in ("loop_a.png", "self.png"))
+
+
 def test_permission_error_is_named_as_such(tmp_path, monkeypatch):
     path = tmp_path / "locked.png"
     Image.new("RGB", (8, 8)).save(path)
