@@ -26,6 +26,7 @@ from tagcons.cache.rows import check_finite, checked_read, read_rows
 from tagcons.cache.schema import (
     check_layout,
     create_layout,
+    failed_records,
     fsync_path,
     now_iso,
     open_h5,
@@ -49,7 +50,7 @@ class Replay:
     failed: dict = field(default_factory=dict)  # key -> (sha256, reason)
 
     def add_source(self, src: int, f: h5py.File) -> None:
-        for key, sha, reason in zip(*(read_strings(f[f"failed/{n}"]) for n in ("keys", "sha256", "reasons"))):
+        for key, sha, reason in failed_records(f):
             self.images.pop(key, None)  # the file changed and now fails: its old embedding is stale
             self.failed[key] = (sha, reason)
         keys, shas = read_strings(f["images/keys"]), read_strings(f["images/sha256"])

@@ -5,9 +5,11 @@ layout, so one set of helpers reads both:
 
     /images/keys, /images/sha256, /images/embeds [n, d]
     /texts/keys, /texts/embeds [n, d]
-    /failed/keys, /failed/sha256, /failed/reasons
+    /failed/keys, /failed/reasons, /failed/sha256 (optional when reading)
     root attrs: schema, backbone, model_id, revision, projection_dim, text_template, fingerprint,
-                store_dtype, settings (JSON), created_with (JSON), updated_at
+                store_dtype, settings (JSON), created_with (JSON), updated_at, texts_truncated
+
+docs/cache-schema.md documents every dataset and attribute, and which a reader requires.
 
 The fingerprint hashes everything that changes the numbers, so a cache is never silently extended
 with features computed another way.
@@ -175,6 +177,7 @@ def read_attrs(path: Path, names: Sequence[str] | None = None) -> dict:
 
 
 def check_schema(path: Path, attrs: dict) -> None:
+    """A tagcons cache of this schema (BadInputError otherwise); see also `check_required_attrs`."""
     schema = attrs.get("schema")
     if schema is None:
         raise BadInputError(
@@ -184,6 +187,16 @@ def check_schema(path: Path, attrs: dict) -> None:
         raise BadInputError(
             f"{path}: cache schema {schema!r} is not supported (this tagcons reads {SCHEMA!r}); "
             "re-embed with this version"
+        )
+
+
+def check_required_attrs(path: Path, attrs: dict) -> None:
+    """Every root attribute a reader needs is there (BadInputError naming the missing ones)."""
+    missing = [name for name in REQUIRED_ATTRS if name not in attrs]
+    if missing:
+        raise BadInputError(
+            f"{path}: root attribute(s) {', '.join(missing)} missing; a cache needs {', '.join(REQUIRED_ATTRS)} "
+            "(see docs/cache-schema.md)"
         )
 
 
@@ -225,9 +238,13 @@ LAYOUT = (
     "texts/keys",
     "texts/embeds",
     "failed/keys",
-    "failed/sha256",
     "failed/reasons",
 )
+# Written by tagcons, optional when reading (a cache written by another tool may lack them).
+OPTIONAL_LAYOUT = ("failed/sha256",)  # absent: the failed files' hashes are unknown (they are retried)
+# Root attributes every reader needs (docs/cache-schema.md lists the optional ones).
+REQUIRED_ATTRS = ("schema", "backbone", "model_id", "projection_dim", "fingerprint")
+UNKNOWN_SHA256 = ""
 # Datasets whose row counts must agree: (first, second).
 SAME_ROWS = (
     ("images/keys", "images/embeds"),
@@ -243,14 +260,23 @@ def layout_problems(f: h5py.File) -> list[str]:
     missing = [name for name in LAYOUT if name not in f]
     if missing:
         return [f"datasets missing: {', '.join(missing)}"]
-    rows = {name: f[name].shape[0] for name in LAYOUT}
-    problems = [f"{a} has {rows[a]} rows but {b} has {rows[b]}" for a, b in SAME_ROWS if rows[a] != rows[b]]
+    rows = {name: f[name].shape[0] for name in (*LAYOUT, *OPTIONAL_LAYOUT) if name in f}
+    problems = [
+        f"{a} has {rows[a]} rows but {b} has {rows[b]}" for a, b in SAME_ROWS if b in rows and rows[a] != rows[b]
+    ]
     dim = f.attrs.get("projection_dim")
     for name in ("images/embeds", "texts/embeds"):
         shape = f[name].shape
         if len(shape) != 2 or (dim is not None and shape[1] != int(dim)):
             problems.append(f"{name} has shape {shape}, expected (rows, {dim}) for projection_dim {dim}")
     return problems
+
+
+def failed_records(f: h5py.File) -> list[tuple[str, str, str]]:
+    """(key, sha256, reason) of each image that could not be embedded; sha256 UNKNOWN_SHA256 where not stored."""
+    keys, reasons = read_strings(f["failed/keys"]), read_strings(f["failed/reasons"])
+    shas = read_strings(f["failed/sha256"]) if "failed/sha256" in f else [UNKNOWN_SHA256] * len(keys)
+    return list(zip(keys, shas, reasons))
 
 
 def check_layout(path: Path, f: h5py.File) -> None:

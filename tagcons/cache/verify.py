@@ -17,7 +17,7 @@ import numpy as np
 from tagcons.cache.lock import FileLock
 from tagcons.cache.merge import Replay, write_state
 from tagcons.cache.parts import list_parts, parts_dir
-from tagcons.cache.schema import layout_problems, open_h5, read_attrs, read_strings
+from tagcons.cache.schema import failed_records, layout_problems, open_h5, read_attrs, read_strings
 from tagcons.errors import BadInputError, first_line
 
 GROUPS = ("images", "texts")
@@ -151,8 +151,15 @@ def _rewrite_without(report: FileReport) -> dict[str, int]:
     attrs = read_attrs(report.path)
     with open_h5(report.path, "r") as f:
         state = _kept_rows(f, report)
-    write_state(report.path, [report.path], state, attrs, int(attrs["projection_dim"]), str(attrs["store_dtype"]))
+    dtype = str(attrs.get("store_dtype") or _stored_dtype(report.path))
+    write_state(report.path, [report.path], state, attrs, int(attrs["projection_dim"]), dtype)
     return {group: len(report.bad_rows.get(group, ())) for group in GROUPS}
+
+
+def _stored_dtype(path: Path) -> str:
+    """The stored embeddings' dtype (a cache written by another tool may not say it in `store_dtype`)."""
+    with open_h5(path, "r") as f:
+        return str(f["images/embeds"].dtype)
 
 
 def _kept_rows(f: h5py.File, report: FileReport) -> Replay:
@@ -164,6 +171,5 @@ def _kept_rows(f: h5py.File, report: FileReport) -> Replay:
     for row, key in enumerate(read_strings(f["texts/keys"])):
         if row not in report.bad_rows["texts"]:
             state.texts[key] = (0, row)
-    failed = zip(*(read_strings(f[f"failed/{n}"]) for n in ("keys", "sha256", "reasons")))
-    state.failed.update((key, (sha, reason)) for key, sha, reason in failed)
+    state.failed.update((key, (sha, reason)) for key, sha, reason in failed_records(f))
     return state
