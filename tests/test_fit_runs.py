@@ -130,6 +130,25 @@ def test_a_cache_without_any_of_the_pairs_names_the_embed_command(files):
         fit_head(FitHeadConfig(data=other, cache=files["cache"], out=files["root"] / "none", head="threshold"))
 
 
+def test_a_cache_whose_images_all_failed_says_why_and_does_not_advise_embedding(files, tmp_path):
+    data = planted(n_images=4, per_image=3, dim=8, seed=1)
+    failed = sorted(data.image_embeds)[:3]
+    cache = write_cache(data, tmp_path / "failed.h5", failed_images=failed)
+    pairs = tmp_path / "pairs.csv"
+    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": data.labels})
+    frame[frame["Image Filename"].isin(failed)].to_csv(pairs)
+    with pytest.raises(BadInputError, match=rf"3 images that failed to embed \('{failed[0]}': cannot identify") as e:
+        fit_head(FitHeadConfig(data=pairs, cache=cache, out=tmp_path / "run", head="threshold"))
+    assert "tagcons embed" not in str(e.value)
+
+
+def test_an_exclusion_list_of_every_pair_is_named_instead_of_the_cache(files):
+    listed = files["root"] / "every_pair.csv"
+    files["frame"].rename(columns={"Image Filename": "image", "Hashtag": "hashtag"}).to_csv(listed, index=False)
+    with pytest.raises(BadInputError, match=r"every_pair\.csv: lists every one of the \d+ pairs of .*pairs\.csv"):
+        _fit(files, "excluded_all", head="threshold", exclude_pairs=listed)
+
+
 def test_a_cache_from_a_backbone_trained_on_the_test_rows_is_refused(files):
     keys = (files["frame"]["Image Filename"] + "\t" + files["frame"]["Hashtag"]).tolist()
     root = files["root"]

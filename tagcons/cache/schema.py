@@ -116,10 +116,21 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 def describe_difference(stored: dict, wanted: dict) -> str:
     """`text_template '{}' vs 'a photo of {}'` for each fingerprinted setting that differs (stored first)."""
-    old, new = fingerprinted_settings(stored), fingerprinted_settings(wanted)
+    return describe_settings_difference(fingerprinted_settings(stored), fingerprinted_settings(wanted)) or (
+        "no named setting"
+    )
+
+
+def describe_settings_difference(old: dict, new: dict) -> str:
+    """The same, from flat settings (`fingerprinted_settings`); empty when no recorded setting differs."""
     names = [name for name in dict.fromkeys([*old, *new]) if _plain(old.get(name)) != _plain(new.get(name))]
     shown = [f"{_short(name)} {old.get(name)!r} vs {new.get(name)!r}" for name in names[:3]]
-    return ", ".join(shown + ([f"and {len(names) - 3} more"] if len(names) > 3 else [])) or "no named setting"
+    return ", ".join(shown + ([f"and {len(names) - 3} more"] if len(names) > 3 else []))
+
+
+def recorded_settings(attrs: dict) -> dict:
+    """A cache's fingerprinted settings as a run records them (without a fine-tuned backbone's key list)."""
+    return {k: v for k, v in fingerprinted_settings(attrs).items() if not k.startswith("settings.trained_keys")}
 
 
 def _plain(value):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.cache.schema import describe_settings_difference, recorded_settings
 from tagcons.configs import PredictConfig
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
@@ -45,7 +46,7 @@ def predict(config: PredictConfig) -> PredictResult:
     head = load_head(run_dir)
     columns = config.columns or PairColumns(**run_config.get("columns", {}))
     with open_cache(config.cache) as cache:
-        check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
+        check_fingerprint(cache, run_config, config.cache, run_dir)
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         scale = scale_from_config(run_config)
@@ -102,13 +103,24 @@ def _check_input_width(head, width: int, run_dir: Path) -> None:
         )
 
 
-def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:
+def check_fingerprint(cache, run_config: dict, cache_path, run_dir: Path) -> None:
+    """The cache must hold the features the run was trained on; the refusal names the settings that differ."""
     expected = run_config.get("cache_fingerprint")
-    if fingerprint != expected:
+    if cache.fingerprint != expected:
         raise FingerprintMismatchError(
-            f"{cache_path}: cache fingerprint {fingerprint} differs from {expected}, the one run {run_dir} was "
-            f"trained on (backbone {run_config.get('backbone')}); use a cache embedded with that backbone and settings"
+            f"{cache_path}: embedded with other settings than the cache run {run_dir} was trained on "
+            f"({_difference(cache, run_config)}); embed the pairs with the run's settings into another cache, "
+            f"or fit a head on this one"
         )
+
+
+def _difference(cache, run_config: dict) -> str:
+    recorded = run_config.get("cache_settings")
+    fingerprints = f"fingerprint {run_config.get('cache_fingerprint')} vs {cache.fingerprint}"
+    if not recorded:  # a run written before runs recorded their cache's settings
+        return f"{fingerprints}; the run does not record its cache's settings: backbone {run_config.get('backbone')}"
+    named = describe_settings_difference(recorded, recorded_settings(cache.attrs))
+    return f"run's vs this cache's: {named}" if named else f"{fingerprints}: a setting the run does not record"
 
 
 def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> str:
