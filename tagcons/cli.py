@@ -236,10 +236,7 @@ def cache_verify(cache_path, repair):
         click.echo(f"{cache_path}: ok ({len(report.files)} file(s) checked)")
         return
     if not repair:
-        raise BadInputError(
-            f"{cache_path}: {len(report.problems)} problem(s) found; run `tagcons cache verify --repair {cache_path}` "
-            "and rerun tagcons embed to re-embed the dropped rows"
-        )
+        raise BadInputError(f"{cache_path}: {len(report.problems)} problem(s) found; {report.advice()}")
     result = repair_cache(cache_path, report)
     click.echo(
         f"{cache_path}: repaired: dropped {result.dropped['images']} image and {result.dropped['texts']} text row(s), "

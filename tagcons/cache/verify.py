@@ -22,6 +22,7 @@ from tagcons.errors import BadInputError, first_line
 
 GROUPS = ("images", "texts")
 SCAN_ROWS = 65536
+REPAIR_FIX = "make the folder writable, or copy the cache to a writable folder and repair the copy"
 
 
 @dataclass
@@ -47,6 +48,21 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def unrepairable(self) -> FileReport | None:
+        """The consolidated file when its damage is beyond --repair (unreadable, or a layout rows cannot mend)."""
+        return next((f for f in self.files if f.fatal and f.path == self.cache), None)
+
+    def advice(self) -> str:
+        """What to do about the problems found: --repair where it can mend them, else start the file over."""
+        if self.unrepairable is not None:
+            return unrepairable_message(self.cache, self.unrepairable)
+        return f"run `tagcons cache verify --repair {self.cache}` and rerun tagcons embed to re-embed the dropped rows"
+
+
+def unrepairable_message(path: Path, report: FileReport) -> str:
+    return f"{path} cannot be repaired ({report.problems[0]}); delete it and its .parts folder and re-embed"
 
 
 def verify_cache(path: str | Path) -> VerifyReport:
@@ -130,12 +146,9 @@ def repair_cache(path: str | Path, report: VerifyReport) -> RepairResult:
     from tagcons.cache.writer import lock_path
 
     path = Path(path)
-    fatal = [f for f in report.files if f.fatal and f.path == path]
-    if fatal:
-        raise BadInputError(
-            f"{path}: cannot be repaired ({fatal[0].problems[0]}); delete it and its .parts folder and re-embed"
-        )
-    lock = FileLock(lock_path(path), path).acquire()
+    if report.unrepairable is not None:
+        raise BadInputError(unrepairable_message(path, report.unrepairable))
+    lock = FileLock(lock_path(path), path, fix=REPAIR_FIX).acquire()
     try:
         removed = [f.path for f in report.files if f.problems and f.path != path]
         for part in removed:
