@@ -26,14 +26,14 @@ from tagcons.configs import (
     field_default,
 )
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
-from tagcons.heads.registry import head_names
+from tagcons.heads.registry import closest_name, head_names, probabilistic_head_names
 from tagcons.labels import parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 ALL_HEADS = "all"
 BACKBONE_HELP = (
-    "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
+    "A registry alias (README: Use with real models), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
     "(a bare name that is both an alias and a folder is refused as ambiguous)."
 )
 
@@ -63,7 +63,27 @@ def _quiet_third_party() -> None:
         transformers_logging.disable_progress_bar()
 
 
-def pair_columns(command):
+class HeadChoice(click.Choice):
+    """--head choices from the registry; a mistyped name gets the closest one suggested."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value not in self.choices and (close := closest_name(value, self.choices)):
+            self.fail(
+                f"'{value}' is not a head; did you mean '{close}'? (choose from {', '.join(self.choices)})", param, ctx
+            )
+        return super().convert(value, param, ctx)
+
+
+IMAGE_COL_HELP = "Column with the image path, relative to --images."
+CACHED_IMAGE_COL_HELP = "Column with the image path, as embed stored it in the cache."
+
+
+def cached_pair_columns(command):
+    """The pair columns of a command without --images (its image paths are the cache's keys)."""
+    return pair_columns(command, CACHED_IMAGE_COL_HELP)
+
+
+def pair_columns(command, image_help: str = IMAGE_COL_HELP):
     """--image-col / --text-col / --label-col on every command that reads pairs (defaults: `PairColumns`)."""
     study = PairColumns()
     command = click.option("--label-col", default=study.label, show_default=True, help="Column with the score.")(
@@ -76,7 +96,7 @@ def pair_columns(command):
         "--image-col",
         default=study.image,
         show_default=True,
-        help="Column with the image path, relative to --images.",
+        help=image_help,
     )(command)
     return command
 
@@ -278,7 +298,7 @@ def _head_params(_ctx, _param, values):
     "heads",
     required=True,
     multiple=True,
-    type=click.Choice([*head_names(), ALL_HEADS]),
+    type=HeadChoice([*head_names(), ALL_HEADS]),
     help="Repeatable, or 'all': several heads share one cache join, one run each under --out/<head>.",
 )
 @click.option(
@@ -358,7 +378,7 @@ def _head_params(_ctx, _param, values):
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range); recorded in the run.",
 )
-@pair_columns
+@cached_pair_columns
 def fit_head_command(
     cache_path,
     data,
@@ -453,9 +473,16 @@ def _progress() -> bool:
 
 @cli.command("predict")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="A fit-head run directory.")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--cache",
+    "cache_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Cache holding the pairs' embeddings, embedded with the run's settings.",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs to score (scores optional).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions CSV to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option(
     "--images",
     default=None,
@@ -463,7 +490,7 @@ def _progress() -> bool:
     help="Images folder (only used to spell out the embed command for missing pairs).",
 )
 @pair_columns
-def predict_command(run_dir, cache_path, data, out, images, image_col, text_col, label_col):
+def predict_command(run_dir, cache_path, data, out, overwrite, images, image_col, text_col, label_col):
     """Score a pairs file with a saved run."""
     from tagcons.configs import PredictConfig
     from tagcons.heads import predict
@@ -477,6 +504,7 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
             images=images,
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
+            overwrite=overwrite,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
@@ -493,7 +521,13 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
-@click.option("--head", default=field_default(AuditConfig, "head"), show_default=True, type=click.Choice(head_names()))
+@click.option(
+    "--head",
+    default=field_default(AuditConfig, "head"),
+    show_default=True,
+    type=HeadChoice(probabilistic_head_names()),
+    help="A head with probabilities.",
+)
 @click.option(
     "--folds",
     default=field_default(AuditConfig, "folds"),
@@ -518,8 +552,11 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range).",
 )
-@pair_columns
-def audit_command(cache_path, data, out, head, folds, features, seed, params, scale, image_col, text_col, label_col):
+@click.option("--overwrite", is_flag=True, help="Replace an audit already in --out.")
+@cached_pair_columns
+def audit_command(
+    cache_path, data, out, head, folds, features, seed, params, scale, overwrite, image_col, text_col, label_col
+):
     """Rank the pairs whose score is probably wrong (out-of-fold probabilities + cleanlab)."""
     from tagcons.audit.run import run_audit, top_lines
     from tagcons.heads import get_head_class
@@ -538,6 +575,7 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
             scale=scale,
+            overwrite=overwrite,
         )
     )
     summary = result.summary
@@ -552,9 +590,14 @@ def audit_command(cache_path, data, out, head, folds, features, seed, params, sc
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
-def compare_command(run_dirs, out):
+@click.option("--overwrite", is_flag=True, help="Replace existing --out tables.")
+def compare_command(run_dirs, out, overwrite):
     """Tables of runs tested on the same rows, with intervals, best in bold and paired differences."""
     from tagcons.evaluate.compare import paired_differences, render_markdown, write_comparison
+    from tagcons.outputs import refuse_existing_files
+
+    if out:
+        refuse_existing_files([Path(out).with_suffix(".md"), Path(out).with_suffix(".csv")], overwrite)
 
     groups = paired_differences(run_dirs)
     click.echo(render_markdown(groups))
@@ -566,6 +609,7 @@ def compare_command(run_dirs, out):
 @cli.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option(
     "--images",
     default=field_default(ReportConfig, "images"),
@@ -597,7 +641,9 @@ def compare_command(run_dirs, out):
     help="Pairs per gallery.",
 )
 @pair_columns
-def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
+def report_command(
+    run_dirs, out, overwrite, images, data, category_col, category_from, worst, image_col, text_col, label_col
+):
     """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
     from tagcons.evaluate.report import write_report
 
@@ -610,6 +656,7 @@ def report_command(run_dirs, out, images, data, category_col, category_from, wor
         category_from=category_from,
         worst=worst,
         columns=_columns(image_col, text_col, label_col),
+        overwrite=overwrite,
     )
     click.echo(f"report: {write_report(config)}")
 
@@ -715,7 +762,13 @@ def finetune_command(**options):
 
 
 @cli.command("demo")
-@click.option("--out", default=field_default(DemoRunConfig, "out"), show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default=field_default(DemoRunConfig, "out"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A new or empty folder, or a previous demo output (its runs are replaced).",
+)
 @click.option(
     "--finetune-epochs",
     default=field_default(DemoRunConfig, "finetune_epochs"),

@@ -111,6 +111,7 @@ class PredictConfig(PathFields):
     strip_hash: bool | None = None  # None: as the cache was embedded
     images: Path | None = None  # the images folder, only to spell out the embed command
     progress: bool = False
+    overwrite: bool = False  # replace an existing --out file
 
 
 @dataclass
@@ -127,6 +128,7 @@ class AuditConfig(PathFields):
     val_size: float = 0.1
     progress: bool = False
     scale: str = str(DEFAULT_SCALE)  # the score scale, as fit-head takes it ("auto": the labels' own range)
+    overwrite: bool = False  # replace an audit already in --out
 
 
 @dataclass
@@ -139,6 +141,7 @@ class ReportConfig(PathFields):
     category_from: str | None = None  # a regex with one group, applied to the image key
     worst: int = 12  # pairs per gallery
     columns: PairColumns = field(default_factory=PairColumns)
+    overwrite: bool = False  # replace an existing --out page
 
 
 @dataclass

@@ -113,7 +113,9 @@ def test_bad_settings_are_refused_before_anything_is_read(files, settings, messa
 
 def test_an_output_folder_holding_a_run_or_a_file_is_refused_unless_overwriting(files):
     first = _fit(files, "again", head="threshold")
-    with pytest.raises(BadInputError, match=r"again: already holds a run; choose another --out or delete it$"):
+    with pytest.raises(
+        BadInputError, match=r"again: already holds a run; pass --overwrite to replace it, or choose another --out$"
+    ):
         _fit(files, "again", head="threshold")
     assert _fit(files, "again", head="threshold", overwrite=True).metrics == first.metrics
     (files["root"] / "a_file").write_text("")
@@ -321,7 +323,9 @@ def test_a_folder_holding_only_metrics_or_only_a_config_is_a_run(files):
         folder = files["root"] / f"only_{name}"
         folder.mkdir()
         (folder / name).write_text("{}")
-        with pytest.raises(BadInputError, match=r"already holds a run; choose another --out or delete it$"):
+        with pytest.raises(
+            BadInputError, match=r"already holds a run; pass --overwrite to replace it, or choose another --out$"
+        ):
             _fit(files, folder.name, head="threshold")
 
 

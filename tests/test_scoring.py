@@ -174,7 +174,7 @@ def test_the_caches_strip_hash_normalises_the_pairs_unless_told_otherwise(stripp
     assert result.n_scored == 120 and result.n_missing == 1  # '#tag_000_0' found as 'tag_000_0'
     assert "--out " + shlex.quote(str(stripped["cache"])) + " --strip-hash" in caplog.text  # embed as the cache was
     config = PredictConfig(
-        run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o", strip_hash=False
+        run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o2", strip_hash=False
     )
     with pytest.raises(BadInputError, match=r"none of the 121 pairs has embeddings in the cache"):
         predict(config)  # kept their '#': no text key matches

@@ -28,6 +28,7 @@ from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.rundir import write_json
+from tagcons.outputs import refuse_filled_folder
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
@@ -49,6 +50,7 @@ def run_audit(config: AuditConfig) -> AuditResult:
 
     if config.folds < 2:
         raise BadInputError(f"--folds {config.folds}: the audit needs at least 2 folds")
+    refuse_filled_folder(Path(config.out), (AUDIT_CSV, AUDIT_JSON), config.overwrite, holds="an audit")
     fit_config = FitHeadConfig(
         cache=config.cache,
         data=config.data,

@@ -81,7 +81,7 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
     table_path, _ = write_comparison(groups, out / "compare.md")
     audit_line = _audit(cache, demo_set, out, config.progress)
     report_path = write_report(
-        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY)
+        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY, overwrite=True)
     )
     return DemoReport(
         out,
@@ -101,7 +101,8 @@ def _audit(cache: Path, demo_set, out: Path, progress: bool) -> str:
     """`tagcons audit` on the demo set, checked against the flips the generator planted."""
     from tagcons.audit.run import AuditConfig, run_audit
 
-    result = run_audit(AuditConfig(cache=cache, data=demo_set.pairs_csv, out=out / "audit", progress=progress))
+    audit = AuditConfig(cache=cache, data=demo_set.pairs_csv, out=out / "audit", progress=progress, overwrite=True)
+    result = run_audit(audit)
     flipped = pd.read_csv(demo_set.flipped_csv)
     planted = set(zip(flipped["Image Filename"], flipped["Hashtag"]))
     top = result.issues.head(len(planted))

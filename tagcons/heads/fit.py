@@ -67,6 +67,7 @@ from tagcons.heads.features import check_kind
 from tagcons.heads.join import adds_pairs, cache_strip_hash, describe_missing, join_pairs, open_cache, report_missing
 from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
+from tagcons.outputs import refuse_filled_folder
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
@@ -218,8 +219,7 @@ def _check_config(config: FitHeadConfig) -> None:
 def _check_out(run_dir: Path, overwrite: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
-        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
+    refuse_filled_folder(run_dir, (CONFIG_FILE, METRICS_FILE), overwrite, holds="a run")
     return run_dir
 
 

@@ -27,6 +27,7 @@ from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.labels import scale_from_config
+from tagcons.outputs import refuse_existing_file
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class PredictResult:
 
 def predict(config: PredictConfig) -> PredictResult:
     run_dir = Path(config.run)
+    check_output(Path(config.out), config.overwrite)
     run_config = read_json(run_dir / CONFIG_FILE)
     head = load_head(run_dir)
     columns = config.columns or PairColumns(**run_config.get("columns", {}))
@@ -64,6 +66,15 @@ def predict(config: PredictConfig) -> PredictResult:
     predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(out, index=False)
     metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """A predictions file, not a folder; an existing one only with --overwrite."""
+    if out.is_dir():
+        raise BadInputError(
+            f"{out}: is a folder; pass the predictions CSV to write as --out (e.g. {out / 'scored.csv'})"
+        )
+    refuse_existing_file(out, overwrite)
 
 
 def _count_trained_on(run_dir: Path, table) -> int:
