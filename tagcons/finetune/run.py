@@ -324,7 +324,7 @@ def _train(config, model, partition, collate, loading, precision, dist, hooks) -
             record.update({f"val_{name}": value for name, value in scores.items()})
         _advance(state, record, config.patience)
         _save_epoch(config, model, trainer, state, dist)
-        log.info("epoch %d: %s", state.epoch, {k: round(v, 4) for k, v in record.items()})
+        log.info("%s", epoch_line(state.epoch, config.epochs, record))
         if hooks.on_epoch_end:
             hooks.on_epoch_end(state.epoch - 1, state.history)
     if state.best_epoch:
@@ -346,6 +346,23 @@ def _validate(model, loader, partition, trainer, dist, hooks, show, side: str) -
         "macro_f1": metrics["macro_f1"],
         "qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
     }
+
+
+EPOCH_NAMES = {
+    "train_loss": "train loss",
+    "train_loss_running": "running train loss",
+    "val_loss": "validation loss",
+    "val_accuracy": "validation accuracy",
+    "val_macro_f1": "validation macro-F1",
+    "val_qwk": "validation QWK",
+}
+
+
+def epoch_line(epoch: int, epochs: int, record: dict) -> str:
+    """`epoch 2/3: train loss 1.0767, validation QWK 0.2148, ... (912 samples/s)`: one epoch's figures, readable."""
+    figures = [f"{EPOCH_NAMES.get(k, k.replace('_', ' '))} {v:.4f}" for k, v in record.items() if k != "samples_per_s"]
+    speed = f" ({record['samples_per_s']:.0f} samples/s)" if "samples_per_s" in record else ""
+    return f"epoch {epoch}/{epochs}: {', '.join(figures)}{speed}"
 
 
 def _advance(state: TrainingState, record: dict, patience: int) -> None:
