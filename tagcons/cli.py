@@ -38,9 +38,25 @@ BACKBONE_HELP = (
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, never to a stream that was replaced (and
+    perhaps closed) after the command configured logging: a later in-process call logs to the live one."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         logging.Formatter(
             "tagcons: %(message)s" if verbosity <= 0 else "%(asctime)s %(name)s %(levelname)s: %(message)s"

@@ -71,3 +71,13 @@ def test_audit_command_prints_the_top_ten(noisy, capsys):
           "--head", "logreg", "--folds", "3", "--param", "C=0.1"])  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert "pairs flagged" in lines[0] and lines[1].lstrip().startswith("1.") and len(lines) == 11
+
+
+def test_too_many_folds_get_advice_the_audit_can_follow(noisy, tmp_path):
+    """The audit has --folds, not --split: the advice names the number of folds the images allow."""
+    from tagcons.errors import BadInputError
+
+    config = AuditConfig(cache=noisy["cache"], data=noisy["pairs"], out=tmp_path / "audit", head="logreg", folds=81)
+    with pytest.raises(BadInputError, match=r"only 80 distinct images for 81 image-grouped folds; use at most 80") as e:
+        run_audit(config)
+    assert "--split" not in str(e.value)

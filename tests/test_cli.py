@@ -63,6 +63,41 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, rows
     assert not (tmp_path / "c.h5").exists()  # nothing written on bad input
 
 
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("../x.png", "escapes the images folder"),
+        ("sub/../../x.png", "escapes the images folder"),
+        ("/etc/x.png", "is absolute"),
+        ("C:\\photos\\x.png", "is absolute"),
+        ("\\\\server\\share\\x.png", "is absolute"),
+    ],
+)
+def test_an_image_path_outside_the_folder_names_the_table_and_its_line(tmp_path, capsys, key, problem):
+    (tmp_path / "images").mkdir()
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"Image Filename": ["ok.png", key], "Hashtag": ["#a", "#b"], "Score": [3, 4]}).to_csv(
+        pairs, index=False
+    )
+    code, _, err = run_cli(
+        [
+            "-q",
+            "embed",
+            "--data",
+            pairs,
+            "--images",
+            tmp_path / "images",
+            "--backbone",
+            "tiny",
+            "--out",
+            tmp_path / "c.h5",
+        ],
+        capsys,
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(rf"{re.escape(str(pairs))}: image path '[^']+' {problem}.* at lines 3; ", err), err
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["embed", "--data", tmp_path / "x.csv"], capsys)
     assert code == 2 and "Missing option" in err
@@ -224,3 +259,21 @@ def test_fit_head_and_predict_follow_the_caches_strip_hash(tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "0 missing" in out
+
+
+def test_logging_after_a_command_goes_to_the_stderr_of_the_moment(monkeypatch, tmp_path):
+    """A command's log handler must not hold on to the stream it started with (closed later, e.g. by a test's
+    capture): a later in-process call logs to the live stderr, without 'I/O operation on closed file' errors."""
+    import io
+    import logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    with pytest.raises(SystemExit):
+        main(["cache", "verify", str(tmp_path / "none.h5")])
+    assert "cache file not found" in first.getvalue()
+    first.close()
+    later = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", later)
+    logging.getLogger("tagcons.test").warning("logged later")
+    assert "tagcons: logged later" in later.getvalue() and "Logging error" not in later.getvalue()
