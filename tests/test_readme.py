@@ -152,3 +152,33 @@ def test_the_protocol_benchmark_result_comes_from_the_code(tmp_path, reference_c
     rerun = protocol.run(reference_csv, "text_and_image_id", "pairs", len(saved["seeds"]), tmp_path)
     np.testing.assert_allclose(rerun["per_seed_macro_f1"], saved["per_seed_macro_f1"], atol=1e-9)
     assert rerun["mean"] == pytest.approx(saved["mean"], abs=1e-9)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start : end if end > 0 else None]
+
+
+def test_the_newcomer_path_says_how_to_run_tagcons_and_what_the_pairs_file_is():
+    """`tagcons` on PATH, the pairs file's columns and scale (the code's defaults) before the first command that
+    names combined_data.csv, and the CJK font where the report is introduced."""
+    import configparser
+
+    from tagcons.configs import PairColumns
+    from tagcons.labels import DEFAULT_SCALE
+
+    text = README.read_text(encoding="utf-8")
+    quickstart = _section(text, "## Quickstart")
+    assert "source .venv/bin/activate" in quickstart and "pip install -e ." in quickstart
+    setup = configparser.ConfigParser()
+    setup.read(README.parent / "setup.cfg")
+    assert "tagcons" in setup["options.entry_points"]["console_scripts"]
+    own = _section(text, "## Your own data")
+    columns = PairColumns()
+    assert all(f"`{name}`" in own for name in (columns.image, columns.text, columns.label))
+    low, high = str(DEFAULT_SCALE).split("-")
+    assert f"{low}–{high} by default" in " ".join(own.split())
+    assert "`combined_data.csv`" in own and text.index(own) < text.index("--data combined_data.csv")
+    report = _section(text, "### The report: `tagcons report`")
+    assert "CJK font" in report
