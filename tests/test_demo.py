@@ -25,14 +25,14 @@ pytestmark = pytest.mark.slow  # the whole demo: embed, four heads, a fine-tune
 def demo_run(tmp_path_factory):
     """One demo run shared by the tests below (each test passes alone: the fixture runs it)."""
     out = tmp_path_factory.mktemp("demo") / "demo_out"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, logged = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(logged):
         main(["demo", "--out", str(out)])  # as `make demo` runs it: the README quotes this output
-    return out, printed.getvalue()
+    return out, printed.getvalue(), logged.getvalue()
 
 
 def test_demo_end_to_end(demo_run):
-    out, printed = demo_run
+    out, printed, _ = demo_run
     for run in ("threshold", "logreg", "mlp", "lgbm", "ordinal", "finetune"):
         assert f"| {run} |" in printed
         metrics = json.loads((out / "runs" / run / "metrics.json").read_text())
@@ -55,7 +55,7 @@ def test_demo_end_to_end(demo_run):
 
 
 def test_demo_heads_beat_the_majority_baseline(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     margins = {}
     for head in ("mlp", "lgbm"):
         metrics = json.loads((out / "runs" / head / "metrics.json").read_text())
@@ -76,7 +76,7 @@ def readme_demo_output() -> list[str]:
     text = README.read_text(encoding="utf-8")
     block = re.search(r"It prints:\n\n```text\n(.*?)```", text, flags=re.S)
     assert block, "README: the demo's sample output block (after 'It prints:') is missing"
-    return [line for line in block.group(1).splitlines() if line.strip() and line.strip() != "..."]
+    return [line for line in block.group(1).splitlines() if line.strip()]  # "..." lines: elided output
 
 
 def _cells(line: str) -> list[str]:
@@ -121,11 +121,13 @@ def _check_quoted_row(header: list[str], row: list[str], tables: dict[str, list[
 def test_the_readme_quotes_what_the_demo_prints(demo_run):
     """Every line of the README's sample output is printed by the demo, figures within a last-digit tolerance;
     table rows are checked column by column under the README's (elided) headers."""
-    out, printed = demo_run
+    out, printed, _ = demo_run
     lines = [line.replace(str(out), "demo_out") for line in printed.splitlines()]
     tables, header = _printed_tables(lines), None
     for quoted in readme_demo_output():
-        if not quoted.startswith("|"):
+        if quoted == "...":
+            header = None
+        elif not quoted.startswith("|"):
             header = None
             assert any(_same_line(quoted, line) for line in lines), f"README quotes a line not printed: {quoted}"
         elif not quoted.startswith("|---"):
@@ -133,3 +135,13 @@ def test_the_readme_quotes_what_the_demo_prints(demo_run):
                 header = _cells(quoted)
             else:
                 _check_quoted_row(header, _cells(quoted), tables)
+
+
+def test_the_demo_log_says_each_thing_once_in_readable_lines(demo_run):
+    """The heads share one read of the table (one duplicate-rows note for all of them, then one each for the
+    fine-tune and the audit), and the fine-tune's epochs are lines of named figures, not Python dicts."""
+    _, _, logged = demo_run
+    assert logged.count("exact duplicate rows removed") == 3, logged
+    epochs = [line for line in logged.splitlines() if line.startswith("tagcons: epoch ")]
+    assert len(epochs) == 3 and all("{" not in line and "validation QWK" in line for line in epochs), epochs
+    assert epochs[0].startswith("tagcons: epoch 1/3: ")

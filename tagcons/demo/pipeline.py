@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The study's head settings barely move in 20 epochs on the tiny backbone's features; the demo shows
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
-DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
+DEMO_HEAD_PARAMS = {"recipe": "robust"}  # the mlp's setting (fit_heads gives each head the settings it has)
 DEMO_CATEGORY = "^([a-z]+)_"  # the demo's images are named <scene>_<nn>.png
 DEMO_MARKER = ".tagcons-demo"
 LEGACY_DEMO_NAMES = {
@@ -74,7 +74,7 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
             progress=config.progress,
         )
     )
-    run_dirs = [_fit(head, cache, demo_set.pairs_csv, out, config.progress) for head in config.heads]
+    run_dirs = _fit(config.heads, cache, demo_set.pairs_csv, out, config.progress)
     if config.finetune_epochs > 0:
         run_dirs.append(_finetune(demo_set, out, config))
     groups = paired_differences(run_dirs)
@@ -131,20 +131,21 @@ def _unmarked_demo_output(out: Path) -> bool:
     return (out / "compare.md").is_file() and {p.name for p in out.iterdir()} <= LEGACY_DEMO_NAMES
 
 
-def _fit(head: str, cache: Path, pairs: Path, out: Path, progress: bool) -> Path:
-    from tagcons.heads import FitHeadConfig, fit_head
+def _fit(heads, cache: Path, pairs: Path, out: Path, progress: bool) -> list[Path]:
+    """Every head on one join of the cache (as `fit-head --head all`): one run each under runs/."""
+    from tagcons.heads import FitHeadConfig, fit_heads
 
     config = FitHeadConfig(
         cache=cache,
         data=pairs,
-        head=head,
-        out=out / "runs" / head,
+        head=heads[0],
+        out=out / "runs",
         split="images",
-        head_params=DEMO_HEAD_PARAMS.get(head, {}),
+        head_params=DEMO_HEAD_PARAMS,
         overwrite=True,
         progress=progress,
     )
-    return fit_head(config).run_dir
+    return [result.run_dir for result in fit_heads(config, heads)]
 
 
 def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:
