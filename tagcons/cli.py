@@ -83,10 +83,13 @@ class HeadChoice(click.Choice):
     """--head choices from the registry; a mistyped name gets the closest one suggested."""
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and value not in self.choices and (close := closest_name(value, self.choices)):
+        choices = ", ".join(self.choices)
+        if isinstance(value, str) and value in head_names() and value not in self.choices:
             self.fail(
-                f"'{value}' is not a head; did you mean '{close}'? (choose from {', '.join(self.choices)})", param, ctx
+                f"head '{value}' has no probabilities, which this command needs; choose from {choices}", param, ctx
             )
+        if isinstance(value, str) and value not in self.choices and (close := closest_name(value, self.choices)):
+            self.fail(f"'{value}' is not a head; did you mean '{close}'? (choose from {choices})", param, ctx)
         return super().convert(value, param, ctx)
 
 

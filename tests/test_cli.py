@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from embed_helpers import make_image_set
@@ -205,6 +206,8 @@ def test_audit_offers_only_heads_with_probabilities_from_the_registry():
     assert set(BUILTIN_WITHOUT_PROBABILITIES) == {name for name, cls in classes.items() if not cls.PROBABILISTIC}
     head = next(p for p in cli.commands["audit"].params if p.name == "head")
     assert list(head.type.choices) == probabilistic_head_names() and "threshold" not in head.type.choices
+    with pytest.raises(click.BadParameter, match="head 'threshold' has no probabilities"):
+        head.type.convert("threshold", head, None)
 
 
 def test_a_mistyped_head_gets_the_closest_name(tmp_path, capsys):
