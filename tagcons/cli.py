@@ -759,6 +759,7 @@ def _finetune_option(flag: str, help_text: str, **kwargs):
 @click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a fine-tuning run already in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
 @click.option(

@@ -166,6 +166,7 @@ class FinetuneConfig(PathFields):
     val_size: float = 0.1
     seed: int = 42
     resume: bool = False
+    overwrite: bool = False  # replace a fine-tuning run already in --out (not with resume)
     # optimisation (None: the recipe's value)
     optimizer: str | None = None
     lr: float | None = None

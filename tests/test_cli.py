@@ -163,7 +163,8 @@ def test_embed_strict_exits_3_after_saving_then_fit_predict_compare(tmp_path, ca
     assert run_cli(["-q", "compare", tmp_path / "run", "--out", tmp_path / "table.md", "--overwrite"], capsys)[0] == 0
 
 
-WRITERS = ("fit-head", "predict", "audit", "report", "compare")  # each writes --out (embed extends its cache)
+# each writes --out (embed extends its cache)
+WRITERS = ("fit-head", "predict", "audit", "report", "compare", "finetune")
 
 
 @pytest.mark.parametrize("command", WRITERS)

@@ -9,6 +9,7 @@ gathered validation outputs, so they stop at the same epoch.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> Finetune
 
 
 def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneResult:
-    _check_run_dir(config)
+    _check_run_dir(config, dist)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     partition = load_partition(config, dist)
@@ -169,18 +170,32 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     )
 
 
-def _check_run_dir(config: FinetuneConfig) -> None:
+def _check_run_dir(config: FinetuneConfig, dist: DistContext) -> None:
     last = config.run_dir / CHECKPOINTS / "last"
     checkpoint.recover_checkpoint(last)
+    if config.resume and config.overwrite:
+        raise BadInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if config.overwrite:
+        _remove_run(config.run_dir, last, dist)
     if config.resume and not last.is_dir():
         raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
     if not config.resume and last.is_dir():
         raise BadInputError(
-            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it or choose another --out"
+            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
         )
 
 
+def _remove_run(run_dir: Path, last: Path, dist: DistContext) -> None:
+    """--overwrite: the fine-tuning run in ``run_dir`` (it has a checkpoint) is deleted before the new one starts."""
+    if dist.is_main and last.is_dir():
+        log.warning("%s: replacing the fine-tuning run there (--overwrite)", run_dir)
+        shutil.rmtree(run_dir)
+    dist.barrier()
+
+
 RESUME_MAY_CHANGE = {
+    "overwrite",
     "epochs",
     "patience",
     "device",
