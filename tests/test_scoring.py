@@ -189,3 +189,16 @@ def test_pairs_whose_images_failed_are_named_with_the_reason_and_no_embed_advice
         caplog.text
     )
     assert "tagcons embed" not in caplog.text  # re-embedding cannot mend a file that fails to decode
+
+
+def test_predict_refuses_a_folder_or_an_existing_file_as_out_before_reading(fitted, tmp_path):
+    with pytest.raises(BadInputError, match=r"is a folder; pass the predictions CSV to write as --out"):
+        predict(PredictConfig(run=fitted["run"], cache=fitted["cache"], data=fitted["pairs"], out=tmp_path))
+    (tmp_path / "taken.csv").write_text("kept")
+    with pytest.raises(BadInputError, match=r"taken\.csv: already exists; pass --overwrite to replace it"):
+        predict(
+            PredictConfig(
+                run=tmp_path / "no_run", cache=fitted["cache"], data=fitted["pairs"], out=tmp_path / "taken.csv"
+            )
+        )
+    assert (tmp_path / "taken.csv").read_text() == "kept"
