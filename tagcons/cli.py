@@ -28,21 +28,37 @@ from tagcons.configs import (
     field_default,
 )
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
-from tagcons.heads.registry import head_names
+from tagcons.heads.registry import closest_name, head_names, probabilistic_head_names
 from tagcons.labels import parse_scale
 
 log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 ALL_HEADS = "all"
 BACKBONE_HELP = (
-    "A registry alias (README: Backbones), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
+    "A registry alias (README: Use with real models), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
     "(a bare name that is both an alias and a folder is refused as ambiguous)."
 )
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, never to a stream that was replaced (and
+    perhaps closed) after the command configured logging: a later in-process call logs to the live one."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         logging.Formatter(
             "tagcons: %(message)s" if verbosity <= 0 else "%(asctime)s %(name)s %(levelname)s: %(message)s"
@@ -65,7 +81,30 @@ def _quiet_third_party() -> None:
         transformers_logging.disable_progress_bar()
 
 
-def pair_columns(command):
+class HeadChoice(click.Choice):
+    """--head choices from the registry; a mistyped name gets the closest one suggested."""
+
+    def convert(self, value, param, ctx):
+        choices = ", ".join(self.choices)
+        if isinstance(value, str) and value in head_names() and value not in self.choices:
+            self.fail(
+                f"head '{value}' has no probabilities, which this command needs; choose from {choices}", param, ctx
+            )
+        if isinstance(value, str) and value not in self.choices and (close := closest_name(value, self.choices)):
+            self.fail(f"'{value}' is not a head; did you mean '{close}'? (choose from {choices})", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+IMAGE_COL_HELP = "Column with the image path, relative to --images."
+CACHED_IMAGE_COL_HELP = "Column with the image path, as embed stored it in the cache."
+
+
+def cached_pair_columns(command):
+    """The pair columns of a command without --images (its image paths are the cache's keys)."""
+    return pair_columns(command, CACHED_IMAGE_COL_HELP)
+
+
+def pair_columns(command, image_help: str = IMAGE_COL_HELP):
     """--image-col / --text-col / --label-col on every command that reads pairs (defaults: `PairColumns`)."""
     study = PairColumns()
     command = click.option("--label-col", default=study.label, show_default=True, help="Column with the score.")(
@@ -78,7 +117,7 @@ def pair_columns(command):
         "--image-col",
         default=study.image,
         show_default=True,
-        help="Column with the image path, relative to --images.",
+        help=image_help,
     )(command)
     return command
 
@@ -239,10 +278,7 @@ def cache_verify(cache_path, repair):
         if not repair:
             return
     elif not repair:
-        raise BadInputError(
-            f"{cache_path}: {len(report.problems)} problem(s) found; run `tagcons cache verify --repair {cache_path}` "
-            "and rerun tagcons embed to re-embed the dropped rows"
-        )
+        raise BadInputError(f"{cache_path}: {len(report.problems)} problem(s) found; {report.advice()}")
     click.echo(f"{cache_path}: {repair_summary(repair_cache(cache_path, report))}")
 
 
@@ -280,7 +316,7 @@ def _head_params(_ctx, _param, values):
     "heads",
     required=True,
     multiple=True,
-    type=click.Choice([*head_names(), ALL_HEADS]),
+    type=HeadChoice([*head_names(), ALL_HEADS]),
     help="Repeatable, or 'all': several heads share one cache join, one run each under --out/<head>.",
 )
 @click.option(
@@ -371,7 +407,7 @@ def _head_params(_ctx, _param, values):
     callback=_scale,
     help="Score scale LOW-HIGH (e.g. 0-3, 1-7, 0-1) or auto (the labels' own range); recorded in the run.",
 )
-@pair_columns
+@cached_pair_columns
 def fit_head_command(
     cache_path,
     data,
@@ -474,9 +510,16 @@ def _progress() -> bool:
 
 @cli.command("predict")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="A fit-head run directory.")
-@click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--cache",
+    "cache_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Cache holding the pairs' embeddings, embedded with the run's settings.",
+)
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs to score (scores optional).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions CSV to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option(
     "--images",
     default=None,
@@ -484,7 +527,7 @@ def _progress() -> bool:
     help="Images folder (only used to spell out the embed command for missing pairs).",
 )
 @pair_columns
-def predict_command(run_dir, cache_path, data, out, images, image_col, text_col, label_col):
+def predict_command(run_dir, cache_path, data, out, overwrite, images, image_col, text_col, label_col):
     """Score a pairs file with a saved run."""
     from tagcons.configs import PredictConfig
     from tagcons.heads import predict
@@ -498,6 +541,7 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
             images=images,
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
+            overwrite=overwrite,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")
@@ -514,7 +558,13 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
 @click.option("--cache", "cache_path", required=True, type=click.Path(path_type=Path), help="Cache from tagcons embed.")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file with scores.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for audit.csv and audit.json.")
-@click.option("--head", default=field_default(AuditConfig, "head"), show_default=True, type=click.Choice(head_names()))
+@click.option(
+    "--head",
+    default=field_default(AuditConfig, "head"),
+    show_default=True,
+    type=HeadChoice(probabilistic_head_names()),
+    help="A head with probabilities.",
+)
 @click.option(
     "--folds",
     default=field_default(AuditConfig, "folds"),
@@ -551,7 +601,8 @@ def predict_command(run_dir, cache_path, data, out, images, image_col, text_col,
     help="ordinal-distance: expected steps between the given and the true score (capped at 2); "
     "self-confidence: cleanlab's ranking by the probability of the given score.",
 )
-@pair_columns
+@click.option("--overwrite", is_flag=True, help="Replace an audit already in --out.")
+@cached_pair_columns
 def audit_command(
     cache_path,
     data,
@@ -567,6 +618,7 @@ def audit_command(
     fold_col,
     allow_split_images,
     rank_by,
+    overwrite,
     image_col,
     text_col,
     label_col,
@@ -594,6 +646,7 @@ def audit_command(
             fold_col=fold_col,
             allow_split_images=allow_split_images,
             rank_by=rank_by,
+            overwrite=overwrite,
         )
     )
     summary = result.summary
@@ -646,9 +699,14 @@ def evaluate_command(image_col, text_col, label_col, **options):
 @cli.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write TABLE.md and TABLE.csv beside it.")
-def compare_command(run_dirs, out):
+@click.option("--overwrite", is_flag=True, help="Replace existing --out tables.")
+def compare_command(run_dirs, out, overwrite):
     """Tables of runs tested on the same rows, with intervals, best in bold and paired differences."""
     from tagcons.evaluate.compare import paired_differences, render_markdown, write_comparison
+    from tagcons.outputs import refuse_existing_files
+
+    if out:
+        refuse_existing_files([Path(out).with_suffix(".md"), Path(out).with_suffix(".csv")], overwrite)
 
     groups = paired_differences(run_dirs)
     click.echo(render_markdown(groups))
@@ -660,6 +718,7 @@ def compare_command(run_dirs, out):
 @cli.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="HTML file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option(
     "--images",
     default=field_default(ReportConfig, "images"),
@@ -691,7 +750,9 @@ def compare_command(run_dirs, out):
     help="Pairs per gallery.",
 )
 @pair_columns
-def report_command(run_dirs, out, images, data, category_col, category_from, worst, image_col, text_col, label_col):
+def report_command(
+    run_dirs, out, overwrite, images, data, category_col, category_from, worst, image_col, text_col, label_col
+):
     """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
     from tagcons.evaluate.report import write_report
 
@@ -704,6 +765,7 @@ def report_command(run_dirs, out, images, data, category_col, category_from, wor
         category_from=category_from,
         worst=worst,
         columns=_columns(image_col, text_col, label_col),
+        overwrite=overwrite,
     )
     click.echo(f"report: {write_report(config)}")
 
@@ -792,6 +854,7 @@ def _finetune_option(flag: str, help_text: str, **kwargs):
 @click.option("--backbone", required=True, help=BACKBONE_HELP)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a fine-tuning run already in --out.")
 @click.option("--grad-checkpointing", is_flag=True, help="Recompute activations: less memory, more compute.")
 @click.option("--strip-hash", is_flag=True, help="Remove a leading '#' from hashtags.")
 @click.option(
@@ -814,7 +877,13 @@ def finetune_command(**options):
 
 
 @cli.command("demo")
-@click.option("--out", default=field_default(DemoRunConfig, "out"), show_default=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    default=field_default(DemoRunConfig, "out"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="A new or empty folder, or a previous demo output (its runs are replaced).",
+)
 @click.option(
     "--finetune-epochs",
     default=field_default(DemoRunConfig, "finetune_epochs"),

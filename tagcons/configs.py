@@ -115,6 +115,7 @@ class PredictConfig(PathFields):
     strip_hash: bool | None = None  # None: as the cache was embedded
     images: Path | None = None  # the images folder, only to spell out the embed command
     progress: bool = False
+    overwrite: bool = False  # replace an existing --out file
 
 
 AUDIT_RANKINGS = ("ordinal-distance", "self-confidence")  # `tagcons audit --rank-by`; docs/audit.md
@@ -139,6 +140,7 @@ class AuditConfig(PathFields):
     fold_col: str = "fold"
     allow_split_images: bool = False
     rank_by: str = "ordinal-distance"  # or "self-confidence" (cleanlab's own ranking); docs/audit.md
+    overwrite: bool = False  # replace an audit already in --out
 
 
 @dataclass
@@ -170,6 +172,7 @@ class ReportConfig(PathFields):
     category_from: str | None = None  # a regex with one group, applied to the image key
     worst: int = 12  # pairs per gallery
     columns: PairColumns = field(default_factory=PairColumns)
+    overwrite: bool = False  # replace an existing --out page
 
 
 @dataclass
@@ -194,6 +197,7 @@ class FinetuneConfig(PathFields):
     val_size: float = 0.1
     seed: int = 42
     resume: bool = False
+    overwrite: bool = False  # replace a fine-tuning run already in --out (not with resume)
     # optimisation (None: the recipe's value)
     optimizer: str | None = None
     lr: float | None = None

@@ -253,3 +253,13 @@ def test_audit_of_a_small_table_whose_validation_parts_hold_one_score_runs(
     assert "only score" in err and "--val-size" in err  # the calibration fallback says so
     summary = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert set(summary["noise_rate"]) == {str(k) for k in range(int(scale[0]), int(scale[-1]) + 1)}
+
+
+def test_too_many_folds_get_advice_the_audit_can_follow(noisy, tmp_path):
+    """The audit has --folds, not --split: the advice names the number of folds the images allow."""
+    from tagcons.errors import BadInputError
+
+    config = AuditConfig(cache=noisy["cache"], data=noisy["pairs"], out=tmp_path / "audit", head="logreg", folds=81)
+    with pytest.raises(BadInputError, match=r"only 80 distinct images for 81 image-grouped folds; use at most 80") as e:
+        run_audit(config)
+    assert "--split" not in str(e.value)

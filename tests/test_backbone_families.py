@@ -99,6 +99,7 @@ def test_truncated_hashtags_are_counted(tmp_path, checkpoints, caplog):
     assert summary.texts_truncated == 2
     assert read_attrs(tmp_path / "c.h5")["texts_truncated"] == 2
     assert "cut" in caplog.text and "아주긴해시태그" in caplog.text
+    assert long_tag + " 두번째" not in caplog.text and "... (61 characters)" in caplog.text  # quoted short
     again = embed(pairs, images, tmp_path / "c.h5", backbone=f"local:{checkpoints['siglip']}")
     assert again.texts_truncated == 0 and read_attrs(tmp_path / "c.h5")["texts_truncated"] == 2
 

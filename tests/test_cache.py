@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import unicodedata
 
 import h5py
@@ -313,3 +314,66 @@ def test_filesystem_without_locks_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(BadInputError, match="NFS") as err:
         tc.CacheWriter(tmp_path / "c.h5", meta())
     assert "HDF5_USE_FILE_LOCKING" in str(err.value) and not isinstance(err.value, CacheBusyError)
+
+
+def documented_schema_cache(path, failed=("gone.png",)):
+    """A cache as another tool writes it from docs/cache-schema.md: required items only, no /failed/sha256."""
+    strings = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:
+        for name, value in {
+            "schema": tc.SCHEMA,
+            "backbone": "mine",
+            "model_id": "me/mine",
+            "fingerprint": "f0",
+        }.items():
+            f.attrs[name] = value
+        f.attrs["projection_dim"] = D
+        f["images/keys"] = np.array(["a.png", "b.png"], dtype=object).astype(strings)
+        f["images/sha256"] = np.array(["1", "2"], dtype=object).astype(strings)
+        f["images/embeds"] = vecs(2)
+        f["texts/keys"] = np.array(["#x"], dtype=object).astype(strings)
+        f["texts/embeds"] = vecs(1, 1)
+        f.create_dataset("failed/keys", data=np.array(failed, dtype=object), dtype=strings)
+        f.create_dataset("failed/reasons", data=np.array(["file not found"] * len(failed), dtype=object), dtype=strings)
+
+
+def test_a_cache_written_to_the_documented_schema_opens_without_failed_hashes(tmp_path):
+    path = tmp_path / "foreign.h5"
+    documented_schema_cache(path)
+    with tc.open(path) as cache:
+        assert cache.image_keys == ["a.png", "b.png"] and cache.failed == {"gone.png": "file not found"}
+        lookup = cache.lookup(["a.png", "gone.png"], ["#x", "#x"])
+    assert lookup.present.tolist() == [True, False] and lookup.failed_images == ["gone.png"]
+    from tagcons.cache.verify import verify_cache
+
+    assert verify_cache(path).ok
+
+
+def test_a_cache_without_a_required_attribute_is_named_not_called_damaged(tmp_path):
+    path = tmp_path / "foreign.h5"
+    documented_schema_cache(path)
+    with h5py.File(path, "a") as f:
+        del f.attrs["fingerprint"]
+    with pytest.raises(BadInputError, match="fingerprint missing") as info:
+        tc.open(path)
+    assert "damaged" not in str(info.value)
+
+
+def test_the_schema_page_lists_every_dataset_and_attribute_as_the_code_reads_them():
+    """docs/cache-schema.md: every dataset and root attribute tagcons writes, required exactly where the reader is."""
+    from pathlib import Path
+
+    from tagcons.cache.schema import LAYOUT, OPTIONAL_LAYOUT, REQUIRED_ATTRS, meta_attrs
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "cache-schema.md").read_text(encoding="utf-8")
+    rows = {m[0]: m[1] for m in re.findall(r"^\| `/?([a-z0-9_/]+)` \| (yes|no) \|", page, flags=re.M)}
+    datasets = {name: "yes" for name in LAYOUT} | {name: "no" for name in OPTIONAL_LAYOUT}
+    attributes = {name: "yes" if name in REQUIRED_ATTRS else "no" for name in [*meta_attrs(meta()), "texts_truncated"]}
+    assert rows == datasets | attributes
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    short = readme[readme.index("## The cache") : readme.index("```python", readme.index("## The cache"))]
+    assert all(f"/{name}`" in short for name in LAYOUT) and "`/failed/sha256`" in short and "optional" in short
+    required = re.search(r"required: `([^`]+)`; optional: `([^`]+)`", short)
+    assert required and set(required[1].split(", ")) == set(REQUIRED_ATTRS)
+    assert set(required[2].split(", ")) == set(attributes) - set(REQUIRED_ATTRS)

@@ -132,3 +132,15 @@ def test_resume_reads_a_config_json_written_before_paths_and_columns_changed(tmp
     assert FinetuneConfig(data="d", images="i", backbone="tiny", out="o").to_dict()["label_col"] == "Score"
     with pytest.raises(BadInputError, match="label_col: 'Rating' -> 'Score'"):
         resumed(tmp_path, columns=PairColumns())
+
+
+def test_the_suites_summary_lists_failures_errors_and_skips_but_not_expected_failures():
+    """`make test` ends with pytest's short summary: failures, errors and skips, not every xfail's reason."""
+    import re
+
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    addopts = tomllib.loads(pyproject.read_text())["tool"]["pytest"]["ini_options"]["addopts"]
+    report = re.search(r"-r(\w+)", addopts)[1]
+    assert set(report) >= {"f", "E", "s"} and not set(report) & {"a", "A", "x", "X"}

@@ -188,7 +188,7 @@ def test_paper_recipe_killed_mid_epoch_resumes_to_the_same_result(small, tmp_pat
     with pytest.raises(Interrupt):
         run_finetune(config(pairs, images, tmp_path / "cut", **common), hooks)
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    with pytest.raises(BadInputError, match="--resume"):
+    with pytest.raises(BadInputError, match="pass --resume to continue it, --overwrite to replace it"):
         run_finetune(config(pairs, images, tmp_path / "cut", **common))
     resumed = run_finetune(config(pairs, images, tmp_path / "cut", resume=True, **common))
     assert resumed.epochs_run == 2 and resumed.history.keys() == whole.history.keys()
@@ -201,6 +201,12 @@ def test_paper_recipe_killed_mid_epoch_resumes_to_the_same_result(small, tmp_pat
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["head_init"] == "random"
     with pytest.raises(BadInputError, match="other settings"):
         run_finetune(config(pairs, images, tmp_path / "cut", resume=True, **{**common, "lr": 1e-3}))
+    with pytest.raises(BadInputError, match="pass one of them"):
+        run_finetune(config(pairs, images, tmp_path / "cut", resume=True, overwrite=True, **common))
+    (tmp_path / "cut" / "stale.txt").write_text("from the run it replaces")
+    replaced = run_finetune(config(pairs, images, tmp_path / "cut", overwrite=True, **common))
+    assert replaced.epochs_run == 2 and not (tmp_path / "cut" / "stale.txt").exists()
+    assert np.allclose(replaced.history["val_qwk"], whole.history["val_qwk"], atol=1e-5)
 
 
 DDP_SCRIPT = """

@@ -129,7 +129,9 @@ def test_bad_settings_are_refused_before_anything_is_read(files, settings, messa
 
 def test_an_output_folder_holding_a_run_or_a_file_is_refused_unless_overwriting(files):
     first = _fit(files, "again", head="threshold")
-    with pytest.raises(BadInputError, match=r"again: already holds a run; choose another --out or delete it$"):
+    with pytest.raises(
+        BadInputError, match=r"again: already holds a run; pass --overwrite to replace it, or choose another --out$"
+    ):
         _fit(files, "again", head="threshold")
     assert_same_numbers(_fit(files, "again", head="threshold", overwrite=True).metrics, first.metrics)
     (files["root"] / "a_file").write_text("")
@@ -144,6 +146,25 @@ def test_a_cache_without_any_of_the_pairs_names_the_embed_command(files):
         BadInputError, match=r"none of the 2 pairs in .*other_pairs\.csv has embeddings in this cache; "
     ):
         fit_head(FitHeadConfig(data=other, cache=files["cache"], out=files["root"] / "none", head="threshold"))
+
+
+def test_a_cache_whose_images_all_failed_says_why_and_does_not_advise_embedding(files, tmp_path):
+    data = planted(n_images=4, per_image=3, dim=8, seed=1)
+    failed = sorted(data.image_embeds)[:3]
+    cache = write_cache(data, tmp_path / "failed.h5", failed_images=failed)
+    pairs = tmp_path / "pairs.csv"
+    frame = pd.DataFrame({"Image Filename": data.images, "Hashtag": data.texts, "Score": data.labels})
+    frame[frame["Image Filename"].isin(failed)].to_csv(pairs)
+    with pytest.raises(BadInputError, match=rf"3 images that failed to embed \('{failed[0]}': cannot identify") as e:
+        fit_head(FitHeadConfig(data=pairs, cache=cache, out=tmp_path / "run", head="threshold"))
+    assert "tagcons embed" not in str(e.value)
+
+
+def test_an_exclusion_list_of_every_pair_is_named_instead_of_the_cache(files):
+    listed = files["root"] / "every_pair.csv"
+    files["frame"].rename(columns={"Image Filename": "image", "Hashtag": "hashtag"}).to_csv(listed, index=False)
+    with pytest.raises(BadInputError, match=r"every_pair\.csv: lists every one of the \d+ pairs of .*pairs\.csv"):
+        _fit(files, "excluded_all", head="threshold", exclude_pairs=listed)
 
 
 def test_a_cache_from_a_backbone_trained_on_the_test_rows_is_refused(files):
@@ -316,7 +337,9 @@ def test_a_folder_holding_only_metrics_or_only_a_config_is_a_run(files):
         folder = files["root"] / f"only_{name}"
         folder.mkdir()
         (folder / name).write_text("{}")
-        with pytest.raises(BadInputError, match=r"already holds a run; choose another --out or delete it$"):
+        with pytest.raises(
+            BadInputError, match=r"already holds a run; pass --overwrite to replace it, or choose another --out$"
+        ):
             _fit(files, folder.name, head="threshold")
 
 

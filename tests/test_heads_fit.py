@@ -107,7 +107,7 @@ def test_predict_without_labels(files):
 
 def test_predict_refuses_a_cache_with_another_fingerprint(files):
     run = _fit(files, "thr_fp", head="threshold").run_dir
-    with pytest.raises(FingerprintMismatchError, match="differs from"):
+    with pytest.raises(FingerprintMismatchError, match="embedded with other settings than the cache run"):
         predict(PredictConfig(run=run, cache=files["other"], data=files["pairs"], out=files["root"] / "x.csv"))
 
 

@@ -1,6 +1,8 @@
 """The README cannot drift from the code: every command in it parses, the short ones run, the snippet works."""
 
 import glob
+import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -123,3 +125,76 @@ def test_readme_python_snippet_reads_the_cache(readme_workspace, monkeypatch):
         lookup = cache.lookup(list(pairs["Image Filename"]), list(pairs["Hashtag"].str.strip()), normalise=True)
     expected = (lookup.image_embeds * lookup.text_embeds).sum(1)
     np.testing.assert_allclose(pairs["cosine"].to_numpy(), expected, atol=1e-5)
+
+
+PROTOCOL_JSON = README.parent / "benchmarks" / "results" / "protocol.json"
+PROTOCOL_ROWS = {
+    "hashtag characters (`text-only`)": "text_only",
+    "image prior (`image-prior`)": "image_prior",
+    "hashtag characters + image id": "text_and_image_id",
+}
+
+
+def _protocol_results() -> dict:
+    return json.loads(PROTOCOL_JSON.read_text())["results"]
+
+
+def _mean_sd(result: dict, metric: str) -> str:
+    return f"{result['mean'][metric]:.3f} ± {result['sd'][metric]:.3f}"
+
+
+def test_readme_protocol_table_quotes_the_benchmark_result():
+    """The pairs-split table's figures are benchmarks/results/protocol.json's, as `benchmarks/protocol.py` wrote it."""
+    results = _protocol_results()
+    rows = {line.split("|")[1].strip(): line for line in README.read_text().splitlines() if line.startswith("| ")}
+    for label, model in PROTOCOL_ROWS.items():
+        by_split = results[model]
+        cells = [_mean_sd(by_split[split], metric) for metric in ("macro_f1", "qwk") for split in ("pairs", "images")]
+        assert [c.strip() for c in rows[label].split("|")[2:6]] == cells, label
+    text = " ".join(README.read_text().split())
+    with_id = results["text_and_image_id"]
+    for split in ("pairs", "images"):
+        low, high = with_id[split]["ci95_pooled"]["macro_f1"]
+        assert f"{_mean_sd(with_id[split], 'macro_f1')} [{low:.3f}, {high:.3f}]" in text, split
+
+
+@pytest.mark.slow
+def test_the_protocol_benchmark_result_comes_from_the_code(tmp_path, reference_csv):
+    """One cell of benchmarks/protocol.py rerun on the study's table gives the saved result."""
+    spec = importlib.util.spec_from_file_location("protocol", README.parent / "benchmarks" / "protocol.py")
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    saved = _protocol_results()["text_and_image_id"]["pairs"]
+    rerun = protocol.run(reference_csv, "text_and_image_id", "pairs", len(saved["seeds"]), tmp_path)
+    np.testing.assert_allclose(rerun["per_seed_macro_f1"], saved["per_seed_macro_f1"], atol=1e-9)
+    assert rerun["mean"] == pytest.approx(saved["mean"], abs=1e-9)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start : end if end > 0 else None]
+
+
+def test_the_newcomer_path_says_how_to_run_tagcons_and_what_the_pairs_file_is():
+    """`tagcons` on PATH, the pairs file's columns and scale (the code's defaults) before the first command that
+    names combined_data.csv, and the CJK font where the report is introduced."""
+    import configparser
+
+    from tagcons.configs import PairColumns
+    from tagcons.labels import DEFAULT_SCALE
+
+    text = README.read_text(encoding="utf-8")
+    quickstart = _section(text, "## Quickstart")
+    assert "source .venv/bin/activate" in quickstart and "pip install -e ." in quickstart
+    setup = configparser.ConfigParser()
+    setup.read(README.parent / "setup.cfg")
+    assert "tagcons" in setup["options.entry_points"]["console_scripts"]
+    own = _section(text, "## Your own data")
+    columns = PairColumns()
+    assert all(f"`{name}`" in own for name in (columns.image, columns.text, columns.label))
+    low, high = str(DEFAULT_SCALE).split("-")
+    assert f"{low}–{high} by default" in " ".join(own.split())
+    assert "`combined_data.csv`" in own and text.index(own) < text.index("--data combined_data.csv")
+    report = _section(text, "### The report: `tagcons report`")
+    assert "CJK font" in report

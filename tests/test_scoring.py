@@ -84,13 +84,23 @@ def test_a_damaged_run_config_names_the_file_and_the_fix(fitted, tmp_path, chang
         predict(PredictConfig(run=run, cache=fitted["cache"], data=fitted["pairs"], out=tmp_path / "o.csv"))
 
 
-def test_a_cache_of_other_features_is_refused_with_both_fingerprints(fitted, tmp_path):
-    other = write_cache(fitted["data"], tmp_path / "other.h5", backbone="clip")
-    run_fingerprint = json.loads((fitted["run"] / "config.json").read_text())["cache_fingerprint"]
-    expected = rf"^{other}: cache fingerprint \w+ differs from {run_fingerprint}, the one run {fitted['run']} was "
-    expected += r"trained on \(backbone tiny\); use a"
-    with pytest.raises(FingerprintMismatchError, match=expected):
+def test_a_cache_of_other_features_is_refused_naming_the_setting_that_differs(fitted, tmp_path):
+    other = write_cache(fitted["data"], tmp_path / "other.h5", text_template="a photo of {}")
+    expected = rf"^{other}: embedded with other settings than the cache run {fitted['run']} was trained on "
+    expected += r"\(run's vs this cache's: text_template '\{\}' vs 'a photo of \{\}'\); embed the pairs"
+    with pytest.raises(FingerprintMismatchError, match=expected) as info:
         predict(PredictConfig(run=fitted["run"], cache=other, data=fitted["pairs"], out=tmp_path / "o.csv"))
+    assert "backbone" not in str(info.value)  # the same backbone: no advice to use it
+    clip = write_cache(fitted["data"], tmp_path / "clip.h5", backbone="clip")
+    with pytest.raises(FingerprintMismatchError, match=r"model_id 'test/tiny' vs 'test/clip'"):
+        predict(PredictConfig(run=fitted["run"], cache=clip, data=fitted["pairs"], out=tmp_path / "o.csv"))
+
+
+def test_a_run_that_does_not_record_its_caches_settings_shows_both_fingerprints(fitted, tmp_path):
+    run = _edited_run(fitted, tmp_path, cache_settings=None)
+    other = write_cache(fitted["data"], tmp_path / "other.h5", text_template="a photo of {}")
+    with pytest.raises(FingerprintMismatchError, match=r"fingerprint \w+ vs \w+; the run does not record its cache"):
+        predict(PredictConfig(run=run, cache=other, data=fitted["pairs"], out=tmp_path / "o.csv"))
 
 
 def test_predictions_on_the_scale_sum_to_one_and_decode_to_the_predicted_score(fitted, tmp_path):
@@ -165,7 +175,31 @@ def test_the_caches_strip_hash_normalises_the_pairs_unless_told_otherwise(stripp
     assert result.n_scored == 120 and result.n_missing == 1  # '#tag_000_0' found as 'tag_000_0'
     assert "--out " + shlex.quote(str(stripped["cache"])) + " --strip-hash" in caplog.text  # embed as the cache was
     config = PredictConfig(
-        run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o", strip_hash=False
+        run=stripped["run"], cache=stripped["cache"], data=pairs, out=tmp_path / "o2", strip_hash=False
     )
     with pytest.raises(BadInputError, match=r"none of the 121 pairs has embeddings in the cache"):
         predict(config)  # kept their '#': no text key matches
+
+
+def test_pairs_whose_images_failed_are_named_with_the_reason_and_no_embed_advice(fitted, tmp_path, caplog):
+    failed = write_cache(fitted["data"], tmp_path / "failed.h5", failed_images=["cat_000.png"])
+    with caplog.at_level(logging.WARNING):
+        result = predict(PredictConfig(run=fitted["run"], cache=failed, data=fitted["pairs"], out=tmp_path / "o.csv"))
+    assert result.n_missing == 6
+    assert "6 images" not in caplog.text and "1 images that failed to embed ('cat_000.png': cannot identify image)" in (
+        caplog.text
+    )
+    assert "tagcons embed" not in caplog.text  # re-embedding cannot mend a file that fails to decode
+
+
+def test_predict_refuses_a_folder_or_an_existing_file_as_out_before_reading(fitted, tmp_path):
+    with pytest.raises(BadInputError, match=r"is a folder; pass the predictions CSV to write as --out"):
+        predict(PredictConfig(run=fitted["run"], cache=fitted["cache"], data=fitted["pairs"], out=tmp_path))
+    (tmp_path / "taken.csv").write_text("kept")
+    with pytest.raises(BadInputError, match=r"taken\.csv: already exists; pass --overwrite to replace it"):
+        predict(
+            PredictConfig(
+                run=tmp_path / "no_run", cache=fitted["cache"], data=fitted["pairs"], out=tmp_path / "taken.csv"
+            )
+        )
+    assert (tmp_path / "taken.csv").read_text() == "kept"

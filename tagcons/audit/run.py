@@ -40,6 +40,7 @@ from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.provenance import check_reuse, table_keys
 from tagcons.evaluate.rundir import staged_run_dir, write_json
+from tagcons.outputs import refuse_filled_folder
 
 log = logging.getLogger(__name__)
 AUDIT_CSV = "audit.csv"
@@ -70,6 +71,7 @@ def run_audit(config: AuditConfig) -> AuditResult:
         raise BadInputError(f"unknown --rank-by '{config.rank_by}'; choose one of {', '.join(AUDIT_RANKINGS)}")
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise BadInputError(f"{config.out}: exists and is not a folder; pass a folder as --out")
+    refuse_filled_folder(Path(config.out), (AUDIT_CSV, AUDIT_JSON), config.overwrite, holds="an audit")
     fit_config = FitHeadConfig(
         cache=config.cache,
         data=config.data,

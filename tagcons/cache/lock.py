@@ -24,15 +24,17 @@ from tagcons.errors import BadInputError, CacheBusyError
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 _HELD: weakref.WeakSet[FileLock] = weakref.WeakSet()  # locks with an open descriptor, in this process
+OUT_FIX = "make it writable or pass another --out (a rerun with everything cached needs no write access)"
 
 
 class FileLock:
     """A non-blocking flock on `lock_path`; `target` is the cache named in messages."""
 
-    def __init__(self, lock_path: Path, target: Path, shared: bool = False):
+    def __init__(self, lock_path: Path, target: Path, shared: bool = False, fix: str = OUT_FIX):
         self.lock_path = Path(lock_path)
         self.target = Path(target)
         self.shared = shared
+        self.fix = fix  # what the user can do when the folder cannot be written
         self._fd: int | None = None
         self.writable = True
 
@@ -43,9 +45,9 @@ class FileLock:
             self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             if e.errno not in READ_ONLY:
-                raise BadInputError(f"cannot create the lock file {self.lock_path}: {e.strerror}; check --out") from e
+                raise BadInputError(f"cannot create the lock file {self.lock_path}: {e.strerror}; {self.fix}") from e
             if not read_only_ok:
-                raise BadInputError(read_only_message(self.target, e)) from e
+                raise BadInputError(read_only_message(self.target, e, self.fix)) from e
             return self._acquire_read_only()
         return self._take()
 
@@ -133,9 +135,6 @@ def _unsupported_message(lock_path: Path, error: OSError) -> str:
     )
 
 
-def read_only_message(target: Path, error: OSError | None = None) -> str:
+def read_only_message(target: Path, error: OSError | None = None, fix: str = OUT_FIX) -> str:
     reason = f" ({error.strerror})" if error is not None else ""
-    return (
-        f"cannot write {target}: its folder {Path(target).parent} is read-only{reason}; make it writable "
-        "or pass another --out (a rerun with everything cached needs no write access)"
-    )
+    return f"cannot write {target}: its folder {Path(target).parent} is read-only{reason}; {fix}"

@@ -28,6 +28,7 @@ from tagcons.cache.schema import (
     checked_strings,
     create_layout,
     digests_of,
+    failed_records,
     fsync_path,
     now_iso,
     open_h5,
@@ -57,7 +58,7 @@ class Replay:
         def strings(name: str) -> list[str]:
             return checked_strings(path, f, name)
 
-        for key, sha, reason in zip(*(strings(f"failed/{n}") for n in ("keys", "sha256", "reasons"))):
+        for key, sha, reason in failed_records(f, path):
             self.images.pop(key, None)  # the file changed and now fails: its old embedding is stale
             self.failed[key] = (sha, reason)
         keys, shas = strings("images/keys"), strings("images/sha256")

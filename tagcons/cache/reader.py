@@ -19,7 +19,15 @@ import numpy as np
 from tagcons.cache.join import join_rows
 from tagcons.cache.parts import parts_dir, pending_parts
 from tagcons.cache.rows import check_finite, checked_read, l2_normalise, read_range, read_rows
-from tagcons.cache.schema import check_layout, check_schema, checked_strings, open_h5, plain_attr
+from tagcons.cache.schema import (
+    check_layout,
+    check_required_attrs,
+    check_schema,
+    checked_strings,
+    failed_records,
+    open_h5,
+    plain_attr,
+)
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,7 @@ class CacheReader:
         self.attrs = {k: plain_attr(v) for k, v in self._file.attrs.items()}
         try:
             check_schema(self.path, self.attrs)
+            check_required_attrs(self.path, self.attrs)
             check_layout(self.path, self._file)
         except BadInputError:
             self.close()
@@ -117,7 +126,7 @@ class CacheReader:
     def failed(self) -> dict[str, str]:
         """image key -> why it could not be embedded."""
         if self._failed is None:
-            self._failed = dict(zip(self._strings("failed/keys"), self._strings("failed/reasons")))
+            self._failed = {key: reason for key, _, reason in failed_records(self._file, self.path)}
         return self._failed
 
     # -- embeddings -----------------------------------------------------------------------------------

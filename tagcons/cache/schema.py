@@ -5,13 +5,14 @@ layout, so one set of helpers reads both:
 
     /images/keys, /images/sha256, /images/embeds [n, d]
     /texts/keys, /texts/embeds [n, d]
-    /failed/keys, /failed/sha256, /failed/reasons
+    /failed/keys, /failed/reasons, /failed/sha256 (optional when reading)
     root attrs: schema, backbone, model_id, revision, projection_dim, text_template, fingerprint,
-                store_dtype, settings (JSON), created_with (JSON), updated_at, key_digests (JSON)
+                store_dtype, settings (JSON), created_with (JSON), updated_at, texts_truncated, key_digests (JSON)
 
 The embedding datasets carry HDF5's fletcher32 checksum. The string datasets cannot: their values
 live in HDF5's global heap, which no filter covers (two equal-length keys swapped there pass any
 chunk checksum), so `key_digests` holds a sha256 of each string dataset's values, in order.
+docs/cache-schema.md documents every dataset and attribute, and which a reader requires.
 
 The fingerprint hashes everything that changes the numbers, so a cache is never silently extended
 with features computed another way.
@@ -118,10 +119,21 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 def describe_difference(stored: dict, wanted: dict) -> str:
     """`text_template '{}' vs 'a photo of {}'` for each fingerprinted setting that differs (stored first)."""
-    old, new = fingerprinted_settings(stored), fingerprinted_settings(wanted)
+    return describe_settings_difference(fingerprinted_settings(stored), fingerprinted_settings(wanted)) or (
+        "no named setting"
+    )
+
+
+def describe_settings_difference(old: dict, new: dict) -> str:
+    """The same, from flat settings (`fingerprinted_settings`); empty when no recorded setting differs."""
     names = [name for name in dict.fromkeys([*old, *new]) if _plain(old.get(name)) != _plain(new.get(name))]
     shown = [f"{_short(name)} {old.get(name)!r} vs {new.get(name)!r}" for name in names[:3]]
-    return ", ".join(shown + ([f"and {len(names) - 3} more"] if len(names) > 3 else [])) or "no named setting"
+    return ", ".join(shown + ([f"and {len(names) - 3} more"] if len(names) > 3 else []))
+
+
+def recorded_settings(attrs: dict) -> dict:
+    """A cache's fingerprinted settings as a run records them (without a fine-tuned backbone's key list)."""
+    return {k: v for k, v in fingerprinted_settings(attrs).items() if not k.startswith("settings.trained_keys")}
 
 
 def _plain(value):
@@ -179,6 +191,7 @@ def read_attrs(path: Path, names: Sequence[str] | None = None) -> dict:
 
 
 def check_schema(path: Path, attrs: dict) -> None:
+    """A tagcons cache of this schema (BadInputError otherwise); see also `check_required_attrs`."""
     schema = attrs.get("schema")
     if schema is None:
         raise BadInputError(
@@ -188,6 +201,16 @@ def check_schema(path: Path, attrs: dict) -> None:
         raise BadInputError(
             f"{path}: cache schema {schema!r} is not supported (this tagcons reads {SCHEMA!r}); "
             "re-embed with this version"
+        )
+
+
+def check_required_attrs(path: Path, attrs: dict) -> None:
+    """Every root attribute a reader needs is there (BadInputError naming the missing ones)."""
+    missing = [name for name in REQUIRED_ATTRS if name not in attrs]
+    if missing:
+        raise BadInputError(
+            f"{path}: root attribute(s) {', '.join(missing)} missing; a cache needs {', '.join(REQUIRED_ATTRS)} "
+            "(see docs/cache-schema.md)"
         )
 
 
@@ -229,9 +252,13 @@ LAYOUT = (
     "texts/keys",
     "texts/embeds",
     "failed/keys",
-    "failed/sha256",
     "failed/reasons",
 )
+# Written by tagcons, optional when reading (a cache written by another tool may lack them).
+OPTIONAL_LAYOUT = ("failed/sha256",)  # absent: the failed files' hashes are unknown (they are retried)
+# Root attributes every reader needs (docs/cache-schema.md lists the optional ones).
+REQUIRED_ATTRS = ("schema", "backbone", "model_id", "projection_dim", "fingerprint")
+UNKNOWN_SHA256 = ""
 # Datasets whose row counts must agree: (first, second).
 SAME_ROWS = (
     ("images/keys", "images/embeds"),
@@ -247,14 +274,28 @@ def layout_problems(f: h5py.File) -> list[str]:
     missing = [name for name in LAYOUT if name not in f]
     if missing:
         return [f"datasets missing: {', '.join(missing)}"]
-    rows = {name: f[name].shape[0] for name in LAYOUT}
-    problems = [f"{a} has {rows[a]} rows but {b} has {rows[b]}" for a, b in SAME_ROWS if rows[a] != rows[b]]
+    rows = {name: f[name].shape[0] for name in (*LAYOUT, *OPTIONAL_LAYOUT) if name in f}
+    problems = [
+        f"{a} has {rows[a]} rows but {b} has {rows[b]}" for a, b in SAME_ROWS if b in rows and rows[a] != rows[b]
+    ]
     dim = f.attrs.get("projection_dim")
     for name in ("images/embeds", "texts/embeds"):
         shape = f[name].shape
         if len(shape) != 2 or (dim is not None and shape[1] != int(dim)):
             problems.append(f"{name} has shape {shape}, expected (rows, {dim}) for projection_dim {dim}")
     return problems
+
+
+def failed_records(f: h5py.File, path: Path | None = None) -> list[tuple[str, str, str]]:
+    """(key, sha256, reason) of each image that could not be embedded; sha256 UNKNOWN_SHA256 where not stored.
+    With ``path`` every string is checked against the file's digests (BadInputError naming the dataset)."""
+
+    def strings(name: str) -> list[str]:
+        return read_strings(f[name]) if path is None else checked_strings(path, f, name)
+
+    keys, reasons = strings("failed/keys"), strings("failed/reasons")
+    shas = strings("failed/sha256") if "failed/sha256" in f else [UNKNOWN_SHA256] * len(keys)
+    return list(zip(keys, shas, reasons))
 
 
 def check_layout(path: Path, f: h5py.File) -> None:
@@ -302,6 +343,8 @@ def stored_digests(f: h5py.File) -> dict[str, str] | None:
 
 def string_problem(f: h5py.File, name: str) -> tuple[list[str] | None, str | None]:
     """(values, None) when `name` reads and matches its digest (or the file has none), else (None, what is wrong)."""
+    if name not in f and name in OPTIONAL_LAYOUT:  # an optional dataset another writer left out
+        return [], None
     try:
         values = read_strings(f[name])
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -21,11 +21,20 @@ from tagcons.cache.lock import FileLock
 from tagcons.cache.merge import Replay, write_state
 from tagcons.cache.parts import list_parts, parts_dir, remove_stale_temps
 from tagcons.cache.rows import checked_read
-from tagcons.cache.schema import DIGESTED, layout_problems, open_h5, read_attrs, read_strings, string_problem
+from tagcons.cache.schema import (
+    DIGESTED,
+    failed_records,
+    layout_problems,
+    open_h5,
+    read_attrs,
+    read_strings,
+    string_problem,
+)
 from tagcons.errors import BadInputError, first_line
 
 GROUPS = ("images", "texts")
 SCAN_ROWS = 65536
+REPAIR_FIX = "make the folder writable, or copy the cache to a writable folder and repair the copy"
 
 
 @dataclass
@@ -60,6 +69,21 @@ class VerifyReport:
     def unchecked(self) -> list[Path]:
         """Files written before key digests (their keys and hashes could not be checked)."""
         return [f.path for f in self.files if f.unchecked_keys]
+
+    @property
+    def unrepairable(self) -> FileReport | None:
+        """The consolidated file when its damage is beyond --repair (unreadable, or a layout rows cannot mend)."""
+        return next((f for f in self.files if f.fatal and f.path == self.cache), None)
+
+    def advice(self) -> str:
+        """What to do about the problems found: --repair where it can mend them, else start the file over."""
+        if self.unrepairable is not None:
+            return unrepairable_message(self.cache, self.unrepairable)
+        return f"run `tagcons cache verify --repair {self.cache}` and rerun tagcons embed to re-embed the dropped rows"
+
+
+def unrepairable_message(path: Path, report: FileReport) -> str:
+    return f"{path} cannot be repaired ({report.problems[0]}); delete it and its .parts folder and re-embed"
 
 
 def verify_cache(path: str | Path) -> VerifyReport:
@@ -197,7 +221,7 @@ def repair_cache(path: str | Path, report: VerifyReport) -> RepairResult:
 
     path = Path(path)
     _check_repairable(path, report)
-    lock = FileLock(lock_path(path), path).acquire()
+    lock = FileLock(lock_path(path), path, fix=REPAIR_FIX).acquire()
     try:
         temps = _remove_temps(path)
         removed = [f.path for f in report.files if f.problems and f.path != path]
@@ -211,11 +235,8 @@ def repair_cache(path: str | Path, report: VerifyReport) -> RepairResult:
 
 
 def _check_repairable(path: Path, report: VerifyReport) -> None:
-    fatal = [f for f in report.files if f.fatal and f.path == path]
-    if fatal:
-        raise BadInputError(
-            f"{path}: cannot be repaired ({fatal[0].problems[0]}); delete it and its .parts folder and re-embed"
-        )
+    if report.unrepairable is not None:
+        raise BadInputError(unrepairable_message(path, report.unrepairable))
     foreign = [f.path for f in report.files if f.foreign]
     if foreign:
         raise BadInputError(
@@ -237,9 +258,16 @@ def _rewrite_without(report: FileReport) -> dict[str, int]:
     attrs = read_attrs(report.path)
     with open_h5(report.path, "r") as f:
         state = _kept_rows(f, report)
-    write_state(report.path, [report.path], state, attrs, int(attrs["projection_dim"]), str(attrs["store_dtype"]))
+    dtype = str(attrs.get("store_dtype") or _stored_dtype(report.path))
+    write_state(report.path, [report.path], state, attrs, int(attrs["projection_dim"]), dtype)
     failed = report.rows.get("failed", 0) if _strings_lost(report, "failed") else 0
     return {**{group: len(report.bad_rows.get(group, ())) for group in GROUPS}, "failed": failed}
+
+
+def _stored_dtype(path: Path) -> str:
+    """The stored embeddings' dtype (a cache written by another tool may not say it in `store_dtype`)."""
+    with open_h5(path, "r") as f:
+        return str(f["images/embeds"].dtype)
 
 
 def _kept_rows(f: h5py.File, report: FileReport) -> Replay:
@@ -255,8 +283,7 @@ def _kept_rows(f: h5py.File, report: FileReport) -> Replay:
             if row not in report.bad_rows["texts"]:
                 state.texts[key] = (0, row)
     if not _strings_lost(report, "failed"):
-        failed = zip(*(read_strings(f[f"failed/{n}"]) for n in ("keys", "sha256", "reasons")))
-        state.failed.update((key, (sha, reason)) for key, sha, reason in failed)
+        state.failed.update((key, (sha, reason)) for key, sha, reason in failed_records(f))
     return state
 
 

@@ -105,10 +105,11 @@ class CacheWriter:
     def _check_fingerprint(self, where: Path, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
             stored = read_attrs(where)
+            backbones = (stored.get("backbone", "?"), self.meta.backbone)
+            backbone = f", backbone {backbones[0]} vs {backbones[1]}" if backbones[0] != backbones[1] else ""
             raise FingerprintMismatchError(
                 f"{where} holds features computed with other settings ({describe_difference(stored, self._attrs)}; "
-                f"fingerprint {fingerprint} vs {self.fingerprint}, backbone {stored.get('backbone', '?')} vs "
-                f"{self.meta.backbone}); write to another --out, "
+                f"fingerprint {fingerprint} vs {self.fingerprint}{backbone}); write to another --out, "
                 f"or delete {self.path} and {parts_dir(self.path)} to start over"
             )
 

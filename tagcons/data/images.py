@@ -10,6 +10,7 @@ model input, not by the photos' megapixels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -45,17 +46,27 @@ class ImageLoadError(Exception):
         self.reason = reason
 
 
+class BadImagePathError(BadInputError):
+    """An image key that is wrong whatever the disk holds; `key` lets the caller name the table's lines."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.key, self.problem, self.fix = key, problem, fix
+
+
 def lexical_image_path(root: str | Path, key: str) -> Path:
     """The path of an image key under `root` without touching the disk; absolute or '..'-escaping keys refused."""
     if "\x00" in key:
-        raise BadInputError(f"image path {key!r} contains a NUL byte; fix it in the pairs file")
+        raise BadImagePathError(key, f"image path {key!r} contains a NUL byte", "fix it in the pairs file")
     relative = PurePosixPath(key.replace("\\", "/"))
     if relative.is_absolute() or Path(key).is_absolute() or (len(key) > 1 and key[1] == ":"):
-        raise BadInputError(f"image path '{key}' is absolute; image paths must be relative to --images")
+        raise BadImagePathError(key, f"image path '{key}' is absolute", "image paths must be relative to --images")
     root = Path(os.path.abspath(root))
     candidate = Path(os.path.normpath(root / relative))
     if candidate != root and root not in candidate.parents:
-        raise BadInputError(f"image path '{key}' escapes the images folder {root}; remove '..' from the pairs file")
+        raise BadImagePathError(
+            key, f"image path '{key}' escapes the images folder {root}", "remove '..' from the pairs file"
+        )
     return candidate
 
 
@@ -91,9 +102,15 @@ def _existing_spelling(path: Path, key: str) -> Path:
         return path
     decomposed = Path(unicodedata.normalize("NFD", str(path)))
     if decomposed != path and os.path.lexists(decomposed):
-        log.info("image %s: found under its NFD (decomposed Unicode) file name", key)
+        _note_decomposed(str(decomposed), key)
         return decomposed
     return path
+
+
+@functools.cache
+def _note_decomposed(path: str, key: str) -> None:
+    """Said once per file and process, however often the file is read (hashed, then decoded)."""
+    log.info("image %s: found under its NFD (decomposed Unicode) file name", key)
 
 
 def check_image_keys(root: str | Path, keys) -> None:

@@ -384,6 +384,19 @@ def _check_not_blank_after_normalising(frame: pd.DataFrame, where: _Where, colum
         )
 
 
+def check_image_paths(table: PairTable, root: str | Path) -> None:
+    """Every image key names a file inside the images folder ``root``; a key that cannot (absolute, a Windows
+    drive or UNC path, '..' leaving the folder) stops with the table and its lines, like any bad cell."""
+    from tagcons.data.images import BadImagePathError, check_image_keys  # Pillow, only for commands that read images
+
+    try:
+        check_image_keys(root, table.unique_images())
+    except BadImagePathError as e:
+        where = _Where(Path(table.source), table.frame["line"].to_numpy())
+        bad = (table.frame["image"] == e.key).to_numpy(dtype=bool, na_value=False)
+        raise BadInputError(f"{table.source}: {e.problem} at {where.describe(bad)}; {e.fix}") from e
+
+
 def report_duplicates(table: PairTable) -> tuple[int, int]:
     """Log exact duplicate pairs (count) and warn about conflicting labels; return (duplicates, conflicts)."""
     pair_codes = _pair_codes(table.frame)

@@ -52,7 +52,7 @@ def _grouped_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) ->
         return _dealt_grouped_folds(labels, groups, k, seed)
     if n_groups < k:
         raise BadInputError(
-            f"only {n_groups} distinct images for {k} image-grouped folds; use fewer folds or --split pairs"
+            f"only {n_groups} distinct images for {k} image-grouped folds; use at most {n_groups} folds"
         )
     return _seeded_greedy_folds(labels, groups, k, seed)
 

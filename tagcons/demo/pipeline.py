@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The study's head settings barely move in 20 epochs on the tiny backbone's features; the demo shows
 # the mlp with its `robust` recipe (the study's recipe is one `--param recipe=paper` away).
-DEMO_HEAD_PARAMS = {"mlp": {"recipe": "robust"}}
+DEMO_HEAD_PARAMS = {"recipe": "robust"}  # the mlp's setting (fit_heads gives each head the settings it has)
 DEMO_CATEGORY = "^([a-z]+)_"  # the demo's images are named <scene>_<nn>.png
 DEMO_MARKER = ".tagcons-demo"
 LEGACY_DEMO_NAMES = {
@@ -74,14 +74,14 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
             progress=config.progress,
         )
     )
-    run_dirs = [_fit(head, cache, demo_set.pairs_csv, out, config.progress) for head in config.heads]
+    run_dirs = _fit(config.heads, cache, demo_set.pairs_csv, out, config.progress)
     if config.finetune_epochs > 0:
         run_dirs.append(_finetune(demo_set, out, config))
     groups = paired_differences(run_dirs)
     table_path, _ = write_comparison(groups, out / "compare.md")
     audit_line = _audit(cache, demo_set, out, config.progress)
     report_path = write_report(
-        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY)
+        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY, overwrite=True)
     )
     return DemoReport(
         out,
@@ -101,7 +101,8 @@ def _audit(cache: Path, demo_set, out: Path, progress: bool) -> str:
     """`tagcons audit` on the demo set, checked against the flips the generator planted."""
     from tagcons.audit.run import AuditConfig, run_audit
 
-    result = run_audit(AuditConfig(cache=cache, data=demo_set.pairs_csv, out=out / "audit", progress=progress))
+    audit = AuditConfig(cache=cache, data=demo_set.pairs_csv, out=out / "audit", progress=progress, overwrite=True)
+    result = run_audit(audit)
     flipped = pd.read_csv(demo_set.flipped_csv)
     planted = set(zip(flipped["Image Filename"], flipped["Hashtag"]))
     top = result.issues.head(len(planted))
@@ -130,20 +131,21 @@ def _unmarked_demo_output(out: Path) -> bool:
     return (out / "compare.md").is_file() and {p.name for p in out.iterdir()} <= LEGACY_DEMO_NAMES
 
 
-def _fit(head: str, cache: Path, pairs: Path, out: Path, progress: bool) -> Path:
-    from tagcons.heads import FitHeadConfig, fit_head
+def _fit(heads, cache: Path, pairs: Path, out: Path, progress: bool) -> list[Path]:
+    """Every head on one join of the cache (as `fit-head --head all`): one run each under runs/."""
+    from tagcons.heads import FitHeadConfig, fit_heads
 
     config = FitHeadConfig(
         cache=cache,
         data=pairs,
-        head=head,
-        out=out / "runs" / head,
+        head=heads[0],
+        out=out / "runs",
         split="images",
-        head_params=DEMO_HEAD_PARAMS.get(head, {}),
+        head_params=DEMO_HEAD_PARAMS,
         overwrite=True,
         progress=progress,
     )
-    return fit_head(config).run_dir
+    return [result.run_dir for result in fit_heads(config, heads)]
 
 
 def _finetune(demo_set, out: Path, config: DemoRunConfig) -> Path:

@@ -24,8 +24,8 @@ from tagcons.cache.lock import read_only_message
 from tagcons.cache.verify import check_checksums
 from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
-from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
-from tagcons.data.pairs import load_pairs
+from tagcons.data.images import ImageLoadError, file_sha256, resolve_image_path
+from tagcons.data.pairs import check_image_paths, load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.image_encoding import embed_images
 from tagcons.embed.job import EmbedSummary, EncodeJob
@@ -50,7 +50,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     started = time.perf_counter()
     _check_config(config)
     table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
-    check_image_keys(config.images, table.unique_images())
+    check_image_paths(table, config.images)
     context = distributed.setup(config.device, resolve=False)  # the device is resolved when a model loads
     try:
         summary = _embed_with_context(config, table, context)

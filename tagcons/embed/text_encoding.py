@@ -50,6 +50,9 @@ def embed_texts(job: EncodeJob, texts: list[str], summary: EmbedSummary) -> None
     count_truncated(job.backbone, todo, config.text_templates, summary)
 
 
+EXCERPT_CHARS = 40  # a message quotes this much of a long hashtag
+
+
 def count_truncated(backbone: Backbone, texts: list[str], templates, summary: EmbedSummary) -> None:
     """Texts the tokenizer's limit cuts (under any template): counted, warned about with an example."""
     from tagcons.embed.features import token_counts
@@ -63,14 +66,19 @@ def count_truncated(backbone: Backbone, texts: list[str], templates, summary: Em
     if cut:
         summary.truncated_example = min(cut, key=lambda t: (-len(t), t))
         log.warning(
-            "%d of %d hashtags are longer than the text tower's %d tokens and were cut (e.g. %r); "
+            "%d of %d hashtags are longer than the text tower's %d tokens and were cut (e.g. %s); "
             "their features see only the first %d tokens",
             len(cut),
             len(texts),
             limit,
-            summary.truncated_example,
+            excerpt(summary.truncated_example),
             limit,
         )
+
+
+def excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
+    """A text quoted in a message: whole when short, else its start and its length."""
+    return repr(text) if len(text) <= chars else f"{text[:chars]!r}... ({len(text)} characters)"
 
 
 def encode_texts(backbone: Backbone, texts: list[str], templates, batch_size: int, device) -> np.ndarray:

@@ -35,6 +35,7 @@ from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json, write_text_staged
 from tagcons.labels import LABELS, scale_from_config
+from tagcons.outputs import refuse_existing_file
 
 log = logging.getLogger(__name__)
 
@@ -590,6 +591,7 @@ def write_report(config: ReportConfig) -> Path:
         raise BadInputError(f"{out.parent}: folder does not exist; create it or pick another --out")
     if config.images is not None and not Path(config.images).is_dir():
         raise BadInputError(f"{config.images}: images folder not found; check the --images path")
+    refuse_existing_file(out, config.overwrite)
     html = render_report(config)
     write_text_staged(out, html, "--out")
     log.info("report: %s (%.1f MB)", out, len(html.encode("utf-8")) / 1e6)

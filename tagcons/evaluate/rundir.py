@@ -27,6 +27,7 @@ from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_confusion_matrix
 from tagcons.evaluate.provenance import keys_hash, table_keys
 from tagcons.labels import LABELS
+from tagcons.outputs import refuse_filled_folder
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -135,8 +136,7 @@ def check_run_out(run_dir: Path, overwrite: bool) -> Path:
     """``run_dir`` may receive a run: not a file, and not holding a run unless ``overwrite``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    if not overwrite and ((run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists()):
-        raise BadInputError(f"{run_dir}: already holds a run; choose another --out or delete it")
+    refuse_filled_folder(run_dir, (CONFIG_FILE, METRICS_FILE), overwrite, holds="a run")
     return run_dir
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tagcons.data.given_folds import GivenFolds, read_given_folds
-from tagcons.data.images import check_image_keys
-from tagcons.data.pairs import PairTable, load_pairs
+from tagcons.data.pairs import PairTable, check_image_paths, load_pairs
 from tagcons.data.splits import dedupe_table, default_dedupe, drop_unusable, split_then_drop, validation_indices
 from tagcons.distributed import DistContext
 from tagcons.errors import BadInputError
@@ -63,7 +62,7 @@ def load_partition(config: FinetuneConfig, dist: DistContext) -> FinetunePartiti
     """Read and check the pairs, dedupe, split the whole table, then drop the pairs whose image cannot be
     decoded from the side they fell on (the same split fit-head makes with the same seed and dedupe)."""
     read = load_pairs(config.data, config.columns, config.strip_hash, require_labels=True, scale=config.scale)
-    check_image_keys(config.images, read.unique_images())
+    check_image_paths(read, config.images)
     table, n_duplicates = dedupe_table(read, config.split, resolved_dedupe(config))
     failed = dist.broadcast(exclude_unloadable(table, config.images)[1] if dist.is_main else None)
     loadable = ~table.frame["image"].isin(list(failed)).to_numpy()

@@ -9,6 +9,7 @@ gathered validation outputs, so they stop at the same epoch.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> Finetune
 
 
 def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneResult:
-    _check_run_dir(config)
+    _check_run_dir(config, dist)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     partition = load_partition(config, dist)
@@ -169,18 +170,32 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
     )
 
 
-def _check_run_dir(config: FinetuneConfig) -> None:
+def _check_run_dir(config: FinetuneConfig, dist: DistContext) -> None:
     last = config.run_dir / CHECKPOINTS / "last"
     checkpoint.recover_checkpoint(last)
+    if config.resume and config.overwrite:
+        raise BadInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    if config.overwrite:
+        _remove_run(config.run_dir, last, dist)
     if config.resume and not last.is_dir():
         raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
     if not config.resume and last.is_dir():
         raise BadInputError(
-            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it or choose another --out"
+            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
         )
 
 
+def _remove_run(run_dir: Path, last: Path, dist: DistContext) -> None:
+    """--overwrite: the fine-tuning run in ``run_dir`` (it has a checkpoint) is deleted before the new one starts."""
+    if dist.is_main and last.is_dir():
+        log.warning("%s: replacing the fine-tuning run there (--overwrite)", run_dir)
+        shutil.rmtree(run_dir)
+    dist.barrier()
+
+
 RESUME_MAY_CHANGE = {
+    "overwrite",
     "epochs",
     "patience",
     "device",
@@ -328,7 +343,7 @@ def _train(config, model, partition, collate, loading, precision, dist, hooks) -
             record.update({f"val_{name}": value for name, value in scores.items()})
         _advance(state, record, config.patience)
         _save_epoch(config, model, trainer, state, dist)
-        log.info("epoch %d: %s", state.epoch, {k: round(v, 4) for k, v in record.items()})
+        log.info("%s", epoch_line(state.epoch, config.epochs, record))
         if hooks.on_epoch_end:
             hooks.on_epoch_end(state.epoch - 1, state.history)
     if state.best_epoch:
@@ -350,6 +365,23 @@ def _validate(model, loader, partition, trainer, dist, hooks, show, side: str) -
         "macro_f1": metrics["macro_f1"],
         "qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
     }
+
+
+EPOCH_NAMES = {
+    "train_loss": "train loss",
+    "train_loss_running": "running train loss",
+    "val_loss": "validation loss",
+    "val_accuracy": "validation accuracy",
+    "val_macro_f1": "validation macro-F1",
+    "val_qwk": "validation QWK",
+}
+
+
+def epoch_line(epoch: int, epochs: int, record: dict) -> str:
+    """`epoch 2/3: train loss 1.0767, validation QWK 0.2148, ... (912 samples/s)`: one epoch's figures, readable."""
+    figures = [f"{EPOCH_NAMES.get(k, k.replace('_', ' '))} {v:.4f}" for k, v in record.items() if k != "samples_per_s"]
+    speed = f" ({record['samples_per_s']:.0f} samples/s)" if "samples_per_s" in record else ""
+    return f"epoch {epoch}/{epochs}: {', '.join(figures)}{speed}"
 
 
 def _advance(state: TrainingState, record: dict, patience: int) -> None:

@@ -68,7 +68,7 @@ from tagcons.heads.calibrate import (
     evaluation_report,
 )
 from tagcons.heads.features import check_kind
-from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.heads.join import adds_pairs, cache_strip_hash, describe_missing, join_pairs, open_cache, report_missing
 from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
 
@@ -294,6 +294,8 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
         return _Data(
             table, np.full(len(table), True), None, n_duplicates, int(listed.sum()), 0, listed, given=given
         ), provenance
+    from tagcons.cache.schema import recorded_settings
+
     with open_cache(config.cache) as cache:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         table, n_duplicates, listed = _table(config, strip_hash)
@@ -304,11 +306,13 @@ def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
             "fingerprint": cache.fingerprint,
             "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
             "trained_keys": _cache_trained_keys(cache),
+            "cache_settings": recorded_settings(cache.attrs),  # predict names the setting another cache differs in
         }
     if not joined.present.any():
+        advice = f"; embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
         raise BadInputError(
             f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
-            f"embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
+            f"{describe_missing(joined, len(table))}{advice if adds_pairs(joined) else ''}"
         )
     report_missing(joined, table, " (after the split, from the side each fell on)")
     given = _given_folds(config, table, strip_hash)
@@ -324,7 +328,13 @@ def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, np.
     table, n_duplicates = dedupe_table(
         load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
     )
-    return table, n_duplicates, listed_rows(table, config.exclude_pairs, strip_hash)
+    listed = listed_rows(table, config.exclude_pairs, strip_hash)
+    if len(table) and listed.all():
+        raise BadInputError(
+            f"{config.exclude_pairs}: lists every one of the {len(table)} pairs of {config.data}, so no pair is left "
+            "to fit on; keep in it only the pairs you found wrong"
+        )
+    return table, n_duplicates, listed
 
 
 def _cache_trained_keys(cache) -> set[str] | None:
@@ -565,6 +575,7 @@ def _config_record(config: FitHeadConfig, head: Head, provenance: dict, data: _D
         backbone=provenance["backbone"],
         model_id=provenance["model_id"],
         text_template=provenance["text_template"],
+        cache_settings=provenance.get("cache_settings"),
         head_params_resolved=head.get_params(),
         n_pairs=int(data.usable.sum()),
         n_excluded=data.n_excluded,

@@ -66,10 +66,16 @@ def _first(keys: list[str]) -> str:
 
 
 def report_missing(joined: JoinedPairs, table: PairTable, hint: str = "") -> None:
-    """Warn about pairs without embeddings; raise when no pair is left at all (``hint`` says how to add them)."""
+    """Warn about pairs without embeddings; raise when no pair is left at all. ``hint`` (how to add pairs
+    missing from the cache) is given only when some are missing: re-embedding cannot mend a failed image."""
     if not joined.n_missing:
         return
-    message = describe_missing(joined, len(table)) + hint
+    message = describe_missing(joined, len(table)) + (hint if adds_pairs(joined) else "")
     if not joined.present.any():
         raise BadInputError(f"{table.source}: none of the {len(table)} pairs has embeddings in the cache; {message}")
     log.warning("%s: %s", table.source, message)
+
+
+def adds_pairs(joined: JoinedPairs) -> bool:
+    """Whether embedding the pairs file into the cache would add any of the pairs left out (not only failures)."""
+    return bool(joined.missing_images or joined.missing_texts)

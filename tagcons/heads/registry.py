@@ -7,6 +7,7 @@ fit never loads torch or LightGBM.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 
 from tagcons.errors import BadInputError
@@ -24,6 +25,9 @@ BUILTIN_HEADS = {
     "text-only": "tagcons.heads.baselines",
     "image-prior": "tagcons.heads.baselines",
 }
+# Built-in heads whose class has PROBABILISTIC False (they only rank; a test holds this to the classes), so
+# commands that need probabilities can list their choices without importing every head's module.
+BUILTIN_WITHOUT_PROBABILITIES = ("threshold", "image-prior")
 
 
 def register_head(name: str):
@@ -42,13 +46,30 @@ def head_names() -> list[str]:
     return sorted(set(HEADS) | set(BUILTIN_HEADS))
 
 
+def probabilistic_head_names() -> list[str]:
+    """The heads that have probabilities (what `audit` needs), without importing the built-in modules."""
+    return [
+        name
+        for name in head_names()
+        if name not in BUILTIN_WITHOUT_PROBABILITIES and (name not in HEADS or HEADS[name].PROBABILISTIC)
+    ]
+
+
+def closest_name(name: str, names) -> str | None:
+    """The registered name a mistyped ``name`` most likely meant, if any is close."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def get_head_class(name: str) -> type:
     if name not in HEADS and name in BUILTIN_HEADS:
         importlib.import_module(BUILTIN_HEADS[name])
     try:
         return HEADS[name]
     except KeyError:
-        raise BadInputError(f"unknown head '{name}'; choose one of {', '.join(head_names())}") from None
+        close = closest_name(name, head_names())
+        hint = f"did you mean '{close}'? " if close else ""
+        raise BadInputError(f"unknown head '{name}'; {hint}choose one of {', '.join(head_names())}") from None
 
 
 def all_head_classes() -> dict[str, type]:

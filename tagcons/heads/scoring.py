@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.cache.schema import describe_settings_difference, recorded_settings
 from tagcons.configs import PredictConfig
 from tagcons.data.pairs import PairColumns, load_pairs
 from tagcons.errors import BadInputError, FingerprintMismatchError
@@ -26,6 +27,7 @@ from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
 from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
 from tagcons.labels import scale_from_config
+from tagcons.outputs import refuse_existing_file
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,12 @@ class PredictResult:
 
 def predict(config: PredictConfig) -> PredictResult:
     run_dir = Path(config.run)
+    check_output(Path(config.out), config.overwrite)
     run_config = read_json(run_dir / CONFIG_FILE)
     head = load_head(run_dir)
     columns = config.columns or PairColumns(**run_config.get("columns", {}))
     with open_cache(config.cache) as cache:
-        check_fingerprint(cache.fingerprint, run_config, config.cache, run_dir)
+        check_fingerprint(cache, run_config, config.cache, run_dir)
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         scale = scale_from_config(run_config)
@@ -63,6 +66,15 @@ def predict(config: PredictConfig) -> PredictResult:
     write_text_staged(out, predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(index=False))
     metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
     return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """A predictions file, not a folder; an existing one only with --overwrite."""
+    if out.is_dir():
+        raise BadInputError(
+            f"{out}: is a folder; pass the predictions CSV to write as --out (e.g. {out / 'scored.csv'})"
+        )
+    refuse_existing_file(out, overwrite)
 
 
 def _count_trained_on(run_dir: Path, table) -> int:
@@ -102,13 +114,24 @@ def _check_input_width(head, width: int, run_dir: Path) -> None:
         )
 
 
-def check_fingerprint(fingerprint: str, run_config: dict, cache_path, run_dir: Path) -> None:
+def check_fingerprint(cache, run_config: dict, cache_path, run_dir: Path) -> None:
+    """The cache must hold the features the run was trained on; the refusal names the settings that differ."""
     expected = run_config.get("cache_fingerprint")
-    if fingerprint != expected:
+    if cache.fingerprint != expected:
         raise FingerprintMismatchError(
-            f"{cache_path}: cache fingerprint {fingerprint} differs from {expected}, the one run {run_dir} was "
-            f"trained on (backbone {run_config.get('backbone')}); use a cache embedded with that backbone and settings"
+            f"{cache_path}: embedded with other settings than the cache run {run_dir} was trained on "
+            f"({_difference(cache, run_config)}); embed the pairs with the run's settings into another cache, "
+            f"or fit a head on this one"
         )
+
+
+def _difference(cache, run_config: dict) -> str:
+    recorded = run_config.get("cache_settings")
+    fingerprints = f"fingerprint {run_config.get('cache_fingerprint')} vs {cache.fingerprint}"
+    if not recorded:  # a run written before runs recorded their cache's settings
+        return f"{fingerprints}; the run does not record its cache's settings: backbone {run_config.get('backbone')}"
+    named = describe_settings_difference(recorded, recorded_settings(cache.attrs))
+    return f"run's vs this cache's: {named}" if named else f"{fingerprints}: a setting the run does not record"
 
 
 def embed_command(config: PredictConfig, run_config: dict, strip_hash: bool) -> str:

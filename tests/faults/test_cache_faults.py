@@ -260,8 +260,9 @@ def test_embed_over_a_damaged_layout_exits_2_in_one_line(tmp_path, image_set, no
 
 def test_fingerprint_mismatch_names_the_setting_that_differs(tmp_path):
     path = write_cache(tmp_path / "c.h5")
-    with pytest.raises(FingerprintMismatchError, match=r"text_template '\{\}' vs 'a photo of \{\}'"):
+    with pytest.raises(FingerprintMismatchError, match=r"text_template '\{\}' vs 'a photo of \{\}'") as info:
         tc.CacheWriter(path, meta(text_template="a photo of {}"))
+    assert "backbone" not in str(info.value)  # the same backbone on both sides: not named as a difference
 
 
 def test_utf16_pairs_file_error_names_the_encoding_without_nul_bytes(tmp_path):
@@ -510,3 +511,24 @@ def test_fit_head_and_predict_on_a_nan_cache_exit_2_naming_the_dataset(tmp_path,
     ]
     code, _, err = cli(predict, capsys)
     assert code == 2 and one_line(err) and "images/embeds holds NaN" in err
+
+
+def test_verify_of_a_truncated_cache_does_not_advise_the_repair_that_cannot_mend_it(tmp_path, capsys):
+    path = write_cache(tmp_path / "c.h5")
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    code, _, err = cli(["cache", "verify", str(path)], capsys)
+    assert code == 2 and one_line(err) and "--repair" not in err
+    assert "cannot be repaired" in err and "delete it and its .parts folder and re-embed" in err
+    code, _, repair_err = cli(["cache", "verify", "--repair", str(path)], capsys)
+    assert code == 2 and "cannot be repaired" in repair_err
+
+
+def test_repair_in_a_read_only_folder_gives_verifys_own_advice(tmp_path, capsys, monkeypatch):
+    path = write_cache(tmp_path / "ro" / "c.h5")
+    poke(path, "images/embeds", [5], np.inf)
+    lock_path(path).unlink(missing_ok=True)
+    raise_read_only(monkeypatch, path.parent)
+    code, _, err = cli(["cache", "verify", "--repair", str(path)], capsys)
+    assert code == 2 and one_line(err) and "read-only" in err
+    assert "--out" not in err and "copy the cache to a writable folder" in err
