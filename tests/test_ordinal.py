@@ -19,7 +19,7 @@ from tagcons.evaluate.calibration import (
 )
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, load_head, make_head, predict
-from tagcons.heads.corn import corn_cumulative, corn_proba
+from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
 from tagcons.heads.decode import ScoreRule, decode_scores, fit_expected_cuts
 
 
@@ -140,6 +140,45 @@ def test_mlp_with_corn_loss_learns_and_stays_rank_consistent(split):
     assert cumulative.shape == (len(y_te), 4) and (np.diff(cumulative, axis=1) <= 0).all()
     assert head.model_[-1].out_features == 4
     assert compute_metrics(y_te, head.predict(X_te))["qwk"] > 0.6
+
+
+def _corn_reference(logits: np.ndarray, target: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted mean over every (row, task) pair the task applies to of w[y] * binary cross-entropy."""
+    total = count = 0.0
+    for row, score in zip(logits, target):
+        for k, logit in enumerate(row):
+            if score >= k:
+                p = 1 / (1 + np.exp(-logit))
+                total -= weight[score] * (np.log(p) if score > k else np.log(1 - p))
+                count += weight[score]
+    return total / count
+
+
+def test_corn_loss_weights_each_row_by_its_scores_class_weight():
+    rng = np.random.default_rng(5)
+    logits, target = rng.normal(size=(40, 4)), rng.integers(0, 5, 40)
+    weight = np.array([3.0, 0.5, 1.0, 2.0, 0.25])
+    got = corn_loss(torch.tensor(logits), torch.tensor(target), torch.tensor(weight))
+    assert float(got) == pytest.approx(_corn_reference(logits, target, weight), rel=1e-9)
+    unweighted = corn_loss(torch.tensor(logits), torch.tensor(target))  # coral_pytorch's corn_loss
+    assert float(unweighted) == pytest.approx(_corn_reference(logits, target, np.ones(5)), rel=1e-9)
+
+
+def test_mlp_corn_uses_the_balanced_weights_every_weighting_head_uses(split):
+    """Issue 23: the CORN loss was not class-weighted, so class_weight made no difference to it."""
+    from tagcons.labels import class_weights
+
+    X_tr, y_tr, g_tr, _, _ = split
+    keep = (y_tr != 3) | (np.arange(len(y_tr)) % 4 == 0)  # score 3 rare: balanced weights matter
+    X_tr, y_tr = X_tr[keep], y_tr[keep]
+    params = {"recipe": "robust", "max_epochs": 3, "loss": "corn", "val_size": 0.0}
+    balanced = make_head("mlp", params=params).fit(X_tr, y_tr)
+    unweighted = make_head("mlp", params={**params, "class_weight": "none"}).fit(X_tr, y_tr)
+    assert not np.allclose(balanced.predict_proba(X_tr), unweighted.predict_proba(X_tr))
+    logits = torch.from_numpy(balanced._logits(lambda rows: torch.from_numpy(X_tr[rows]), np.arange(len(y_tr))))
+    weight = torch.tensor(class_weights(y_tr, balanced.classes_), dtype=torch.float32)
+    target = torch.from_numpy(np.searchsorted(balanced.classes_, y_tr))
+    assert balanced.history_["train_loss"][-1] == pytest.approx(float(corn_loss(logits, target, weight)), rel=1e-5)
 
 
 def test_temperature_scaling_brings_overconfident_probabilities_below_005_ece():
