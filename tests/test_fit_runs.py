@@ -52,6 +52,8 @@ def test_repeats_pool_the_single_seed_runs_with_the_runs_seed_for_the_bootstrap(
     repeated = _fit(files, "repeated", head="logreg", head_params=LOGREG, seed=7, repeats=2)
     single = [_fit(files, f"seed_{s}", head="logreg", head_params=LOGREG, seed=s) for s in (7, 8)]
     want = repeat_summary([_outcome(r.run_dir) for r in single], [7, 8], bootstrap_seed=7, labels=SCALE)
+    want["per_seed"] = [{**s, "rows": f"test of seed {seed}'s split"} for s, seed in zip(want["per_seed"], (7, 8))]
+    want["rows"] = "test of each seed's split; ci95_pooled resamples them all"
     assert json.dumps(repeated.metrics["repeats"], sort_keys=True) == json.dumps(want, sort_keys=True)
     assert repeated.metrics["macro_f1"] == single[0].metrics["macro_f1"]  # the run itself is the first seed's
 

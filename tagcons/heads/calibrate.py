@@ -97,7 +97,7 @@ def _pooled(sides: list[EvaluatedSide], attribute: str) -> np.ndarray:
 def evaluation_report(sides: list[EvaluatedSide], run_dir: Path, rows: str = "test") -> dict:
     """metrics.json entries: decode, decodings (headline metrics per decoding), calibration; draws reliability.png."""
     y, labels = _pooled(sides, "y"), sides[0].labels
-    report = {"decode": sides[0].rule.decode, "decodings": _decodings(sides, y, labels)}
+    report = {"decode": sides[0].rule.decode, "decodings": _decodings(sides, y, labels, rows)}
     if not all(p.probabilistic for p in sides):
         report["calibration"] = None
         return report
@@ -122,12 +122,12 @@ def evaluation_report(sides: list[EvaluatedSide], run_dir: Path, rows: str = "te
     return report
 
 
-def _decodings(sides: list[EvaluatedSide], y: np.ndarray, labels=LABELS) -> dict:
+def _decodings(sides: list[EvaluatedSide], y: np.ndarray, labels=LABELS, rows: str = "test") -> dict:
     out = {}
     for decode in DECODINGS:
         if all(decode in p.by_decode for p in sides):
             metrics = compute_metrics(y, np.concatenate([p.by_decode[decode] for p in sides]), labels=labels)
-            out[decode] = {k: metrics[k] for k in HEADLINE}
+            out[decode] = {**{k: metrics[k] for k in HEADLINE}, "rows": rows}
         else:
             out[decode] = None
     return out
