@@ -109,7 +109,7 @@ def test_run_directory_matches_fit_head_runs(learned):
     predictions = pd.read_csv(run / "predictions.csv")
     assert {"image", "text", "true", "pred", "p1", "p5"} <= set(predictions.columns)
     assert len(predictions) == metrics["n_test"]
-    assert metrics["calibration"]["temperature"] > 0 and set(metrics["decodings"]) == {"argmax", "expected"}
+    assert metrics["calibration"]["temperature"] > 0 and set(metrics["decodings"]) == {"argmax", "expected", "median"}
     for name in (
         "reliability.png",
         "confusion_matrix.png",

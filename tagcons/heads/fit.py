@@ -332,7 +332,7 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
     )
     head.fit(X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
     if head.probabilistic:
-        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels)
+        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels, y[fit_rows])
     return head, fit_rows, val_rows
 
 
