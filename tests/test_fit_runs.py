@@ -97,6 +97,8 @@ def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(
     metrics, sides = result.metrics, json.loads((result.run_dir / "part_keys.json").read_text())
     assert metrics["cv"] == 3 and len(metrics["per_fold"]) == 3 and metrics["n_test"] == 184
     assert sum(fold["n"] for fold in metrics["per_fold"]) == 184
+    assert [fold["rows"] for fold in metrics["per_fold"]] == ["test of fold 1", "test of fold 2", "test of fold 3"]
+    assert metrics["rows"] == "out-of-fold" and metrics["baselines"]["majority"]["rows"] == "out-of-fold"
     assert metrics["n_dropped_fit"] == metrics["n_dropped_test"] == 8  # each unusable row is out of every fold
     assert len(sides["test"]) == 184 and len(sides["fit"]) + len(sides["validation"]) == 184
     fit_images = {key.split("\t")[0] for key in sides["fit"]}

@@ -1,5 +1,9 @@
 """After training: a temperature and expected-score cut-points fitted on the validation part.
 
+For a head with class weights the calibrated probabilities also divide the weights back out
+(`prior_correction`): balanced weights shift a head's probabilities towards the rare scores, which a
+temperature cannot undo; the decisions (argmax, median) stay the weighted head's own.
+
 The validation part is carved from the training rows (grouped by image when the split is) before
 the head is fitted, so neither the temperature nor the cut-points ever see a row the head trained
 on, nor a test row. `evaluate_side` then scores a side (a partition's test rows) with the calibrated
@@ -59,7 +63,8 @@ def check_decoding(decode: str, probabilistic: bool, head_name: str, val_size: f
 
 def fit_rule(raw_val: np.ndarray, y_val: np.ndarray, decode: str, labels=LABELS, prior=None) -> ScoreRule:
     """Temperature on held-out probabilities (one column per score in ``labels``), then expected-score
-    cuts on the calibrated ones. ``prior`` (`prior_correction`) divides the head's class weights out first."""
+    cuts on the calibrated ones. ``prior`` (`prior_correction`) divides the head's class weights out of the
+    tempered probabilities, and the temperature is fitted with it."""
     if len(y_val) == 0:
         return ScoreRule(decode="argmax", prior=prior)
     temperature = fit_temperature(raw_val, y_val, labels, prior)
@@ -80,8 +85,8 @@ def prior_correction(head, y_fit, labels=LABELS) -> tuple[float, ...] | None:
     if weights is None:
         return None
     prior = np.ones(len(labels))
-    prior[np.searchsorted(np.asarray(labels), head.classes_)] = np.where(
-        weights > 0, 1.0 / np.maximum(weights, 1e-300), 1.0
+    prior[np.searchsorted(np.asarray(labels), head.classes_)] = np.divide(
+        1.0, weights, out=np.ones_like(weights), where=weights > 0
     )
     return tuple(float(m) for m in prior)
 
