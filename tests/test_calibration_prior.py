@@ -111,6 +111,7 @@ def test_the_prior_correction_leaves_the_argmax_decisions_and_is_saved_with_the_
     result, _, _ = weak_run
     head = load_head(result.run_dir)
     assert head.rule_.prior is not None and head.rule_ == result.head.rule_
+    assert result.metrics["calibration"]["prior"] == pytest.approx(head.rule_.prior)
     frame = pd.read_csv(result.run_dir / "predictions.csv")
     assert result.metrics["decode"] == "argmax"
     assert frame["pred"].nunique() >= 3  # still the balanced decisions, not all the majority score

@@ -132,6 +132,7 @@ def evaluation_report(sides: list[EvaluatedSide], run_dir: Path, rows: str = "te
     temperatures = [p.rule.temperature for p in sides]
     report["calibration"] = {
         "temperature": temperatures[0] if len(temperatures) == 1 else float(np.mean(temperatures)),
+        "prior": sides[0].rule.prior,  # per score: 1 / class weight, divided out of the probabilities (None: none)
         "rows": rows,
         "before": before,
         "after": after,

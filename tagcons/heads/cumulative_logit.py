@@ -75,10 +75,9 @@ def _objective(packed, X, codes, weight, penalty, scale):
     log_p, d_upper, d_lower = _row_terms(X @ coef, thresholds, codes)
     loss = -(weight * log_p).sum() + 0.5 * penalty * coef @ coef
     grad_coef = X.T @ (weight * (d_upper + d_lower)) + penalty * coef
-    grad_b = np.zeros(len(thresholds))
-    k = len(thresholds) + 1
-    np.add.at(grad_b, np.minimum(codes, k - 2), -(weight * d_upper))  # d_upper is 0 where no upper boundary
-    np.add.at(grad_b, np.maximum(codes - 1, 0), -(weight * d_lower))
+    k = len(thresholds) + 1  # d_upper (d_lower) is 0 on rows without an upper (lower) boundary
+    grad_b = -np.bincount(np.minimum(codes, k - 2), weights=weight * d_upper, minlength=k - 1)
+    grad_b -= np.bincount(np.maximum(codes - 1, 0), weights=weight * d_lower, minlength=k - 1)
     tail = np.cumsum(grad_b[::-1])[::-1]  # d loss / d t: b_k depends on t_1 and on every gap up to k
     grad_params = np.concatenate([tail[:1], tail[1:] * np.exp(params[1:])])
     return loss / scale, np.concatenate([grad_coef, grad_params]) / scale
