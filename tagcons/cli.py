@@ -370,10 +370,11 @@ def _head_params(_ctx, _param, values):
 )
 @click.option(
     "--decode",
-    type=click.Choice(["argmax", "expected"]),
+    type=click.Choice(["argmax", "expected", "median"]),
     default=field_default(FitHeadConfig, "decode"),
     show_default=True,
-    help="argmax, or the expected score cut at four points chosen on the validation part.",
+    help="argmax, the expected score cut at four points chosen on the validation part, or the median score "
+    "(the ordinal head's latent-interval rule).",
 )
 @click.option(
     "--val-size",

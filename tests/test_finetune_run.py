@@ -112,7 +112,8 @@ def test_run_directory_matches_fit_head_runs(learned):
     predictions = pd.read_csv(run / "predictions.csv")
     assert {"image", "text", "true", "pred", "p1", "p5"} <= set(predictions.columns)
     assert len(predictions) == metrics["n_test"]
-    assert metrics["calibration"]["temperature"] > 0 and set(metrics["decodings"]) == {"argmax", "expected"}
+    assert metrics["calibration"]["temperature"] > 0 and set(metrics["decodings"]) == {"argmax", "expected", "median"}
+    assert len(metrics["calibration"]["prior"]) == 5  # the robust recipe's class weights, divided out
     for name in (
         "reliability.png",
         "confusion_matrix.png",

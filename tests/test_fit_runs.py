@@ -54,6 +54,8 @@ def test_repeats_pool_the_single_seed_runs_with_the_runs_seed_for_the_bootstrap(
     single = [_fit(files, f"seed_{s}", head="logreg", head_params=LOGREG, seed=s) for s in (7, 8)]
     want = repeat_summary([_outcome(r.run_dir) for r in single], [7, 8], bootstrap_seed=7, labels=SCALE)
     want["distinct_splits"] = 2
+    want["per_seed"] = [{**s, "rows": f"test of seed {seed}'s split"} for s, seed in zip(want["per_seed"], (7, 8))]
+    want["rows"] = "test of each seed's split; ci95_pooled resamples them all"
     assert_same_numbers(repeated.metrics["repeats"], want)  # recomputed from predictions.csv: last digits may differ
     # the run itself is the first seed's
     assert repeated.metrics["macro_f1"] == pytest.approx(single[0].metrics["macro_f1"], rel=1e-12)
@@ -96,6 +98,8 @@ def test_cross_validation_tests_every_usable_row_once_and_refits_on_all_of_them(
     metrics, sides = result.metrics, json.loads((result.run_dir / "part_keys.json").read_text())
     assert metrics["cv"] == 3 and len(metrics["per_fold"]) == 3 and metrics["n_test"] == 184
     assert sum(fold["n"] for fold in metrics["per_fold"]) == 184
+    assert [fold["rows"] for fold in metrics["per_fold"]] == ["test of fold 1", "test of fold 2", "test of fold 3"]
+    assert metrics["rows"] == "out-of-fold" and metrics["baselines"]["majority"]["rows"] == "out-of-fold"
     assert metrics["n_dropped_fit"] == metrics["n_dropped_test"] == 8  # each unusable row is out of every fold
     assert len(sides["test"]) == 184 and len(sides["fit"]) + len(sides["validation"]) == 184
     fit_images = {key.split("\t")[0] for key in sides["fit"]}

@@ -4,6 +4,10 @@ The reference below shares no code with tagcons or scikit-learn's metric functio
 argument (labels, zero_division, averaging), key or formula in tagcons.evaluate.metrics shows up
 as a wrong number or a wrong key. Cases cover absent middle scores, predictions outside the true
 scores, another score scale and the undefined values (None).
+
+Macro averages run over the scores present in the true or the predicted labels (scikit-learn's
+``average="macro"`` with ``labels=None``); ``macro_f1_full_scale`` averages F1 over every score of the
+scale, present or not (docs/metrics.md).
 """
 
 import itertools
@@ -13,8 +17,11 @@ import warnings
 import numpy as np
 import pytest
 from scipy.stats import rankdata
+from sklearn.metrics import f1_score, precision_score, recall_score
 
+from tagcons.evaluate.intervals import INTERVAL_METRICS, metrics_from_confusion
 from tagcons.evaluate.metrics import (
+    Confusion,
     compute_metrics,
     majority_baseline,
     majority_label,
@@ -73,10 +80,12 @@ def reference_metrics(y_true, y_pred, labels):
     rows = _per_class(y_true, y_pred, labels)
     support = np.array([row["support"] for row in rows.values()])
     recalls_of_present = [rows[str(k)]["recall"] for k in labels if np.any(y_true == k)]
+    seen = np.array([np.any(y_true == k) or np.any(y_pred == k) for k in labels])
     return {
         "accuracy": float(np.mean(y_true == y_pred)),
         "balanced_accuracy": float(np.mean(recalls_of_present)),
-        **_averages(rows, "macro", np.full(len(labels), 1 / len(labels))),
+        **_averages(rows, "macro", seen / seen.sum()),
+        "macro_f1_full_scale": float(np.mean([row["f1"] for row in rows.values()])),
         **_averages(rows, "weighted", support / support.sum()),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, labels),
@@ -124,17 +133,48 @@ def test_quick_scores_equal_the_definitions_on_every_tiny_table():
     labels = (1, 2, 3)
     for y_true, y_pred in _small_tables(labels):
         rows = _per_class(y_true, y_pred, labels)
+        seen = set(y_true.tolist()) | set(y_pred.tolist())
         want = {
             "accuracy": float(np.mean(y_true == y_pred)),
-            "macro_f1": float(np.mean([row["f1"] for row in rows.values()])),
+            "macro_f1": float(np.mean([rows[str(k)]["f1"] for k in sorted(seen)])),
             "qwk": _qwk(y_true, y_pred, labels),
         }
         assert quick_scores(y_true, y_pred, labels) == pytest.approx(want, abs=1e-12), (y_true, y_pred)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_macro_averages_are_scikit_learns_default_over_the_scores_that_occur(case):
+    y_true, y_pred, labels = CASES[case]
+    got = compute_metrics(y_true, y_pred, labels=labels)
+    for name, metric in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score)):
+        assert got[f"macro_{name}"] == pytest.approx(metric(y_true, y_pred, average="macro", zero_division=0)), name
+    full_scale = f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)
+    assert got["macro_f1_full_scale"] == pytest.approx(full_scale)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_bootstrap_computes_each_interval_metric_as_compute_metrics_does(case):
+    y_true, y_pred, labels = CASES[case]
+    counts = Confusion.of(y_true, y_pred, labels).counts
+    from_counts = {name: float(value) for name, value in metrics_from_confusion(counts, labels).items()}
+    want = compute_metrics(y_true, y_pred, labels=labels)
+    assert from_counts == pytest.approx({name: want[name] for name in INTERVAL_METRICS}, abs=1e-12)
+
+
+def test_perfect_predictions_score_one_when_the_scale_has_unused_scores():
+    """A 1-7 scale where only 2-6 are used: perfect predictions had macro-F1 5/7 = 0.714 (issue 23)."""
+    y = np.array([2, 3, 3, 4, 5, 6, 6, 2])
+    labels = tuple(range(1, 8))
+    got = compute_metrics(y, y, labels=labels)
+    assert got["macro_f1"] == pytest.approx(1.0) and got["macro_precision"] == pytest.approx(1.0)
+    assert got["macro_recall"] == pytest.approx(1.0) and got["macro_f1_full_scale"] == pytest.approx(5 / 7)
+    assert quick_scores(y, y, labels)["macro_f1"] == pytest.approx(1.0)
+    assert metrics_from_confusion(Confusion.of(y, y, labels).counts, labels)["macro_f1"] == pytest.approx(1.0)
+
+
 def test_quick_scores_of_nothing_and_of_one_score_are_zero_not_nan():
     assert quick_scores([], []) == {"accuracy": 0.0, "macro_f1": 0.0, "qwk": 0.0}
-    assert quick_scores([3, 3], [3, 3]) == {"accuracy": 1.0, "macro_f1": pytest.approx(0.2), "qwk": 0.0}
+    assert quick_scores([3, 3], [3, 3]) == {"accuracy": 1.0, "macro_f1": 1.0, "qwk": 0.0}
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -21,6 +21,7 @@ from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, load_head, make_head, predict
 from tagcons.heads.calibrate import fit_rule
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
+from tagcons.heads.cumulative_logit import CumulativeLogit
 from tagcons.heads.decode import ScoreRule, decode_scores, expected_score, fit_expected_cuts
 from tagcons.heads.threshold import search_cuts
 from tagcons.labels import LABELS
@@ -68,6 +69,78 @@ def test_ordinal_head_learns_planted_ordinal_signal_at_least_as_well_as_multinom
         for name in ("logreg", "ordinal")
     }
     assert qwk["ordinal"] >= qwk["logreg"] and qwk["ordinal"] > 0.6
+
+
+def _proportional_odds(n=600, seed=1, cuts=(-2.5, -0.8, -0.5, 1.0)):
+    """Rows drawn from a cumulative logit model; score 3's latent interval is narrow (few rows)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    return X, 1 + np.digitize(X @ np.array([2.0, -1.0, 0.5]) + rng.logistic(size=n), cuts)
+
+
+def _reference_nll(params, X, y, weight):
+    """-sum_i s_i log(sigmoid(b_y - w.x) - sigmoid(b_{y-1} - w.x)), written out; b_0 = -inf, b_5 = inf."""
+    coef, bounds = params[:3], np.concatenate([[-np.inf], np.sort(params[3:]), [np.inf]])
+    latent = X @ coef
+    upper = 1 / (1 + np.exp(-(bounds[y] - latent)))
+    lower = 1 / (1 + np.exp(-(bounds[y - 1] - latent)))
+    return -np.sum(weight * np.log(np.clip(upper - lower, 1e-300, None)))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cumulative_logit_is_the_maximum_likelihood_fit(weighted):
+    """Issue 23: the head fitted the all-threshold surrogate loss, not the likelihood its name suggests."""
+    from scipy.optimize import minimize
+
+    X, y = _proportional_odds()
+    weights = {k: (1.0 + k if weighted else 1.0) for k in range(1, 6)}
+    model = CumulativeLogit(C=None, class_weight=weights).fit(X, y)
+    weight = np.array([weights[k] for k in y])
+    ours = np.concatenate([model.coef_, model.thresholds_])
+    start = np.concatenate([np.zeros(3), [-2.0, -1.0, 0.0, 1.0]])
+    generic = minimize(
+        _reference_nll,
+        start,
+        args=(X, y, weight),
+        method="Nelder-Mead",
+        options={"maxiter": 40000, "maxfev": 40000, "xatol": 1e-9, "fatol": 1e-11},
+    )
+    assert _reference_nll(ours, X, y, weight) <= generic.fun + 1e-6
+    np.testing.assert_allclose(ours, generic.x, atol=2e-3)
+    np.testing.assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
+
+
+def test_cumulative_logit_agrees_with_statsmodels_ordered_model():
+    pd_ordered = pytest.importorskip("statsmodels.miscmodels.ordinal_model")
+    X, y = _proportional_odds(seed=4)
+    model = CumulativeLogit(C=None).fit(X, y)
+    fitted = pd_ordered.OrderedModel(pd.Series(pd.Categorical(y, ordered=True)), X, distr="logit").fit(
+        method="bfgs", disp=False, maxiter=2000, gtol=1e-10
+    )
+    np.testing.assert_allclose(model.predict_proba(X), fitted.predict(X), atol=1e-5)
+
+
+def test_ordinal_head_fits_the_likelihood_and_predicts_by_latent_interval():
+    """Without class weights argmax never picks the narrow score 3; the latent-interval rule (the median of
+    the predicted distribution) does, as the model's own point prediction."""
+    X, y = _proportional_odds()
+    head = make_head("ordinal", params={"C": 1e6, "class_weight": "none"}).fit(X, y)
+    scaled = (X - X.mean(axis=0)) / X.std(axis=0)
+    reference = CumulativeLogit(C=1e6).fit(scaled, y)
+    np.testing.assert_allclose(head.predict_proba(X), reference.predict_proba(scaled), atol=1e-4)
+    argmax = head.classes_[head.predict_proba(X).argmax(axis=1)]
+    assert 3 not in argmax and set(head.predict(X)) == {1, 2, 3, 4, 5}
+    cumulative = np.cumsum(head.predict_proba(X), axis=1)
+    assert np.array_equal(head.predict(X), head.classes_[(cumulative >= 0.5).argmax(axis=1)])
+
+
+def test_median_decoding_is_the_ordinal_heads_latent_interval_rule_and_a_run_can_use_it(files):
+    X, y = _proportional_odds()
+    head = make_head("ordinal", params={"C": 1e6, "class_weight": "none"}).fit(X, y)
+    assert np.array_equal(decode_scores(head.predict_proba(X), "median"), head.predict(X))
+    metrics = _fit(files, "ordinal_median", head="ordinal", decode="median", head_params={"Cs": (0.1,)}).metrics
+    assert metrics["decode"] == "median" and metrics["macro_f1"] == metrics["decodings"]["median"]["macro_f1"]
+    assert set(metrics["decodings"]) == {"argmax", "expected", "median"}
 
 
 # Checks the fixed 1-5 score scale blocks (their labels are 0, 1, 2; issue 15 makes the scale a setting),
@@ -146,6 +219,45 @@ def test_mlp_with_corn_loss_learns_and_stays_rank_consistent(split):
     assert compute_metrics(y_te, head.predict(X_te))["qwk"] > 0.6
 
 
+def _corn_reference(logits: np.ndarray, target: np.ndarray, weight: np.ndarray) -> float:
+    """Weighted mean over every (row, task) pair the task applies to of w[y] * binary cross-entropy."""
+    total = count = 0.0
+    for row, score in zip(logits, target):
+        for k, logit in enumerate(row):
+            if score >= k:
+                p = 1 / (1 + np.exp(-logit))
+                total -= weight[score] * (np.log(p) if score > k else np.log(1 - p))
+                count += weight[score]
+    return total / count
+
+
+def test_corn_loss_weights_each_row_by_its_scores_class_weight():
+    rng = np.random.default_rng(5)
+    logits, target = rng.normal(size=(40, 4)), rng.integers(0, 5, 40)
+    weight = np.array([3.0, 0.5, 1.0, 2.0, 0.25])
+    got = corn_loss(torch.tensor(logits), torch.tensor(target), torch.tensor(weight))
+    assert float(got) == pytest.approx(_corn_reference(logits, target, weight), rel=1e-9)
+    unweighted = corn_loss(torch.tensor(logits), torch.tensor(target))  # coral_pytorch's corn_loss
+    assert float(unweighted) == pytest.approx(_corn_reference(logits, target, np.ones(5)), rel=1e-9)
+
+
+def test_mlp_corn_uses_the_balanced_weights_every_weighting_head_uses(split):
+    """Issue 23: the CORN loss was not class-weighted, so class_weight made no difference to it."""
+    from tagcons.labels import class_weights
+
+    X_tr, y_tr, g_tr, _, _ = split
+    keep = (y_tr != 3) | (np.arange(len(y_tr)) % 4 == 0)  # score 3 rare: balanced weights matter
+    X_tr, y_tr = X_tr[keep], y_tr[keep]
+    params = {"recipe": "robust", "max_epochs": 3, "loss": "corn", "val_size": 0.0}
+    balanced = make_head("mlp", params=params).fit(X_tr, y_tr)
+    unweighted = make_head("mlp", params={**params, "class_weight": "none"}).fit(X_tr, y_tr)
+    assert not np.allclose(balanced.predict_proba(X_tr), unweighted.predict_proba(X_tr))
+    logits = torch.from_numpy(balanced._logits(lambda rows: torch.from_numpy(X_tr[rows]), np.arange(len(y_tr))))
+    weight = torch.tensor(class_weights(y_tr, balanced.classes_), dtype=torch.float32)
+    target = torch.from_numpy(np.searchsorted(balanced.classes_, y_tr))
+    assert balanced.history_["train_loss"][-1] == pytest.approx(float(corn_loss(logits, target, weight)), rel=1e-5)
+
+
 def test_temperature_scaling_brings_overconfident_probabilities_below_005_ece():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4000, 5)) * 1.5
@@ -166,7 +278,8 @@ def test_fit_head_reports_calibration_and_predict_reuses_the_saved_temperature(f
     result = _fit(files, "lgbm_cal", head="lgbm", head_params={"n_estimators": 100})
     run, metrics = result.run_dir, result.metrics
     calibration = metrics["calibration"]
-    assert set(calibration["before"]) == {"log_loss", "brier", "ece"} and calibration["rows"] == "test"
+    assert {"log_loss", "brier", "ece", "classwise_ece", "mean_expected_score"} <= set(calibration["before"])
+    assert calibration["rows"] == "test"
     assert (run / "reliability.png").is_file() and metrics["n_validation"] > 0
     saved = json.loads((run / "head.json").read_text())["rule"]
     assert saved["temperature"] == pytest.approx(calibration["temperature"]) and saved["temperature"] != 1.0

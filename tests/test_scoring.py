@@ -109,7 +109,9 @@ def test_predictions_on_the_scale_sum_to_one_and_decode_to_the_predicted_score(f
     frame = pd.read_csv(out)
     proba = frame[["p1", "p2", "p3", "p4", "p5"]].to_numpy()
     assert np.allclose(proba.sum(axis=1), 1.0)
-    assert np.array_equal(frame["pred"], proba.argmax(axis=1) + 1)  # the run decodes by argmax
+    prior = json.loads((fitted["run"] / "head.json").read_text())["rule"]["prior"]
+    assert prior is not None  # balanced weights divided out of the probabilities; argmax decides as the head did
+    assert np.array_equal(frame["pred"], (proba / np.asarray(prior)).argmax(axis=1) + 1)
     assert np.allclose(frame["expected"], proba @ np.arange(1, 6))
 
 

@@ -126,6 +126,7 @@ def test_study_fixed_mapping_is_reported_on_the_same_rows_for_five_scores_only()
     head = make_head("threshold").fit(X, y)
     fixed = head.extra_test_metrics(X, y)["study_fixed_interval"]
     want = compute_metrics(y, scores_from_cuts(cosines, STUDY_FIXED_CUTS), labels=(1, 2, 3, 4, 5))
+    assert fixed.pop("rows") == "test"  # scored on the run's test rows (docs/metrics.md)
     assert fixed.pop("per_class") == want.pop("per_class") and fixed == pytest.approx(want)
     assert fixed["accuracy"] == pytest.approx(6 / 8)
     three = make_head("threshold").fit(X[:6], np.array([0, 1, 1, 2, 2, 2]))

@@ -93,7 +93,7 @@ def metrics_from_confusion(confusion: np.ndarray, labels=LABELS) -> dict[str, np
         return {
             "accuracy": tp.sum(axis=-1) / n,
             "balanced_accuracy": _balanced_accuracy(tp, true_n),
-            "macro_f1": f1.mean(axis=-1),
+            "macro_f1": _macro(f1, true_n + pred_n > 0),
             "weighted_f1": (f1 * true_n).sum(axis=-1) / n,
             "mae": (c * _distance(labels, 1)).sum(axis=(-2, -1)) / n,
             "qwk": _qwk(c, true_n, pred_n, n, k),
@@ -104,6 +104,11 @@ def metrics_from_confusion(confusion: np.ndarray, labels=LABELS) -> dict[str, np
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+def _macro(values: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Mean over the scores true or predicted somewhere (scikit-learn's macro average, as `compute_metrics`)."""
+    return (values * seen).sum(axis=-1) / seen.sum(axis=-1)
 
 
 def _distance(labels, power: int) -> np.ndarray:

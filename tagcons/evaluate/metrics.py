@@ -3,9 +3,13 @@
 Every value is a plain float (or None where undefined, e.g. Spearman of a constant prediction), so
 the dict goes straight into metrics.json. Everything but Spearman comes from one K x K confusion
 count, with scikit-learn's definitions (``zero_division=0``; balanced accuracy over the scores that
-are true somewhere; quadratic weights by position on the scale), at a fraction of the cost of
+are true somewhere; macro averages over the scores that are true or predicted somewhere, as
+scikit-learn's ``average="macro"`` without ``labels``, so perfect predictions score 1 on a scale with
+unused scores; ``macro_f1_full_scale`` over every score of the scale; quadratic weights by position
+on the scale), at a fraction of the cost of
 scikit-learn's input checks: a run computes metrics for its head, each baseline and each decoding.
-tests/test_metrics_definitions.py checks every value against its textbook definition.
+tests/test_metrics_definitions.py checks every value against its textbook definition; docs/metrics.md
+states each definition and the rows it is computed on.
 """
 
 from __future__ import annotations
@@ -58,6 +62,14 @@ class Confusion:
     def f1(self) -> np.ndarray:
         return 2 * self.tp / np.maximum(self.true_n + self.pred_n, 1)  # 0 where a score is neither
 
+    @property
+    def seen(self) -> np.ndarray:
+        """Scores that are true or predicted somewhere: the ones a macro average runs over."""
+        return (self.true_n + self.pred_n) > 0
+
+    def macro_f1(self) -> float:
+        return float(self.f1()[self.seen].mean()) if self.seen.any() else 0.0
+
     def accuracy(self) -> float:
         return float(self.tp.sum() / max(self.n, 1.0))
 
@@ -106,8 +118,9 @@ def _qwk(y_true: np.ndarray, y_pred: np.ndarray, confusion: Confusion) -> float 
 
 
 def _averaged(confusion: Confusion, average: str) -> dict:
-    """Precision, recall and F1 averaged over the scale: "macro" (each score alike) or "weighted" (by support)."""
-    weights = np.full(len(confusion.counts), 1.0 / len(confusion.counts))
+    """Precision, recall and F1 averaged: "macro" (each score true or predicted somewhere alike) or "weighted"
+    (by support)."""
+    weights = confusion.seen / confusion.seen.sum()
     if average == "weighted":
         weights = confusion.true_n / confusion.n
     values = {"precision": confusion.precision(), "recall": confusion.recall(), "f1": confusion.f1()}
@@ -143,6 +156,7 @@ def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
         "accuracy": confusion.accuracy(),
         "balanced_accuracy": confusion.balanced_accuracy(),
         **_averaged(confusion, "macro"),
+        "macro_f1_full_scale": float(confusion.f1().mean()),  # every score of the scale, unused ones at 0
         **_averaged(confusion, "weighted"),
         "mae": float(np.mean(np.abs(y_true - y_pred))),
         "qwk": _qwk(y_true, y_pred, confusion),
@@ -193,7 +207,7 @@ def pooled_and_per_fold(
 def quick_scores(y_true, y_pred, labels=LABELS) -> dict:
     """accuracy, macro_f1 and qwk, for per-epoch validation in training loops (0, not None, where undefined)."""
     confusion = Confusion.of(y_true, y_pred, labels)
-    return {"accuracy": confusion.accuracy(), "macro_f1": float(confusion.f1().mean()), "qwk": confusion.qwk()}
+    return {"accuracy": confusion.accuracy(), "macro_f1": confusion.macro_f1(), "qwk": confusion.qwk()}
 
 
 SUMMARY_SD_DDOF = 1  # the sample sd, as the study's table reports mean +- sd over its folds

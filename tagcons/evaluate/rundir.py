@@ -186,13 +186,16 @@ def write_evaluation(
     title: str = "",
     labels=LABELS,
     seed: int = 0,
+    rows: str = "test",
 ) -> dict:
     """Score predictions on ``table_test`` (which has labels) and write metrics, predictions, confusion PNG.
 
     ``extra_metrics`` (e.g. n_train, baseline, per_fold, history) is merged into metrics.json; the
     headline metrics win on a key clash. Every run also gets the image-clustered bootstrap intervals
     (``ci95``, ``bootstrap``, ``n_test_images``, resamples drawn with ``seed``) and ``test_rows_hash``,
-    the hash of the test pairs' keys that `compare` groups runs by. Returns the metrics dict as written.
+    the hash of the test pairs' keys that `compare` groups runs by, and ``rows``, which rows the headline
+    metrics are computed on ("test", or "out-of-fold" for pooled CV predictions; docs/metrics.md).
+    Returns the metrics dict as written.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,7 @@ def write_evaluation(
         **(extra_metrics or {}),
         **compute_metrics(y_true, y_pred, proba, labels),
         **bootstrap_intervals(y_true, y_pred, table_test.images, proba, seed=seed, labels=labels),
+        "rows": rows,
         "n_test": int(len(y_true)),
         "test_rows_hash": keys_hash(table_keys(table_test)),
     }

@@ -456,7 +456,8 @@ def _resume(config, model, trainer: Trainer) -> TrainingState:
 def _final_evaluation(config, model, partition, collate, loading, precision, dist, hooks, state) -> dict:
     """The only look at the test side: its loader is built here, after training ended and after the
     temperature was fitted on the validation side."""
-    rule = _calibration_rule(model, partition, collate, loading, precision, dist, hooks, config.progress)
+    prior = _prior(partition) if config.class_weights else None  # the class weights divided out, as for heads
+    rule = _calibration_rule(model, partition, collate, loading, precision, dist, hooks, config.progress, prior)
     started = time.perf_counter()
     rows, logits = collect_outputs(
         model,
@@ -505,12 +506,19 @@ def _final_evaluation(config, model, partition, collate, loading, precision, dis
     return dist.broadcast(metrics)
 
 
-def _calibration_rule(model, partition, collate, loading, precision, dist, hooks, show):
-    """Temperature (and expected-score cuts) of the best model, fitted on the validation side."""
+def _prior(partition: FinetunePartition) -> tuple[float, ...]:
+    """1 / w per score of the scale for the class weights the model trained with (1 where w is 0)."""
+    weights = _class_weights(partition).double().numpy()
+    return tuple(float(m) for m in np.divide(1.0, weights, out=np.ones_like(weights), where=weights > 0))
+
+
+def _calibration_rule(model, partition, collate, loading, precision, dist, hooks, show, prior=None):
+    """Temperature (and expected-score cuts) of the best model, fitted on the validation side; ``prior``
+    divides the class weights out of its probabilities (`tagcons.heads.calibrate.prior_correction`)."""
     if len(partition.val) == 0:
-        return fit_rule(None, partition.val, "argmax", partition.table.scale.labels)
+        return fit_rule(None, partition.val, "argmax", partition.table.scale.labels, prior)
     rows, logits = collect_outputs(
         model, eval_loader(partition.val, collate, loading), precision, dist.device, dist, "val", hooks.on_batch, show
     )
     raw = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-    return fit_rule(raw, partition.table.labels[rows].astype(int), "argmax", partition.table.scale.labels)
+    return fit_rule(raw, partition.table.labels[rows].astype(int), "argmax", partition.table.scale.labels, prior)

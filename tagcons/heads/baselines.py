@@ -147,12 +147,16 @@ def shortcut_predictions(train, y_train, test, labels=LABELS) -> dict[str, tuple
     return out
 
 
-def scored_baselines(y_test, predictions: dict[str, np.ndarray], images, seed: int = 0, labels=LABELS) -> dict:
-    """Each baseline's metrics on the test rows, with their image-clustered 95% intervals (``ci95``)."""
+def scored_baselines(
+    y_test, predictions: dict[str, np.ndarray], images, seed: int = 0, labels=LABELS, rows: str = "test"
+) -> dict:
+    """Each baseline's metrics on the test rows, with their image-clustered 95% intervals (``ci95``) and
+    ``rows`` naming those rows ("out-of-fold" for pooled CV predictions)."""
     return {
         name: {
             **compute_metrics(y_test, predictions[name], labels=labels),
             **_intervals(y_test, predictions[name], images, seed, labels),
+            "rows": rows,
         }
         for name in BASELINE_NAMES
     }

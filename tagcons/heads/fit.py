@@ -414,7 +414,7 @@ def _fit_calibrated(config: FitHeadConfig, data: _Data, rows: np.ndarray, seed: 
     )
     head.fit(X.subset(fit_rows), y[fit_rows], _groups(config, usable.subset(fit_rows)))
     if head.probabilistic:
-        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels)
+        calibrate_head(head, X.subset(val_rows), y[val_rows], config.decode, data.labels, y[fit_rows])
     return head, fit_rows, val_rows
 
 
@@ -449,11 +449,11 @@ def _write_run(config: FitHeadConfig, data: _Data, outcomes: list[_Outcome], run
         extra["repeats"] = _repeats(config, usable, y, outcomes, data.labels)
     if data.n_excluded:
         extra["excluded_pairs"] = _cleaned_test(data, first)
-    extra.update(evaluation_report(first.evaluated, run_dir, rows="out-of-fold" if config.cv else "test"))
+    extra.update(evaluation_report(first.evaluated, run_dir, rows=_rows(config)))
     title = _title(config) + (f", {config.cv}-fold" if config.cv else "")
     pred, proba = np.concatenate(first.preds), np.concatenate(first.probas)
     metrics = write_evaluation(
-        run_dir, usable.subset(rows), pred, proba, extra, title=title, labels=data.labels, seed=config.seed
+        run_dir, usable.subset(rows), pred, proba, extra, title, data.labels, config.seed, rows=_rows(config)
     )
     head, fit_rows, validation = _final_head(config, data, first)
     return metrics, head, _side_keys(usable, first, fit_rows, validation)
@@ -489,7 +489,7 @@ def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y: np.ndarray, i
     label (the training side's most common score)."""
     rows = outcome.rows
     predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
-    metrics = scored_baselines(y[rows], predictions, images[rows], config.seed, labels)
+    metrics = scored_baselines(y[rows], predictions, images[rows], config.seed, labels, _rows(config))
     if len(outcome.partitions) == 1:
         metrics["majority"]["label"] = majority_label(y[outcome.partitions[0].train], labels)
     return metrics
@@ -510,7 +510,8 @@ def _cleaned_test(data: _Data, outcome: _Outcome) -> dict:
 
 def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
     folds = [(y[p.test], pred, proba) for p, pred, proba in zip(outcome.partitions, outcome.preds, outcome.probas)]
-    return pooled_and_per_fold(folds, labels)[1]
+    per_fold = pooled_and_per_fold(folds, labels)[1]
+    return [{**fold, "rows": f"test of fold {i}"} for i, fold in enumerate(per_fold, 1)]
 
 
 def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome], labels) -> dict:
@@ -518,6 +519,9 @@ def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: 
     seeds = [config.seed + r for r in range(config.repeats)]
     summary = repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
     summary["distinct_splits"] = distinct_partitions(seeds, [o.partitions for o in outcomes])
+    what = "out-of-fold rows of" if config.cv else "test of"
+    summary["per_seed"] = [{**s, "rows": f"{what} seed {seed}'s split"} for s, seed in zip(summary["per_seed"], seeds)]
+    summary["rows"] = f"{what} each seed's split; ci95_pooled resamples them all"
     return summary
 
 
@@ -539,6 +543,11 @@ def _side_keys(usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, valid
         "validation": keys[validation] if len(validation) else None,
         "test": keys[outcome.rows],
     }
+
+
+def _rows(config: FitHeadConfig) -> str:
+    """The rows a run's metrics are computed on (docs/metrics.md): its test part, or every out-of-fold row."""
+    return "out-of-fold" if config.cv else "test"
 
 
 def _title(config: FitHeadConfig) -> str:

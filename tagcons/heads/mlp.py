@@ -10,7 +10,7 @@ Recipes hold the optimiser settings; any explicit argument overrides its recipe'
 
 ``loss``: ``ce`` (default) is the study's class-weighted cross-entropy over five outputs; ``corn``
 is the rank-consistent ordinal loss CORN over four (see `tagcons.heads.corn`), whose cumulative
-probabilities never cross.
+probabilities never cross, weighted by the same class weights.
 
 Early stopping (``val_size`` > 0) watches the validation loss on a part carved from the *training*
 rows (grouped by image when groups are given), and the best epoch's weights are restored; with
@@ -25,6 +25,7 @@ inside ``torch.random.fork_rng``, leaving the caller's global RNG untouched.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -180,8 +181,8 @@ class MLPHead(Head):
         s = self.settings_
         weights = class_weighting(self.class_weight, self.classes_[y[fit_idx]], self.classes_)
         loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32))
-        if self.loss == "corn":
-            loss_fn = corn_loss  # rank-consistent ordinal loss; not class-weighted
+        if self.loss == "corn":  # rank-consistent ordinal loss, with the same class weights
+            loss_fn = functools.partial(corn_loss, weight=loss_fn.weight)
         optimiser = _adam(self.model_, s["lr"], s["weight_decay"])
         scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=s["step_size"], gamma=s["gamma"])
         rng = np.random.default_rng(self.seed)

@@ -225,7 +225,7 @@ class ThresholdHead(Head):
         if len(self.classes_) != len(STUDY_FIXED_CUTS) + 1:
             return {}  # the study's mapping is for five scores
         pred = scores_from_cuts(cosine_of(X), STUDY_FIXED_CUTS, self.classes_)
-        return {"study_fixed_interval": compute_metrics(y, pred, labels=self.classes_)}
+        return {"study_fixed_interval": {**compute_metrics(y, pred, labels=self.classes_), "rows": "test"}}
 
     def _state(self, run_dir: Path) -> dict:
         return {"thresholds": [float(t) for t in self.thresholds_], "train_objective": float(self.train_objective_)}
