@@ -1,0 +1,106 @@
+"""Hashtags of one post: extracted from a caption as Instagram tokenises them, or read from a tag list.
+
+A tag is `#` followed by letters, digits, `_` and the combining marks that scripts such as Hangul
+jamo, Devanagari or Thai need inside a word; anything else (emoji, punctuation, white space, another
+`#`) ends it. Tags come out normalised as pairs are (NFC, trimmed) and without their `#`: a post's
+hashtags are cache keys as `embed --strip-hash` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tagcons.errors import BadInputError
+
+# \w covers letters, digits and `_` of every script; the ranges add the marks that \w leaves out
+# (combining diacritics; the Indic, Thai and Lao blocks, whose vowel signs are marks; ZWNJ/ZWJ inside a word).
+_TAG_CHAR = (
+    r"[\w\u0300-\u036f\u0900-\u0dff\u0e00-\u0eff\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f\u200c\u200d]"
+)
+TAG_PATTERN = re.compile(rf"#({_TAG_CHAR}+)")
+LIST_SEPARATORS = re.compile(r"[\s,]+")
+# Characters that draw nothing: two tags that differ only by them look equal on screen.
+INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+INSTAGRAM_TAG_LIMIT = 30
+
+
+def extract_hashtags(caption) -> list[str]:
+    """The hashtags of a caption, in order, without `#` (duplicates kept: `PostTags` counts them)."""
+    if caption is None or (isinstance(caption, float) and caption != caption):
+        return []
+    return [m.group(1) for m in TAG_PATTERN.finditer(unicodedata.normalize("NFC", str(caption)))]
+
+
+def parse_tag_list(cell) -> list[str]:
+    """A tag list cell: a list (parquet, JSON Lines), a JSON list in a string, or tags split on white space/commas."""
+    if cell is None or (isinstance(cell, float) and cell != cell):
+        return []
+    if isinstance(cell, str):
+        return _parse_string_list(cell)
+    if isinstance(cell, Iterable):
+        return [_tag_string(item) for item in cell]
+    raise ValueError(f"a tag list must be a list or a string, got {type(cell).__name__}")
+
+
+def _parse_string_list(cell: str) -> list[str]:
+    text = cell.strip()
+    if not text.startswith(("[", "{")):  # a JSON object is not a tag list either
+        return [tag for tag in LIST_SEPARATORS.split(text) if tag]
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not a JSON list ({error.msg} at character {error.pos})") from None
+    if not isinstance(values, list):
+        raise ValueError("not a JSON list")
+    return [_tag_string(item) for item in values]
+
+
+def _tag_string(item) -> str:
+    if not isinstance(item, str):
+        raise ValueError(f"a tag must be a string, got {json.dumps(item) if _jsonable(item) else type(item).__name__}")
+    return item
+
+
+def _jsonable(item) -> bool:
+    return isinstance(item, int | float | bool | list | dict) or item is None
+
+
+def normalise_tag(tag: str) -> str:
+    """NFC, trimmed, without leading `#`: the form every post's tag is keyed by."""
+    return unicodedata.normalize("NFC", tag).strip().lstrip("#").strip()
+
+
+@dataclass
+class PostTags:
+    """One post's unique tags in order, and what was dropped or noticed on the way."""
+
+    tags: list[str] = field(default_factory=list)
+    n_duplicates: int = 0
+    n_invisible: int = 0  # tags holding a character that draws nothing (zero-width, bidi control)
+
+
+def clean_tags(raw: list[str]) -> PostTags:
+    """Normalised, de-duplicated (first kept), empty tags dropped; invisible characters counted, kept."""
+    post = PostTags()
+    seen: set[str] = set()
+    for tag in map(normalise_tag, raw):
+        if not tag:
+            continue
+        if tag in seen:
+            post.n_duplicates += 1
+            continue
+        seen.add(tag)
+        post.tags.append(tag)
+        post.n_invisible += bool(INVISIBLE.search(tag))
+    return post
+
+
+def bad_tag_list(path, row: int, column: str, reason: str) -> BadInputError:
+    return BadInputError(
+        f"{path}: row {row}: column {column!r} is not a tag list ({reason}); give a JSON list of strings "
+        "or tags separated by spaces or commas, or name a caption column with --caption-col"
+    )
