@@ -79,6 +79,9 @@ class ScoreConfig(PathFields):
     progress: bool = False
 
 
+SUGGEST_INDEXES = ("exact", "hnsw")  # FAISS: brute-force inner product; HNSW graph (approximate)
+
+
 @dataclass
 class SuggestConfig(PathFields):
     """`tagcons suggest`: per post's image the K best hashtags of a vocabulary (FAISS candidates, head re-rank)."""

@@ -17,6 +17,8 @@ from tagcons.configs import (
     PairColumns,
     PredictConfig,
     ReportConfig,
+    ScoreConfig,
+    SuggestConfig,
     field_default,
 )
 from tagcons.errors import BadInputError
@@ -30,8 +32,11 @@ COMMANDS = {
     "report": (ReportConfig, {}),
     "finetune": (FinetuneConfig, {}),
     "demo": (DemoRunConfig, {}),
+    "score": (ScoreConfig, {"cache_path": "cache", "run_dir": "run"}),
+    "suggest": (SuggestConfig, {"cache_path": "cache", "run_dir": "run", "index_kind": "index"}),
 }
 COLUMN_FLAGS = {"image_col": "image", "text_col": "text", "label_col": "label"}
+COLUMN_FLAGS |= {"post_id_col": "post_id", "hashtags_col": "hashtags", "caption_col": "caption"}  # posts
 # (command, parameter) whose CLI default is not the field's default, and why
 NOT_THE_FIELD_DEFAULT = {
     ("embed", "workers"): "None on the command line means the field's default factory (cores - 1, at most 8)",

@@ -171,3 +171,67 @@ def test_columns_are_named_by_options(scored_world, tmp_path):
         ScoreConfig(cache=scored_world["cache"], posts=path, out=tmp_path / "o.parquet", columns=columns)
     )
     assert list(pd.read_parquet(summary.out)["hashtag"]) == ["tag_000_1", "tag_000_2"]
+
+
+def _suggest(world, name, **kw):
+    from tagcons.configs import SuggestConfig
+    from tagcons.posts.suggest import suggest_tags
+
+    config = SuggestConfig(cache=world["cache"], posts=world["posts"], out=world["root"] / f"{name}.parquet", **kw)
+    return suggest_tags(config)
+
+
+def test_suggestions_equal_a_brute_force_cosine_top_k_re_ranked_by_the_head(scored_world):
+    from tagcons.cache import open as open_cache
+    from tagcons.posts.score import PostScorer
+
+    summary = _suggest(scored_world, "suggest", run=scored_world["run"], k=5, candidates=12)
+    got = pd.read_parquet(summary.out)
+    with open_cache(scored_world["cache"]) as cache:
+        texts = np.array(cache.keys("texts"), dtype=object)
+        txt = cache.text_embeddings(normalise=True)
+        image = "cat_005.png"
+        img = cache.read_rows("images", [cache.index("images")[image]], normalise=True)[0]
+        nearest = texts[np.argsort(-(txt @ img), kind="stable")[:12]]
+        expected = PostScorer(cache, scored_world["run"]).score_pairs([image] * 12, nearest)["expected"].to_numpy()
+    want = list(nearest[np.argsort(-expected, kind="stable")[:5]])
+    mine = got[got["image"] == image].sort_values("rank")
+    assert list(mine["hashtag"]) == want and list(mine["rank"]) == [1, 2, 3, 4, 5]
+    own = set(scored_world["data"].texts[scored_world["data"].images == image])
+    assert list(mine["in_post"]) == [tag in own for tag in want]  # the post's own tags marked, not dropped
+    assert summary.posts_without_image == 2 and got["post_id"].nunique() == 22
+
+
+def test_without_a_run_suggestions_are_the_nearest_hashtags_and_hnsw_finds_them_too(scored_world):
+    exact = pd.read_parquet(_suggest(scored_world, "cosine_exact", k=4).out)
+    assert (exact.groupby("post_id")["cosine"].apply(lambda c: bool(np.all(np.diff(c.to_numpy()) <= 1e-7)))).all()
+    approx = pd.read_parquet(_suggest(scored_world, "cosine_hnsw", k=4, index="hnsw").out)
+    pairs = lambda f: set(zip(f["post_id"], f["hashtag"]))  # noqa: E731
+    assert len(pairs(exact) & pairs(approx)) / len(pairs(exact)) >= 0.95  # recall@4 on a small vocabulary
+
+
+def test_a_vocabulary_without_cached_hashtags_is_refused_and_one_with_some_is_counted(scored_world, tmp_path, caplog):
+    none_cached = tmp_path / "vocab.txt"
+    none_cached.write_text("#nothing\n#here\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"vocab\.txt: no hashtag of the vocabulary has a cached text embedding"):
+        _suggest(scored_world, "no_vocab", vocab=none_cached)
+    some = tmp_path / "some.txt"
+    some.write_text("#tag_000_1\ntag_001_2\nunknown\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="tagcons.posts.suggest"):
+        summary = _suggest(scored_world, "some_vocab", vocab=some, k=3)
+    assert summary.n_vocabulary == 2 and summary.n_vocabulary_not_cached == 1
+    assert "1 hashtags of the vocabulary have no cached text embedding" in caplog.text
+    assert set(pd.read_parquet(summary.out)["hashtag"]) == {"tag_000_1", "tag_001_2"}
+
+
+def test_the_commands_print_their_counts_and_bad_input_exits_2_with_one_line(scored_world, tmp_path, capsys):
+    from test_cli import run_cli
+
+    base = ["--cache", scored_world["cache"], "--posts", scored_world["posts"]]
+    code, out, _ = run_cli(["score", *base, "--run", scored_world["run"], "--out", tmp_path / "s.parquet"], capsys)
+    assert code == 0 and "24 posts, 176 of 192 hashtags scored" in out
+    assert "2 posts have an image missing from or failed in the cache" in out
+    code, out, _ = run_cli(["suggest", *base, "--k", "3", "--out", tmp_path / "g.parquet"], capsys)
+    assert code == 0 and "66 suggestions for 22 posts" in out
+    code, _, err = run_cli(["score", *base, "--post-col", "nope", "--out", tmp_path / "x.parquet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "no column 'nope'" in err and "--post-col" in err

@@ -150,6 +150,7 @@ class Exploded:
     posts: pd.DataFrame  # every user column + n_tags
     image_keys: np.ndarray  # normalised image key of each post
     stats: ExplodeStats
+    tag_column: str = ""  # the posts' column the hashtags came from
 
 
 def explode_posts(chunk: PostChunk, columns: PostColumns, path) -> Exploded:
@@ -167,7 +168,7 @@ def explode_posts(chunk: PostChunk, columns: PostColumns, path) -> Exploded:
     stats.n_pairs = len(carried)
     posts = frame.drop(columns=[ROW]).assign(n_tags=lengths)
     images = np.array([_image_key(value, row, columns, path) for value, row in zip(frame[columns.image], frame[ROW])])
-    return Exploded(carried, posts, images.astype(object), stats)
+    return Exploded(carried, posts, images.astype(object), stats, chunk.tag_column)
 
 
 def _post_tags(cell, chunk: PostChunk, row, columns: PostColumns, path):
