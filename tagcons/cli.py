@@ -89,6 +89,13 @@ def _columns(image_col: str, text_col: str, label_col: str) -> PairColumns:
     return PairColumns(image=image_col, text=text_col, label=label_col)
 
 
+def _embed_post_columns(image_col: str, post_col: str, hashtags_col: str, caption_col: str) -> PostColumns:
+    """embed's --image-col names the posts' image column too, unless left at the pairs' default."""
+    given = click.get_current_context().get_parameter_source("image_col") != click.core.ParameterSource.DEFAULT
+    image = image_col if given else PostColumns().image
+    return PostColumns(post_id=post_col, image=image, hashtags=hashtags_col, caption=caption_col)
+
+
 def _shard(_ctx, _param, value):
     if value is None:
         return None
@@ -112,7 +119,16 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 
 
 @cli.command()
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs file (CSV, TSV or parquet).")
+@click.option("--data", default=None, type=click.Path(path_type=Path), help="Pairs file (CSV, TSV or parquet).")
+@click.option(
+    "--posts",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Instead of --data: a posts file (tagcons score's columns; --image-col defaults to 'image').",
+)
+@click.option("--post-col", default=PostColumns().post_id, show_default=True, help="With --posts: the post id column.")
+@click.option("--hashtags-col", default=PostColumns().hashtags, show_default=True, help="With --posts: tag lists.")
+@click.option("--caption-col", default=PostColumns().caption, show_default=True, help="With --posts: captions.")
 @click.option(
     "--images", required=True, type=click.Path(path_type=Path), help="Folder the image paths are relative to."
 )
@@ -158,6 +174,10 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 @pair_columns
 def embed(
     data,
+    posts,
+    post_col,
+    hashtags_col,
+    caption_col,
     images,
     backbone,
     out,
@@ -199,6 +219,8 @@ def embed(
         progress=_progress(),
         decode=decode,
         compile=compile_model,
+        posts=posts,
+        post_columns=_embed_post_columns(image_col, post_col, hashtags_col, caption_col),
     )
     summary = run_embed(config)
     if summary.rank == 0:

@@ -102,7 +102,7 @@ class SuggestConfig(PathFields):
 
 @dataclass
 class EmbedConfig(PathFields):
-    data: Path
+    data: Path | None  # a pairs file, or None with `posts`
     images: Path
     backbone: str
     out: Path
@@ -124,6 +124,8 @@ class EmbedConfig(PathFields):
     progress: bool = False
     decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
     compile: bool = False  # torch.compile the image encoder
+    posts: Path | None = None  # a posts file instead of `data`: its images and hashtags (keyed without '#')
+    post_columns: PostColumns = field(default_factory=PostColumns)
 
 
 @dataclass

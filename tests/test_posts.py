@@ -235,3 +235,40 @@ def test_the_commands_print_their_counts_and_bad_input_exits_2_with_one_line(sco
     assert code == 0 and "66 suggestions for 22 posts" in out
     code, _, err = run_cli(["score", *base, "--post-col", "nope", "--out", tmp_path / "x.parquet"], capsys)
     assert code == 2 and err.count("\n") == 1 and "no column 'nope'" in err and "--post-col" in err
+
+
+def test_embed_posts_encodes_each_unique_image_and_hashtag_once_keyed_without_hash(tmp_path, capsys):
+    from embed_helpers import assert_same_contents, cache_contents, embed, make_image_set
+    from test_cli import run_cli
+
+    pairs, images = make_image_set(tmp_path, n_images=4, tags_per_image=3)
+    frame = pd.read_csv(pairs)
+    posts = frame.groupby("Image Filename")["Hashtag"].apply(lambda t: " ".join(f"#{x.lstrip('#')}" for x in t))
+    posts = posts.reset_index().rename(columns={"Image Filename": "file", "Hashtag": "caption"})
+    posts.insert(0, "post_id", range(len(posts)))
+    posts = pd.concat([posts, posts.iloc[:1]])  # a repeated post: its image and tags embedded once
+    posts.to_csv(tmp_path / "posts.csv", index=False)
+    args = ["embed", "--posts", tmp_path / "posts.csv", "--image-col", "file", "--images", images]
+    code, out, err = run_cli([*args, "--backbone", "tiny", "--out", tmp_path / "p.h5", "--workers", "0"], capsys)
+    assert code == 0, err
+    got = cache_contents(tmp_path / "p.h5")
+    assert sorted(got["images"]) == sorted(frame["Image Filename"].unique())
+    # The caption's tags are the pairs' hashtags without '#' and cut at the space ('#파랑 하늘' gives '파랑').
+    want = {tag.lstrip("#").split(" ")[0] for tag in frame["Hashtag"]}
+    assert set(got["texts"]) == want
+    embed(pairs, images, tmp_path / "pairs.h5", strip_hash=True)  # the same keys from pairs, --strip-hash
+    from_pairs = cache_contents(tmp_path / "pairs.h5")
+    shared = {"images": from_pairs["images"], "texts": {k: v for k, v in from_pairs["texts"].items() if k in want}}
+    assert_same_contents({**got, "texts": {k: got["texts"][k] for k in shared["texts"]}}, {**from_pairs, **shared})
+
+
+def test_embed_takes_pairs_or_posts_not_both(tmp_path, capsys):
+    from embed_helpers import make_image_set
+    from test_cli import run_cli
+
+    pairs, images = make_image_set(tmp_path, n_images=2, tags_per_image=1)
+    base = ["embed", "--images", images, "--backbone", "tiny", "--out", tmp_path / "x.h5"]
+    code, _, err = run_cli([*base, "--data", pairs, "--posts", pairs], capsys)
+    assert code == 2 and "not both" in err
+    code, _, err = run_cli(base, capsys)
+    assert code == 2 and "a pairs file (--data) or a posts file (--posts)" in err

@@ -10,6 +10,7 @@ starts the job (`job.py`) only when something is new.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -48,7 +49,7 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     """Embed what the cache lacks; raise StrictFailure (after saving) when --strict and images failed."""
     started = time.perf_counter()
     _check_config(config)
-    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
+    config, table = _keys_to_embed(config)
     check_image_keys(config.images, table.unique_images())
     context = distributed.setup(config.device, resolve=False)  # the device is resolved when a model loads
     try:
@@ -65,6 +66,20 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
             f"failed group" + (f", e.g. {example}" if example else "")
         )
     return summary
+
+
+def _keys_to_embed(config: EmbedConfig):
+    """(config, the table whose unique images and texts to embed): a pairs file, or a posts file's
+    images and hashtags; posts' hashtags are keyed without '#', so the cache records --strip-hash."""
+    if config.posts is None:
+        if config.data is None:
+            raise BadInputError("embed needs a pairs file (--data) or a posts file (--posts)")
+        return config, load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
+    if config.data is not None:
+        raise BadInputError(f"give --data {config.data} or --posts {config.posts}, not both")
+    from tagcons.posts.reader import read_post_keys
+
+    return dataclasses.replace(config, strip_hash=True), read_post_keys(config.posts, config.post_columns)
 
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:

@@ -200,3 +200,32 @@ def _image_key(value, row, columns: PostColumns, path) -> str:
             f"{path}: row {int(row)}: column {columns.image!r} is empty; every post needs its image file name"
         )
     return normalise_image_key(value)
+
+
+@dataclass
+class PostKeys:
+    """The unique images and hashtags of a posts file, in first-seen order (what `embed --posts` encodes)."""
+
+    images: list[str]
+    texts: list[str]
+    stats: ExplodeStats
+
+    def unique_images(self) -> list[str]:
+        return self.images
+
+    def unique_texts(self) -> list[str]:
+        return self.texts
+
+
+def read_post_keys(path, columns: PostColumns = PostColumns(), chunk_posts: int = 20000) -> PostKeys:
+    """Stream the posts file once, keeping only its unique keys (the posts themselves are not held)."""
+    images: dict[str, None] = {}
+    texts: dict[str, None] = {}
+    stats = ExplodeStats()
+    for chunk in read_posts(path, columns, chunk_posts):
+        exploded = explode_posts(chunk, columns, path)
+        images.update(dict.fromkeys(exploded.image_keys))
+        texts.update(dict.fromkeys(exploded.pairs["hashtag"]))
+        stats.add(exploded.stats)
+    stats.warn(path)
+    return PostKeys(list(images), list(texts), stats)
