@@ -272,3 +272,17 @@ def test_embed_takes_pairs_or_posts_not_both(tmp_path, capsys):
     assert code == 2 and "not both" in err
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "a pairs file (--data) or a posts file (--posts)" in err
+
+
+def test_the_notebook_api_returns_what_the_commands_write(scored_world):
+    from tagcons.posts import score_frame, suggest_hashtags
+
+    posts = pd.read_csv(scored_world["posts"], dtype=str)
+    pairs, per_post = score_frame(posts, scored_world["cache"], run=scored_world["run"])
+    written = pd.read_parquet(_score(scored_world, "api", run=scored_world["run"]).out)
+    np.testing.assert_allclose(pairs["expected"].to_numpy(float), written["expected"].to_numpy(float))
+    assert list(pairs["rank"].astype("Int32")) == list(written["rank"].astype("Int32"))
+    assert len(per_post) == 24
+    best = suggest_hashtags(["cat_005.png"], scored_world["cache"], run=scored_world["run"], k=5, candidates=12)
+    by_command = pd.read_parquet(_suggest(scored_world, "api_suggest", run=scored_world["run"], k=5, candidates=12).out)
+    assert list(best["hashtag"]) == list(by_command.loc[by_command["image"] == "cat_005.png", "hashtag"])

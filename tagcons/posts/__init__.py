@@ -1,8 +1,9 @@
 """Posts in, verdicts out: a post is one image and its hashtags (a list, or a caption to extract them from).
 
 `read_posts` streams a posts file in chunks; `score_posts` and `suggest_tags` (the `tagcons score` and
-`tagcons suggest` commands) stream their results to parquet; `PostScorer` and `suggest_for_images` are
-the same functions for a notebook, on pandas DataFrames. Names load on first use (PEP 562).
+`tagcons suggest` commands) stream their results to parquet; `score_frame`, `score_pairs_frame` and
+`suggest_hashtags` (`tagcons.posts.api`) are the same code for a notebook, on pandas DataFrames. Names load on
+first use (PEP 562).
 """
 
 from tagcons.lazy import lazy_exports
@@ -16,6 +17,9 @@ _EXPORTS = {
     "score_posts": "tagcons.posts.score",
     "suggest_for_images": "tagcons.posts.suggest",
     "suggest_tags": "tagcons.posts.suggest",
+    "score_frame": "tagcons.posts.api",
+    "score_pairs_frame": "tagcons.posts.api",
+    "suggest_hashtags": "tagcons.posts.api",  # not `suggest`: the submodule of that name would shadow it
 }
 __all__ = sorted(_EXPORTS)
 

@@ -79,11 +79,15 @@ def read_posts(path: str | Path, columns: PostColumns = PostColumns(), chunk_pos
         raise BadInputError(f"{path}: no such posts file; give a CSV, TSV, parquet or JSON Lines file with --posts")
     first_row = 1
     for frame in _frames(path, chunk_posts):
-        frame = frame.reset_index(drop=True)
-        tag_column, from_caption = _tag_source(frame, path, columns)
-        frame[ROW] = np.arange(first_row, first_row + len(frame))
+        yield posts_chunk(frame, columns, path, first_row)
         first_row += len(frame)
-        yield PostChunk(frame, tag_column, from_caption)
+
+
+def posts_chunk(frame: pd.DataFrame, columns: PostColumns = PostColumns(), source="posts", first_row: int = 1):
+    """A DataFrame of posts as a chunk (its rows numbered from `first_row` for messages)."""
+    frame = frame.reset_index(drop=True)
+    tag_column, from_caption = _tag_source(frame, source, columns)
+    return PostChunk(frame.assign(**{ROW: np.arange(first_row, first_row + len(frame))}), tag_column, from_caption)
 
 
 def _frames(path: Path, chunk_posts: int) -> Iterator[pd.DataFrame]:
@@ -122,7 +126,7 @@ def _json_lines(path: Path, chunk_posts: int) -> Iterator[pd.DataFrame]:
         raise BadInputError(f"{path}: cannot be read as JSON Lines ({str(error).splitlines()[0]})") from None
 
 
-def _tag_source(frame: pd.DataFrame, path: Path, columns: PostColumns) -> tuple[str, bool]:
+def _tag_source(frame: pd.DataFrame, path, columns: PostColumns) -> tuple[str, bool]:
     for name in (columns.post_id, columns.image):
         if name not in frame.columns:
             raise BadInputError(
@@ -138,7 +142,7 @@ def _tag_source(frame: pd.DataFrame, path: Path, columns: PostColumns) -> tuple[
     )
 
 
-def _missing_column(path: Path, name: str, frame: pd.DataFrame, option: str) -> str:
+def _missing_column(path, name: str, frame: pd.DataFrame, option: str) -> str:
     return f"{path}: no column {name!r} (columns: {', '.join(map(str, frame.columns))}); name it with {option}"
 
 
