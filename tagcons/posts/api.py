@@ -2,7 +2,7 @@
 
 from tagcons.posts.api import score_frame, suggest_hashtags
 pairs, posts = score_frame(posts_df, "cache.h5", run="runs/logreg")
-best = suggest(["a.jpg", "b.jpg"], "cache.h5", run="runs/logreg", k=10)
+best = suggest_hashtags(["a.jpg", "b.jpg"], "cache.h5", run="runs/logreg", k=10)
 """
 
 from __future__ import annotations
