@@ -32,9 +32,10 @@ def test_a_tag_list_is_a_list_a_json_list_or_tags_split_on_spaces_and_commas():
 
 
 def test_tags_are_normalised_deduplicated_and_invisible_characters_counted():
-    post = clean_tags(["#cafe\u0301", "café", " sea ", "", "#", "sea\u200b", "sea"])
-    assert post.tags == ["café", "sea", "sea\u200b"]
-    assert post.n_duplicates == 2 and post.n_invisible == 1
+    clean = clean_tags([["#cafe\u0301", "café", " sea ", "", "#", "sea\u200b", "sea"], [], ["sea", "#sea"]])
+    assert list(clean.tags) == ["café", "sea", "sea\u200b", "sea"] and list(clean.owner) == [0, 0, 0, 2]
+    assert list(clean.position) == [0, 1, 2, 0] and list(clean.n_tags) == [3, 0, 1]
+    assert list(clean.n_duplicates) == [2, 0, 1] and list(clean.n_invisible) == [1, 0, 0]
 
 
 def _planted_without_hash(n_images=24):

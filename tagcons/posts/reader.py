@@ -159,43 +159,40 @@ class Exploded:
 
 def explode_posts(chunk: PostChunk, columns: PostColumns, path) -> Exploded:
     """(post, hashtag) rows of a chunk: tags normalised and de-duplicated within each post."""
-    frame, stats = chunk.frame, ExplodeStats(n_posts=len(chunk.frame))
-    per_post = [_post_tags(cell, chunk, row, columns, path) for cell, row in zip(frame[chunk.tag_column], frame[ROW])]
-    for post, row in zip(per_post, frame[ROW]):
-        _count(stats, post, int(row))
-    lengths = np.array([len(post.tags) for post in per_post], dtype=np.int64)
-    owner = np.repeat(np.arange(len(frame)), lengths)
-    carried = frame.drop(columns=[chunk.tag_column, ROW]).iloc[owner].reset_index(drop=True)
-    carried["hashtag"] = [tag for post in per_post for tag in post.tags]
-    carried["position"] = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
-    carried["post"] = owner
-    stats.n_pairs = len(carried)
-    posts = frame.drop(columns=[ROW]).assign(n_tags=lengths)
+    frame = chunk.frame
+    clean = clean_tags([_raw_tags(cell, chunk, row, path) for cell, row in zip(frame[chunk.tag_column], frame[ROW])])
+    carried = frame.drop(columns=[chunk.tag_column, ROW]).iloc[clean.owner].reset_index(drop=True)
+    carried["hashtag"] = clean.tags
+    carried["position"] = clean.position
+    carried["post"] = clean.owner
+    posts = frame.drop(columns=[ROW]).assign(n_tags=clean.n_tags)
     images = np.array([_image_key(value, row, columns, path) for value, row in zip(frame[columns.image], frame[ROW])])
+    stats = _stats(clean, frame[ROW].to_numpy())
     return Exploded(carried, posts, images.astype(object), stats, chunk.tag_column)
 
 
-def _post_tags(cell, chunk: PostChunk, row, columns: PostColumns, path):
+def _raw_tags(cell, chunk: PostChunk, row, path) -> list[str]:
     try:
-        raw = extract_hashtags(cell) if chunk.from_caption else parse_tag_list(cell)
+        return extract_hashtags(cell) if chunk.from_caption else parse_tag_list(cell)
     except ValueError as error:
         raise bad_tag_list(path, int(row), chunk.tag_column, str(error)) from None
-    return clean_tags(raw)
 
 
-def _count(stats: ExplodeStats, post, row: int) -> None:
-    for what, happened in (
-        ("none", not post.tags),
-        ("many", len(post.tags) > INSTAGRAM_TAG_LIMIT),
-        ("duplicate", post.n_duplicates),
-        ("invisible", post.n_invisible),
+def _stats(clean, rows: np.ndarray) -> ExplodeStats:
+    stats = ExplodeStats(n_posts=len(rows), n_pairs=len(clean.tags))
+    for what, per_post in (
+        ("none", clean.n_tags == 0),
+        ("many", clean.n_tags > INSTAGRAM_TAG_LIMIT),
+        ("duplicate", clean.n_duplicates),
+        ("invisible", clean.n_invisible),
     ):
-        if happened:
-            stats.examples.setdefault(what, row)
-    stats.n_without_tags += not post.tags
-    stats.n_over_limit += len(post.tags) > INSTAGRAM_TAG_LIMIT
-    stats.n_duplicates += post.n_duplicates
-    stats.n_invisible += post.n_invisible
+        happened = np.flatnonzero(per_post)
+        if len(happened):
+            stats.examples[what] = int(rows[happened[0]])
+    stats.n_without_tags = int((clean.n_tags == 0).sum())
+    stats.n_over_limit = int((clean.n_tags > INSTAGRAM_TAG_LIMIT).sum())
+    stats.n_duplicates, stats.n_invisible = int(clean.n_duplicates.sum()), int(clean.n_invisible.sum())
+    return stats
 
 
 def _image_key(value, row, columns: PostColumns, path) -> str:

@@ -29,6 +29,7 @@ from tagcons.posts.reader import ExplodeStats, explode_posts, read_posts
 log = logging.getLogger(__name__)
 
 OK = "ok"
+COSINE_BLOCK = 16384
 
 
 @dataclass
@@ -84,8 +85,7 @@ class PostScorer:
         cosine = np.full(len(out), np.nan)
         if len(ok):
             X = self._features(rows, ok)
-            img, txt = X.image_embeds[X.image_index], X.text_embeds[X.text_index]
-            cosine[ok] = np.einsum("ij,ij->i", img, txt)
+            cosine[ok] = np.concatenate([_cosines(X, lo, lo + COSINE_BLOCK) for lo in range(0, len(ok), COSINE_BLOCK)])
         out["cosine"] = cosine
         out["clipscore"] = 100.0 * np.maximum(cosine, 0.0)  # NaN stays NaN
         return out
@@ -114,6 +114,12 @@ class PostScorer:
     @property
     def rank_by(self) -> str:
         return "cosine" if self.run is None else "expected"
+
+
+def _cosines(X: PairFeatures, lo: int, hi: int) -> np.ndarray:
+    """Cosine of pairs lo..hi (a block at a time: the gathered rows of a whole chunk would not fit)."""
+    img = X.image_embeds[X.image_index[lo:hi]].astype(np.float32, copy=False)
+    return np.einsum("ij,ij->i", img, X.text_embeds[X.text_index[lo:hi]].astype(np.float32, copy=False))
 
 
 def _pairs_table(images, hashtags, run):
