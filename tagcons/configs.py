@@ -49,9 +49,60 @@ class PairColumns:
     label: str = "Score"
 
 
+@dataclass(frozen=True)
+class PostColumns:
+    """Names of the columns of a posts file: one row per post, its image and its hashtags.
+
+    The hashtags come from `hashtags` (a list, a JSON list or tags split on white space/commas) when the
+    file has that column, else they are extracted from the `caption` column."""
+
+    post_id: str = "post_id"
+    image: str = "image"
+    hashtags: str = "hashtags"
+    caption: str = "caption"
+
+
+@dataclass
+class ScoreConfig(PathFields):
+    """`tagcons score`: every (post, hashtag) of a posts file scored; `run` None: cosine and CLIPScore only."""
+
+    cache: Path
+    posts: Path
+    out: Path
+    run: Path | None = None
+    posts_out: Path | None = None  # the per-post table; None: OUT with .posts.parquet
+    columns: PostColumns = field(default_factory=PostColumns)
+    misfit_score: int | None = None  # a tag is a misfit when p(score <= this) >= misfit_p; None: the scale's low + 1
+    misfit_p: float = 0.5
+    chunk_posts: int = 20000  # posts read, joined and scored at a time (memory does not grow with the file)
+    overwrite: bool = False
+    progress: bool = False
+
+
+SUGGEST_INDEXES = ("exact", "hnsw")  # FAISS: brute-force inner product; HNSW graph (approximate)
+
+
+@dataclass
+class SuggestConfig(PathFields):
+    """`tagcons suggest`: per post's image the K best hashtags of a vocabulary (FAISS candidates, head re-rank)."""
+
+    cache: Path
+    posts: Path
+    out: Path
+    run: Path | None = None  # None: rank the candidates by cosine alone
+    vocab: Path | None = None  # a file of hashtags (one a line, or a table's first column); None: the cache's
+    k: int = 20
+    candidates: int = 100  # nearest hashtags by cosine the head re-ranks (at least k)
+    index: str = "exact"  # "exact" (inner product, brute force) or "hnsw" (approximate, for 1M+ hashtags)
+    columns: PostColumns = field(default_factory=PostColumns)
+    chunk_posts: int = 20000
+    overwrite: bool = False
+    progress: bool = False
+
+
 @dataclass
 class EmbedConfig(PathFields):
-    data: Path
+    data: Path | None  # a pairs file, or None with `posts`
     images: Path
     backbone: str
     out: Path
@@ -73,6 +124,8 @@ class EmbedConfig(PathFields):
     progress: bool = False
     decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
     compile: bool = False  # torch.compile the image encoder
+    posts: Path | None = None  # a posts file instead of `data`: its images and hashtags (keyed without '#')
+    post_columns: PostColumns = field(default_factory=PostColumns)
 
 
 @dataclass

@@ -18,6 +18,8 @@ from tagcons.configs import (
     PairColumns,
     PredictConfig,
     ReportConfig,
+    ScoreConfig,
+    SuggestConfig,
     field_default,
 )
 from tagcons.errors import BadInputError
@@ -35,8 +37,12 @@ COMMANDS = {
     "report": (ReportConfig, {}),
     "finetune": (FinetuneConfig, {}),
     "demo": (DemoRunConfig, {}),
+    "score": (ScoreConfig, {"cache_path": "cache", "run_dir": "run"}),
+    "suggest": (SuggestConfig, {"cache_path": "cache", "run_dir": "run", "index_kind": "index"}),
 }
 COLUMN_FLAGS = {"image_col": "image", "text_col": "text", "label_col": "label"}
+COLUMN_FLAGS |= {"post_id_col": "post_id", "hashtags_col": "hashtags", "caption_col": "caption"}  # score, suggest
+POST_COLUMN_FLAGS = {"post_col": "post_id", "hashtags_col": "hashtags", "caption_col": "caption"}  # embed --posts
 # (command, parameter) whose CLI default is not the field's default, and why
 NOT_THE_FIELD_DEFAULT = {
     ("embed", "workers"): "None on the command line means the field's default factory (cores - 1, at most 8)",
@@ -49,6 +55,8 @@ NOT_THE_FIELD_DEFAULT = {
 
 
 def config_default(config_class, name: str):
+    if name in POST_COLUMN_FLAGS and "post_columns" in config_class.__dataclass_fields__:  # embed --posts
+        return getattr(field_default(config_class, "post_columns"), POST_COLUMN_FLAGS[name])
     if name in COLUMN_FLAGS:
         columns = field_default(config_class, "columns")
         return None if columns is None else getattr(columns, COLUMN_FLAGS[name])
@@ -65,7 +73,7 @@ def cli_defaults(command_name: str) -> dict:
 @pytest.mark.parametrize("command_name", sorted(COMMANDS))
 def test_every_cli_default_is_its_config_fields_default(command_name):
     config_class, renames = COMMANDS[command_name]
-    fields = {f for f in config_class.__dataclass_fields__} | set(COLUMN_FLAGS)
+    fields = {f for f in config_class.__dataclass_fields__} | set(COLUMN_FLAGS) | set(POST_COLUMN_FLAGS)
     checked = 0
     for param, default in cli_defaults(command_name).items():
         if (command_name, param) in NOT_THE_FIELD_DEFAULT:

@@ -10,6 +10,7 @@ starts the job (`job.py`) only when something is new.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from tagcons.cache.lock import read_only_message
 from tagcons.cache.verify import check_checksums
 from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
-from tagcons.data.images import ImageLoadError, file_sha256, resolve_image_path
+from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
 from tagcons.data.pairs import check_image_paths, load_pairs
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.image_encoding import embed_images
@@ -49,8 +50,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
     """Embed what the cache lacks; raise StrictFailure (after saving) when --strict and images failed."""
     started = time.perf_counter()
     _check_config(config)
-    table = load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
-    check_image_paths(table, config.images)
+    config, table = _keys_to_embed(config)
+    _check_image_paths(config, table)
     context = distributed.setup(config.device, resolve=False)  # the device is resolved when a model loads
     try:
         summary = _embed_with_context(config, table, context)
@@ -66,6 +67,28 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
             f"failed group" + (f", e.g. {example}" if example else "")
         )
     return summary
+
+
+def _keys_to_embed(config: EmbedConfig):
+    """(config, the table whose unique images and texts to embed): a pairs file, or a posts file's
+    images and hashtags; posts' hashtags are keyed without '#', so the cache records --strip-hash."""
+    if config.posts is None:
+        if config.data is None:
+            raise BadInputError("embed needs a pairs file (--data) or a posts file (--posts)")
+        return config, load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
+    if config.data is not None:
+        raise BadInputError(f"give --data {config.data} or --posts {config.posts}, not both")
+    from tagcons.posts.reader import read_post_keys
+
+    return dataclasses.replace(config, strip_hash=True), read_post_keys(config.posts, config.post_columns)
+
+
+def _check_image_paths(config: EmbedConfig, table) -> None:
+    """Every image key names a file inside --images: a pairs table names its lines, a posts file its keys."""
+    if config.posts is None:
+        check_image_paths(table, config.images)
+    else:
+        check_image_keys(config.images, table.unique_images())
 
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:

@@ -24,12 +24,14 @@ from sklearn.preprocessing import StandardScaler
 from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
 from tagcons.heads.base import (
+    PREDICT_CHUNK,
     Head,
     chunked,
     class_weight_map,
     reading,
     require,
 )
+from tagcons.heads.features import PairFeatures
 from tagcons.heads.params import FLOAT, FLOATS, INT, at_least, optional, positive
 from tagcons.heads.registry import register_head
 from tagcons.labels import LABELS
@@ -147,11 +149,30 @@ class LogregHead(Head):
     def predict_proba(self, X) -> np.ndarray:
         X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
+            if isinstance(X, PairFeatures) and X.kind == "concat":
+                return self._pair_proba(X)
             return chunked(self._proba_block, X)
+
+    def _pair_proba(self, X: PairFeatures) -> np.ndarray:
+        """Concatenated features are linear in the image and the text apart: their logits are computed once
+        per unique image and per unique text and added per pair (a post's image is not recomputed per tag)."""
+        d = X.image_embeds.shape[1]
+        image_logits = self._side_logits(X.image_embeds, slice(0, d))
+        text_logits = self._side_logits(X.text_embeds, slice(d, 2 * d)) + self.intercept_
+        blocks = [slice(lo, lo + PREDICT_CHUNK) for lo in range(0, len(X), PREDICT_CHUNK)] or [slice(0, 0)]
+        return np.concatenate(
+            [self._from_logits(image_logits[X.image_index[b]] + text_logits[X.text_index[b]]) for b in blocks]
+        )
+
+    def _side_logits(self, embeds: np.ndarray, columns: slice) -> np.ndarray:
+        mean, scale = self.mean_[columns].astype(np.float32), self.scale_[columns].astype(np.float32)
+        return ((embeds.astype(np.float32) - mean) / scale) @ self.coef_[:, columns].T.astype(np.float32)
 
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         block = (block - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
-        logits = block @ self.coef_.T.astype(np.float32) + self.intercept_
+        return self._from_logits(block @ self.coef_.T.astype(np.float32) + self.intercept_)
+
+    def _from_logits(self, logits: np.ndarray) -> np.ndarray:
         if logits.shape[1] == 1:  # two classes: one logit for the second
             return np.hstack([1.0 - expit(logits), expit(logits)])
         if self.multinomial_:

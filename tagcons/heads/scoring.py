@@ -53,8 +53,8 @@ def predict(config: PredictConfig) -> PredictResult:
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
         scale = scale_from_config(run_config)
         table = load_pairs(config.data, columns, strip_hash, require_labels=False, scale=scale)
-        joined = join_pairs(cache, table, _feature_kind(run_config, run_dir))
-    _check_input_width(head, joined.features.shape[1], run_dir)
+        joined = join_pairs(cache, table, run_feature_kind(run_config, run_dir))
+    check_input_width(head, joined.features.shape[1], run_dir)
     report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
     present = np.flatnonzero(joined.present)
     table = table.subset(present)
@@ -94,7 +94,7 @@ def _count_trained_on(run_dir: Path, table) -> int:
     return n
 
 
-def _feature_kind(run_config: dict, run_dir: Path) -> str:
+def run_feature_kind(run_config: dict, run_dir: Path) -> str:
     kind = run_config.get("features", "concat")
     if kind not in FEATURE_KINDS:
         raise BadInputError(
@@ -104,7 +104,7 @@ def _feature_kind(run_config: dict, run_dir: Path) -> str:
     return kind
 
 
-def _check_input_width(head, width: int, run_dir: Path) -> None:
+def check_input_width(head, width: int, run_dir: Path) -> None:
     """The features config.json names must have the width the saved head was fitted on."""
     expected = head.input_width()
     if expected is not None and expected != width:

@@ -1,0 +1,57 @@
+"""Cache rows of posts' images and hashtags, looked up a chunk at a time.
+
+The keys are held once as Arrow string arrays (no Python object per key) and each chunk is matched
+with Arrow's hash lookup, so the lookup's memory is the keys' bytes, whatever the number of posts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+OK = "ok"
+IMAGE_MISSING = "image not in cache"
+TEXT_MISSING = "hashtag not in cache"
+
+
+@dataclass
+class RowLookup:
+    image: np.ndarray  # cache row of each pair's image (-1: none)
+    text: np.ndarray  # cache row of each pair's hashtag (-1: none)
+    status: np.ndarray  # "ok" or why the pair cannot be scored
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.status == OK
+
+
+class CacheKeys:
+    def __init__(self, cache):
+        self.cache = cache
+        self._keys = {group: pa.array(cache.keys(group), pa.string()) for group in ("images", "texts")}
+        self._failed = {key: f"image failed: {reason}" for key, reason in cache.failed.items()}
+
+    def positions(self, group: str, values) -> np.ndarray:
+        found = pc.index_in(pa.array(values, pa.string()), value_set=self._keys[group])
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def image_status(self, images) -> np.ndarray:
+        rows = self.positions("images", images)
+        status = np.where(rows >= 0, OK, IMAGE_MISSING).astype(object)
+        for i in np.flatnonzero(rows < 0):
+            status[i] = self._failed.get(images[i], IMAGE_MISSING)
+        return status
+
+    def rows(self, images, texts) -> RowLookup:
+        image, text = self.positions("images", images), self.positions("texts", texts)
+        status = np.where(text >= 0, OK, TEXT_MISSING).astype(object)
+        missing_image = image < 0
+        status[missing_image] = self.image_status(np.asarray(images, dtype=object)[missing_image])
+        return RowLookup(image, text, status)
+
+    def read(self, group: str, rows: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embeddings of `rows` (sorted unique rows read fastest)."""
+        return self.cache.read_rows(group, rows, normalise=True)
