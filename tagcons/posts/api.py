@@ -7,8 +7,10 @@ best = suggest_hashtags(["a.jpg", "b.jpg"], "cache.h5", run="runs/logreg", k=10)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,6 +18,9 @@ from tagcons.configs import PostColumns
 from tagcons.posts.reader import explode_posts, posts_chunk
 from tagcons.posts.score import PostScorer, score_chunk
 from tagcons.posts.suggest import build_index, load_vocabulary, suggest_for_images
+
+if TYPE_CHECKING:
+    from tagcons.cache.reader import CacheReader
 
 
 @contextmanager
@@ -32,7 +37,7 @@ def _opened(cache):
 
 def score_frame(
     posts: pd.DataFrame,
-    cache,
+    cache: str | Path | CacheReader,
     run: str | Path | None = None,
     columns: PostColumns = PostColumns(),
     misfit_score: int | None = None,
@@ -53,15 +58,17 @@ def score_frame(
         return score_chunk(scorer, explode_posts(posts_chunk(posts, columns), columns, "posts"))
 
 
-def score_pairs_frame(images, hashtags, cache, run: str | Path | None = None) -> pd.DataFrame:
+def score_pairs_frame(
+    images: Sequence[str], hashtags: Sequence[str], cache: str | Path | CacheReader, run: str | Path | None = None
+) -> pd.DataFrame:
     """Scores of aligned image keys and hashtags (status, pred, expected, p<k>, misfit; or cosine, clipscore)."""
     with _opened(cache) as reader:
         return PostScorer(reader, run).score_pairs(images, hashtags)
 
 
 def suggest_hashtags(
-    images,
-    cache,
+    images: Sequence[str],
+    cache: str | Path | CacheReader,
     run: str | Path | None = None,
     k: int = 20,
     vocab: str | Path | None = None,
