@@ -39,7 +39,8 @@ log = logging.getLogger("tagcons")
 EXIT_BAD_INPUT, EXIT_STRICT, EXIT_UNEXPECTED = 2, 3, 1
 ALL_HEADS = "all"
 BACKBONE_HELP = (
-    "A registry alias (README: Use with real models), hf:ORG/NAME[@REVISION], local:DIR, or a bare hub id or folder "
+    "A registry alias (docs/backbones.md: Backbones and pairs files), hf:ORG/NAME[@REVISION], local:DIR, or a bare "
+    "hub id or folder "
     "(a bare name that is both an alias and a folder is refused as ambiguous)."
 )
 
@@ -709,7 +710,7 @@ def audit_command(
 )
 @click.option("--seed", type=int, default=field_default(EvaluateConfig, "seed"), show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-@pair_columns
+@cached_pair_columns
 def evaluate_command(image_col, text_col, label_col, **options):
     """Score predictions made by any tool as a run directory that compare and report read."""
     from tagcons.evaluate.imported import evaluate_predictions

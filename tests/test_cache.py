@@ -371,8 +371,8 @@ def test_the_schema_page_lists_every_dataset_and_attribute_as_the_code_reads_the
     datasets = {name: "yes" for name in LAYOUT} | {name: "no" for name in OPTIONAL_LAYOUT}
     attributes = {name: "yes" if name in REQUIRED_ATTRS else "no" for name in [*meta_attrs(meta()), "texts_truncated"]}
     assert rows == datasets | attributes
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    short = readme[readme.index("## The cache") : readme.index("```python", readme.index("## The cache"))]
+    guide = (root / "docs" / "cache.md").read_text(encoding="utf-8")
+    short = guide[guide.index("# The cache") : guide.index("```python", guide.index("# The cache"))]
     assert all(f"/{name}`" in short for name in LAYOUT) and "`/failed/sha256`" in short and "optional" in short
     required = re.search(r"required: `([^`]+)`; optional: `([^`]+)`", short)
     assert required and set(required[1].split(", ")) == set(REQUIRED_ATTRS)

@@ -32,7 +32,9 @@ def test_a_tag_list_is_a_list_a_json_list_or_tags_split_on_spaces_and_commas():
 
 
 def test_tags_are_normalised_deduplicated_and_invisible_characters_counted():
-    clean = clean_tags([["#cafe\u0301", "café", " sea ", "", "#", "sea\u200b", "sea"], [], ["sea", "#sea"]])
+    raw = [["#cafe\u0301", "café", " sea ", "", "#", "sea\u200b", "sea"], [], ["sea", "#sea"]]
+    assert list(clean_tags(raw).tags) == ["#café", "#sea", "#sea\u200b", "#sea"]  # keyed as a cache keeping '#'
+    clean = clean_tags(raw, strip_hash=True)  # keyed as a cache embedded with --strip-hash
     assert list(clean.tags) == ["café", "sea", "sea\u200b", "sea"] and list(clean.owner) == [0, 0, 0, 2]
     assert list(clean.position) == [0, 1, 2, 0] and list(clean.n_tags) == [3, 0, 1]
     assert list(clean.n_duplicates) == [2, 0, 1] and list(clean.n_invisible) == [1, 0, 0]
@@ -52,7 +54,13 @@ def scored_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("posts")
     data = _planted_without_hash()
     pairs = write_pairs(data, root / "pairs.csv")
-    cache = write_cache(data, root / "cache.h5", skip_images=("cat_023.png",), failed_images=("cat_022.png",))
+    cache = write_cache(
+        data,
+        root / "cache.h5",
+        skip_images=("cat_023.png",),
+        failed_images=("cat_022.png",),
+        settings={"strip_hash": True},
+    )  # its hashtags keyed without '#', as --strip-hash writes them: so are the posts' tags
     config = FitHeadConfig(data=pairs, cache=cache, head="logreg", out=root / "run", head_params={"Cs": (1.0,)})
     run = fit_head(config).run_dir
     frame = pd.DataFrame({"image": data.images, "tag": data.texts})
@@ -251,7 +259,7 @@ def test_embed_posts_encodes_each_unique_image_and_hashtag_once_keyed_without_ha
     posts.insert(0, "post_id", range(len(posts)))
     posts = pd.concat([posts, posts.iloc[:1]])  # a repeated post: its image and tags embedded once
     posts.to_csv(tmp_path / "posts.csv", index=False)
-    args = ["embed", "--posts", tmp_path / "posts.csv", "--image-col", "file", "--images", images]
+    args = ["embed", "--posts", tmp_path / "posts.csv", "--image-col", "file", "--images", images, "--strip-hash"]
     code, out, err = run_cli([*args, "--backbone", "tiny", "--out", tmp_path / "p.h5", "--workers", "0"], capsys)
     assert code == 0, err
     got = cache_contents(tmp_path / "p.h5")
@@ -263,6 +271,19 @@ def test_embed_posts_encodes_each_unique_image_and_hashtag_once_keyed_without_ha
     from_pairs = cache_contents(tmp_path / "pairs.h5")
     shared = {"images": from_pairs["images"], "texts": {k: v for k, v in from_pairs["texts"].items() if k in want}}
     assert_same_contents({**got, "texts": {k: got["texts"][k] for k in shared["texts"]}}, {**from_pairs, **shared})
+
+
+def test_posts_tags_are_keyed_with_a_hash_unless_the_cache_strips_it(tmp_path, capsys):
+    from embed_helpers import cache_contents, make_image_set
+    from test_cli import run_cli
+
+    pairs, images = make_image_set(tmp_path, n_images=2, tags_per_image=2)
+    pd.DataFrame({"post_id": [1], "image": ["cat_00.png"], "hashtags": ['["빨강", "#초록"]']}).to_csv(
+        tmp_path / "posts.csv", index=False
+    )
+    args = ["embed", "--posts", tmp_path / "posts.csv", "--images", images, "--backbone", "tiny", "--workers", "0"]
+    assert run_cli([*args, "--out", tmp_path / "kept.h5"], capsys)[0] == 0
+    assert set(cache_contents(tmp_path / "kept.h5")["texts"]) == {"#빨강", "#초록"}  # as pairs keep their '#'
 
 
 def test_embed_takes_pairs_or_posts_not_both(tmp_path, capsys):

@@ -18,20 +18,23 @@ from tagcons.demo.dataset import DemoConfig, make_demo_set
 from tagcons.embed.extractor import EmbedConfig, run_embed
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = README.parent / "docs"
+# The pages whose commands are parsed like the README's (the README's short ones also run).
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
 # Commands that need the hub, a GPU cluster or minutes of training are parsed, not run; `make demo` runs
 # the demo path end to end and the finetune tests run fine-tuning.
 NOT_RUN = ("embed", "finetune", "cache")
 
 
-def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def code_blocks(language: str, page: Path = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
 
 
-def tagcons_commands() -> list[list[str]]:
+def tagcons_commands(page: Path = README) -> list[list[str]]:
     """Argument lists after `tagcons` (also inside `torchrun ... -m tagcons`), from bash blocks and tables."""
-    table_rows = [line for line in README.read_text().splitlines() if line.startswith("|")]
+    table_rows = [line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
     inline = [c for c in re.findall(r"`(tagcons [^`]+)`", "\n".join(table_rows)) if " --" in c]  # not bare names
-    text = "\n".join(code_blocks("bash")) + "\n" + "\n".join(inline)
+    text = "\n".join(code_blocks("bash", page)) + "\n" + "\n".join(inline)
     commands = []
     for line in text.splitlines():
         line = line.split("#")[0].strip() if not line.strip().startswith("tagcons") else line.strip()
@@ -58,8 +61,10 @@ def test_readme_has_the_two_setup_commands():
     assert "make demo" in text and "make test" in text
 
 
-@pytest.mark.parametrize("args", tagcons_commands(), ids=lambda a: " ".join(a[:2]))
-def test_every_readme_command_parses(args):
+@pytest.mark.parametrize(
+    "args", [args for page in PAGES for args in tagcons_commands(page)], ids=lambda a: " ".join(a[:2])
+)
+def test_every_readme_and_docs_command_parses(args):
     parse(args)
 
 
@@ -79,7 +84,25 @@ def readme_workspace(tmp_path_factory):
     for name in ("koclip.h5", "ko-plain.h5", "ko-ens.h5"):  # caches the README's commands name
         shutil.copy(root / "clip.h5", root / name)
     _published_study_files(root, demo.pairs_csv)
+    _posts_files(root, demo.pairs_csv)
     return root
+
+
+def _posts_files(root: Path, pairs_csv: Path) -> None:
+    """posts.parquet (the pairs grouped by image) and posts.h5, the cache of their images and tags."""
+    import pandas as pd
+
+    pairs = pd.read_csv(pairs_csv)
+    posts = pairs.groupby("Image Filename")["Hashtag"].apply(list).reset_index()
+    posts.columns = ["image", "hashtags"]
+    posts.insert(0, "post_id", range(len(posts)))
+    posts.to_parquet(root / "posts.parquet", index=False)
+    run_embed(
+        EmbedConfig(
+            data=None, posts=root / "posts.parquet", images=root / "images", backbone="tiny", out=root / "posts.h5",
+            workers=0,
+        )
+    )  # fmt: skip
 
 
 def _published_study_files(root: Path, pairs_csv: Path) -> None:
@@ -111,7 +134,7 @@ def test_short_readme_commands_run(readme_workspace, monkeypatch, capsys):
             pytest.fail(f"`tagcons {' '.join(args)}` exited {exit_info.code}: {capsys.readouterr().err[-500:]}")
         ran += 1
     assert ran >= 8
-    assert Path("results.md").is_file() and Path("scored.csv").is_file()
+    assert Path("results.md").is_file() and Path("scored.parquet").is_file() and Path("suggested.parquet").is_file()
 
 
 def test_readme_python_snippet_reads_the_cache(readme_workspace, monkeypatch):
@@ -146,12 +169,13 @@ def _mean_sd(result: dict, metric: str) -> str:
 def test_readme_protocol_table_quotes_the_benchmark_result():
     """The pairs-split table's figures are benchmarks/results/protocol.json's, as `benchmarks/protocol.py` wrote it."""
     results = _protocol_results()
-    rows = {line.split("|")[1].strip(): line for line in README.read_text().splitlines() if line.startswith("| ")}
+    page = DOCS / "honest-numbers.md"
+    rows = {line.split("|")[1].strip(): line for line in page.read_text().splitlines() if line.startswith("| ")}
     for label, model in PROTOCOL_ROWS.items():
         by_split = results[model]
         cells = [_mean_sd(by_split[split], metric) for metric in ("macro_f1", "qwk") for split in ("pairs", "images")]
         assert [c.strip() for c in rows[label].split("|")[2:6]] == cells, label
-    text = " ".join(README.read_text().split())
+    text = " ".join(page.read_text().split())
     with_id = results["text_and_image_id"]
     for split in ("pairs", "images"):
         low, high = with_id[split]["ci95_pooled"]["macro_f1"]
@@ -185,7 +209,7 @@ def test_the_newcomer_path_says_how_to_run_tagcons_and_what_the_pairs_file_is():
     from tagcons.labels import DEFAULT_SCALE
 
     text = README.read_text(encoding="utf-8")
-    quickstart = _section(text, "## Quickstart")
+    quickstart = _section(text, "## Set up")
     assert "source .venv/bin/activate" in quickstart and "pip install -e ." in quickstart
     setup = configparser.ConfigParser()
     setup.read(README.parent / "setup.cfg")
@@ -196,5 +220,5 @@ def test_the_newcomer_path_says_how_to_run_tagcons_and_what_the_pairs_file_is():
     low, high = str(DEFAULT_SCALE).split("-")
     assert f"{low}–{high} by default" in " ".join(own.split())
     assert "`combined_data.csv`" in own and text.index(own) < text.index("--data combined_data.csv")
-    report = _section(text, "### The report: `tagcons report`")
-    assert "CJK font" in report
+    tour = _section(text, "## A five-minute tour")
+    assert "CJK font" in tour and "tagcons report" in tour

@@ -10,7 +10,6 @@ starts the job (`job.py`) only when something is new.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -80,7 +79,7 @@ def _keys_to_embed(config: EmbedConfig):
         raise BadInputError(f"give --data {config.data} or --posts {config.posts}, not both")
     from tagcons.posts.reader import read_post_keys
 
-    return dataclasses.replace(config, strip_hash=True), read_post_keys(config.posts, config.post_columns)
+    return config, read_post_keys(config.posts, config.post_columns, strip_hash=config.strip_hash)
 
 
 def _check_image_paths(config: EmbedConfig, table) -> None:

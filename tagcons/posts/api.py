@@ -55,7 +55,7 @@ def score_frame(
     """
     with _opened(cache) as reader:
         scorer = PostScorer(reader, run, misfit_score, misfit_p)
-        return score_chunk(scorer, explode_posts(posts_chunk(posts, columns), columns, "posts"))
+        return score_chunk(scorer, explode_posts(posts_chunk(posts, columns), columns, "posts", scorer.strip_hash))
 
 
 def score_pairs_frame(

@@ -2,8 +2,9 @@
 
 A tag is `#` followed by letters, digits, `_` and the combining marks that scripts such as Hangul
 jamo, Devanagari or Thai need inside a word; anything else (emoji, punctuation, white space, another
-`#`) ends it. Tags come out normalised as pairs are (NFC, trimmed) and without their `#`: a post's
-hashtags are cache keys as `embed --strip-hash` writes them.
+`#`) ends it. Tags come out normalised as pairs are (NFC, trimmed) and keyed as the cache keys its
+hashtags: `#tag`, or `tag` for a cache embedded with `--strip-hash` (a tag list's `tag` and `#tag` are
+one key either way).
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def _jsonable(item) -> bool:
     return isinstance(item, int | float | bool | list | dict) or item is None
 
 
-def normalise_tag(tag: str) -> str:
-    """NFC, trimmed, without leading `#`: the form every post's tag is keyed by."""
-    return unicodedata.normalize("NFC", tag).strip().lstrip("#").strip()
+def normalise_tag(tag: str, strip_hash: bool = False) -> str:
+    """NFC, trimmed, one leading `#` (none with ``strip_hash``): the form a post's tag is keyed by; "" for none."""
+    core = unicodedata.normalize("NFC", tag).strip().lstrip("#").strip()
+    return core if strip_hash or not core else f"#{core}"
 
 
 @dataclass
@@ -91,7 +93,7 @@ class CleanTags:
     n_invisible: np.ndarray  # per post: tags holding a character that draws nothing (zero-width, bidi control)
 
 
-def clean_tags(raw: list[list[str]]) -> CleanTags:
+def clean_tags(raw: list[list[str]], strip_hash: bool = False) -> CleanTags:
     """Every post's tags normalised as `normalise_tag` does, in Arrow (no Python work per tag); empty tags
     dropped, repeats within a post dropped (the first kept); invisible characters counted and kept."""
     n_posts = len(raw)
@@ -99,8 +101,9 @@ def clean_tags(raw: list[list[str]]) -> CleanTags:
     owner = np.repeat(np.arange(n_posts), lengths)
     flat = pc.utf8_trim_whitespace(pc.utf8_normalize(pa.array(list(chain.from_iterable(raw)), pa.string()), "NFC"))
     flat = pc.utf8_trim_whitespace(pc.utf8_ltrim(flat, "#"))
-    frame = pd.DataFrame({"owner": owner, "tag": flat.to_numpy(zero_copy_only=False)})
-    frame = frame[pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0]
+    present = pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0
+    keys = flat if strip_hash else pc.binary_join_element_wise("#", flat, "")
+    frame = pd.DataFrame({"owner": owner, "tag": keys.to_numpy(zero_copy_only=False)})[present]
     repeated = frame.duplicated(["owner", "tag"]).to_numpy()
     kept = frame[~repeated]
     owner, tags = kept["owner"].to_numpy(), kept["tag"].to_numpy(dtype=object)

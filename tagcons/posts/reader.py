@@ -157,10 +157,12 @@ class Exploded:
     tag_column: str = ""  # the posts' column the hashtags came from
 
 
-def explode_posts(chunk: PostChunk, columns: PostColumns, path) -> Exploded:
-    """(post, hashtag) rows of a chunk: tags normalised and de-duplicated within each post."""
+def explode_posts(chunk: PostChunk, columns: PostColumns, path, strip_hash: bool = False) -> Exploded:
+    """(post, hashtag) rows of a chunk: tags normalised (keyed with `#` unless ``strip_hash``, as the cache
+    keys its hashtags) and de-duplicated within each post."""
     frame = chunk.frame
-    clean = clean_tags([_raw_tags(cell, chunk, row, path) for cell, row in zip(frame[chunk.tag_column], frame[ROW])])
+    raw = [_raw_tags(cell, chunk, row, path) for cell, row in zip(frame[chunk.tag_column], frame[ROW])]
+    clean = clean_tags(raw, strip_hash)
     carried = frame.drop(columns=[chunk.tag_column, ROW]).iloc[clean.owner].reset_index(drop=True)
     carried["hashtag"] = clean.tags
     carried["position"] = clean.position
@@ -218,13 +220,15 @@ class PostKeys:
         return self.texts
 
 
-def read_post_keys(path, columns: PostColumns = PostColumns(), chunk_posts: int = 20000) -> PostKeys:
+def read_post_keys(
+    path, columns: PostColumns = PostColumns(), chunk_posts: int = 20000, strip_hash: bool = False
+) -> PostKeys:
     """Stream the posts file once, keeping only its unique keys (the posts themselves are not held)."""
     images: dict[str, None] = {}
     texts: dict[str, None] = {}
     stats = ExplodeStats()
     for chunk in read_posts(path, columns, chunk_posts):
-        exploded = explode_posts(chunk, columns, path)
+        exploded = explode_posts(chunk, columns, path, strip_hash)
         images.update(dict.fromkeys(exploded.image_keys))
         texts.update(dict.fromkeys(exploded.pairs["hashtag"]))
         stats.add(exploded.stats)

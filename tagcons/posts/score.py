@@ -22,6 +22,7 @@ import pandas as pd
 from tagcons.configs import ScoreConfig
 from tagcons.errors import BadInputError
 from tagcons.heads.features import PairFeatures
+from tagcons.heads.join import cache_strip_hash
 from tagcons.posts.keys import CacheKeys
 from tagcons.posts.parquet_out import RowGroupWriter, check_output
 from tagcons.posts.reader import ExplodeStats, explode_posts, read_posts
@@ -48,6 +49,7 @@ class PostScorer:
 
     def __init__(self, cache, run_dir: str | Path | None = None, misfit_score: int | None = None, misfit_p=0.5):
         self.keys = CacheKeys(cache)
+        self.strip_hash = cache_strip_hash(cache)  # posts' tags are keyed as the cache keys its hashtags
         self.run = None if run_dir is None else LoadedRun(Path(run_dir), cache)
         if not 0.0 < misfit_p <= 1.0:
             raise BadInputError(f"--misfit-p {misfit_p}: give a probability in (0, 1]")
@@ -210,7 +212,7 @@ def score_posts(config: ScoreConfig) -> ScoreSummary:
         scorer = PostScorer(cache, config.run, config.misfit_score, config.misfit_p)
         with RowGroupWriter(config.out) as pairs_writer, RowGroupWriter(posts_out) as posts_writer:
             for chunk in _progress(read_posts(config.posts, config.columns, config.chunk_posts), config.progress):
-                exploded = explode_posts(chunk, config.columns, config.posts)
+                exploded = explode_posts(chunk, config.columns, config.posts, scorer.strip_hash)
                 pairs, posts = score_chunk(scorer, exploded)
                 pairs_writer.write(pairs)
                 posts_writer.write(posts)

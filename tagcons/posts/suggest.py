@@ -40,7 +40,8 @@ class Vocabulary:
 def load_vocabulary(scorer: PostScorer, path: Path | None) -> Vocabulary:
     """The hashtags to suggest from: a file's (one a line, or a table's `hashtag`/first column) or the cache's."""
     keys = scorer.keys
-    tags = np.asarray(keys.cache.keys("texts") if path is None else _read_vocabulary(path), dtype=object)
+    tags = keys.cache.keys("texts") if path is None else _read_vocabulary(path, scorer.strip_hash)
+    tags = np.asarray(tags, dtype=object)
     rows = keys.positions("texts", tags)
     cached = rows >= 0
     if not cached.any():
@@ -50,7 +51,7 @@ def load_vocabulary(scorer: PostScorer, path: Path | None) -> Vocabulary:
     return Vocabulary(tags[cached][order], keys.read("texts", rows[cached][order]), int((~cached).sum()))
 
 
-def _read_vocabulary(path: Path) -> list[str]:
+def _read_vocabulary(path: Path, strip_hash: bool) -> list[str]:
     if not path.is_file():
         raise BadInputError(f"{path}: no such vocabulary file; give one hashtag a line, or a table with --vocab")
     if path.suffix.lower() in (".csv", ".tsv", ".parquet"):
@@ -58,7 +59,7 @@ def _read_vocabulary(path: Path) -> list[str]:
         values = frame["hashtag"] if "hashtag" in frame.columns else frame.iloc[:, 0]
     else:
         values = pd.Series(path.read_text(encoding="utf-8-sig").splitlines())
-    tags = [normalise_tag(str(v)) for v in values.dropna()]
+    tags = [normalise_tag(str(v), strip_hash) for v in values.dropna()]
     return list(dict.fromkeys(tag for tag in tags if tag))
 
 
@@ -129,7 +130,7 @@ def suggest_tags(config: SuggestConfig) -> SuggestSummary:
         index = build_index(vocab.embeds, config.index)
         with RowGroupWriter(config.out) as writer:
             for chunk in read_posts(config.posts, config.columns, config.chunk_posts):
-                exploded = explode_posts(chunk, config.columns, config.posts)
+                exploded = explode_posts(chunk, config.columns, config.posts, scorer.strip_hash)
                 writer.write(_suggest_chunk(scorer, vocab, index, exploded, config, summary))
                 summary.stats.add(exploded.stats)
     _warn(summary, config)

@@ -83,6 +83,8 @@ def test_report_out_as_a_symlink_replaces_the_link_and_never_writes_through_it(r
     link = tmp_path / "r.html"
     link.symlink_to(victim)
     code, _, err = run_cli(["report", run, "--out", link], capsys)
+    assert code == 2 and "--overwrite" in err  # an existing output, link or not, needs --overwrite
+    code, _, err = run_cli(["report", run, "--out", link, "--overwrite"], capsys)
     assert code == 0, err
     assert victim.read_text() == "keep me"
     assert not link.is_symlink() and "<html" in link.read_text(encoding="utf-8").lower()
@@ -258,7 +260,7 @@ def test_predict_and_compare_out_as_a_symlink_never_write_through_it(study, tmp_
         args = ["predict", "--run", study["run"], "--cache", study["cache"], "--data", study["pairs"], "--out", link]
     else:
         args = ["compare", study["run"], "--out", link]
-    code, _, err = run_cli(args, capsys)
+    code, _, err = run_cli([*args, "--overwrite"], capsys)  # an existing output, link or not, needs --overwrite
     assert code == 0, err
     assert victim.read_text() == "keep me" and not link.is_symlink() and "," in link.read_text()
 
