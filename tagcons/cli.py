@@ -920,7 +920,7 @@ def finetune_command(**options):
     help="0 skips the fine-tune.",
 )
 def demo_command(out, finetune_epochs):
-    """The whole job offline: demo set -> tiny embed -> heads -> short fine-tune -> table -> label audit."""
+    """The whole job offline: demo set -> tiny embed -> heads -> fine-tune -> table -> audit -> report -> posts."""
     from tagcons.demo import run_demo
 
     report = run_demo(DemoRunConfig(out=out, finetune_epochs=finetune_epochs, progress=_progress()))
@@ -933,6 +933,8 @@ def demo_command(out, finetune_epochs):
     click.echo(f"comparison table: {report.table_path} (and .csv)")
     click.echo(report.audit_line)
     click.echo(f"report (open in a browser): {report.report_path}")
+    for line in report.posts_lines:
+        click.echo(line)
 
 
 def post_columns(command):

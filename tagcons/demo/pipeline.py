@@ -2,7 +2,8 @@
 
 generate the demo set -> embed it into a cache -> fit every head with the honest image split ->
 a short end-to-end fine-tune -> one comparison table -> an audit of the demo set's labels (the
-generator flips 5% of the scores; the audit should put most of them near the top). Each step is
+generator flips 5% of the scores; the audit should put most of them near the top) -> the report -> its
+pairs as posts, scored and given suggestions (`tagcons score`, `tagcons suggest`). Each step is
 the same library call the corresponding command makes, so the demo exercises exactly what users
 run. Rerunning reuses the set and the cache (nothing is re-encoded) and replaces the runs.
 Because it replaces things, it writes only into a new or empty folder, or one holding its marker
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from tagcons.configs import DemoRunConfig, EmbedConfig
 from tagcons.demo.dataset import make_demo_set
+from tagcons.demo.posts import score_and_suggest
 from tagcons.embed.extractor import run_embed
 from tagcons.errors import BadInputError
 from tagcons.evaluate.compare import comparison_frame, paired_differences, render_markdown, write_comparison
@@ -57,6 +59,7 @@ class DemoReport:
     table_path: Path
     report_path: Path
     audit_line: str = ""  # how many flagged, and how many of the planted flips the audit's top holds
+    posts_lines: list[str] = field(default_factory=list)  # the demo's posts scored and given suggestions
 
 
 def run_demo(config: DemoRunConfig) -> DemoReport:
@@ -83,6 +86,7 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
     report_path = write_report(
         ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY, overwrite=True)
     )
+    posts_lines = score_and_suggest(demo_set.pairs_csv, cache, run_dirs, out)
     return DemoReport(
         out,
         demo_set.pairs_csv,
@@ -94,6 +98,7 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
         table_path,
         report_path,
         audit_line,
+        posts_lines,
     )
 
 
