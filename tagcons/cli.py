@@ -27,6 +27,7 @@ from tagcons.configs import (
     ReportConfig,
     field_default,
 )
+from tagcons.embed.onnx_runtime import RUNTIMES
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 from tagcons.heads.registry import head_names
 from tagcons.labels import parse_scale
@@ -153,6 +154,13 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
     help="gpu: JPEGs decoded (nvJPEG) and preprocessed on the CUDA device; needs torchvision.",
 )
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the image encoder (large runs).")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=field_default(EmbedConfig, "runtime"),
+    show_default=True,
+    help="onnx: the towers exported once and run by ONNX Runtime on the CPU (tagcons[onnx]); onnx-int8: quantised.",
+)
 @pair_columns
 def embed(
     data,
@@ -171,6 +179,7 @@ def embed(
     shard,
     decode,
     compile_model,
+    runtime,
     image_col,
     text_col,
     label_col,
@@ -197,6 +206,7 @@ def embed(
         progress=_progress(),
         decode=decode,
         compile=compile_model,
+        runtime=runtime,
     )
     summary = run_embed(config)
     if summary.rank == 0:

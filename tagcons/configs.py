@@ -73,6 +73,7 @@ class EmbedConfig(PathFields):
     progress: bool = False
     decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
     compile: bool = False  # torch.compile the image encoder
+    runtime: str = "torch"  # "onnx" / "onnx-int8": the towers run by ONNX Runtime (tagcons.embed.onnx_runtime)
 
 
 @dataclass
