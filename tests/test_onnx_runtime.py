@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
 
 def cosine_distances(a: dict, b: dict) -> np.ndarray:
     keys = sorted(a)
-    x, y = np.stack([a[k] for k in keys]), np.stack([b[k] for k in keys])
+    x, y = np.stack([a[k] for k in keys]).astype(np.float64), np.stack([b[k] for k in keys]).astype(np.float64)
     return 1 - (x * y).sum(1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
 
 
