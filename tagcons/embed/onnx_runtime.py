@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -195,7 +196,10 @@ def export_tower(backbone: Backbone, tower: str, path: Path) -> None:
     module, inputs = _image_tower(backbone) if tower == "image" else _text_tower(backbone)
     names = list(inputs)
     axes = {name: ({0: "batch"} if name == "pixel_values" else {0: "batch", 1: "tokens"}) for name in names}
-    with torch.no_grad():
+    # The tracer warns about Python conditions it freezes (image size checks, the causal-mask branch, whose
+    # inputs are fixed for a checkpoint) and about the deprecated exporter: not the user's concern.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             tuple(inputs.values()),
