@@ -2,8 +2,9 @@
 
 Models are full-size random-weight CLIP ViT-B/32 and ViT-L/14 (benchmarks/embed_throughput.py's
 `build_checkpoint`, loaded through `--backbone DIR` as users load theirs); `tiny` is the offline test
-backbone, for checking that the script works. Inputs: --n photo-like images (gradients plus noise,
-through the model's own processor) and --n hashtags, the same for every runtime.
+backbone, for checking that the script works; any other name is a `--backbone` source (`clip`,
+`koclip`, `local:DIR`, `hf:ORG/NAME`), for the drift of real weights. Inputs: --n photo-like images
+(gradients plus noise, through the model's own processor) and --n hashtags, the same for every runtime.
 
 For each runtime (torch eager fp32, onnx, onnx-int8) and tower: rows per second over all inputs in
 batches of --batch-size after one warm-up batch, with the intra-op thread count torch uses (ONNX
@@ -89,7 +90,7 @@ def drift(reference: np.ndarray, other: np.ndarray) -> dict:
 
 
 def benchmark_model(name: str, work: Path, args) -> dict:
-    source = "tiny" if name == "tiny" else str(build_checkpoint(name, work))
+    source = str(build_checkpoint(name, work)) if name in ARCHITECTURES else name
     backbone = load_backbone(source)
     torch_model = backbone.model.eval()
     pixels, texts = build_inputs(backbone, args.n, args.image_side)
@@ -132,7 +133,9 @@ def print_row(row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["vit-b-32", "vit-l-14"], choices=MODELS)
+    parser.add_argument(
+        "--models", nargs="+", default=["vit-b-32", "vit-l-14"], help=f"{', '.join(MODELS)} or a --backbone source"
+    )
     parser.add_argument("--n", type=int, default=200, help="images and texts encoded by every runtime")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-side", type=int, default=256, help="side of the generated images before the processor")
