@@ -1,12 +1,14 @@
 """`embed --runtime onnx / onnx-int8`: export once per checkpoint, fingerprint, refusal of mixed runtimes,
 fp32 agreement with torch eager on the tiny backbone, int8 drift, and exit 2 without the extra."""
 
+import shutil
 import sys
 
 import numpy as np
 import pytest
 import torch
 from embed_helpers import cache_contents, embed, make_image_set
+from family_models import save_tiny_dual_encoder, save_tiny_siglip
 from test_cli import run_cli
 
 import tagcons.cache
@@ -63,6 +65,19 @@ def test_fp32_onnx_features_equal_torch_within_the_tolerance(runs):
 
 
 @needs_onnx
+@pytest.mark.parametrize("save", [save_tiny_siglip, save_tiny_dual_encoder], ids=["siglip", "dual-encoder"])
+def test_the_other_families_export_and_agree_with_torch(save, runs, tmp_path, monkeypatch):
+    """SigLIP (fixed-length texts, no attention mask) and a ViT + BERT dual encoder, from local folders."""
+    monkeypatch.setenv(onnx_runtime.HOME_ENV, str(tmp_path / "onnx-home"))
+    checkpoint = f"local:{save(tmp_path / 'checkpoint')}"
+    for runtime in ("torch", "onnx"):
+        embed(runs["pairs"], runs["images"], tmp_path / f"{runtime}.h5", backbone=checkpoint, runtime=runtime)
+    rows = {runtime: cache_contents(tmp_path / f"{runtime}.h5") for runtime in ("torch", "onnx")}
+    for group in ("images", "texts"):
+        assert cosine_distances(rows["torch"][group], rows["onnx"][group]).max() <= onnx_runtime.FP32_COSINE_TOLERANCE
+
+
+@needs_onnx
 def test_int8_runs_and_its_drift_is_small_but_real(runs):
     found = drift(runs, "onnx-int8")
     print(f"onnx-int8 drift against torch fp32 on the tiny backbone: {found}")  # shown with pytest -s
@@ -95,6 +110,20 @@ def test_export_happens_once_per_checkpoint_and_is_reused(runs, tmp_path, monkey
         again, first = cache_contents(tmp_path / f"{runtime}.h5"), cache_contents(runs["caches"][runtime])
         for key, row in first["images"].items():
             np.testing.assert_allclose(again["images"][key], row, rtol=0, atol=1e-6)
+
+
+@needs_onnx
+def test_a_damaged_export_or_an_unwritable_home_is_one_clear_error(runs, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    shutil.copytree(runs["home"], home)
+    monkeypatch.setenv(onnx_runtime.HOME_ENV, str(home))
+    next(home.glob("*/image.onnx")).write_bytes(b"not a model")
+    with pytest.raises(BadInputError, match="image.onnx: not a loadable ONNX file .*delete .* and rerun"):
+        embed(runs["pairs"], runs["images"], tmp_path / "c.h5", runtime="onnx")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(onnx_runtime.HOME_ENV, str(tmp_path / "a-file" / "onnx"))
+    with pytest.raises(BadInputError, match=f"cannot keep the ONNX export in .*set {onnx_runtime.HOME_ENV}"):
+        embed(runs["pairs"], runs["images"], tmp_path / "d.h5", runtime="onnx")
 
 
 @needs_onnx

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tagcons.errors import BadInputError
+from tagcons.errors import BadInputError, first_line
 
 if TYPE_CHECKING:
     from tagcons.embed.backbones import Backbone
@@ -156,7 +156,12 @@ def tower_files(directory: Path, runtime: str) -> dict[str, Path]:
 def ensure_exported(backbone: Backbone, runtime: str) -> dict[str, Path]:
     """{tower: file} for the runtime, exporting (and quantising) only the files not there yet."""
     directory = export_dir(backbone)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(
+            f"cannot keep the ONNX export in {directory} ({type(e).__name__}: {e}); set {HOME_ENV} to a writable folder"
+        ) from e
     fp32 = tower_files(directory, "onnx")
     wanted = tower_files(directory, runtime)
     if all(path.is_file() for path in wanted.values()):
@@ -306,7 +311,18 @@ def _session(path: Path, threads: int | None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads if threads is not None else _torch_threads()
     options.log_severity_level = 3  # errors only: the exporter's graphs make the optimiser chatty
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except _load_errors() as e:
+        raise BadInputError(
+            f"{path}: not a loadable ONNX file ({first_line(e)}); delete {path.parent} and rerun to export it again"
+        ) from e
+
+
+def _load_errors() -> tuple[type[Exception], ...]:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
+
+    return Fail, InvalidGraph, InvalidProtobuf
 
 
 def _torch_threads() -> int:
