@@ -10,6 +10,7 @@ import torch
 from embed_helpers import cache_contents, embed, make_image_set
 from family_models import save_tiny_dual_encoder, save_tiny_siglip
 from test_cli import run_cli
+from test_startup import heavy_imports
 
 import tagcons.cache
 from tagcons.embed import onnx_runtime
@@ -143,6 +144,16 @@ def test_mixing_runtimes_in_one_cache_is_refused_naming_the_runtime(runs, tmp_pa
     embed(runs["pairs"], runs["images"], cache, runtime=first)
     with pytest.raises(FingerprintMismatchError, match="runtime"):  # everything is cached: still refused
         embed(runs["pairs"], runs["images"], cache, runtime=second)
+
+
+LOOK_FOR = ("onnxruntime", "onnx", "torch", "transformers")
+
+
+@needs_onnx
+def test_a_rerun_with_nothing_new_imports_neither_onnxruntime_nor_torch(runs):
+    args = ["embed", "--data", runs["pairs"], "--images", runs["images"], "--backbone", "tiny"]
+    found = heavy_imports(*args, "--out", runs["caches"]["onnx"], "--runtime", "onnx", look_for=LOOK_FOR)
+    assert found == []
 
 
 def test_without_onnxruntime_the_command_exits_2_naming_the_extra(tmp_path, capsys, monkeypatch):

@@ -17,7 +17,7 @@ This module imports only the standard library at load time (torch and onnxruntim
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -77,11 +77,11 @@ def device_name(runtime: str, device: str) -> str:
 
 
 def _importable(name: str) -> bool:
+    """Installed, found without importing it (a no-op rerun stays light)."""
     try:
-        importlib.import_module(name)
-    except ImportError:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def attach(backbone: Backbone, runtime: str) -> None:
