@@ -13,6 +13,7 @@ same `--backbone DIR` path users take.
 
     python benchmarks/embed_throughput.py                       # CLIP ViT-B/32, ViT-L/14 and SigLIP 2 B/16
     python benchmarks/embed_throughput.py --models vit-b-32 --study-pairs 50
+    python benchmarks/embed_throughput.py --runtime onnx   # (b) with ONNX Runtime (exported before timing)
 """
 
 from __future__ import annotations
@@ -201,8 +202,20 @@ def time_study_loop(checkpoint: Path, pairs: Path, images: Path, n_pairs: int, d
 
 
 def time_tagcons(
-    checkpoint: Path, pairs: Path, images: Path, out: Path, batch_size: int, workers: int, device: str, dtype: str
+    checkpoint: Path,
+    pairs: Path,
+    images: Path,
+    out: Path,
+    batch_size: int,
+    workers: int,
+    device: str,
+    dtype: str,
+    runtime: str = "torch",
 ) -> dict:
+    if runtime != "torch":  # the one-off export is not part of the steady-state figure
+        from tagcons.embed.onnx_runtime import ensure_exported
+
+        ensure_exported(load_backbone(str(checkpoint)), runtime)
     started = time.perf_counter()
     summary = run_embed(
         EmbedConfig(
@@ -214,6 +227,7 @@ def time_tagcons(
             workers=workers,
             device=device,
             dtype=dtype,
+            runtime=runtime,
         )
     )
     seconds = time.perf_counter() - started
@@ -236,7 +250,15 @@ def benchmark_model(name: str, work: Path, inputs, args) -> dict:
     study = time_study_loop(checkpoint, pairs, images, args.study_pairs, device, dtype)
     study["extrapolated_seconds"] = study["seconds_per_pair"] * facts["pairs"]
     ours = time_tagcons(
-        checkpoint, pairs, images, work / f"{name}.h5", args.batch_size, args.workers, args.device, args.dtype
+        checkpoint,
+        pairs,
+        images,
+        work / f"{name}.h5",
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.dtype,
+        args.runtime,
     )
     speedup = study["extrapolated_seconds"] / ours["seconds"]
     print(
@@ -252,6 +274,7 @@ def benchmark_model(name: str, work: Path, inputs, args) -> dict:
         tagcons=ours,
         speedup=speedup,
         workers=args.workers,
+        runtime=args.runtime,
         load_average=os.getloadavg(),
     )
 
@@ -262,7 +285,7 @@ def save_figure(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["model"] for r in results]
+    names = [r["model"] + ("" if _row_key(r)[1] == "torch" else f"\n{_row_key(r)[1]}") for r in results]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = np.arange(len(names))
     ax.bar(x - 0.2, [r["study"]["extrapolated_seconds"] for r in results], 0.4, label="study loop (per pair)")
@@ -285,11 +308,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"], help="(b)'s runtime")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "embed_throughput.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="tagcons-bench-") as tmp:
         work = Path(tmp)
+        os.environ.setdefault("TAGCONS_ONNX_HOME", str(work / "onnx-home"))  # --runtime onnx: exports go too
         inputs = build_inputs(work)
         results = [benchmark_model(name, work, inputs, args) for name in args.models]
     results = _merge_with_earlier(args.out, results)
@@ -310,9 +335,13 @@ def _merge_with_earlier(path: Path, results: list[dict]) -> list[dict]:
     """Keep the rows of models this run did not measure (each row records its own settings)."""
     if not path.is_file():
         return results
-    measured = {r["model"] for r in results}
-    earlier = [r for r in json.loads(path.read_text()).get("results", []) if r["model"] not in measured]
-    return sorted(earlier + results, key=lambda r: list(ARCHITECTURES).index(r["model"]))
+    measured = {_row_key(r) for r in results}
+    earlier = [r for r in json.loads(path.read_text()).get("results", []) if _row_key(r) not in measured]
+    return sorted(earlier + results, key=lambda r: (list(ARCHITECTURES).index(r["model"]), _row_key(r)[1]))
+
+
+def _row_key(row: dict) -> tuple[str, str]:
+    return row["model"], row.get("runtime", "torch")  # rows saved before --runtime existed are torch's
 
 
 def _machine() -> dict:

@@ -31,6 +31,7 @@ from tagcons.configs import (
     SuggestConfig,
     field_default,
 )
+from tagcons.embed.onnx_runtime import RUNTIMES
 from tagcons.errors import BadInputError, StrictFailure, WriteFailedError
 from tagcons.heads.registry import closest_name, head_names, probabilistic_head_names
 from tagcons.labels import parse_scale
@@ -213,6 +214,13 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
     help="gpu: JPEGs decoded (nvJPEG) and preprocessed on the CUDA device; needs torchvision.",
 )
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the image encoder (large runs).")
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIMES),
+    default=field_default(EmbedConfig, "runtime"),
+    show_default=True,
+    help="onnx: the towers exported once and run by ONNX Runtime on the CPU (tagcons[onnx]); onnx-int8: quantised.",
+)
 @pair_columns
 def embed(
     data,
@@ -235,6 +243,7 @@ def embed(
     shard,
     decode,
     compile_model,
+    runtime,
     image_col,
     text_col,
     label_col,
@@ -263,6 +272,7 @@ def embed(
         compile=compile_model,
         posts=posts,
         post_columns=_embed_post_columns(image_col, post_col, hashtags_col, caption_col),
+        runtime=runtime,
     )
     summary = run_embed(config)
     if summary.rank == 0:

@@ -124,8 +124,9 @@ class EmbedConfig(PathFields):
     progress: bool = False
     decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
     compile: bool = False  # torch.compile the image encoder
-    posts: Path | None = None  # a posts file instead of `data`: its images and hashtags (keyed without '#')
+    posts: Path | None = None  # a posts file instead of `data`: its images and hashtags (keyed as the cache's)
     post_columns: PostColumns = field(default_factory=PostColumns)
+    runtime: str = "torch"  # "onnx" / "onnx-int8": the towers run by ONNX Runtime (tagcons.embed.onnx_runtime)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
 from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
 from tagcons.data.pairs import check_image_paths, load_pairs
+from tagcons.embed import onnx_runtime
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.image_encoding import embed_images
 from tagcons.embed.job import EmbedSummary, EncodeJob
@@ -124,9 +125,10 @@ def _start_job(config: EmbedConfig, writer: CacheWriter, shard, context: distrib
     if not writer.writable:
         raise BadInputError(read_only_message(writer.path))
     backbone = load_backbone(config.backbone, config.revision)
-    device = context.device or resolve_device(config.device)
+    device = context.device or resolve_device(onnx_runtime.device_name(config.runtime, config.device))
     dtype = resolve_dtype(config.dtype, device)
     backbone.model.to(device=device, dtype=dtype)
+    onnx_runtime.attach(backbone, config.runtime)  # --runtime onnx*: the towers run by ONNX Runtime
     writer.bind(cache_meta(backbone, config, dtype))
     return EncodeJob(config, backbone, writer, shard, device, dtype)
 
@@ -150,6 +152,7 @@ def _same_known_settings(config: EmbedConfig, stored: dict) -> bool:
         "store_dtype": config.store_dtype,
         "strip_hash": config.strip_hash,
         "compute_dtype": compute_dtype,
+        "runtime": onnx_runtime.runtime_settings(config.runtime).get("runtime"),
     }
     found = {**settings, **{k: stored.get(k) for k in ("model_id", "text_template", "store_dtype")}}
     same_revision = revision is None or revision == (stored.get("revision") or None)
@@ -163,6 +166,7 @@ def _record_cached(summary: EmbedSummary, images: ImagePlan, texts: list[str]) -
 
 def _check_config(config: EmbedConfig) -> None:
     check_templates(config.text_templates)
+    onnx_runtime.check_runtime(config.runtime, config.device, config.dtype, config.compile)
     parse_source(config.backbone, config.revision)  # an ambiguous or malformed --backbone stops before any work
     if config.batch_size < 1 or config.workers < 0:
         raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
@@ -180,6 +184,7 @@ def _check_config(config: EmbedConfig) -> None:
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
     settings = dict(backbone.settings, compute_dtype=str(dtype).replace("torch.", ""), strip_hash=config.strip_hash)
+    settings.update(onnx_runtime.runtime_settings(config.runtime))  # the runtime changes the features' last digits
     source = parse_source(config.backbone, config.revision)
     trained = backbone_trained_keys(source.reference) if source.kind == "local" else None
     if trained is not None:  # a fine-tuned backbone: fit-head refuses test parts that overlap these rows
