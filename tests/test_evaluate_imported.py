@@ -167,3 +167,40 @@ def test_a_parquet_predictions_file_joins_like_a_csv(study, capsys):
     runs = [json.loads((root / name / "metrics.json").read_text()) for name in ("pq", "csv")]
     assert runs[0]["test_rows_hash"] == runs[1]["test_rows_hash"]
     assert runs[0]["fold_summary"]["mean"]["qwk"] == pytest.approx(runs[1]["fold_summary"]["mean"]["qwk"])
+
+
+def test_the_published_studys_columns_are_read_without_column_flags(tmp_path, capsys):
+    """dataset.csv of the published study names post_id, hashtag and label: the issue's commands give no
+    column flags, and a file with those columns and none of the seed table's is read by them."""
+    from tagcons.cli import main
+    from tagcons.data.pairs import STUDY_V2_COLUMNS, PairColumns, resolve_columns
+
+    rng = np.random.default_rng(0)
+    posts = np.repeat([f"beauty_{i:04d}.png" for i in range(12)], 5)
+    labels = rng.integers(1, 6, len(posts))
+    frame = pd.DataFrame({"sample_id": np.arange(len(posts)), "post_id": posts, "label": labels})
+    frame.insert(2, "hashtag", [f"#t{i % 7}" for i in range(len(posts))])
+    frame.to_csv(tmp_path / "dataset.csv", index=False)
+    oof = frame[["sample_id", "post_id"]].assign(
+        true_label=labels - 1, pred_label=labels - 1, fold=np.arange(len(posts)) // 12
+    )
+    oof.to_csv(tmp_path / "oof.csv", index=False)
+    assert resolve_columns(tmp_path / "dataset.csv", PairColumns()) == STUDY_V2_COLUMNS
+    assert resolve_columns(tmp_path / "dataset.csv", PairColumns(image="x")) == PairColumns(image="x")  # asked for
+    args = ["evaluate", "--predictions", tmp_path / "oof.csv", "--data", tmp_path / "dataset.csv", "--key-col"]
+    args += [
+        "sample_id",
+        "--pred-col",
+        "pred_label",
+        "--fold-col",
+        "fold",
+        "--pred-offset",
+        "1",
+        "--out",
+        tmp_path / "r",
+    ]
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_info:
+        pytest.fail(f"exit {exit_info.code}: {capsys.readouterr().err}")
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["accuracy"] == 1.0

@@ -35,6 +35,7 @@ def tagcons_commands(page: Path = README) -> list[list[str]]:
     table_rows = [line for line in page.read_text(encoding="utf-8").splitlines() if line.startswith("|")]
     inline = [c for c in re.findall(r"`(tagcons [^`]+)`", "\n".join(table_rows)) if " --" in c]  # not bare names
     text = "\n".join(code_blocks("bash", page)) + "\n" + "\n".join(inline)
+    text = re.sub(r"\\\n\s*", " ", text)  # a command continued over lines
     commands = []
     for line in text.splitlines():
         line = line.split("#")[0].strip() if not line.strip().startswith("tagcons") else line.strip()

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tagcons.configs import AUDIT_RANKINGS, AuditConfig
+from tagcons.data.pairs import resolve_columns
 from tagcons.data.splits import cv_fold_indices
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
@@ -79,7 +80,7 @@ def run_audit(config: AuditConfig) -> AuditResult:
         out=config.out,
         features=config.features,
         seed=config.seed,
-        columns=config.columns,
+        columns=resolve_columns(config.data, config.columns),
         head_params=config.head_params,
         val_size=config.val_size,
         progress=config.progress,

@@ -9,6 +9,7 @@ fix; nothing is written here.
 
 from __future__ import annotations
 
+import csv
 import logging
 import unicodedata
 from dataclasses import dataclass
@@ -213,6 +214,37 @@ def read_table(path: str | Path, text_columns=(), what: str = "pairs file", flag
     if table.num_rows == 0:
         raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
     return table.rename_columns([str(name).strip() for name in table.column_names])
+
+
+# The published version of the study (study-v2's dataset.csv) names its columns so; post_id is the image file.
+STUDY_V2_COLUMNS = PairColumns(image="post_id", text="hashtag", label="label")
+
+
+def resolve_columns(path: str | Path, columns: PairColumns) -> PairColumns:
+    """The columns to read ``path`` by: ``columns``, except that with the default names a file holding none of
+    them but the published study's (`post_id`, `hashtag`, `label`) is read by those (logged)."""
+    default, published = PairColumns(), STUDY_V2_COLUMNS
+    if columns != default:
+        return columns
+    names = set(read_header(path))
+    if names & {default.image, default.text} or not {published.image, published.text, published.label} <= names:
+        return columns
+    log.info("%s: the published study's columns (post_id, hashtag, label) read as image, hashtag and score", path)
+    return published
+
+
+def read_header(path: str | Path) -> list[str]:
+    """A table's column names without reading its rows ([] when it cannot be read: the full read says why)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            return list(pq.read_schema(path).names)
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            first = f.readline()
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+        return [name.strip() for name in next(csv.reader([first], delimiter=delimiter), [])]
+    except (OSError, UnicodeDecodeError, pa.ArrowInvalid):
+        return []
 
 
 def _read_delimited(path: Path, text_columns) -> pa.Table:

@@ -14,6 +14,7 @@ the form a paper's table reports. ``rows`` in metrics.json says which rows the h
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import pandas as pd
 
 from tagcons.configs import EvaluateConfig
 from tagcons.data.images import files_sha256
-from tagcons.data.pairs import PairTable, load_pairs
+from tagcons.data.pairs import PairTable, load_pairs, resolve_columns
 from tagcons.data.row_join import JoinedRows, join_rows
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import fold_summary, pooled_and_per_fold
@@ -56,6 +57,7 @@ class EvaluateResult:
 def evaluate_predictions(config: EvaluateConfig) -> EvaluateResult:
     """Join, check and score ``config.predictions``; write the run directory ``config.out``."""
     check_run_out(config.out, config.overwrite)
+    config = dataclasses.replace(config, columns=resolve_columns(config.data, config.columns))
     imported = read_predictions(config)
     labels = imported.table.scale.labels
     extra = {"source": "imported", "rows": _rows_label(imported), "n_train": None}

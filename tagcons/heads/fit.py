@@ -34,7 +34,7 @@ from tagcons.cache.lock import FileLock
 from tagcons.configs import FitHeadConfig
 from tagcons.data.exclude import leave_out_of_training, listed_rows
 from tagcons.data.given_folds import GivenFolds, read_given_folds
-from tagcons.data.pairs import PairTable, load_pairs
+from tagcons.data.pairs import PairTable, load_pairs, resolve_columns
 from tagcons.data.splits import (
     SPLIT_KINDS,
     Partition,
@@ -185,7 +185,9 @@ def fit_heads(config: FitHeadConfig, heads: Sequence[str]) -> list[FitResult]:
 
 
 def with_given_folds(config: FitHeadConfig) -> FitHeadConfig:
-    """With --folds the rows are the given ones (--dedupe none unless asked); --cv and --repeats do not apply."""
+    """With --folds the rows are the given ones (--dedupe none unless asked); --cv and --repeats do not apply.
+    The pairs file's columns are resolved here too (the published study's names are recognised)."""
+    config = dataclasses.replace(config, columns=resolve_columns(config.data, config.columns))
     if config.folds is None:
         return config
     if config.cv is not None or config.repeats != 1:
