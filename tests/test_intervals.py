@@ -9,6 +9,7 @@ import pytest
 from tagcons.data.pairs import PairTable
 from tagcons.evaluate.compare import compare_runs, paired_differences, render_markdown
 from tagcons.evaluate.intervals import (
+    METHOD,
     bootstrap_intervals,
     image_counts,
     image_weights,
@@ -49,7 +50,13 @@ def test_interval_contains_the_point_estimate():
     images = np.repeat(np.arange(40), 10)
     block = bootstrap_intervals(y, pred, images, rng.dirichlet(np.ones(5), 400), seed=5)
     point = compute_metrics(y, pred, rng.dirichlet(np.ones(5), 400))
-    assert block["n_test_images"] == 40 and block["bootstrap"] == {"resamples": 1000, "seed": 5, "unit": "image"}
+    assert block["n_test_images"] == 40 and block["bootstrap"] == {
+        "resamples": 1000,
+        "seed": 5,
+        "unit": "image",
+        "method": METHOD,
+        "undefined": {name: 0 for name in block["ci95"]},
+    }
     for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "mae", "qwk", "spearman"):
         low, high = block["ci95"][name]
         assert low < point[name] < high, name
@@ -152,7 +159,7 @@ def _sections(markdown: str) -> dict[str, list[str]]:
     """Reason line -> the table rows under it (one section per group of runs)."""
     sections, current = {}, None
     for line in markdown.splitlines():
-        if line and not line.startswith("|"):
+        if line and not line.startswith("|") and not line.startswith("Differences from the best run"):
             current = sections.setdefault(line, [])
         elif line.startswith("| ") and not line.startswith("| run |"):
             current.append(line)

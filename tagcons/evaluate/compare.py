@@ -25,9 +25,10 @@ from tagcons.evaluate.intervals import (
     RESAMPLES,
     PairedDifference,
     aligned_counts,
-    paired_difference,
+    resample,
 )
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json
+from tagcons.evaluate.simultaneous import table_differences
 
 SETTING_COLUMNS = ("backbone", "head", "recipe", "split", "features")
 METRIC_COLUMNS = INTERVAL_METRICS
@@ -144,19 +145,18 @@ def _differences(runs: pd.DataFrame, best: dict, metrics, resamples: int, seed: 
     predictions = [_predictions(Path(path)) for path in runs["path"]]
     if any(p is None for p in predictions):
         return {}
-    counts = aligned_counts(predictions)
+    resampled = [resample(counts, resamples, seed) for counts in aligned_counts(predictions)]
     out = {}
     for metric in metrics:
         if metric not in best:
             continue
         reference = min(best[metric])
+        table = table_differences(resampled, metric)
         out[metric] = {
             "best": runs.loc[reference, "run"],
-            "runs": {
-                runs.loc[i, "run"]: paired_difference(counts[i], counts[reference], metric, resamples, seed)
-                for i in range(len(runs))
-                if i != reference
-            },
+            "runs": {runs.loc[i, "run"]: table.difference(i, reference) for i in range(len(runs)) if i != reference},
+            "procedure": table.procedure(),
+            "undefined": table.undefined,
         }
     return out
 
@@ -198,9 +198,12 @@ def _group_table(group: RunGroup) -> list[str]:
 def _difference_table(group: RunGroup) -> list[str]:
     if not group.differences:
         return []
+    procedures = sorted({entry["procedure"] for entry in group.differences.values()})
     lines = [
         "",
-        "| run | metric | vs best | difference | 95% interval | p | significant |",
+        f"Differences from the best run per metric: {'; '.join(procedures)}.",
+        "",
+        "| run | metric | vs best | difference | 95% simultaneous interval | adjusted p | significant |",
         "|---|---|---|---|---|---|---|",
     ]
     for metric, entry in group.differences.items():
