@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tagcons.evaluate import intervals
-from tagcons.evaluate.simulation import Population, draw_counts, population_metrics
+from tagcons.evaluate.simulation import Population, draw, population_metrics
 
 METRICS = ("accuracy", "macro_f1", "mae", "qwk", "mae_expected")
 
@@ -24,14 +24,13 @@ def coverage():
     rng = np.random.default_rng(2023)
     hits = {"studentised": [], "percentile": []}
     for trial in range(400):
-        (counts,) = draw_counts(population, 20, rng)
-        resampled = intervals.resample(counts, resamples=400, seed=trial)
-        replicates = intervals._studentised(resampled)
+        y_true, preds, images, proba = draw(population, 20, rng)
+        block = intervals.bootstrap_intervals(y_true, preds[0], images, proba[0], resamples=400, seed=trial)
+        counts = intervals.image_counts(y_true, preds[0], images, proba[0])
+        before = intervals.resampled_metrics(counts, intervals.image_weights(counts.n_images, 400, trial))
         for name in METRICS:
-            studentised = intervals.interval(replicates[name], bounds=intervals.metric_bounds(name))
-            percentile = intervals.percentile_interval(resampled.values[name][1:])
-            hits["studentised"].append((name, _covers(studentised, truth[name])))
-            hits["percentile"].append((name, _covers(percentile, truth[name])))
+            hits["studentised"].append((name, _covers(block["ci95"][name], truth[name])))
+            hits["percentile"].append((name, _covers(intervals.percentile_interval(before[name]), truth[name])))
     return {method: _shares(rows) for method, rows in hits.items()}
 
 

@@ -10,14 +10,17 @@ from tagcons.data.pairs import PairTable
 from tagcons.evaluate.compare import compare_runs, paired_differences, render_markdown
 from tagcons.evaluate.intervals import (
     METHOD,
+    aligned_counts,
     bootstrap_intervals,
     image_counts,
     image_weights,
     metrics_from_confusion,
     repeat_summary,
+    resample,
 )
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import write_config, write_evaluation
+from tagcons.evaluate.simultaneous import table_differences
 
 
 def _noisy(truth: np.ndarray, correct_share: float, rng) -> np.ndarray:
@@ -127,6 +130,26 @@ def test_paired_comparison_flags_a_planted_difference_and_not_a_null_one(tmp_pat
     null = group.difference("macro_f1", other_strong)
     assert planted.significant and planted.difference < 0 and planted.p_value < 0.01
     assert not null.significant and null.ci95[0] < 0 < null.ci95[1] and null.p_value > 0.05
+
+
+def test_compare_states_and_uses_simultaneous_intervals_over_all_pairs(tmp_path, shared_rows):
+    """Each run against the best with the table's max-|t| intervals (issue 23: one-at-a-time tests inflated
+    the false claims); the procedure is stated above the differences."""
+    table, rng = shared_rows
+    truth = table.labels.astype(int)
+    runs = [
+        _run(tmp_path, name, table, _noisy(truth, share, rng)) for name, share in (("a", 0.5), ("b", 0.5), ("c", 0.3))
+    ]
+    (group,) = paired_differences(runs, resamples=300)
+    frames = [pd.read_csv(run / "predictions.csv") for run in runs]
+    resampled = [resample(counts, 300, 0) for counts in aligned_counts(frames)]
+    for metric, entry in group.differences.items():
+        simultaneous = table_differences(resampled, metric)
+        best = ["a", "b", "c"].index(entry["best"])
+        for name, diff in entry["runs"].items():
+            want = simultaneous.difference(["a", "b", "c"].index(name), best)
+            assert diff.ci95 == pytest.approx(want.ci95) and diff.p_value == pytest.approx(want.p_value)
+    assert "95% simultaneous intervals and adjusted p-values over all 3 pairs of runs" in render_markdown([group])
 
 
 def test_compare_never_bolds_across_different_test_rows(tmp_path, shared_rows):
