@@ -41,8 +41,11 @@ class Population:
         return ndtri(np.cumsum(self.shares)[:-1])
 
 
-def draw(population: Population, n_images: int, rng, heads: int = 1):
-    """(y_true [n], preds [heads, n], images [n], proba [heads, n, 5]) of ``n_images`` random images."""
+def draw(population: Population, n_images: int, rng, heads: int = 1, signals=None):
+    """(y_true [n], preds [heads, n], images [n], proba [heads, n, 5]) of ``n_images`` random images;
+    ``signals`` (one per head) gives heads of different skill, each as a population of that signal."""
+    signal = np.asarray([population.signal] * heads if signals is None else signals, dtype=np.float64)[:, None]
+    heads = len(signal)
     sizes = 1 + rng.poisson(population.pairs_per_image - 1, n_images)
     images = np.repeat(np.arange(n_images), sizes)
     latent = _mixed(rng, images, n_images, population.image_share, 1)[0]
@@ -50,10 +53,10 @@ def draw(population: Population, n_images: int, rng, heads: int = 1):
     common = _mixed(rng, images, n_images, population.image_share, 1)[0]
     own = _mixed(rng, images, n_images, population.image_share, heads)
     noise = np.sqrt(population.shared_noise) * common + np.sqrt(1 - population.shared_noise) * own
-    view = population.signal * latent + np.sqrt(1 - population.signal**2) * noise
+    view = signal * latent + np.sqrt(1 - signal**2) * noise
     y_true = np.searchsorted(cuts, latent) + 1
     preds = np.searchsorted(cuts, view) + 1
-    return y_true, preds, images, _proba(view, population, cuts)
+    return y_true, preds, images, _proba(view, signal, cuts)
 
 
 def _mixed(rng, images: np.ndarray, n_images: int, image_share: float, rows: int) -> np.ndarray:
@@ -63,20 +66,20 @@ def _mixed(rng, images: np.ndarray, n_images: int, image_share: float, rows: int
     return np.sqrt(image_share) * per_image + np.sqrt(1 - image_share) * per_pair
 
 
-def _proba(view: np.ndarray, population: Population, cuts: np.ndarray) -> np.ndarray:
+def _proba(view: np.ndarray, signal: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     """p(true score | the head's view), the calibrated probabilities of a bivariate normal."""
     from scipy.special import ndtr
 
-    spread = np.sqrt(1 - population.signal**2)
+    signal = signal[..., None]
     edges = np.concatenate([[-np.inf], cuts, [np.inf]])
-    cdf = ndtr((edges[None, None, :] - population.signal * view[..., None]) / spread)
+    cdf = ndtr((edges[None, None, :] - signal * view[..., None]) / np.sqrt(1 - signal**2))
     return np.diff(cdf, axis=-1)
 
 
-def draw_counts(population: Population, n_images: int, rng, heads: int = 1) -> list[ImageCounts]:
-    """One test set's per-image counts for each of ``heads`` heads (same images, same true scores)."""
-    y_true, preds, images, proba = draw(population, n_images, rng, heads)
-    return [image_counts(y_true, preds[h], images, proba[h], LABELS) for h in range(heads)]
+def draw_counts(population: Population, n_images: int, rng, heads: int = 1, signals=None) -> list[ImageCounts]:
+    """One test set's per-image counts for each head (same images, same true scores)."""
+    y_true, preds, images, proba = draw(population, n_images, rng, heads, signals)
+    return [image_counts(y_true, p, images, pr, LABELS) for p, pr in zip(preds, proba)]
 
 
 def population_metrics(population: Population, n_images: int = 100_000, seed: int = 12345) -> dict[str, float]:
