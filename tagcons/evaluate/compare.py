@@ -3,10 +3,12 @@
 Runs are only comparable on the same test rows, so they are grouped by ``test_rows_hash`` (the hash
 of their test pairs' keys, in metrics.json): one table per group, each with a one-line reason, and
 the best value of each metric column in bold within its own table only. Within a group every other
-run gets its difference from the best run per metric, with a paired image-clustered bootstrap
-interval (both runs' predictions resampled on the same images) and p-value; a difference is
-significant only when its interval excludes 0. Runs written before the hash existed go in a table of
-their own, where nothing is marked best.
+run gets its difference from the best run per metric, with a 95% simultaneous interval and adjusted
+p-value over all pairs of runs in the table (`simultaneous.table_differences`: studentised max-|t|
+over the same image resamples, so the table as a whole makes a false claim at most 5% of the time,
+the best being chosen on the same rows included); a difference is significant only when its interval
+excludes 0, and the procedure is stated above the differences. Runs written before the hash existed
+go in a table of their own, where nothing is marked best.
 
 Library use (e.g. the HTML report): ``paired_differences(run_dirs) -> list[RunGroup]``.
 """
@@ -105,7 +107,8 @@ def paired_differences(
     """Group runs by test rows; within each group, each run's difference from the best run per metric.
 
     ``differences[metric]["runs"][run]`` is a `PairedDifference` (difference = run - best, ``ci95``,
-    ``p_value``, ``significant``), from a paired bootstrap resampling the group's test images.
+    ``p_value``, ``significant``), simultaneous over all pairs of the group's runs (one image bootstrap);
+    ``differences[metric]["procedure"]`` says so in one line.
     """
     frame = compare_runs(run_dirs) if frame is None else frame
     groups = [_hashed_group(runs, metrics, resamples, seed) for _, runs in _by_hash(frame)]

@@ -205,8 +205,9 @@ def resample(counts: ImageCounts, resamples: int = RESAMPLES, seed: int = 0) -> 
     sums = weights @ rows
     values = _metrics_of_sums(counts, sums)
     gradients, hessians = _derivatives(counts, sums[0])
-    shift = sums - sums[0]
-    return Resampled(values, {name: g + shift @ hessians[name] for name, g in gradients.items()}, rows, weights)
+    names = list(gradients)
+    steps = np.split((sums - sums[0]) @ np.concatenate([hessians[n] for n in names], axis=1), len(names), axis=1)
+    return Resampled(values, {n: gradients[n] + step for n, step in zip(names, steps)}, rows, weights)
 
 
 def _derivatives(counts: ImageCounts, sums: np.ndarray) -> tuple[dict, dict]:
