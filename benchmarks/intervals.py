@@ -1,15 +1,15 @@
 """Interval coverage benchmark: how often the 95% intervals contain the population value (issue 23, item 2).
 
-    nice python benchmarks/intervals.py [--sets 500] [--images 20 33 50 100 200]
+    nice python benchmarks/intervals.py [--sets 300] [--images 20 33 50 100 200]
 
 Simulated test sets (`tagcons.evaluate.simulation`: image effects, the study's score shares, about
 11.8 pairs per image) at strong signal (QWK about 0.73) and at the study's weak signal (QWK about
 0.25). For each set, every headline metric's interval as fit-head writes it (`bootstrap_intervals`:
 studentised cluster bootstrap) and the percentile interval it replaced, on the same resamples; the
 share of sets whose interval contains the population value (from 100,000 simulated images), and the
-mean width. Also the paired difference of two heads (`paired_difference`, one of them weaker) against
-the population difference. Writes benchmarks/results/intervals.json; docs/intervals.md states the
-figures.
+mean width. Also the paired difference of two heads (`paired_difference`, one of them weaker)
+against the population difference, and the pooled interval of three repeated splits
+(`repeat_summary`). Writes benchmarks/results/intervals.json; docs/intervals.md states the figures.
 """
 
 from __future__ import annotations
@@ -79,12 +79,38 @@ def paired_coverage(n_images: int, sets: int, seed: int, signals=(0.8, 0.7)) -> 
     }
 
 
+def pooled_coverage(sets: int, seed: int, repeats: int = 3, n_images: int = 165, test_share: float = 0.2) -> dict:
+    """Coverage of `repeat_summary`'s ``ci95_pooled``: one simulated table of ``n_images`` images at the
+    weak signal, ``repeats`` random test parts of ``test_share`` of its images (33 of 165, the study's
+    scale), predictions fixed per pair (one model), against the population value."""
+    population = Population(signal=SIGNALS["weak"])
+    truth = population_metrics(population)
+    rng = np.random.default_rng(seed)
+    hits = {m: [] for m in PAIRED}
+    for trial in range(sets):
+        y_true, preds, images, proba = draw(population, n_images, rng)
+        outcomes = []
+        for _ in range(repeats):
+            test = np.isin(images, rng.choice(n_images, int(round(test_share * n_images)), replace=False))
+            outcomes.append((y_true[test], preds[0][test], images[test], proba[0][test]))
+        pooled = intervals.repeat_summary(outcomes, list(range(repeats)), RESAMPLES, trial)["ci95_pooled"]
+        for m in PAIRED:
+            hits[m].append(pooled[m] is not None and pooled[m][0] <= truth[m] <= pooled[m][1])
+    return {
+        "repeats": repeats,
+        "n_images": n_images,
+        "test_share": test_share,
+        **{m: float(np.mean(v)) for m, v in hits.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", type=int, default=500)
+    parser.add_argument("--sets", type=int, default=300)
     parser.add_argument("--images", type=int, nargs="+", default=[20, 33, 50, 100, 200])
-    parser.add_argument("--paired-sets", type=int, default=300)
+    parser.add_argument("--paired-sets", type=int, default=150)
     parser.add_argument("--paired-images", type=int, nargs="+", default=[20, 33, 100])
+    parser.add_argument("--pooled-sets", type=int, default=150)
     parser.add_argument("--out", default=str(HERE / "results" / "intervals.json"))
     args = parser.parse_args()
     started = time.perf_counter()
@@ -102,6 +128,8 @@ def main() -> None:
     for n_images in args.paired_images:
         report["paired"][str(n_images)] = paired_coverage(n_images, args.paired_sets, seed=n_images)
         print("paired", n_images, report["paired"][str(n_images)]["coverage"], flush=True)
+    report["pooled"] = pooled_coverage(args.pooled_sets, seed=7)
+    print("pooled", report["pooled"], flush=True)
     report.update(
         seconds=time.perf_counter() - started,
         cpus=os.cpu_count(),
