@@ -114,7 +114,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results" / "intervals.json"))
     args = parser.parse_args()
     started = time.perf_counter()
-    report = {"sets": args.sets, "resamples": RESAMPLES, "level": intervals.LEVEL, "method": intervals.METHOD}
+    report = {
+        "sets": args.sets,
+        "paired_sets": args.paired_sets,
+        "pooled_sets": args.pooled_sets,
+        "resamples": RESAMPLES,
+        "level": intervals.LEVEL,
+        "method": intervals.METHOD,
+    }
     report["populations"] = {}
     for label, signal in SIGNALS.items():
         population = Population(signal=signal)

@@ -8,7 +8,8 @@ of one population are exchangeable, so their population metrics are equal: any "
 difference between them is a false claim. ``population_metrics`` gives a population's metric values
 from a very large sample, the targets an interval should cover.
 
-Used by tests/test_interval_coverage.py and benchmarks/intervals.py; no production code imports it.
+Used by tests/test_interval_coverage.py, tests/test_simultaneous.py, benchmarks/intervals.py and
+benchmarks/compare_fwer.py; no production code imports it.
 """
 
 from __future__ import annotations
