@@ -4,7 +4,8 @@
 
 Synthetic predictions on the study's scale (2,022 pairs, 172 images, its score distribution). Times
 `bootstrap_intervals` (per-image confusion counts, resample weights, one matrix product, metrics in
-numpy) and the paired difference `compare` computes per run, best of several repeats. Target (issue 9):
+numpy, and the studentised interval's standard errors: a few hundred metric evaluations for the
+gradient and Hessian, then matrix products) and `paired_difference`, best of several repeats. Target (issue 9):
 under 1 s on 2 CPU cores. Writes benchmarks/results/bootstrap.json.
 """
 

@@ -9,15 +9,19 @@ import pytest
 from tagcons.data.pairs import PairTable
 from tagcons.evaluate.compare import compare_runs, paired_differences, render_markdown
 from tagcons.evaluate.intervals import (
+    METHOD,
+    aligned_counts,
     bootstrap_intervals,
     image_counts,
     image_weights,
     metrics_from_confusion,
     paired_difference,
     repeat_summary,
+    resample,
 )
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.rundir import write_config, write_evaluation
+from tagcons.evaluate.simultaneous import table_differences
 
 
 def _noisy(truth: np.ndarray, correct_share: float, rng) -> np.ndarray:
@@ -50,7 +54,13 @@ def test_interval_contains_the_point_estimate():
     images = np.repeat(np.arange(40), 10)
     block = bootstrap_intervals(y, pred, images, rng.dirichlet(np.ones(5), 400), seed=5)
     point = compute_metrics(y, pred, rng.dirichlet(np.ones(5), 400))
-    assert block["n_test_images"] == 40 and block["bootstrap"] == {"resamples": 1000, "seed": 5, "unit": "image"}
+    assert block["n_test_images"] == 40 and block["bootstrap"] == {
+        "resamples": 1000,
+        "seed": 5,
+        "unit": "image",
+        "method": METHOD,
+        "undefined": {name: 0 for name in block["ci95"]},
+    }
     for name in (
         "accuracy",
         "balanced_accuracy",
@@ -133,6 +143,26 @@ def test_paired_comparison_flags_a_planted_difference_and_not_a_null_one(tmp_pat
     assert not null.significant and null.ci95[0] < 0 < null.ci95[1] and null.p_value > 0.05
 
 
+def test_compare_states_and_uses_simultaneous_intervals_over_all_pairs(tmp_path, shared_rows):
+    """Each run against the best with the table's max-|t| intervals (issue 23: one-at-a-time tests inflated
+    the false claims); the procedure is stated above the differences."""
+    table, rng = shared_rows
+    truth = table.labels.astype(int)
+    runs = [
+        _run(tmp_path, name, table, _noisy(truth, share, rng)) for name, share in (("a", 0.5), ("b", 0.5), ("c", 0.3))
+    ]
+    (group,) = paired_differences(runs, resamples=300)
+    frames = [pd.read_csv(run / "predictions.csv") for run in runs]
+    resampled = [resample(counts, 300, 0) for counts in aligned_counts(frames)]
+    for metric, entry in group.differences.items():
+        simultaneous = table_differences(resampled, metric)
+        best = ["a", "b", "c"].index(entry["best"])
+        for name, diff in entry["runs"].items():
+            want = simultaneous.difference(["a", "b", "c"].index(name), best)
+            assert diff.ci95 == pytest.approx(want.ci95) and diff.p_value == pytest.approx(want.p_value)
+    assert "95% simultaneous intervals and adjusted p-values over all 3 pairs of runs" in render_markdown([group])
+
+
 def test_compare_never_bolds_across_different_test_rows(tmp_path, shared_rows):
     table, rng = shared_rows
     truth = table.labels.astype(int)
@@ -163,7 +193,7 @@ def _sections(markdown: str) -> dict[str, list[str]]:
     """Reason line -> the table rows under it (one section per group of runs)."""
     sections, current = {}, None
     for line in markdown.splitlines():
-        if line and not line.startswith("|"):
+        if line and not line.startswith("|") and not line.startswith("Differences from the best run"):
             current = sections.setdefault(line, [])
         elif line.startswith("| ") and not line.startswith("| run |"):
             current.append(line)

@@ -3,11 +3,13 @@
 Runs are only comparable on the same test rows, so they are grouped by ``test_rows_hash`` (the hash
 of their test pairs' keys, in metrics.json): one table per group, each with a one-line reason, and
 the best value of each metric column in bold within its own table only. Within a group every other
-run gets its difference from the best run per metric, with a paired image-clustered bootstrap
-interval (both runs' predictions resampled on the same images) and p-value; a difference is
-significant only when its interval excludes 0. Runs written before the hash existed go in a table of
-their own, where nothing is marked best. Runs scored on different scales (config.json's ``scale``)
-never share a table.
+run gets its difference from the best run per metric, with a 95% simultaneous interval and adjusted
+p-value over all pairs of runs in the table (`simultaneous.table_differences`: studentised max-|t|
+over the same image resamples, so the table as a whole makes a false claim at most 5% of the time,
+the best being chosen on the same rows included); a difference is significant only when its interval
+excludes 0, and the procedure is stated above the differences. Runs written before the hash existed
+go in a table of their own, where nothing is marked best. Runs scored on different scales (config.json's
+``scale``) never share a table.
 
 Library use (e.g. the HTML report): ``paired_differences(run_dirs) -> list[RunGroup]``.
 """
@@ -26,9 +28,10 @@ from tagcons.evaluate.intervals import (
     RESAMPLES,
     PairedDifference,
     aligned_counts,
-    paired_difference,
+    resample,
 )
 from tagcons.evaluate.rundir import CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE, read_json, write_text_staged
+from tagcons.evaluate.simultaneous import table_differences
 from tagcons.labels import resolve_scale, scale_from_config
 
 SETTING_COLUMNS = ("backbone", "head", "recipe", "split", "features")
@@ -106,7 +109,8 @@ def paired_differences(
     """Group runs by test rows; within each group, each run's difference from the best run per metric.
 
     ``differences[metric]["runs"][run]`` is a `PairedDifference` (difference = run - best, ``ci95``,
-    ``p_value``, ``significant``), from a paired bootstrap resampling the group's test images.
+    ``p_value``, ``significant``), simultaneous over all pairs of the group's runs (one image bootstrap);
+    ``differences[metric]["procedure"]`` says so in one line.
     """
     frame = compare_runs(run_dirs) if frame is None else frame
     scales = frame["scale"].nunique() > 1  # the same pairs scored on two scales: say which table is which
@@ -149,19 +153,19 @@ def _differences(runs: pd.DataFrame, best: dict, metrics, resamples: int, seed: 
     predictions = [_predictions(Path(path)) for path in runs["path"]]
     if any(p is None for p in predictions):
         return {}
-    counts = aligned_counts(predictions, resolve_scale(runs.loc[0, "scale"]).labels)
+    labels = resolve_scale(runs.loc[0, "scale"]).labels
+    resampled = [resample(counts, resamples, seed) for counts in aligned_counts(predictions, labels)]
     out = {}
     for metric in metrics:
         if metric not in best:
             continue
         reference = min(best[metric])
+        table = table_differences(resampled, metric)
         out[metric] = {
             "best": runs.loc[reference, "run"],
-            "runs": {
-                runs.loc[i, "run"]: paired_difference(counts[i], counts[reference], metric, resamples, seed)
-                for i in range(len(runs))
-                if i != reference
-            },
+            "runs": {runs.loc[i, "run"]: table.difference(i, reference) for i in range(len(runs)) if i != reference},
+            "procedure": table.procedure(),
+            "undefined": table.undefined,
         }
     return out
 
@@ -203,9 +207,12 @@ def _group_table(group: RunGroup) -> list[str]:
 def _difference_table(group: RunGroup) -> list[str]:
     if not group.differences:
         return []
+    procedures = sorted({entry["procedure"] for entry in group.differences.values()})
     lines = [
         "",
-        "| run | metric | vs best | difference | 95% interval | p | significant |",
+        f"Differences from the best run per metric: {'; '.join(procedures)}.",
+        "",
+        "| run | metric | vs best | difference | 95% simultaneous interval | adjusted p | significant |",
         "|---|---|---|---|---|---|---|",
     ]
     for metric, entry in group.differences.items():
