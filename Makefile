@@ -22,7 +22,7 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,docs]"
+	$(PY) -m pip install -q -e ".[test,docs,ray]"
 	touch $(STAMP)
 
 $(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt

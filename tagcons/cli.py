@@ -152,6 +152,14 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
     help="gpu: JPEGs decoded (nvJPEG) and preprocessed on the CUDA device; needs torchvision.",
 )
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the image encoder (large runs).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=field_default(EmbedConfig, "engine"),
+    show_default=True,
+    help="ray: Ray Data stages on a local Ray or the cluster of --ray-address (needs tagcons[ray]).",
+)
+@click.option("--ray-address", default=None, help="HOST:PORT of a running Ray cluster to join (with --engine ray).")
 @pair_columns
 def embed(
     data,
@@ -170,6 +178,8 @@ def embed(
     shard,
     decode,
     compile_model,
+    engine,
+    ray_address,
     image_col,
     text_col,
     label_col,
@@ -196,6 +206,8 @@ def embed(
         progress=_progress(),
         decode=decode,
         compile=compile_model,
+        engine=engine,
+        ray_address=ray_address,
     )
     summary = run_embed(config)
     if summary.rank == 0:

@@ -73,6 +73,8 @@ class EmbedConfig(PathFields):
     progress: bool = False
     decode: str = "cpu"  # "gpu": JPEGs decoded and preprocessed on the CUDA device (tagcons.embed.gpu_decode)
     compile: bool = False  # torch.compile the image encoder
+    engine: str = "local"  # "ray": Ray Data operators on a local or joined Ray (tagcons.embed.ray_engine)
+    ray_address: str | None = None  # join this Ray cluster (None: start a small local Ray)
 
 
 @dataclass
