@@ -18,6 +18,7 @@ from tagcons.cache.lock import FileLock
 from tagcons.cache.merge import Replay, write_state
 from tagcons.cache.parts import list_parts, parts_dir
 from tagcons.cache.schema import layout_problems, open_h5, read_attrs, read_strings
+from tagcons.cache.segments import segment_files
 from tagcons.errors import BadInputError, first_line
 
 GROUPS = ("images", "texts")
@@ -52,10 +53,17 @@ class VerifyReport:
 def verify_cache(path: str | Path) -> VerifyReport:
     """Check the consolidated file and every pending part file of the cache at `path`."""
     path = Path(path)
-    files = ([path] if path.exists() else []) + _part_paths(path)
+    files = ([path, *_segment_paths(path)] if path.exists() else []) + _part_paths(path)
     if not files:
         raise BadInputError(f"{path}: cache file not found (and no part files); check the path")
     return VerifyReport(path, [verify_file(f) for f in files])
+
+
+def _segment_paths(path: Path) -> list[Path]:
+    try:
+        return segment_files(path)
+    except (OSError, ValueError):  # an unreadable index: verify_file reports it
+        return []
 
 
 def _part_paths(path: Path) -> list[Path]:
@@ -137,7 +145,8 @@ def repair_cache(path: str | Path, report: VerifyReport) -> RepairResult:
         )
     lock = FileLock(lock_path(path), path).acquire()
     try:
-        removed = [f.path for f in report.files if f.problems and f.path != path]
+        segments = set(_segment_paths(path))  # damaged rows there are dropped from the index below
+        removed = [f.path for f in report.files if f.problems and f.path != path and f.path not in segments]
         for part in removed:
             part.unlink(missing_ok=True)
         main = next((f for f in report.files if f.path == path and f.problems), None)

@@ -31,7 +31,7 @@ RAY_EXTRA = "pip install 'tagcons[ray]'"
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2  # a local Ray stays small: batches stream, nothing is kept
 CONNECT_SECONDS = 5.0
 HASH_BATCH = 256
-DECODE_RETRIES = 3
+DECODE_MEMORY_BYTES = 128 * 1024**2  # what one decode task may hold: a batch of reduced images
 CPUS_PER_CPU_ACTOR = 4  # without GPUs: one encoder actor per this many cluster CPUs (at least one)
 DEFAULT_PORTS = {"ray://": 10001, "": 6379}
 
@@ -231,7 +231,7 @@ def image_dataset(job, todo: list[str]):
         batch_format="numpy",
         fn_kwargs=dict(root=str(config.images), image_processor=processor, pixel_shape=pixel_shape(processor)),
         num_cpus=1,
-        max_retries=DECODE_RETRIES,  # a task whose worker dies is run again; also keeps it a separate operator
+        memory=DECODE_MEMORY_BYTES,  # a reservation the actors lack: keeps decoding its own CPU-task operator
     )
     return decoded.map_batches(
         ImageEncoder,
