@@ -87,6 +87,17 @@ class TwoNodeCluster:
         """Processes of this cluster: those in the sessions of its `ray start` commands."""
         return [int(p) for p in os.listdir("/proc") if p.isdigit() and session_of(p) in self.sessions]
 
+    def processes_named(self, marker: str) -> list[int]:
+        """Living processes of this cluster whose title (Ray sets it to the actor or task) has `marker`."""
+        found = []
+        for pid in self.living():
+            try:
+                if marker.encode() in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def stop(self) -> None:
         """SIGTERM then SIGKILL every process of this cluster (by id), then remove its folder."""
         for sig in (signal.SIGTERM, signal.SIGKILL):

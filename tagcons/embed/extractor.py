@@ -70,6 +70,8 @@ def run_embed(config: EmbedConfig) -> EmbedSummary:
 
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
+    if context.world_size > 1 and config.engine == "ray":
+        raise BadInputError("--engine ray places its own workers: run it once, not under torchrun")
     shard = context.shard or config.shard
     summary = EmbedSummary(Path(config.out), shard=shard)
     # The lock comes first (a second writer is refused at once, not after the model loads), then the
@@ -185,6 +187,8 @@ def _check_engine(config: EmbedConfig) -> None:
         raise BadInputError(f"--engine {config.engine}: choose one of {', '.join(ENGINES)}")
     if config.ray_address is not None and config.engine != "ray":
         raise BadInputError(f"--ray-address {config.ray_address} is for the Ray engine; add --engine ray")
+    if config.engine == "ray" and (config.decode != "cpu" or config.compile):
+        raise BadInputError("--engine ray decodes in CPU tasks and does not compile: drop --decode gpu / --compile")
     if config.engine == "ray":  # before any work: Ray missing or an unreachable cluster is exit 2 at once
         from tagcons.embed.ray_engine import check_address, require_ray
 

@@ -106,7 +106,8 @@ class RayEngine:
         import ray
 
         ds = ray.data.from_items([{"i": i, "key": k} for i, k in enumerate(keys)])
-        hashed = ds.map_batches(_hash_batch, batch_size=HASH_BATCH, batch_format="numpy", fn_kwargs={"root": str(root)})
+        root = _absolute(root)
+        hashed = ds.map_batches(_hash_batch, batch_size=HASH_BATCH, batch_format="numpy", fn_kwargs={"root": root})
         out = [""] * len(keys)
         for batch in hashed.iter_batches(batch_size=None, batch_format="numpy"):
             for i, digest in zip(batch["i"].tolist(), batch["sha256"].tolist()):
@@ -205,6 +206,11 @@ def encoder_actors() -> dict:
     return dict(compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1)
 
 
+def _absolute(folder) -> str:
+    """Workers run in other folders (and on other nodes): they get the images folder as an absolute path."""
+    return str(Path(folder).resolve())
+
+
 def _dtype_name(job) -> str:
     return str(job.dtype).replace("torch.", "")
 
@@ -229,7 +235,7 @@ def image_dataset(job, todo: list[str]):
         _decode_batch,
         batch_size=config.batch_size,
         batch_format="numpy",
-        fn_kwargs=dict(root=str(config.images), image_processor=processor, pixel_shape=pixel_shape(processor)),
+        fn_kwargs=dict(root=_absolute(config.images), image_processor=processor, pixel_shape=pixel_shape(processor)),
         num_cpus=1,
         memory=DECODE_MEMORY_BYTES,  # a reservation the actors lack: keeps decoding its own CPU-task operator
     )
