@@ -103,9 +103,8 @@ class RayEngine:
         """sha256 per key ('' for a missing file), in the order given, hashed in Ray tasks."""
         if not keys:
             return []
-        import ray
 
-        ds = ray.data.from_items([{"i": i, "key": k} for i, k in enumerate(keys)])
+        ds = indexed(keys, "key")
         root = _absolute(root)
         hashed = ds.map_batches(_hash_batch, batch_size=HASH_BATCH, batch_format="numpy", fn_kwargs={"root": root})
         out = [""] * len(keys)
@@ -206,6 +205,14 @@ def encoder_actors() -> dict:
     return dict(compute=ray.data.ActorPoolStrategy(size=size), num_cpus=1)
 
 
+def indexed(values: list[str], name: str):
+    """A dataset of rows (i, `name`): one Arrow table, not a Python dict per row (tens of millions of keys)."""
+    import pyarrow as pa
+    import ray
+
+    return ray.data.from_arrow(pa.table({"i": np.arange(len(values), dtype=np.int64), name: values}))
+
+
 def _absolute(folder) -> str:
     """Workers run in other folders (and on other nodes): they get the images folder as an absolute path."""
     return str(Path(folder).resolve())
@@ -227,10 +234,9 @@ def pixel_shape(image_processor) -> tuple:
 
 def image_dataset(job, todo: list[str]):
     """keys -> decoded pixels (CPU tasks) -> features (actors): rows i, reason ('' if encoded), embeds."""
-    import ray
 
     config, processor = job.config, job.backbone.image_processor
-    ds = ray.data.from_items([{"i": i, "key": k} for i, k in enumerate(todo)])
+    ds = indexed(todo, "key")
     decoded = ds.map_batches(
         _decode_batch,
         batch_size=config.batch_size,
@@ -273,7 +279,6 @@ def embed_images_ray(job, plan, summary) -> None:
 
 def embed_texts_ray(job, texts: list[str], summary) -> None:
     """The text pass of the local engine (`text_encoding.embed_texts`), its rows computed by Ray."""
-    import ray
 
     from tagcons.embed.text_encoding import count_truncated
 
@@ -283,7 +288,7 @@ def embed_texts_ray(job, texts: list[str], summary) -> None:
     if not todo:
         return
     started = time.perf_counter()
-    ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(todo)])
+    ds = indexed(todo, "text")
     encoded = ds.map_batches(
         TextEncoder,
         batch_size=config.batch_size,
