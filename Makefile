@@ -22,7 +22,7 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,docs,onnx]"
+	$(PY) -m pip install -q -e ".[test,docs,onnx,ray]"
 	touch $(STAMP)
 
 $(STAMP_MIN): setup.cfg pyproject.toml .ci/min-constraints.txt

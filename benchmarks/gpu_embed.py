@@ -7,6 +7,7 @@ the values) through `tagcons embed` once per decode mode:
     cpu           JPEGs decoded (DCT-scaled) and preprocessed in DataLoader workers
     gpu           workers read bytes; nvJPEG decode + resize/normalise on the GPU (needs torchvision)
     gpu-compile   the same with --compile (torch.compile of the image encoder)
+    ray           --engine ray: a local Ray, decode in CPU tasks, the encoder in one GPU actor
 
 For each run it reports the image phase's img/s (as `embed` prints it), the command's wall time,
 GPU utilisation (nvidia-smi sampled every 200 ms, else torch.cuda.utilization) and the host's share
@@ -23,6 +24,7 @@ script stays inside 8 minutes. Without a GPU it says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -42,6 +44,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 MODES = {"cpu": [], "gpu": ["--decode", "gpu"], "gpu-compile": ["--decode", "gpu", "--compile"]}
+if importlib.util.find_spec("ray") is not None:  # the Ray engine (a local Ray, one GPU actor), when installed
+    MODES["ray"] = ["--engine", "ray"]
 IMG_PER_S = re.compile(r"\(([\d.]+) img/s")
 
 

@@ -221,6 +221,14 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
     show_default=True,
     help="onnx: the towers exported once and run by ONNX Runtime on the CPU (tagcons[onnx]); onnx-int8: quantised.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default=field_default(EmbedConfig, "engine"),
+    show_default=True,
+    help="ray: Ray Data stages on a local Ray or the cluster of --ray-address (needs tagcons[ray]).",
+)
+@click.option("--ray-address", default=None, help="HOST:PORT of a running Ray cluster to join (with --engine ray).")
 @pair_columns
 def embed(
     data,
@@ -244,6 +252,8 @@ def embed(
     decode,
     compile_model,
     runtime,
+    engine,
+    ray_address,
     image_col,
     text_col,
     label_col,
@@ -273,6 +283,8 @@ def embed(
         posts=posts,
         post_columns=_embed_post_columns(image_col, post_col, hashtags_col, caption_col),
         runtime=runtime,
+        engine=engine,
+        ray_address=ray_address,
     )
     summary = run_embed(config)
     if summary.rank == 0:

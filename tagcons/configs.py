@@ -127,6 +127,8 @@ class EmbedConfig(PathFields):
     posts: Path | None = None  # a posts file instead of `data`: its images and hashtags (keyed as the cache's)
     post_columns: PostColumns = field(default_factory=PostColumns)
     runtime: str = "torch"  # "onnx" / "onnx-int8": the towers run by ONNX Runtime (tagcons.embed.onnx_runtime)
+    engine: str = "local"  # "ray": Ray Data operators on a local or joined Ray (tagcons.embed.ray_engine)
+    ray_address: str | None = None  # join this Ray cluster (None: start a small local Ray)
 
 
 @dataclass

@@ -126,8 +126,10 @@ def consolidate_files(
     """Merge `sources` (the main file first if it exists, then parts oldest first) into `cache`.
     The caller holds the exclusive cache lock."""
     start = time.perf_counter()
+    from tagcons.cache.segments import write_consolidated  # segments.py builds on this module
+
     state = replay(sources)
-    counts = write_state(cache, sources, state, attrs, dim, dtype, progress)
+    counts = write_consolidated(cache, sources, state, attrs, dim, dtype, progress)  # zero-copy when it pays
     n_parts = _delete_merged_parts(cache, sources)
     return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"], time.perf_counter() - start)
 
@@ -144,7 +146,8 @@ def write_state(
     try:
         with writing(tmp, cache), _removed_on_error(tmp):
             with open_h5(tmp, "w") as out:
-                write_attrs(out, {**attrs, "updated_at": now_iso()})
+                plain = {k: v for k, v in attrs.items() if k != "segments"}  # only an index names segments
+                write_attrs(out, {**plain, "updated_at": now_iso()})
                 create_layout(out, counts, dim, dtype)
                 written = _write_failed(out, state.failed)
                 written.update(_copy_group(out, "texts", state.texts, pool, progress))

@@ -30,6 +30,7 @@ from tagcons.cache.schema import (
     read_strings,
     string_problem,
 )
+from tagcons.cache.segments import missing_segments, segment_files
 from tagcons.errors import BadInputError, first_line
 
 GROUPS = ("images", "texts")
@@ -91,7 +92,7 @@ def verify_cache(path: str | Path) -> VerifyReport:
     path = Path(path)
     if path.is_dir():
         raise BadInputError(f"{path}: is a folder; pass the cache file itself (CACHE.h5, as given to embed --out)")
-    files = ([path] if path.exists() else []) + _part_paths(path)
+    files = ([path, *_segment_paths(path)] if path.exists() else []) + _part_paths(path)
     if not files:
         raise BadInputError(f"{path}: cache file not found (and no part files); check the path")
     report = VerifyReport(path, [verify_file(f) for f in files])
@@ -110,6 +111,13 @@ def _check_fingerprints(report: VerifyReport) -> None:
                 "(computed with other settings): `tagcons cache merge` would refuse it; delete the parts of the "
                 "unwanted run"
             )
+
+
+def _segment_paths(path: Path) -> list[Path]:
+    try:
+        return segment_files(path)
+    except (OSError, ValueError):  # an unreadable index: verify_file reports it
+        return []
 
 
 def _part_paths(path: Path) -> list[Path]:
@@ -153,6 +161,8 @@ def _check(f: h5py.File, report: FileReport) -> None:
 def _check_strings(f: h5py.File, report: FileReport) -> None:
     """Every string dataset read whole and compared with its stored digest."""
     report.unchecked_keys = "key_digests" not in f.attrs
+    if missing_segments(report.path, f):  # a lost segment's keys read empty through the index: its rows are
+        return  # flagged by their NaN values (and dropped by --repair), its loss reported as its own problem
     for name in DIGESTED:
         _, problem = string_problem(f, name)
         if problem:
@@ -224,7 +234,8 @@ def repair_cache(path: str | Path, report: VerifyReport) -> RepairResult:
     lock = FileLock(lock_path(path), path, fix=REPAIR_FIX).acquire()
     try:
         temps = _remove_temps(path)
-        removed = [f.path for f in report.files if f.problems and f.path != path]
+        segments = set(_segment_paths(path))  # damaged rows there are dropped from the index below
+        removed = [f.path for f in report.files if f.problems and f.path != path and f.path not in segments]
         for part in removed:
             part.unlink(missing_ok=True)
         main = next((f for f in report.files if f.path == path and (f.problems or f.unchecked_keys)), None)

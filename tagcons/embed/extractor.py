@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never 
 log = logging.getLogger(__name__)
 MISSING_FILE = ""  # sha256 recorded for a file that does not exist
 DECODE_MODES = ("cpu", "gpu")
+ENGINES = ("local", "ray")  # ray: tagcons.embed.ray_engine
 
 
 def run_embed(config: EmbedConfig) -> EmbedSummary:
@@ -92,12 +94,14 @@ def _check_image_paths(config: EmbedConfig, table) -> None:
 
 
 def _embed_with_context(config: EmbedConfig, table, context: distributed.DistContext) -> EmbedSummary:
+    if context.world_size > 1 and config.engine == "ray":
+        raise BadInputError("--engine ray places its own workers: run it once, not under torchrun")
     shard = context.shard or config.shard
     summary = EmbedSummary(Path(config.out), shard=shard)
     # The lock comes first (a second writer is refused at once, not after the model loads), then the
     # plan from the file hashes: a rerun with nothing new never imports transformers nor loads a model.
-    with CacheWriter(config.out, None, shard=shard) as writer:
-        images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers)
+    with CacheWriter(config.out, None, shard=shard) as writer, open_engine(config) as engine:
+        images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers, engine)
         texts = _in_shard(table.unique_texts(), shard)
         if context.world_size == 1 and _nothing_new(config, writer, images, texts):
             check_checksums(Path(config.out))  # the keys were checked against their digests while planning
@@ -106,8 +110,7 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
             return summary
         job = _start_job(config, writer, shard, context)
         warn_if_unread_script(job.backbone, table.unique_texts())
-        embed_images(job, images, summary)
-        embed_texts(job, texts, summary)
+        engine.encode(job, images, texts, summary)
         writer.annotate(texts_truncated=writer.previous_attr("texts_truncated", 0) + summary.texts_truncated)
         if shard is None:
             writer.consolidate(progress=config.progress)
@@ -118,6 +121,30 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
             setattr(summary, name, total)
         summary.rank = context.rank
     return summary
+
+
+class LocalEngine:
+    """This process: hashing in threads, decoding in DataLoader workers, the model on `--device`."""
+
+    def hash_files(self, root: Path, keys: list[str], workers: int) -> list[str]:
+        with ThreadPoolExecutor(max_workers=max(2, workers)) as pool:  # hashing releases the GIL
+            return list(pool.map(lambda key: _sha256_or_missing(root, key), keys))
+
+    def encode(self, job: EncodeJob, images: ImagePlan, texts: list[str], summary: EmbedSummary) -> None:
+        embed_images(job, images, summary)
+        embed_texts(job, texts, summary)
+
+
+@contextmanager
+def open_engine(config: EmbedConfig):
+    """The engine of `--engine`: local, or a Ray session (started or joined) for the run."""
+    if config.engine != "ray":
+        yield LocalEngine()
+        return
+    from tagcons.embed.ray_engine import RayEngine, ray_session
+
+    with ray_session(config.ray_address, config.progress):
+        yield RayEngine(config)
 
 
 def _start_job(config: EmbedConfig, writer: CacheWriter, shard, context: distributed.DistContext) -> EncodeJob:
@@ -180,6 +207,21 @@ def _check_config(config: EmbedConfig) -> None:
         resolve_device(config.device)
     if config.shard is not None and not 0 <= config.shard[0] < config.shard[1]:
         raise BadInputError(f"--shard {config.shard[0]}/{config.shard[1]}: K must be in 0..N-1")
+    _check_engine(config)
+
+
+def _check_engine(config: EmbedConfig) -> None:
+    if config.engine not in ENGINES:
+        raise BadInputError(f"--engine {config.engine}: choose one of {', '.join(ENGINES)}")
+    if config.ray_address is not None and config.engine != "ray":
+        raise BadInputError(f"--ray-address {config.ray_address} is for the Ray engine; add --engine ray")
+    if config.engine == "ray" and (config.decode != "cpu" or config.compile):
+        raise BadInputError("--engine ray decodes in CPU tasks and does not compile: drop --decode gpu / --compile")
+    if config.engine == "ray":  # before any work: Ray missing or an unreachable cluster is exit 2 at once
+        from tagcons.embed.ray_engine import check_address, require_ray
+
+        require_ray()
+        check_address(config.ray_address)
 
 
 def cache_meta(backbone: Backbone, config: EmbedConfig, dtype: torch.dtype) -> CacheMeta:
@@ -217,10 +259,9 @@ class ImagePlan:
     failed_before: list[str]  # failed in an earlier run and unchanged (or still missing) since: not retried
 
 
-def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int) -> ImagePlan:
+def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int, engine=None) -> ImagePlan:
     known, known_failed = writer.known_images(), writer.known_failures()
-    with ThreadPoolExecutor(max_workers=max(2, workers)) as pool:  # hashing releases the GIL
-        hashes = list(pool.map(lambda key: _sha256_or_missing(root, key), keys))
+    hashes = (engine or LocalEngine()).hash_files(root, keys, workers)
     plan = ImagePlan([], [], 0, [])
     for key, digest in zip(keys, hashes):
         if known.get(key) == digest:
