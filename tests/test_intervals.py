@@ -220,14 +220,16 @@ def test_paired_bootstrap_draws_the_same_images_for_both_runs(tmp_path, shared_r
         assert same.difference == pytest.approx(0.0, abs=1e-12) and not same.significant, metric
         assert same.ci95 == pytest.approx([0.0, 0.0], abs=1e-12), metric
         one = paired_difference(better_counts, counts, metric, resamples=300, seed=3)
-        assert one.difference > 0 and one.ci95[0] >= -1e-12 and one.ci95[1] < 0.1, (metric, one)
+        # the draws that leave the image out differ by exactly 0, so the interval stays above about 0 (an unpaired
+        # bootstrap reaches -0.087); its upper end is loose: those draws show no spread for the studentised t
+        assert one.difference > 0 and one.ci95[0] >= -0.01, (metric, one)
     runs = [_run(tmp_path, "a", table, pred), _run(tmp_path, "a_again", table, pred)]
     runs.append(_run(tmp_path, "a_fixed", table, better))
     (group,) = paired_differences(runs, metrics=("macro_f1",), resamples=300)
     assert group.differences["macro_f1"]["best"] == "a_fixed"
     for run in ("a", "a_again"):  # each differs from the best on one image only
         low, high = group.difference("macro_f1", run).ci95
-        assert low > -0.1 and high <= 1e-12, (run, low, high)
+        assert low > -0.1 and high <= 0.01, (run, low, high)  # about one side of 0 (unpaired: +-0.08)
     twin = paired_differences(runs[:2], metrics=("macro_f1",), resamples=300)[0]
     (only,) = twin.differences["macro_f1"]["runs"].values()
     assert only.ci95 == pytest.approx([0.0, 0.0], abs=1e-12)

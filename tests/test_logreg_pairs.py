@@ -29,3 +29,13 @@ def test_pair_logits_by_image_and_text_apart_equal_the_dense_features_probabilit
     rich = _features(data, "rich")  # not linear in the sides apart: the dense path
     head = LogregHead(C=1.0).fit(np.asarray(rich[np.arange(len(rich))]), data.labels)
     np.testing.assert_allclose(head.predict_proba(rich), head.predict_proba(np.asarray(rich[np.arange(len(rich))])))
+
+
+def test_a_head_deriving_its_probabilities_otherwise_keeps_its_own_on_pair_features():
+    from tagcons.heads.ordinal import OrdinalHead
+
+    data = planted(n_images=30, per_image=6, dim=8, seed=4)
+    X = _features(data, "concat")
+    dense = np.asarray(X[np.arange(len(X))])
+    head = OrdinalHead(C=1.0).fit(dense, data.labels)
+    np.testing.assert_allclose(head.predict_proba(X), head.predict_proba(dense), rtol=1e-5, atol=1e-6)

@@ -18,7 +18,8 @@ from tagcons.posts.score import score_posts
 
 def test_hashtags_end_at_emoji_punctuation_and_the_next_hash_and_keep_every_script():
     caption = "Sunset #바다 #beach_day! #sun🌅 #नमस्ते, #ภาษาไทย #a#b #café #2024 # alone"
-    assert extract_hashtags(caption) == ["바다", "beach_day", "sun", "नमस्ते", "ภาษาไทย", "a", "b", "café", "2024"]
+    tags = ["바다", "beach_day", "sun", "नमस्ते", "ภาษาไทย", "a", "b", "café", "2024"]
+    assert extract_hashtags(caption) == [f"#{tag}" for tag in tags]  # with their '#', as a pairs file writes them
     assert extract_hashtags(None) == [] and extract_hashtags("") == [] and extract_hashtags(float("nan")) == []
 
 
@@ -33,7 +34,7 @@ def test_a_tag_list_is_a_list_a_json_list_or_tags_split_on_spaces_and_commas():
 
 def test_tags_are_normalised_deduplicated_and_invisible_characters_counted():
     raw = [["#cafe\u0301", "café", " sea ", "", "#", "sea\u200b", "sea"], [], ["sea", "#sea"]]
-    assert list(clean_tags(raw).tags) == ["#café", "#sea", "#sea\u200b", "#sea"]  # keyed as a cache keeping '#'
+    assert list(clean_tags(raw).tags) == ["#café", "café", "sea", "sea\u200b", "sea", "#sea"]  # as pairs keep them
     clean = clean_tags(raw, strip_hash=True)  # keyed as a cache embedded with --strip-hash
     assert list(clean.tags) == ["café", "sea", "sea\u200b", "sea"] and list(clean.owner) == [0, 0, 0, 2]
     assert list(clean.position) == [0, 1, 2, 0] and list(clean.n_tags) == [3, 0, 1]
@@ -273,7 +274,7 @@ def test_embed_posts_encodes_each_unique_image_and_hashtag_once_keyed_without_ha
     assert_same_contents({**got, "texts": {k: got["texts"][k] for k in shared["texts"]}}, {**from_pairs, **shared})
 
 
-def test_posts_tags_are_keyed_with_a_hash_unless_the_cache_strips_it(tmp_path, capsys):
+def test_posts_tags_are_keyed_as_a_pairs_files_hashtags(tmp_path, capsys):
     from embed_helpers import cache_contents, make_image_set
     from test_cli import run_cli
 
@@ -283,7 +284,7 @@ def test_posts_tags_are_keyed_with_a_hash_unless_the_cache_strips_it(tmp_path, c
     )
     args = ["embed", "--posts", tmp_path / "posts.csv", "--images", images, "--backbone", "tiny", "--workers", "0"]
     assert run_cli([*args, "--out", tmp_path / "kept.h5"], capsys)[0] == 0
-    assert set(cache_contents(tmp_path / "kept.h5")["texts"]) == {"#빨강", "#초록"}  # as pairs keep their '#'
+    assert set(cache_contents(tmp_path / "kept.h5")["texts"]) == {"빨강", "#초록"}  # as written, as pairs are
 
 
 def test_embed_takes_pairs_or_posts_not_both(tmp_path, capsys):

@@ -50,7 +50,8 @@ def score_and_suggest(pairs_csv: Path, cache: Path, run_dirs: list[Path], out: P
 
 
 def _first_post_lines(scored: pd.DataFrame, suggested: pd.DataFrame) -> list[str]:
-    post = scored[scored["post_id"] == scored["post_id"].iloc[0]].sort_values("rank")
+    ok = scored[scored["status"] == "ok"]
+    post = ok[ok["post_id"] == ok["post_id"].iloc[0]].sort_values("rank")
     best, worst = post.iloc[0], post.iloc[-1]
     mine = suggested[suggested["post_id"] == best["post_id"]].sort_values("rank")
     marks = [f"{tag}{' (has it)' if has else ''}" for tag, has in zip(mine["hashtag"], mine["in_post"])]

@@ -60,18 +60,26 @@ def evaluate_predictions(config: EvaluateConfig) -> EvaluateResult:
     config = dataclasses.replace(config, columns=resolve_columns(config.data, config.columns))
     imported = read_predictions(config)
     labels = imported.table.scale.labels
-    extra = {"source": "imported", "rows": _rows_label(imported), "n_train": None}
+    extra = {"source": "imported", "n_train": None}
     if imported.fold is not None:
         extra.update(_fold_metrics(imported, labels))
     keys = table_keys(imported.table)
     with staged_run_dir(config.out) as work:
         title = f"imported: {config.predictions.name}"
         metrics = write_evaluation(
-            work, imported.table, imported.pred, imported.proba, extra, title, labels, config.seed
+            work,
+            imported.table,
+            imported.pred,
+            imported.proba,
+            extra,
+            title,
+            labels,
+            config.seed,
+            _rows_label(imported),
         )
         write_side_keys(work, {"test": keys})
         write_config(work, _config_record(config, imported, keys))
-    log.info("%s: %d imported predictions scored (%s)", config.out, len(keys), extra["rows"])
+    log.info("%s: %d imported predictions scored (%s)", config.out, len(keys), _rows_label(imported))
     return EvaluateResult(config.out, metrics)
 
 

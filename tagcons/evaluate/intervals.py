@@ -259,6 +259,17 @@ def standard_error(influence: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squares - np.square(weighted) / n_images, 0.0))
 
 
+FLAT = 0.1  # a resample whose standard error is below this share of the test rows' shows no spread
+
+
+def pivot_errors(errors: np.ndarray) -> np.ndarray:
+    """[resamples]: the standard errors the resamples' t* divide by. A resample without spread (se* ~ 0: every
+    image where two runs differ drawn out of it) takes the test rows' se (the basic bootstrap there) instead of
+    an infinite t*, which would stretch every interval of the table to the metric's bounds; NaN stays NaN."""
+    resampled = errors[1:]
+    return np.where(resampled <= FLAT * errors[0], errors[0], resampled)
+
+
 def studentised_replicates(values: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """[resamples]: theta - t* . se for each resample's t* = (theta* - theta) / se*, the bootstrap-t
     distribution set on the estimate; its percentiles are the studentised interval's ends.
@@ -272,7 +283,7 @@ def studentised_replicates(values: np.ndarray, errors: np.ndarray) -> np.ndarray
     if not point_error > 0:
         return values[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = (values[1:] - point) / errors[1:]
+        t = (values[1:] - point) / pivot_errors(errors)
     t = np.where(values[1:] == point, 0.0, t)  # no movement: t is 0 even where se* is 0
     return point - t * point_error
 
@@ -422,7 +433,7 @@ def _p_value(values: np.ndarray, errors: np.ndarray) -> float | None:
     if not errors[0] > 0:
         return 1.0 if values[0] == 0 else None
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.abs(values[1:] - values[0]) / errors[1:]
+        t = np.abs(values[1:] - values[0]) / pivot_errors(errors)
     reached = np.where(np.isnan(t), True, t >= abs(values[0]) / errors[0])  # undefined counts against a claim
     return float(min(1.0, (reached.sum() + 1) / (len(t) + 1)))
 

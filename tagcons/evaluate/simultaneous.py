@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagcons.evaluate.intervals import LEVEL, PairedDifference, Resampled, difference_resamples
+from tagcons.evaluate.intervals import LEVEL, PairedDifference, Resampled, difference_resamples, pivot_errors
 
 PROCEDURE = (
     "95% simultaneous intervals and adjusted p-values over all {pairs} pairs of runs "
@@ -89,7 +89,7 @@ def _abs_t(values: np.ndarray, errors: np.ndarray) -> np.ndarray:
     """[resamples] |theta* - theta| / se* of one pair (0 where nothing moved; NaN where undefined)."""
     moved = values[1:] - values[0]
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.abs(moved) / errors[1:]
+        t = np.abs(moved) / pivot_errors(errors)
     return np.where(moved == 0, 0.0, t)
 
 

@@ -149,9 +149,14 @@ class LogregHead(Head):
     def predict_proba(self, X) -> np.ndarray:
         X = self._predict_input(X)
         with limited_threads(auto_threads(len(X), self.threads)):
-            if isinstance(X, PairFeatures) and X.kind == "concat":
+            if isinstance(X, PairFeatures) and X.kind == "concat" and self._linear_logits:
                 return self._pair_proba(X)
             return chunked(self._proba_block, X)
+
+    @property
+    def _linear_logits(self) -> bool:
+        """logreg's own logits (a subclass with another probability model, e.g. ordinal, computes its own)."""
+        return type(self)._proba_block is LogregHead._proba_block
 
     def _pair_proba(self, X: PairFeatures) -> np.ndarray:
         """Concatenated features are linear in the image and the text apart: their logits are computed once

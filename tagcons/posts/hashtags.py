@@ -2,9 +2,9 @@
 
 A tag is `#` followed by letters, digits, `_` and the combining marks that scripts such as Hangul
 jamo, Devanagari or Thai need inside a word; anything else (emoji, punctuation, white space, another
-`#`) ends it. Tags come out normalised as pairs are (NFC, trimmed) and keyed as the cache keys its
-hashtags: `#tag`, or `tag` for a cache embedded with `--strip-hash` (a tag list's `tag` and `#tag` are
-one key either way).
+`#`) ends it; an extracted tag keeps its `#`, as a pairs file writes it. Tags are then normalised
+exactly as a pairs file's hashtags (`tagcons.data.pairs.normalise_text`: NFC, trimmed, the leading `#`
+removed only for a cache embedded with `--strip-hash`), so they are the keys that cache holds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tagcons.data.pairs import normalise_text
 from tagcons.errors import BadInputError
 from tagcons.invisible import INVISIBLE_PATTERN  # characters that draw nothing: tags differing by them look equal
 
@@ -38,7 +39,7 @@ def extract_hashtags(caption) -> list[str]:
     """The hashtags of a caption, in order, without `#` (duplicates kept: `PostTags` counts them)."""
     if caption is None or (isinstance(caption, float) and caption != caption):
         return []
-    return [m.group(1) for m in TAG_PATTERN.finditer(unicodedata.normalize("NFC", str(caption)))]
+    return [m.group(0) for m in TAG_PATTERN.finditer(unicodedata.normalize("NFC", str(caption)))]
 
 
 def parse_tag_list(cell) -> list[str]:
@@ -76,9 +77,9 @@ def _jsonable(item) -> bool:
 
 
 def normalise_tag(tag: str, strip_hash: bool = False) -> str:
-    """NFC, trimmed, one leading `#` (none with ``strip_hash``): the form a post's tag is keyed by; "" for none."""
-    core = unicodedata.normalize("NFC", tag).strip().lstrip("#").strip()
-    return core if strip_hash or not core else f"#{core}"
+    """A pairs file's hashtag normalisation (NFC, trimmed, `#` off with ``strip_hash``); "" for a tag of only `#`."""
+    text = normalise_text(tag, strip_hash)
+    return text if text.lstrip("#").strip() else ""
 
 
 @dataclass
@@ -100,9 +101,9 @@ def clean_tags(raw: list[list[str]], strip_hash: bool = False) -> CleanTags:
     lengths = np.fromiter(map(len, raw), np.int64, n_posts)
     owner = np.repeat(np.arange(n_posts), lengths)
     flat = pc.utf8_trim_whitespace(pc.utf8_normalize(pa.array(list(chain.from_iterable(raw)), pa.string()), "NFC"))
-    flat = pc.utf8_trim_whitespace(pc.utf8_ltrim(flat, "#"))
-    present = pc.utf8_length(flat).to_numpy(zero_copy_only=False) > 0
-    keys = flat if strip_hash else pc.binary_join_element_wise("#", flat, "")
+    core = pc.utf8_trim_whitespace(pc.utf8_ltrim(flat, "#"))
+    present = pc.utf8_length(core).to_numpy(zero_copy_only=False) > 0  # a tag of only '#' is no tag
+    keys = core if strip_hash else flat  # as a pairs file's hashtags are keyed (data.pairs.normalise_text)
     frame = pd.DataFrame({"owner": owner, "tag": keys.to_numpy(zero_copy_only=False)})[present]
     repeated = frame.duplicated(["owner", "tag"]).to_numpy()
     kept = frame[~repeated]
