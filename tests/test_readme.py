@@ -152,6 +152,7 @@ def test_readme_python_snippet_reads_the_cache(readme_workspace, monkeypatch):
 
 
 PROTOCOL_JSON = README.parent / "benchmarks" / "results" / "protocol.json"
+SPLIT_DEFAULTS = ("pairs/none", "images/exact")  # each split with its default --dedupe, as the table compares them
 PROTOCOL_ROWS = {
     "hashtag characters (`text-only`)": "text_only",
     "image prior (`image-prior`)": "image_prior",
@@ -174,11 +175,11 @@ def test_readme_protocol_table_quotes_the_benchmark_result():
     rows = {line.split("|")[1].strip(): line for line in page.read_text().splitlines() if line.startswith("| ")}
     for label, model in PROTOCOL_ROWS.items():
         by_split = results[model]
-        cells = [_mean_sd(by_split[split], metric) for metric in ("macro_f1", "qwk") for split in ("pairs", "images")]
+        cells = [_mean_sd(by_split[split], metric) for metric in ("macro_f1", "qwk") for split in SPLIT_DEFAULTS]
         assert [c.strip() for c in rows[label].split("|")[2:6]] == cells, label
     text = " ".join(page.read_text().split())
     with_id = results["text_and_image_id"]
-    for split in ("pairs", "images"):
+    for split in SPLIT_DEFAULTS:
         low, high = with_id[split]["ci95_pooled"]["macro_f1"]
         assert f"{_mean_sd(with_id[split], 'macro_f1')} [{low:.3f}, {high:.3f}]" in text, split
 
@@ -189,8 +190,8 @@ def test_the_protocol_benchmark_result_comes_from_the_code(tmp_path, reference_c
     spec = importlib.util.spec_from_file_location("protocol", README.parent / "benchmarks" / "protocol.py")
     protocol = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(protocol)
-    saved = _protocol_results()["text_and_image_id"]["pairs"]
-    rerun = protocol.run(reference_csv, "text_and_image_id", "pairs", len(saved["seeds"]), tmp_path)
+    saved = _protocol_results()["text_and_image_id"]["pairs/none"]
+    rerun = protocol.run(reference_csv, "text_and_image_id", "pairs", "none", len(saved["seeds"]), tmp_path)
     np.testing.assert_allclose(rerun["per_seed_macro_f1"], saved["per_seed_macro_f1"], atol=1e-9)
     assert rerun["mean"] == pytest.approx(saved["mean"], abs=1e-9)
 
