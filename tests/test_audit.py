@@ -159,9 +159,11 @@ class FoldSpy:
 
     def __init__(self, patch: pytest.MonkeyPatch):
         self.seen, self.scored = {}, {}
+        self.alive = []  # every head seen, kept alive: a collected head's id could be reused by the next fold's
         fit, calibrated_proba, calibrate = LogregHead.fit, Head.calibrated_proba, fit_module.calibrate_head
 
         def spied_fit(head, X, y, groups=None):
+            self.alive.append(head)
             self.seen.setdefault(id(head), set()).update(X.image_index.tolist())
             return fit(head, X, y, groups)
 
