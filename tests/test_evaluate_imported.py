@@ -5,22 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import run_cli
 
 from tagcons.cli import main
 from tagcons.evaluate.compare import paired_differences
 from tagcons.evaluate.metrics import compute_metrics
 
 COLUMNS = ["--image-col", "post_id", "--text-col", "hashtag", "--label-col", "label"]
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -172,7 +163,6 @@ def test_a_parquet_predictions_file_joins_like_a_csv(study, capsys):
 def test_the_published_studys_columns_are_read_without_column_flags(tmp_path, capsys):
     """dataset.csv of the published study names post_id, hashtag and label: the issue's commands give no
     column flags, and a file with those columns and none of the seed table's is read by them."""
-    from tagcons.cli import main
     from tagcons.data.pairs import STUDY_V2_COLUMNS, PairColumns, resolve_columns
 
     rng = np.random.default_rng(0)

@@ -6,22 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from test_cli import run_cli
 
-from tagcons.cli import main
 from tagcons.configs import AuditConfig, FitHeadConfig, PairColumns
 
 STUDY_COLUMNS = PairColumns(image="post_id", text="hashtag", label="label")
 COLUMN_FLAGS = ["--image-col", "post_id", "--text-col", "hashtag", "--label-col", "label"]
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
