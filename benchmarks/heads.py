@@ -123,7 +123,7 @@ def study_threshold_search(similarity, y, n_combinations=5000):
 
     from sklearn.metrics import f1_score
 
-    from tagcons.heads.threshold import scores_from_cuts
+    from tagcons.heads.cuts import scores_from_cuts
 
     candidates = sorted(np.random.RandomState(42).uniform(0.05, 0.95, 100))
     best, best_cuts = -1.0, None
@@ -135,7 +135,7 @@ def study_threshold_search(similarity, y, n_combinations=5000):
 
 
 def threshold_comparison() -> dict:
-    from tagcons.heads.threshold import search_cuts, study_search
+    from tagcons.heads.cuts import search_cuts, study_search
 
     X, y, _ = synthetic(2022)
     similarity = X.cosine()

@@ -9,8 +9,8 @@ from test_heads_support import planted, planted_split
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import majority_baseline
 from tagcons.heads import PairFeatures, load_head, make_head, pair_features
+from tagcons.heads.cuts import scores_from_cuts, search_cuts
 from tagcons.heads.features import cosine_of
-from tagcons.heads.threshold import scores_from_cuts, search_cuts
 
 FAST = {"mlp": {"recipe": "robust", "max_epochs": 25}, "lgbm": {"n_estimators": 200}, "logreg": {"Cs": (0.01, 1.0)}}
 

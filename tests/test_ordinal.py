@@ -22,8 +22,8 @@ from tagcons.heads import FitHeadConfig, PredictConfig, fit_head, load_head, mak
 from tagcons.heads.calibrate import fit_rule
 from tagcons.heads.corn import corn_cumulative, corn_loss, corn_proba
 from tagcons.heads.cumulative_logit import CumulativeLogit
+from tagcons.heads.cuts import search_cuts
 from tagcons.heads.decode import ScoreRule, decode_scores, expected_score, fit_expected_cuts
-from tagcons.heads.threshold import search_cuts
 from tagcons.labels import LABELS
 
 

@@ -14,9 +14,9 @@ from test_heads_support import dense, planted, write_cache, write_pairs
 from tagcons.data.splits import validation_indices
 from tagcons.errors import BadInputError
 from tagcons.heads import FitHeadConfig, fit_head, make_head
+from tagcons.heads.cuts import search_cuts, study_search
 from tagcons.heads.features import cosine_of
 from tagcons.heads.registry import all_head_classes
-from tagcons.heads.threshold import search_cuts, study_search
 from tagcons.labels import class_weights
 
 

@@ -11,8 +11,8 @@ import pytest
 from test_heads_support import planted, write_cache, write_pairs
 
 from tagcons.configs import FitHeadConfig, PostColumns, ScoreConfig
+from tagcons.data.post_tags import clean_tags, extract_hashtags, parse_tag_list
 from tagcons.errors import BadInputError
-from tagcons.posts.hashtags import clean_tags, extract_hashtags, parse_tag_list
 from tagcons.posts.score import score_posts
 
 
@@ -167,7 +167,7 @@ def test_posts_without_tags_and_empty_captions_are_kept_and_counted(scored_world
         }
     )
     path = _posts_file(tmp_path, frame)
-    with caplog.at_level(logging.WARNING, logger="tagcons.posts.reader"):
+    with caplog.at_level(logging.WARNING, logger="tagcons.data.posts"):
         summary = score_posts(ScoreConfig(cache=scored_world["cache"], posts=path, out=tmp_path / "o.parquet"))
     posts = pd.read_parquet(summary.posts_out)
     assert list(posts["n_tags"]) == [0, 0, 1] and len(pd.read_parquet(summary.out)) == 1

@@ -11,8 +11,8 @@ from sklearn.metrics import cohen_kappa_score, f1_score
 from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.heads import load_head, make_head
+from tagcons.heads.cuts import STUDY_FIXED_CUTS, best_chain, scores_from_cuts, search_cuts
 from tagcons.heads.features import cosine_of
-from tagcons.heads.threshold import STUDY_FIXED_CUTS, best_chain, scores_from_cuts, search_cuts
 
 
 def _objective(y, pred, labels, objective):

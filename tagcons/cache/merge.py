@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,20 +117,6 @@ class _SourcePool:
         for f in self.open.values():
             f.close()
         self.open.clear()
-
-
-def consolidate_files(
-    cache: Path, sources: list[Path], attrs: dict, dim: int, dtype: str, progress: bool = False
-) -> ConsolidateStats:
-    """Merge `sources` (the main file first if it exists, then parts oldest first) into `cache`.
-    The caller holds the exclusive cache lock."""
-    start = time.perf_counter()
-    from tagcons.cache.segments import write_consolidated  # segments.py builds on this module
-
-    state = replay(sources)
-    counts = write_consolidated(cache, sources, state, attrs, dim, dtype, progress)  # zero-copy when it pays
-    n_parts = _delete_merged_parts(cache, sources)
-    return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"], time.perf_counter() - start)
 
 
 def write_state(

@@ -33,6 +33,14 @@ import h5py
 import numpy as np
 
 from tagcons.cache.diskspace import writing
+from tagcons.cache.merge import (  # segments build on the plain consolidation
+    ConsolidateStats,
+    Replay,
+    _delete_merged_parts,
+    _removed_on_error,
+    replay,
+    write_state,
+)
 from tagcons.cache.parts import TMP_SUFFIX, remove_stale_temps
 from tagcons.cache.schema import (
     DIGEST_ATTR,
@@ -83,7 +91,6 @@ def segment_files(cache: Path) -> list[Path]:
 def write_consolidated(cache: Path, sources: list[Path], state, attrs: dict, dim: int, dtype: str, progress: bool):
     """Write `state` into `cache`: a new index over segments when that pays, else one plain file.
     Returns the row counts. The caller holds the exclusive cache lock."""
-    from tagcons.cache.merge import write_state
 
     previous = segment_names(cache)
     counts = _write_segmented(cache, sources, state, attrs, dim, dtype, progress) if _worth_it(cache, sources) else None
@@ -122,7 +129,6 @@ def remove_orphans(cache: Path, keep: set[str]) -> None:
 
 def _write_segmented(cache, sources, state, attrs, dim, dtype, progress) -> dict | None:
     """None when a plain rewrite is due (too many dead rows or runs); nothing is written then."""
-    from tagcons.cache.merge import Replay, write_state
 
     folder = segments_dir(cache)
     names = segment_names(cache)
@@ -214,7 +220,6 @@ def _runs(segment: np.ndarray, row: np.ndarray) -> np.ndarray:
 
 def _write_index(cache: Path, names: list[str], locations: dict, failed: dict, attrs: dict, dim: int, dtype: str):
     """The new index beside the cache (temp, fsync), renamed over it: readers see the old or the new."""
-    from tagcons.cache.merge import _removed_on_error
 
     tmp = cache.with_name(f"{cache.name}.consolidate-{os.getpid()}{TMP_SUFFIX}")
     folder = segments_dir(cache)
@@ -272,3 +277,15 @@ def _virtual(out, name: str, runs: np.ndarray, folder: str, names: list[str], ro
         source = h5py.VirtualSource(f"{folder}/{names[seg]}", name, shape=source_shape)
         layout[first : first + count] = source[seg_row : seg_row + count]
     out.create_virtual_dataset(name, layout, fillvalue=np.nan if is_embeds else None)
+
+
+def consolidate_files(
+    cache: Path, sources: list[Path], attrs: dict, dim: int, dtype: str, progress: bool = False
+) -> ConsolidateStats:
+    """Merge `sources` (the main file first if it exists, then parts oldest first) into `cache`.
+    The caller holds the exclusive cache lock."""
+    start = time.perf_counter()
+    state = replay(sources)
+    counts = write_consolidated(cache, sources, state, attrs, dim, dtype, progress)  # zero-copy when it pays
+    n_parts = _delete_merged_parts(cache, sources)
+    return ConsolidateStats(n_parts, counts["images"], counts["texts"], counts["failed"], time.perf_counter() - start)

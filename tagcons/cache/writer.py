@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from tagcons.cache.lock import FileLock, read_only_message
-from tagcons.cache.merge import ConsolidateStats, consolidate_files, replay
+from tagcons.cache.merge import ConsolidateStats, replay
 from tagcons.cache.parts import Rows, list_parts, next_seq, parts_dir, remove_stale_temps, shard_tag, write_part
 from tagcons.cache.schema import CacheMeta, compute_fingerprint, describe_difference, meta_attrs, open_h5, read_attrs
+from tagcons.cache.segments import consolidate_files
 from tagcons.errors import BadInputError, FingerprintMismatchError
 
 log = logging.getLogger(__name__)

@@ -121,6 +121,17 @@ def check_image_keys(root: str | Path, keys) -> None:
         lexical_image_path(root, key)
 
 
+MISSING_FILE = ""  # sha256 recorded for a file that does not exist
+
+
+def sha256_or_missing(root: Path, key: str) -> str:
+    """The sha256 of image `key` under `root`, or MISSING_FILE when it cannot be read (embed's plan)."""
+    try:
+        return file_sha256(resolve_image_path(root, key))
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ImageLoadError):
+        return MISSING_FILE
+
+
 def file_sha256(path: Path) -> str:
     return files_sha256([path])
 

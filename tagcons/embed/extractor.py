@@ -15,7 +15,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,12 +24,16 @@ from tagcons.cache.lock import read_only_message
 from tagcons.cache.verify import check_checksums
 from tagcons.configs import EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
-from tagcons.data.images import ImageLoadError, check_image_keys, file_sha256, resolve_image_path
+from tagcons.data.images import (
+    MISSING_FILE,
+    check_image_keys,
+    sha256_or_missing,
+)
 from tagcons.data.pairs import check_image_paths, load_pairs
 from tagcons.embed import onnx_runtime
 from tagcons.embed.backbones import BACKBONES, Backbone, backbone_identity, load_backbone, parse_source
 from tagcons.embed.image_encoding import embed_images
-from tagcons.embed.job import EmbedSummary, EncodeJob
+from tagcons.embed.job import EmbedSummary, EncodeJob, ImagePlan
 from tagcons.embed.scripts import warn_if_unread_script
 from tagcons.embed.templates import check_templates, template_attr
 from tagcons.embed.text_encoding import embed_texts
@@ -43,7 +46,6 @@ if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never 
 
 
 log = logging.getLogger(__name__)
-MISSING_FILE = ""  # sha256 recorded for a file that does not exist
 DECODE_MODES = ("cpu", "gpu")
 ENGINES = ("local", "ray")  # ray: tagcons.embed.ray_engine
 
@@ -80,7 +82,7 @@ def _keys_to_embed(config: EmbedConfig):
         return config, load_pairs(config.data, config.columns, strip_hash=config.strip_hash, require_labels=False)
     if config.data is not None:
         raise BadInputError(f"give --data {config.data} or --posts {config.posts}, not both")
-    from tagcons.posts.reader import read_post_keys
+    from tagcons.data.posts import read_post_keys
 
     return config, read_post_keys(config.posts, config.post_columns, strip_hash=config.strip_hash)
 
@@ -128,7 +130,7 @@ class LocalEngine:
 
     def hash_files(self, root: Path, keys: list[str], workers: int) -> list[str]:
         with ThreadPoolExecutor(max_workers=max(2, workers)) as pool:  # hashing releases the GIL
-            return list(pool.map(lambda key: _sha256_or_missing(root, key), keys))
+            return list(pool.map(lambda key: sha256_or_missing(root, key), keys))
 
     def encode(self, job: EncodeJob, images: ImagePlan, texts: list[str], summary: EmbedSummary) -> None:
         embed_images(job, images, summary)
@@ -249,16 +251,6 @@ def _in_shard(keys: list[str], shard: tuple[int, int] | None) -> list[str]:
 # --- image plan --------------------------------------------------------------------------------------
 
 
-@dataclass
-class ImagePlan:
-    """Which images of this run's share to encode, and which are settled already."""
-
-    todo: list[str]
-    hashes: list[str]
-    cached: int
-    failed_before: list[str]  # failed in an earlier run and unchanged (or still missing) since: not retried
-
-
 def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int, engine=None) -> ImagePlan:
     known, known_failed = writer.known_images(), writer.known_failures()
     hashes = (engine or LocalEngine()).hash_files(root, keys, workers)
@@ -272,13 +264,6 @@ def plan_images(writer: CacheWriter, root: Path, keys: list[str], workers: int, 
             plan.todo.append(key)
             plan.hashes.append(digest)
     return plan
-
-
-def _sha256_or_missing(root: Path, key: str) -> str:
-    try:
-        return file_sha256(resolve_image_path(root, key))
-    except (FileNotFoundError, IsADirectoryError, PermissionError, ImageLoadError):
-        return MISSING_FILE
 
 
 def _merge_after_all_ranks(context, config: EmbedConfig) -> None:

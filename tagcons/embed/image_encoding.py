@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tagcons.data.image_batches import ImagePipeline
-from tagcons.embed.job import EmbedSummary, EncodeJob
-
-if TYPE_CHECKING:
-    from tagcons.embed.extractor import ImagePlan
+from tagcons.embed.job import EmbedSummary, EncodeJob, ImagePlan
 
 log = logging.getLogger(__name__)
 

@@ -62,3 +62,14 @@ class EncodeJob:
     shard: tuple[int, int] | None
     device: torch.device
     dtype: torch.dtype
+
+
+@dataclass
+class ImagePlan:
+    """Which images of this run's share to encode, and which are settled already (planned by the extractor,
+    encoded by image_encoding: it lives here, below both)."""
+
+    todo: list[str]
+    hashes: list[str]
+    cached: int
+    failed_before: list[str]  # failed in an earlier run and unchanged (or still missing) since: not retried

@@ -122,9 +122,9 @@ class RayEngine:
 
 
 def _hash_batch(batch: dict, root: str) -> dict:
-    from tagcons.embed.extractor import _sha256_or_missing
+    from tagcons.data.images import sha256_or_missing
 
-    shas = [_sha256_or_missing(Path(root), str(k)) for k in batch["key"]]
+    shas = [sha256_or_missing(Path(root), str(k)) for k in batch["key"]]
     return {"i": batch["i"], "sha256": np.asarray(shas, dtype=object)}
 
 

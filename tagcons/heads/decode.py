@@ -18,6 +18,7 @@ import numpy as np
 
 from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import apply_temperature, reweighted
+from tagcons.heads.cuts import scores_from_cuts, search_cuts
 from tagcons.labels import LABELS
 
 DECODINGS = ("argmax", "expected", "median")
@@ -36,7 +37,6 @@ def expected_score(proba: np.ndarray, labels=LABELS) -> np.ndarray:
 def fit_expected_cuts(proba: np.ndarray, y: np.ndarray, labels=LABELS) -> np.ndarray:
     """K-1 cut-points on the expected score separating the K scores in y (``np.unique(y)``), maximising
     QWK on these rows (exact search)."""
-    from tagcons.heads.threshold import search_cuts  # the threshold head imports heads.base, which imports this
 
     cuts, _ = search_cuts(expected_score(proba, labels), np.asarray(y).astype(int), CUT_OBJECTIVE)
     return cuts
@@ -61,7 +61,6 @@ def decode_scores(proba: np.ndarray, decode: str, cuts=None, labels=LABELS, cut_
         return np.asarray(labels)[median_columns(proba)]
     if decode == "argmax" or cuts is None:
         return np.asarray(labels)[np.argmax(proba, axis=1)]
-    from tagcons.heads.threshold import scores_from_cuts
 
     return scores_from_cuts(expected_score(proba, labels), cuts, labels if cut_scores is None else cut_scores)
 

@@ -29,10 +29,10 @@ from tagcons.heads.base import (
     reading,
     require,
 )
+from tagcons.heads.cuts import scores_from_cuts, search_cuts
 from tagcons.heads.decode import identity_cuts
 from tagcons.heads.params import INT, at_least, between, choice, either, optional, positive
 from tagcons.heads.registry import register_head
-from tagcons.heads.threshold import scores_from_cuts, search_cuts
 from tagcons.runtime import auto_threads
 
 log = logging.getLogger(__name__)

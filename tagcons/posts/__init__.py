@@ -9,10 +9,10 @@ first use (PEP 562).
 from tagcons.lazy import lazy_exports
 
 _EXPORTS = {
-    "extract_hashtags": "tagcons.posts.hashtags",
-    "parse_tag_list": "tagcons.posts.hashtags",
-    "read_posts": "tagcons.posts.reader",
-    "explode_posts": "tagcons.posts.reader",
+    "extract_hashtags": "tagcons.data.post_tags",
+    "parse_tag_list": "tagcons.data.post_tags",
+    "read_posts": "tagcons.data.posts",
+    "explode_posts": "tagcons.data.posts",
     "PostScorer": "tagcons.posts.score",
     "score_posts": "tagcons.posts.score",
     "suggest_for_images": "tagcons.posts.suggest",

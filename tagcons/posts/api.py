@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tagcons.configs import PostColumns
-from tagcons.posts.reader import explode_posts, posts_chunk
+from tagcons.data.posts import explode_posts, posts_chunk
 from tagcons.posts.score import PostScorer, score_chunk
 from tagcons.posts.suggest import build_index, load_vocabulary, suggest_for_images
 

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from tagcons.configs import ScoreConfig
+from tagcons.data.posts import ExplodeStats, explode_posts, read_posts
 from tagcons.errors import BadInputError
 from tagcons.heads.features import PairFeatures
 from tagcons.heads.join import cache_strip_hash
 from tagcons.posts.keys import CacheKeys
 from tagcons.posts.parquet_out import RowGroupWriter, check_output
-from tagcons.posts.reader import ExplodeStats, explode_posts, read_posts
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from tagcons.configs import SUGGEST_INDEXES, SuggestConfig
+from tagcons.data.post_tags import normalise_tag
+from tagcons.data.posts import ExplodeStats, explode_posts, read_posts
 from tagcons.errors import BadInputError
-from tagcons.posts.hashtags import normalise_tag
 from tagcons.posts.keys import OK
 from tagcons.posts.parquet_out import RowGroupWriter, check_output
-from tagcons.posts.reader import ExplodeStats, explode_posts, read_posts
 from tagcons.posts.score import PostScorer
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import pandas as pd
 
 from tagcons.configs import PostColumns
 from tagcons.data.pairs import normalise_image_key
+from tagcons.data.post_tags import INSTAGRAM_TAG_LIMIT, bad_tag_list, clean_tags, extract_hashtags, parse_tag_list
 from tagcons.errors import BadInputError
-from tagcons.posts.hashtags import INSTAGRAM_TAG_LIMIT, bad_tag_list, clean_tags, extract_hashtags, parse_tag_list
 
 log = logging.getLogger(__name__)
 
