@@ -3,6 +3,7 @@
 import gc
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,18 @@ if "mutmut" in sys.modules:
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_CSV = REPO_ROOT.parent / "shared" / "data" / "combined_data.csv"
+
+
+@pytest.fixture(autouse=True)
+def no_cli_log_handler_outlives_its_test():
+    """A command run in-process (`main([...])`) installs the CLI's stderr handler on the "tagcons" logger;
+    left there, the next test's library calls would log into its captured stderr (one-line checks failed
+    in a random order). Each test starts and ends without it."""
+    logger = logging.getLogger("tagcons")
+    saved = (list(logger.handlers), logger.level)
+    yield
+    logger.handlers[:], level = saved
+    logger.setLevel(level)
 
 
 @pytest.fixture
