@@ -118,9 +118,17 @@ def _check_quoted_row(header: list[str], row: list[str], tables: dict[str, list[
         assert _same_line(row[i], matches[0][printed_header.index(name)]), (name, row, matches[0])
 
 
+README_TRANSFORMERS_MAJOR = 5  # the README's output is `make demo`'s, in .venv (transformers 5.x)
+
+
 def test_the_readme_quotes_what_the_demo_prints(demo_run):
     """Every line of the README's sample output is printed by the demo, figures within a last-digit tolerance;
-    table rows are checked column by column under the README's (elided) headers."""
+    table rows are checked column by column under the README's (elided) headers. The tiny backbone is the
+    same on every machine for one transformers major version; `make test-min`'s 4.x initialises it apart."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) != README_TRANSFORMERS_MAJOR:
+        pytest.skip(f"the README quotes the demo under transformers {README_TRANSFORMERS_MAJOR}.x")
     out, printed, _ = demo_run
     lines = [line.replace(str(out), "demo_out") for line in printed.splitlines()]
     tables, header = _printed_tables(lines), None
