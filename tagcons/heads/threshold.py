@@ -1,21 +1,7 @@
 """Threshold head: image-text cosine -> score by four ordered cut-points chosen on the training part.
 
-Search. The candidate cut-points are the ``n_grid`` quantiles of the training cosines. They cut the
-sorted similarities into n_grid + 1 segments; class k takes the segments between its two cuts.
-Macro-F1 is a sum of one term per class, and each class's term depends only on its own interval
-(TP and predicted count come from cumulative per-segment label counts), so the best 4 cuts follow
-from a dynamic programme over the chain of intervals: the exact optimum over all C(n_grid, 4)
-ordered combinations (3.8 M for 99) in O(5 * n_grid^2) array operations.
-
-QWK is 1 - A/B where both A (weighted disagreements) and B (their expectation under the marginals)
-are sums of per-class interval terms; Dinkelbach's method (minimise A - lambda*B by the same DP,
-set lambda = A/B of the result, repeat) reaches the exact best ratio in a few rounds.
-
-``search="study"`` reproduces the study's own search instead, cut for cut: 100 candidates drawn by
-``np.random.seed(42); sorted(np.random.uniform(0.05, 0.95, 100))``, only the first 5,000 of
-``itertools.combinations(candidates, 4)`` in that order (so the first two cuts stay near 0.055 and
-0.07), each scored by scikit-learn's macro ``f1_score`` and the first best kept. It is vectorised
-(all 5,000 combinations at once) and keeps the same cut-points as the study's loop.
+The search (exact over a quantile grid, or the study's own 5,000 combinations with ``search="study"``)
+lives in `heads/cuts.py`, below `heads.base`, where `--decode expected` uses it too.
 
 predict_proba is one-hot on the predicted score: a threshold rule ranks, it has no probabilities.
 """
