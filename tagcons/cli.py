@@ -17,6 +17,7 @@ import click
 from tagcons import __version__
 from tagcons.configs import (
     AUDIT_RANKINGS,
+    ENGINES,
     SUGGEST_INDEXES,
     AuditConfig,
     DemoRunConfig,
@@ -223,7 +224,7 @@ def cli(verbose: int, quiet: bool, progress: bool) -> None:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(ENGINES),
     default=field_default(EmbedConfig, "engine"),
     show_default=True,
     help="ray: Ray Data stages on a local Ray or the cluster of --ray-address (needs tagcons[ray]).",

@@ -79,6 +79,7 @@ class ScoreConfig(PathFields):
     progress: bool = False
 
 
+ENGINES = ("local", "ray")  # embed --engine; ray: tagcons.embed.ray_engine
 SUGGEST_INDEXES = ("exact", "hnsw")  # FAISS: brute-force inner product; HNSW graph (approximate)
 
 

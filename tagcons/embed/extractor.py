@@ -22,7 +22,7 @@ from tagcons import distributed
 from tagcons.cache import CacheMeta, CacheWriter, merge_parts, shard_of
 from tagcons.cache.lock import read_only_message
 from tagcons.cache.verify import check_checksums
-from tagcons.configs import EmbedConfig
+from tagcons.configs import ENGINES, EmbedConfig
 from tagcons.data.image_batches import BatchPreprocessor as BatchPreprocessor  # re-exported for gpu_decode's tests
 from tagcons.data.images import (
     MISSING_FILE,
@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # torch loads with the model: a rerun with nothing new never 
 
 log = logging.getLogger(__name__)
 DECODE_MODES = ("cpu", "gpu")
-ENGINES = ("local", "ray")  # ray: tagcons.embed.ray_engine
 
 
 def run_embed(config: EmbedConfig) -> EmbedSummary:
