@@ -13,7 +13,7 @@ finished DataLoader workers): on a loaded machine the CPU figures still say what
 ViT-L/14 (benchmarks/embed_throughput.py's `build_checkpoint`); `tiny` checks that the script works.
 Timings mean something only on a quiet machine: the JSON records the load average before and after.
 
-    python benchmarks/embed_efficiency.py                              # vit-b-32 and vit-l-14, 128 JPEGs
+    python benchmarks/embed_efficiency.py                              # vit-b-32 and vit-l-14, 256 JPEGs
     python benchmarks/embed_efficiency.py --runtime onnx --workers 1
     nice python benchmarks/embed_efficiency.py --models tiny --n 16 --side 256 --out /tmp/eff.json  # smoke check
 """
@@ -44,7 +44,7 @@ from tagcons.embed import onnx_runtime  # noqa: E402
 from tagcons.embed.backbones import load_backbone  # noqa: E402
 from tagcons.embed.extractor import EmbedConfig, run_embed  # noqa: E402
 from tagcons.embed.features import image_features  # noqa: E402
-from tagcons.runtime import default_workers  # noqa: E402
+from tagcons.runtime import embed_workers  # noqa: E402
 
 MODELS = ("vit-b-32", "vit-l-14", "tiny")
 
@@ -140,13 +140,14 @@ def benchmark_model(name: str, work: Path, pairs: Path, images: Path, args) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vit-b-32", "vit-l-14"], choices=MODELS)
-    parser.add_argument("--n", type=int, default=128, help="JPEGs embedded")
+    parser.add_argument("--n", type=int, default=256, help="JPEGs embedded")
     parser.add_argument("--side", type=int, default=1080, help="side of the square JPEGs")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=None, help="decode workers [embed's own choice]")
     parser.add_argument("--runtime", default="torch", choices=onnx_runtime.RUNTIMES)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "embed_efficiency.json")
     args = parser.parse_args()
+    args.workers = embed_workers(args.workers, "cpu")  # what the command chooses, recorded and used by both
     torch.manual_seed(0)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="tagcons-bench-eff-") as tmp:

@@ -38,7 +38,7 @@ from tagcons.embed.backbones import load_backbone  # noqa: E402
 from tagcons.embed.extractor import EmbedConfig, run_embed  # noqa: E402
 from tagcons.embed.tiny import build_tiny_tokenizer  # noqa: E402
 from tagcons.runtime import (  # noqa: E402
-    default_workers,
+    embed_workers,
     resolve_device,
     resolve_dtype,
 )
@@ -305,12 +305,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     parser.add_argument("--study-pairs", type=int, default=60, help="pairs timed for the study's loop")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=None, help="decode workers [embed's own choice]")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "onnx-int8"], help="(b)'s runtime")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "embed_throughput.json")
     args = parser.parse_args()
+    args.workers = embed_workers(args.workers, resolve_device(args.device).type)  # the command's own choice
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="tagcons-bench-") as tmp:
         work = Path(tmp)

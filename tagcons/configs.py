@@ -109,7 +109,7 @@ class EmbedConfig(PathFields):
     out: Path
     revision: str | None = None
     batch_size: int = 64
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # decode workers; None: chosen for the device (tagcons.runtime.embed_workers)
     device: str = "auto"
     dtype: str = "auto"
     text_templates: tuple[str, ...] = ("{}",)  # several: a prompt ensemble (mean of normalised features)

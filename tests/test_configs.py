@@ -45,7 +45,6 @@ COLUMN_FLAGS |= {"post_id_col": "post_id", "hashtags_col": "hashtags", "caption_
 POST_COLUMN_FLAGS = {"post_col": "post_id", "hashtags_col": "hashtags", "caption_col": "caption"}  # embed --posts
 # (command, parameter) whose CLI default is not the field's default, and why
 NOT_THE_FIELD_DEFAULT = {
-    ("embed", "workers"): "None on the command line means the field's default factory (cores - 1, at most 8)",
     ("fit-head", "params"): "KEY=VALUE text, parsed into head_params by each head's settings",
     ("audit", "params"): "KEY=VALUE text, parsed into head_params by each head's settings",
     ("predict", "image_col"): "the CLI reads the study's column names; the library's None means the run's",

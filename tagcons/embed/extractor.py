@@ -102,7 +102,8 @@ def _embed_with_context(config: EmbedConfig, table, context: distributed.DistCon
     # The lock comes first (a second writer is refused at once, not after the model loads), then the
     # plan from the file hashes: a rerun with nothing new never imports transformers nor loads a model.
     with CacheWriter(config.out, None, shard=shard) as writer, open_engine(config) as engine:
-        images = plan_images(writer, config.images, _in_shard(table.unique_images(), shard), config.workers, engine)
+        keys = _in_shard(table.unique_images(), shard)
+        images = plan_images(writer, config.images, keys, config.workers or 0, engine)
         texts = _in_shard(table.unique_texts(), shard)
         if context.world_size == 1 and _nothing_new(config, writer, images, texts):
             check_checksums(Path(config.out))  # the keys were checked against their digests while planning
@@ -196,7 +197,7 @@ def _check_config(config: EmbedConfig) -> None:
     check_templates(config.text_templates)
     onnx_runtime.check_runtime(config.runtime, config.device, config.dtype, config.compile)
     parse_source(config.backbone, config.revision)  # an ambiguous or malformed --backbone stops before any work
-    if config.batch_size < 1 or config.workers < 0:
+    if config.batch_size < 1 or (config.workers or 0) < 0:
         raise BadInputError("--batch-size must be at least 1 and --workers at least 0")
     if config.decode not in DECODE_MODES:
         raise BadInputError(f"--decode {config.decode}: choose one of {', '.join(DECODE_MODES)}")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from tagcons.data.image_batches import ImagePipeline
 from tagcons.embed.job import EmbedSummary, EncodeJob, ImagePlan
+from tagcons.runtime import embed_workers
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def embed_images(job: EncodeJob, plan: ImagePlan, summary: EmbedSummary) -> None
 def image_batches(job: EncodeJob, todo: list[str]):
     """(indices, pixel_values, failed) per batch: decoded in DataLoader workers, or on the GPU."""
     config = job.config
+    workers = embed_workers(config.workers, job.device.type)
+    log.info("decoding in %s", f"{workers} DataLoader worker(s)" if workers else "the main process (no workers)")
     pipeline = ImagePipeline(config.images, todo, job.backbone.image_processor)
     if config.decode == "gpu":
         from tagcons.embed import gpu_decode
@@ -67,9 +70,9 @@ def image_batches(job: EncodeJob, todo: list[str]):
             job.device,
             job.dtype,
             config.batch_size,
-            config.workers,
+            workers,
         )
-    return pipeline.loader(config.batch_size, config.workers, pin_memory=job.device.type == "cuda")
+    return pipeline.loader(config.batch_size, workers, pin_memory=job.device.type == "cuda")
 
 
 class PendingImages:
