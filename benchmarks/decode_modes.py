@@ -47,7 +47,8 @@ from decode import feature_difference, library_version, photo_like, pixel_values
 from embed_throughput import build_checkpoint  # noqa: E402
 
 from tagcons.data.images import load_rgb, reduced_side  # noqa: E402
-from tagcons.demo.dataset import DemoConfig, draw_image, image_specs  # noqa: E402
+from tagcons.demo.dataset import DemoConfig, image_specs  # noqa: E402
+from tagcons.demo.drawing import draw_image  # noqa: E402
 from tagcons.embed import gpu_decode  # noqa: E402
 from tagcons.embed.backbones import load_backbone  # noqa: E402
 from tagcons.embed.features import image_features  # noqa: E402

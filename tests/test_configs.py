@@ -126,7 +126,7 @@ OLD_CONFIG_JSON = {
 
 def resumed(tmp_path, **overrides) -> str:
     from tagcons.finetune.config import resolve
-    from tagcons.finetune.run import _resumed_head_init
+    from tagcons.finetune.resume import _resumed_head_init
 
     (tmp_path / "config.json").write_text(json.dumps({**OLD_CONFIG_JSON, "out": str(tmp_path)}))
     settings = dict(data=Path("pairs.csv"), images=Path("images"), backbone="tiny", out=tmp_path, workers=0)

@@ -10,16 +10,15 @@ from PIL import Image
 
 from tagcons.data import load_pairs
 from tagcons.demo.dataset import (
-    COLOUR_RGB,
     CSV_COLUMNS,
     TARGET_SHARE,
     VOCABULARY,
     DemoConfig,
-    ImageSpec,
     image_specs,
     make_demo_set,
     score,
 )
+from tagcons.demo.drawing import COLOUR_RGB, ImageSpec
 from tagcons.errors import BadInputError
 
 TAGS = {tag.text: tag for tag in VOCABULARY}

@@ -99,7 +99,8 @@ def run_audit(config: AuditConfig) -> AuditResult:
 
 
 def _training_data(fit_config):
-    from tagcons.heads.fit import _check_config, _load, with_given_folds  # the same join and checks fit-head uses
+    from tagcons.heads.fit import _check_config, with_given_folds  # the same join and checks fit-head uses
+    from tagcons.heads.fit_data import _load
 
     fit_config = with_given_folds(fit_config)
     _check_config(fit_config)

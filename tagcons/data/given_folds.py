@@ -18,9 +18,10 @@ import pandas as pd
 
 from tagcons.configs import PairColumns
 from tagcons.data.images import files_sha256
-from tagcons.data.pairs import PairTable, Where
+from tagcons.data.pairs import PairTable
 from tagcons.data.row_join import join_rows
 from tagcons.data.splits import Partition, drop_unusable
+from tagcons.data.tables import Where
 from tagcons.errors import BadInputError
 
 FOLDS_FLAG = "--folds"

@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow as pa
 
 from tagcons.configs import PairColumns
-from tagcons.data.pairs import PairTable, Where, normalise_image_key, normalise_text, read_table, row_lines
+from tagcons.data.pairs import PairTable, normalise_image_key, normalise_text
+from tagcons.data.tables import Where, read_table, row_lines
 from tagcons.errors import BadInputError
 
 log = logging.getLogger(__name__)

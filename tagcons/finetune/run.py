@@ -9,7 +9,6 @@ gathered validation outputs, so they stop at the same epoch.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tagcons.distributed import DistContext, setup
 from tagcons.embed.backbones import Backbone, load_backbone
-from tagcons.errors import BadInputError
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.plots import plot_training_curves
 from tagcons.evaluate.provenance import check_reuse, recorded_trained_keys, side_hashes, split_spec, write_side_keys
-from tagcons.evaluate.rundir import CONFIG_FILE, read_json, write_config, write_evaluation, write_json
+from tagcons.evaluate.rundir import write_config, write_evaluation
 from tagcons.finetune import checkpoint
 from tagcons.finetune.config import FinetuneConfig, resolve
 from tagcons.finetune.data import Collate, LoaderSettings, TokenTable, eval_loader, train_loader
@@ -35,25 +33,22 @@ from tagcons.finetune.loop import Trainer, collect_outputs, make_optimizer, make
 from tagcons.finetune.model import FinetuneModel, freeze
 from tagcons.finetune.partition import FinetunePartition, load_partition, resolved_dedupe
 from tagcons.finetune.probe import EmbedOnly, fit_linear_probe, load_init_head
+from tagcons.finetune.resume import (
+    CHECKPOINTS,
+    _check_resumed_partition,
+    _check_run_dir,
+    _resume,
+    _resumed_head_init,
+    _save_epoch,
+)
+from tagcons.finetune.training_state import TrainingState, _advance, epoch_line
 from tagcons.heads.baselines import shortcut_baselines
 from tagcons.heads.calibrate import evaluate_probabilities, evaluation_report, fit_rule
-from tagcons.labels import AUTO, class_weights
+from tagcons.labels import class_weights
 from tagcons.runtime import compute_threads
 
 log = logging.getLogger(__name__)
-CHECKPOINTS = "checkpoints"
 CURVES_FILE = "training_curves.png"
-# train_loss and val_loss are computed alike (eval mode, after the epoch, class-weighted), so their gap shows
-# over-fitting; train_loss_running is the mean loss during the epoch (dropout on, weights moving).
-HISTORY_KEYS = (
-    "train_loss",
-    "train_loss_running",
-    "val_loss",
-    "val_accuracy",
-    "val_macro_f1",
-    "val_qwk",
-    "samples_per_s",
-)
 
 
 @dataclass
@@ -74,18 +69,6 @@ class FinetuneResult:
     backbone_dir: Path
     history: dict
     model: FinetuneModel | None = field(default=None, repr=False)  # as exported (WiSE-mixed backbone)
-
-
-@dataclass
-class TrainingState:
-    """What `last/state.pt` records besides the optimiser: where training is and the best so far."""
-
-    epoch: int = 0  # epochs completed
-    best_score: tuple[float, float] | None = None  # (validation QWK, -validation loss)
-    best_epoch: int = 0
-    waited: int = 0
-    stopped: bool = False
-    history: dict = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
 
 
 def run_finetune(config: FinetuneConfig, hooks: Hooks | None = None) -> FinetuneResult:
@@ -168,76 +151,6 @@ def _run(config: FinetuneConfig, dist: DistContext, hooks: Hooks) -> FinetuneRes
         state.history,
         model.cpu(),
     )
-
-
-def _check_run_dir(config: FinetuneConfig, dist: DistContext) -> None:
-    last = config.run_dir / CHECKPOINTS / "last"
-    checkpoint.recover_checkpoint(last)
-    if config.resume and config.overwrite:
-        raise BadInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
-    if config.overwrite:
-        _remove_run(config.run_dir, last, dist)
-    if config.resume and not last.is_dir():
-        raise BadInputError(f"{config.run_dir}: no checkpoint to resume ({last} is missing); run without --resume")
-    if not config.resume and last.is_dir():
-        raise BadInputError(
-            f"{config.run_dir}: already holds a fine-tuning run; pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --out"
-        )
-
-
-def _remove_run(run_dir: Path, last: Path, dist: DistContext) -> None:
-    """--overwrite: the fine-tuning run in ``run_dir`` (it has a checkpoint) is deleted before the new one starts."""
-    if dist.is_main and last.is_dir():
-        log.warning("%s: replacing the fine-tuning run there (--overwrite)", run_dir)
-        shutil.rmtree(run_dir)
-    dist.barrier()
-
-
-RESUME_MAY_CHANGE = {
-    "overwrite",
-    "epochs",
-    "patience",
-    "device",
-    "workers",
-    "out",
-    "data",
-    "images",
-    "init_head",
-    "allow_unverified_init",
-}
-
-
-def _resumed_head_init(config: FinetuneConfig) -> str:
-    """The interrupted run's head_init; refuses a resume whose settings differ from the run's."""
-    saved = read_json(config.run_dir / CONFIG_FILE)
-    requested = config.to_dict()
-    if requested["scale"] == AUTO:  # the run recorded the range auto resolved to
-        requested.pop("scale")
-    changed = sorted(k for k, v in requested.items() if k not in RESUME_MAY_CHANGE and saved.get(k, v) != v)
-    if changed:
-        shown = ", ".join(f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in changed[:5])
-        raise BadInputError(
-            f"{config.run_dir}: --resume with other settings than the run's ({shown}); "
-            "resume with the same flags or start a new --out"
-        )
-    return saved.get("head_init", "resumed")
-
-
-def _check_resumed_partition(config: FinetuneConfig, partition: FinetunePartition) -> None:
-    """--resume must see the same fit / validation / test rows: else trained rows could land in test."""
-    saved = read_json(config.run_dir / CONFIG_FILE).get("parts")
-    if saved is None:
-        log.warning("%s: the run predates part hashes; cannot check that --resume sees the same rows", config.run_dir)
-        return
-    current = side_hashes(partition.side_keys())
-    changed = [name for name in current if saved.get(name) != current[name]]
-    if changed:
-        raise BadInputError(
-            f"{config.run_dir}: --resume with other rows than the run's (the {', '.join(changed)} part(s) changed: "
-            "another --data, --images or failed images); rows already trained on could now be tested. "
-            "Resume with the run's --data and --images, or start a new --out"
-        )
 
 
 def _checked_init_head(config: FinetuneConfig, partition: FinetunePartition) -> Path:
@@ -365,92 +278,6 @@ def _validate(model, loader, partition, trainer, dist, hooks, show, side: str) -
         "macro_f1": metrics["macro_f1"],
         "qwk": metrics["qwk"] if metrics["qwk"] is not None else 0.0,
     }
-
-
-EPOCH_NAMES = {
-    "train_loss": "train loss",
-    "train_loss_running": "running train loss",
-    "val_loss": "validation loss",
-    "val_accuracy": "validation accuracy",
-    "val_macro_f1": "validation macro-F1",
-    "val_qwk": "validation QWK",
-}
-
-
-def epoch_line(epoch: int, epochs: int, record: dict) -> str:
-    """`epoch 2/3: train loss 1.0767, validation QWK 0.2148, ... (912 samples/s)`: one epoch's figures, readable."""
-    figures = [f"{EPOCH_NAMES.get(k, k.replace('_', ' '))} {v:.4f}" for k, v in record.items() if k != "samples_per_s"]
-    speed = f" ({record['samples_per_s']:.0f} samples/s)" if "samples_per_s" in record else ""
-    return f"epoch {epoch}/{epochs}: {', '.join(figures)}{speed}"
-
-
-def _advance(state: TrainingState, record: dict, patience: int) -> None:
-    """Append the epoch; a better (QWK, then lower loss) validation score becomes the best.
-
-    Without a validation side (--val-size 0) every epoch runs and the last one is kept.
-    """
-    for key in HISTORY_KEYS:
-        if key in record:
-            state.history.setdefault(key, []).append(float(record[key]))
-    state.epoch += 1
-    if "val_qwk" not in record:
-        state.best_epoch = state.epoch
-        return
-    score = (record["val_qwk"], -record["val_loss"])
-    if state.best_score is None or score > state.best_score:
-        state.best_score, state.best_epoch, state.waited = score, state.epoch, 0
-    else:
-        state.waited += 1
-        state.stopped = patience > 0 and state.waited >= patience
-
-
-def _save_epoch(config, model, trainer: Trainer, state: TrainingState, dist: DistContext) -> None:
-    if dist.is_main:
-        root = config.run_dir / CHECKPOINTS
-        if state.best_epoch == state.epoch:
-            checkpoint.save_checkpoint(
-                root / "best", model, {"epoch": state.epoch, "score": list(state.best_score or [])}
-            )
-        checkpoint.save_checkpoint(root / "last", model, _checkpoint_state(trainer, state))
-        write_json(config.run_dir / "history.json", state.history)
-    dist.barrier()
-
-
-def _checkpoint_state(trainer: Trainer, state: TrainingState) -> dict:
-    return {
-        "optimizer": trainer.optimizer.state_dict(),
-        "schedule": trainer.schedule.state_dict(),
-        "scaler": trainer.precision.scaler.state_dict(),
-        "rng": checkpoint.rng_state(),
-        "progress": {
-            "epoch": state.epoch,
-            "best_score": list(state.best_score or []),
-            "best_epoch": state.best_epoch,
-            "waited": state.waited,
-            "stopped": state.stopped,
-            "history": state.history,
-        },
-    }
-
-
-def _resume(config, model, trainer: Trainer) -> TrainingState:
-    last = config.run_dir / CHECKPOINTS / "last"
-    checkpoint.load_weights(last, model)
-    state = checkpoint.load_state(last)
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.schedule.load_state_dict(state["schedule"])
-    trainer.precision.scaler.load_state_dict(state["scaler"])
-    checkpoint.set_rng_state(state["rng"])
-    saved = state["progress"]
-    log.info("resuming %s after epoch %d", config.run_dir, saved["epoch"])
-    return TrainingState(
-        saved["epoch"],
-        tuple(saved["best_score"]) or None,
-        saved["best_epoch"],
-        saved["waited"],
-        saved["stopped"],
-        saved["history"],
-    )
 
 
 def _final_evaluation(config, model, partition, collate, loading, precision, dist, hooks, state) -> dict:

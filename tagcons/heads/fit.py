@@ -25,57 +25,33 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tagcons.cache.lock import FileLock
 from tagcons.configs import FitHeadConfig
-from tagcons.data.exclude import leave_out_of_training, listed_rows
-from tagcons.data.given_folds import GivenFolds, read_given_folds
-from tagcons.data.pairs import PairTable, load_pairs, resolve_columns
-from tagcons.data.splits import (
-    SPLIT_KINDS,
-    Partition,
-    dedupe_table,
-    default_dedupe,
-    distinct_partitions,
-    folds_then_drop,
-    split_then_drop,
-)
+from tagcons.data.exclude import leave_out_of_training
+from tagcons.data.pairs import PairTable, resolve_columns
+from tagcons.data.splits import SPLIT_KINDS, Partition, default_dedupe, folds_then_drop, split_then_drop
 from tagcons.errors import BadInputError, CacheBusyError
-from tagcons.evaluate.intervals import repeat_summary
-from tagcons.evaluate.metrics import compute_metrics, fold_summary, majority_label, pooled_and_per_fold
+from tagcons.evaluate.metrics import fold_summary, majority_label
 from tagcons.evaluate.plots import plot_training_curves
-from tagcons.evaluate.provenance import (
-    TRAINED_KEYS_SETTING,
-    check_reuse,
-    side_hashes,
-    table_keys,
-    write_side_keys,
-)
+from tagcons.evaluate.provenance import check_reuse, side_hashes, table_keys, write_side_keys
 from tagcons.evaluate.provenance import split_spec as row_split_spec
 from tagcons.evaluate.rundir import check_run_out, staged_run_dir, write_config, write_evaluation
 from tagcons.heads.base import Head
-from tagcons.heads.baselines import scored_baselines, shortcut_predictions
-from tagcons.heads.calibrate import (
-    EvaluatedSide,
-    calibrate_head,
-    calibration_rows,
-    check_decoding,
-    evaluate_side,
-    evaluation_report,
-)
+from tagcons.heads.baselines import shortcut_predictions
+from tagcons.heads.calibrate import calibrate_head, calibration_rows, check_decoding, evaluate_side, evaluation_report
 from tagcons.heads.features import check_kind
-from tagcons.heads.join import adds_pairs, cache_strip_hash, describe_missing, join_pairs, open_cache, report_missing
+from tagcons.heads.fit_data import _Data, _load, _Outcome, needs_features
+from tagcons.heads.fit_metrics import _baseline_metrics, _cleaned_test, _per_fold, _repeats, _rows
 from tagcons.heads.params import parse_head_params
 from tagcons.heads.registry import get_head_class, make_head
 
 log = logging.getLogger(__name__)
 CURVES_FILE = "training_curves.png"
-# _Data.once's key of the usable rows' table; the other keys start with the function that computes them
-_USABLE_TABLE = ("usable table",)
 CACHE_REUSE = {
     "source": "the cache's backbone (fine-tuned by tagcons finetune)",
     "fix": "fit with the fine-tune's --split, --seed, --test-size and --dedupe (no --cv), or embed with a backbone "
@@ -90,72 +66,6 @@ class FitResult:
     head: Head
     n_excluded: int  # pairs left out of the training side because --exclude-pairs lists them
     n_missing_embeddings: int = 0  # pairs left out because the cache has no embedding for them
-
-
-@dataclass
-class _Data:
-    table: PairTable  # every row after the dedupe (the split is computed on these)
-    usable: np.ndarray  # bool per row of table: has features
-    features: object  # features of the usable rows, in table order (None without a cache)
-    n_duplicates_removed: int
-    n_excluded: int  # rows of ``table`` listed in --exclude-pairs (off every training side, tested as split)
-    n_missing_embeddings: int  # rows of ``table`` without features (``usable`` False)
-    listed: np.ndarray | None = None  # bool per row of table: listed in --exclude-pairs
-    # what does not depend on the head (partitions, validation parts, baselines), computed once per process
-    shared: dict = field(default_factory=dict)
-    given: GivenFolds | None = None  # --folds: the fold of every row of ``table``
-
-    def once(self, key: tuple, compute):
-        """``compute()``'s value, computed on the first call with ``key`` only (every head of a run asks)."""
-        if key not in self.shared:
-            self.shared[key] = compute()
-        return self.shared[key]
-
-    @property
-    def usable_table(self) -> PairTable:
-        return self.once(_USABLE_TABLE, lambda: self.table.subset(np.flatnonzero(self.usable)))
-
-    @property
-    def listed_usable(self) -> np.ndarray:
-        """bool per usable row: listed in --exclude-pairs (kept off the training sides)."""
-        return np.zeros(len(self.y), dtype=bool) if self.listed is None else self.listed[self.usable]
-
-    @property
-    def y(self) -> np.ndarray:
-        return self.usable_table.labels.astype(int)
-
-    @property
-    def labels(self) -> tuple[int, ...]:
-        return self.table.scale.labels
-
-    def inputs(self, head: str):
-        """What ``head`` reads: the features, or the usable pairs for a head that needs none.
-
-        With a cache, a head that needs no features still leaves out the pairs without embeddings, so it
-        is tested on the same rows as the heads it is a baseline for."""
-        return self.features if needs_features(head) else self.usable_table
-
-
-@dataclass
-class _Outcome:
-    """Predictions of one split or CV on the usable rows: pooled over the partitions in order."""
-
-    partitions: list[Partition]
-    heads: list[Head]
-    preds: list[np.ndarray]
-    probas: list[np.ndarray]
-    baselines: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name -> predictions per partition
-    evaluated: list[EvaluatedSide] = field(default_factory=list)  # per partition: both decodings, raw probabilities
-    validation: list[np.ndarray] = field(default_factory=list)  # per partition: rows that calibrated the head
-
-    @property
-    def rows(self) -> np.ndarray:
-        return np.concatenate([p.test for p in self.partitions])
-
-
-def needs_features(head: str) -> bool:
-    """Whether a head reads cached embeddings (the baselines read the pairs themselves)."""
-    return getattr(get_head_class(head), "NEEDS_FEATURES", True)
 
 
 def fit_head(config: FitHeadConfig) -> FitResult:
@@ -198,14 +108,6 @@ def with_given_folds(config: FitHeadConfig) -> FitHeadConfig:
 def _folds_counted(config: FitHeadConfig, data: _Data) -> FitHeadConfig:
     """A config with given folds runs as K-fold cross-validation, K the file's number of folds."""
     return config if data.given is None else dataclasses.replace(config, cv=len(data.given.numbers))
-
-
-def _given_folds(config: FitHeadConfig, table: PairTable, strip_hash: bool) -> GivenFolds | None:
-    if config.folds is None:
-        return None
-    return read_given_folds(
-        config.folds, table, config.columns, config.key_col, config.fold_col, config.allow_split_images, strip_hash
-    )
 
 
 @contextmanager
@@ -286,63 +188,6 @@ def _check_config(config: FitHeadConfig) -> None:
     if config.cache is None and needs_features(config.head):
         raise BadInputError(f"head '{config.head}' reads embeddings: pass --cache (a cache from `tagcons embed`)")
     check_decoding(config.decode, _new_head(config, config.seed).probabilistic, config.head, config.val_size)
-
-
-def _load(config: FitHeadConfig) -> tuple[_Data, dict]:
-    if config.cache is None:  # a head that needs no features, and no cache to test on the same rows as others
-        table, n_duplicates, listed = _table(config, bool(config.strip_hash))
-        provenance = {"backbone": None, "model_id": None, "fingerprint": None, "text_template": None}
-        given = _given_folds(config, table, bool(config.strip_hash))
-        return _Data(
-            table, np.full(len(table), True), None, n_duplicates, int(listed.sum()), 0, listed, given=given
-        ), provenance
-    from tagcons.cache.schema import recorded_settings
-
-    with open_cache(config.cache) as cache:
-        strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        table, n_duplicates, listed = _table(config, strip_hash)
-        joined = join_pairs(cache, table, config.features)
-        provenance = {
-            "backbone": cache.backbone,
-            "model_id": cache.model_id,
-            "fingerprint": cache.fingerprint,
-            "text_template": cache.attrs.get("text_template", "{}"),  # finetune --init-head checks it
-            "trained_keys": _cache_trained_keys(cache),
-            "cache_settings": recorded_settings(cache.attrs),  # predict names the setting another cache differs in
-        }
-    if not joined.present.any():
-        advice = f"; embed this pairs file into it with `tagcons embed --data {config.data} --out {config.cache} ...`"
-        raise BadInputError(
-            f"{config.cache}: none of the {len(table)} pairs in {config.data} has embeddings in this cache; "
-            f"{describe_missing(joined, len(table))}{advice if adds_pairs(joined) else ''}"
-        )
-    report_missing(joined, table, " (after the split, from the side each fell on)")
-    given = _given_folds(config, table, strip_hash)
-    data = _Data(
-        table, joined.present, joined.features, n_duplicates, int(listed.sum()), joined.n_missing, listed, given=given
-    )
-    return data, provenance
-
-
-def _table(config: FitHeadConfig, strip_hash: bool) -> tuple[PairTable, int, np.ndarray]:
-    """(pairs, duplicates removed, listed): the pairs after the dedupe, and which of them ``exclude_pairs``
-    lists (kept in the table: the split is made on every pair, the listed ones then leave the training sides)."""
-    table, n_duplicates = dedupe_table(
-        load_pairs(config.data, config.columns, strip_hash, scale=config.scale), config.split, config.dedupe
-    )
-    listed = listed_rows(table, config.exclude_pairs, strip_hash)
-    if len(table) and listed.all():
-        raise BadInputError(
-            f"{config.exclude_pairs}: lists every one of the {len(table)} pairs of {config.data}, so no pair is left "
-            "to fit on; keep in it only the pairs you found wrong"
-        )
-    return table, n_duplicates, listed
-
-
-def _cache_trained_keys(cache) -> set[str] | None:
-    """Pairs that trained the cache's backbone (a re-embedded fine-tune), None for a pretrained one."""
-    keys = cache.settings.get(TRAINED_KEYS_SETTING)
-    return None if keys is None else set(keys)
 
 
 def _tested_table(config: FitHeadConfig, data: _Data) -> PairTable:
@@ -486,47 +331,6 @@ def _counts(config: FitHeadConfig, data: _Data, outcome: _Outcome) -> dict:
     }
 
 
-def _baseline_metrics(config: FitHeadConfig, outcome: _Outcome, y: np.ndarray, images: np.ndarray, labels) -> dict:
-    """Each baseline's metrics (and intervals) on the pooled test rows; with one split the majority one names its
-    label (the training side's most common score)."""
-    rows = outcome.rows
-    predictions = {name: np.concatenate(preds) for name, preds in outcome.baselines.items()}
-    metrics = scored_baselines(y[rows], predictions, images[rows], config.seed, labels, _rows(config))
-    if len(outcome.partitions) == 1:
-        metrics["majority"]["label"] = majority_label(y[outcome.partitions[0].train], labels)
-    return metrics
-
-
-def _cleaned_test(data: _Data, outcome: _Outcome) -> dict:
-    """--exclude-pairs: the headline stays on the whole test part; beside it, never instead, the same
-    predictions scored on the test rows the list does not name (rows the audit chose: selection, not skill)."""
-    rows, pred = outcome.rows, np.concatenate(outcome.preds)
-    kept = ~data.listed_usable[rows]
-    record = {"n_listed": data.n_excluded, "n_listed_in_test": int((~kept).sum()), "left_out_of": "training sides"}
-    if kept.any():
-        metrics = compute_metrics(data.y[rows][kept], pred[kept], labels=data.labels)
-        shown = ("accuracy", "macro_f1", "qwk", "mae", "n")
-        record["cleaned_test"] = {"rows": "test rows not listed in --exclude-pairs", **{k: metrics[k] for k in shown}}
-    return record
-
-
-def _per_fold(outcome: _Outcome, y: np.ndarray, labels) -> list[dict]:
-    folds = [(y[p.test], pred, proba) for p, pred, proba in zip(outcome.partitions, outcome.preds, outcome.probas)]
-    per_fold = pooled_and_per_fold(folds, labels)[1]
-    return [{**fold, "rows": f"test of fold {i}"} for i, fold in enumerate(per_fold, 1)]
-
-
-def _repeats(config: FitHeadConfig, usable: PairTable, y: np.ndarray, outcomes: list[_Outcome], labels) -> dict:
-    pooled = [(y[o.rows], np.concatenate(o.preds), usable.images[o.rows], np.concatenate(o.probas)) for o in outcomes]
-    seeds = [config.seed + r for r in range(config.repeats)]
-    summary = repeat_summary(pooled, seeds, bootstrap_seed=config.seed, labels=labels)
-    summary["distinct_splits"] = distinct_partitions(seeds, [o.partitions for o in outcomes])
-    what = "out-of-fold rows of" if config.cv else "test of"
-    summary["per_seed"] = [{**s, "rows": f"{what} seed {seed}'s split"} for s, seed in zip(summary["per_seed"], seeds)]
-    summary["rows"] = f"{what} each seed's split; ci95_pooled resamples them all"
-    return summary
-
-
 def _final_head(config: FitHeadConfig, data: _Data, outcome: _Outcome):
     """(head, its fit rows, its validation rows): the run's own head, or with CV a refit on every row."""
     if not config.cv:
@@ -545,11 +349,6 @@ def _side_keys(usable: PairTable, outcome: _Outcome, fit_rows: np.ndarray, valid
         "validation": keys[validation] if len(validation) else None,
         "test": keys[outcome.rows],
     }
-
-
-def _rows(config: FitHeadConfig) -> str:
-    """The rows a run's metrics are computed on (docs/metrics.md): its test part, or every out-of-fold row."""
-    return "out-of-fold" if config.cv else "test"
 
 
 def _title(config: FitHeadConfig) -> str:
