@@ -9,7 +9,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "tagcons"
+MAX_LINES = 450  # a longer module is split by what it does (as tagcons/cli/ is by command group)
 # Rooms by floor (docs/ARCHITECTURE.md): a module imports only from its own room or a lower floor.
 FLOORS = {
     "ground": 0,  # errors, labels, runtime, distributed, configs, lazy, invisible, outputs
@@ -22,7 +25,7 @@ FLOORS = {
     "finetune": 4,
     "posts": 4,
     "demo": 5,
-    "cli": 6,
+    "cli": 6,  # the cli package: common.py below one module per command group, entry.py (main) on top
     "__main__": 7,  # python -m tagcons: runs the cli
 }
 
@@ -99,4 +102,14 @@ def test_the_checks_see_a_circle_and_an_upward_import():
     graph = {"tagcons.a": {"tagcons.b"}, "tagcons.b": {"tagcons.a"}}
     assert _cycle_from("tagcons.a", graph) == ["tagcons.a", "tagcons.b", "tagcons.a"]
     assert FLOORS[_room("tagcons.heads.fit")] > FLOORS[_room("tagcons.data.pairs")]
-    assert _room("tagcons.cli") == "cli" and _room("tagcons.errors") == "ground"
+    assert _room("tagcons.cli") == "cli" == _room("tagcons.cli.common") and _room("tagcons.errors") == "ground"
+
+
+@pytest.mark.xfail(strict=False, reason="other long modules are being split on other branches")
+def test_no_module_is_over_the_line_limit():
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert not long, long
