@@ -59,7 +59,12 @@ def _shard(_ctx, _param, value):
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Cache file (.h5) to create or extend.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of the backbone.")
 @click.option("--batch-size", default=field_default(EmbedConfig, "batch_size"), show_default=True, type=int)
-@click.option("--workers", default=None, type=int, help="DataLoader workers decoding images [cores - 1, max 8].")
+@click.option(
+    "--workers",
+    default=None,
+    type=int,
+    help="DataLoader workers decoding images [CPU: none below 8 cores, one per 8 above; GPU: cores - 1, max 8].",
+)
 @click.option(
     "--device", default=field_default(EmbedConfig, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps."
 )
@@ -148,7 +153,7 @@ def embed(
         out=out,
         revision=revision,
         batch_size=batch_size,
-        workers=field_default(EmbedConfig, "workers") if workers is None else workers,
+        workers=workers,
         device=device,
         dtype=dtype,
         text_templates=tuple(text_templates),
