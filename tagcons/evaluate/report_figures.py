@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tagcons.evaluate import compare
+from tagcons.evaluate.plot_style import COLOURS, styled_pyplot
 from tagcons.evaluate.report_runs import RunView, data_uri, run_labels, run_png
+from tagcons.evaluate.report_tables import baseline_values
 
 RELIABILITY_FILE = "reliability.png"
 CURVES_FILE = "training_curves.png"
@@ -17,24 +20,20 @@ CURVES_FILE = "training_curves.png"
 
 def distribution_png(run: RunView) -> str:
     """Bars of how often each score is true and predicted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tagcons.evaluate.plots import save_figure
 
     labels = run_labels(run)
     positions = np.arange(len(labels))
     true_counts = [int((run.predictions["true"] == k).sum()) for k in labels]
     pred_counts = [int((run.predictions["pred"] == k).sum()) for k in labels]
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    ax.bar(positions - 0.2, true_counts, width=0.4, label="true", color="#4c72b0")
-    ax.bar(positions + 0.2, pred_counts, width=0.4, label="predicted", color="#dd8452")
-    ax.set(xticks=positions, xticklabels=labels, xlabel="score", ylabel="pairs", title="true vs predicted scores")
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
+    with styled_pyplot() as plt:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        ax.bar(positions - 0.2, true_counts, width=0.4, label="true", color=COLOURS[0])
+        ax.bar(positions + 0.2, pred_counts, width=0.4, label="predicted", color=COLOURS[1])
+        title = f"true vs predicted scores ({len(run.predictions)} test pairs)"
+        ax.set(xticks=positions, xticklabels=labels, xlabel="score", ylabel="pairs", title=title)
+        ax.legend()
+        buffer = save_figure(plt, fig, io.BytesIO())
     return data_uri(buffer.getvalue(), "image/png")
 
 
@@ -56,3 +55,33 @@ def curves_png(run: RunView) -> str | None:
 def reliability_png(run: RunView) -> str | None:
     saved = run_png(run.path, RELIABILITY_FILE)
     return data_uri(saved, "image/png") if saved is not None else None
+
+
+def forest_uri(group, marks: dict[str, dict[str, str]], baselines: list[dict]) -> str:
+    """The group's forest plot: every headline metric of its runs with their intervals; the baselines drawn
+    as reference lines when the group's runs share one set of them (else the caption says they differ)."""
+    from tagcons.evaluate.forest import ForestRow, forest_png
+
+    metrics = [m for m in compare.METRIC_COLUMNS if any(run.metrics.get(m) is not None for run in group.runs)]
+    rows = [
+        ForestRow(run.name, {m: _value_and_interval(run.metrics, m) for m in metrics}, set(marks.get(run.name, {})))
+        for run in group.runs
+    ]
+    references = _reference_lines(group, baselines, metrics)
+    first = group.runs[0]
+    title = f"group {group.label}: {len(first.predictions)} test pairs, test rows {first.test_hash[:12]}"
+    return data_uri(forest_png(rows, metrics, references, title), "image/png")
+
+
+def _value_and_interval(metrics: dict, metric: str) -> tuple[float | None, list | None]:
+    value = metrics.get(metric)
+    return (None if value is None else float(value)), (metrics.get("ci95") or {}).get(metric)
+
+
+def _reference_lines(group, baselines: list[dict], metrics) -> dict[str, dict[str, float]]:
+    if len(baselines) != 1:
+        return {}
+    return {
+        name: {m: float(values[m]) for m in metrics if isinstance(values.get(m), (int, float))}
+        for name, values in baseline_values(group.runs[0]).items()
+    }

@@ -98,7 +98,17 @@ def rows_note(run: RunView) -> str:
 def run_png(run_dir: Path, name: str) -> bytes | None:
     """The bytes of the run's figure `name` if it is a regular PNG file inside the run folder; a symlink,
     a non-PNG or anything else is left out with a warning (the page is shared: it must embed nothing else)."""
-    path = run_dir / name
+    payload = run_file(run_dir, name)
+    if payload is not None and not payload.startswith(PNG_SIGNATURE):
+        log.warning("%s: not a PNG image; left out of the report", run_dir / name)
+        return None
+    return payload
+
+
+def run_file(folder: Path, name: str) -> bytes | None:
+    """The bytes of ``folder/name`` if it is a regular file (no symlink followed, no FIFO waited on), else
+    None, with a warning when something else stands there."""
+    path = Path(folder) / name
     try:  # no link followed, no FIFO waited on; fstat then checks what was opened
         handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb")
     except FileNotFoundError:
@@ -110,11 +120,7 @@ def run_png(run_dir: Path, name: str) -> bytes | None:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             log.warning("%s: not a regular file in the run folder; left out of the report", path)
             return None
-        payload = handle.read()
-    if not payload.startswith(PNG_SIGNATURE):
-        log.warning("%s: not a PNG image; left out of the report", path)
-        return None
-    return payload
+        return handle.read()
 
 
 def data_uri(payload: bytes, mime: str) -> str:

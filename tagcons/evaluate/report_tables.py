@@ -18,12 +18,18 @@ def metric_cell(metrics: dict, key: str) -> dict:
     return {"value": metrics.get(key), "interval": interval}
 
 
-def summary_rows(runs: list[RunView]) -> list[dict]:
+def summary_rows(runs: list[RunView], marks: dict | None = None, groups: dict | None = None) -> list[dict]:
+    """One row per run; ``marks``: run -> metric -> compare's best mark; ``groups``: run -> its group's label."""
+    marks, groups = marks or {}, groups or {}
     return [
         {
             "name": run.name,
+            "group": groups.get(run.name),
             "settings": {k: run.config.get(k) for k in compare.SETTING_COLUMNS if run.config.get(k) is not None},
-            "cells": [metric_cell(run.metrics, key) for key in compare.METRIC_COLUMNS],
+            "cells": [
+                {**metric_cell(run.metrics, key), "mark": marks.get(run.name, {}).get(key)}
+                for key in compare.METRIC_COLUMNS
+            ],
             "n_test": run.metrics.get("n_test", len(run.predictions)),
             "n_test_images": run.metrics.get("n_test_images", run.predictions["image"].nunique()),
             "test_hash": run.test_hash[:12],
@@ -34,14 +40,18 @@ def summary_rows(runs: list[RunView]) -> list[dict]:
     ]
 
 
-def baseline_rows(run: RunView) -> list[dict]:
+def baseline_values(run: RunView) -> dict[str, dict]:
     """The run's baselines: `baselines` when the run has them, else the majority `baseline`."""
     baselines = run.metrics.get("baselines") or {}
     if not baselines and run.metrics.get("baseline"):
         baselines = {"majority": run.metrics["baseline"]}
+    return {name: values or {} for name, values in baselines.items()}
+
+
+def baseline_rows(run: RunView) -> list[dict]:
     return [
-        {"name": name, "cells": [metric_cell(values or {}, key) for key in BASELINE_METRICS]}
-        for name, values in baselines.items()
+        {"name": name, "cells": [metric_cell(values, key) for key in BASELINE_METRICS]}
+        for name, values in baseline_values(run).items()
     ]
 
 
@@ -89,11 +99,12 @@ def confusion_view(run: RunView) -> list[dict]:
 # compare's table as differences to the best run, and says that intervals are not available.
 
 
-def difference_groups(runs: list[RunView]) -> list[dict]:
-    """Groups of runs tested on the same rows, as the template shows them."""
-    if hasattr(compare, "paired_differences") and hasattr(compare, "RunGroup"):
+def difference_groups(runs: list[RunView], groups=None) -> list[dict]:
+    """Groups of runs tested on the same rows, as the template shows them (``groups``: compare's RunGroups
+    of these runs, when already computed)."""
+    if groups is not None or (hasattr(compare, "paired_differences") and hasattr(compare, "RunGroup")):
         names = {str(run.path): run.name for run in runs}
-        groups = compare.paired_differences([run.path for run in runs])
+        groups = compare.paired_differences([run.path for run in runs]) if groups is None else groups
         return [_paired_view(group, names) for group in groups if len(group.frame) > 1]
     return _point_groups(runs)
 
