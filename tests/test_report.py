@@ -258,7 +258,24 @@ def test_baselines_once_per_group_and_why_text_only_differs(study, tmp_path):
     _, page = _render([*study["runs"], other])  # a run whose baselines differ: its own set, and no reference lines
     groups = page.text.split("Test-row groups", 2)[2].split("Per run")[0]
     assert "the baselines of alpha, beta" in groups and "the baselines of gamma" in groups
-    assert "no baseline lines: the runs' baselines differ" in groups
+    assert "a line is drawn only where every run's baseline has the same value" in groups
+
+
+def test_forest_reference_lines_are_the_baseline_values_every_run_shares(study, tmp_path):
+    from tagcons.evaluate.report_figures import _reference_lines
+    from tagcons.evaluate.report_groups import test_row_groups
+    from tagcons.evaluate.report_runs import load_runs
+
+    (group,) = test_row_groups(load_runs(study["runs"]))
+    lines = _reference_lines(group, ["accuracy", "qwk"])
+    assert lines == {
+        name: {"accuracy": v, "qwk": v} for name, v in (("majority", 0.1), ("text_only", 0.2), ("image_prior", 0.3))
+    }
+    other = contract_run(tmp_path, "gamma", 0.45, 3, baselines={"majority": {"accuracy": 0.15, "qwk": 0.1}})
+    (group,) = test_row_groups(load_runs([*study["runs"], other]))
+    assert _reference_lines(group, ["accuracy", "qwk"]) == {
+        "majority": {"qwk": 0.1}
+    }  # accuracy differs; gamma lacks the rest
 
 
 def test_disagreements_are_between_the_two_best_runs_of_a_group(tmp_path):

@@ -14,7 +14,7 @@ PANELS_PER_ROW = 4
 PANEL_INCHES = (2.7, 0.45)  # width, height per run
 BEST_COLOUR = COLOURS[3]
 LEGEND_INCHES = 0.4  # room under the panels for the legend
-BASELINE_STYLES = ("--", ":", "-.")
+BASELINE_STYLES = {"majority": "--", "text_only": ":", "image_prior": "-."}  # any other baseline: solid
 
 
 @dataclass
@@ -58,9 +58,9 @@ def _panel(ax, rows: list[ForestRow], metric: str, baselines: dict, first: bool)
         if interval:
             ax.plot(interval, [y, y], color=colour, linewidth=2)
         ax.plot([value], [y], marker="D" if metric in row.best else "o", color=colour, markersize=6)
-    for style, values in zip(BASELINE_STYLES, baselines.values()):
+    for name, values in baselines.items():
         if values.get(metric) is not None:
-            ax.axvline(values[metric], color=REFERENCE_COLOUR, linestyle=style, linewidth=1)
+            ax.axvline(values[metric], color=REFERENCE_COLOUR, linestyle=BASELINE_STYLES.get(name, "-"), linewidth=1)
     ax.set_yticks(positions)
     ax.set_yticklabels([row.name for row in rows] if first else [])
     ax.set_ylim(-0.7, len(rows) - 0.3)
@@ -73,7 +73,7 @@ def _legend(fig, baselines: dict) -> None:
     handles = [Line2D([], [], color=COLOURS[0], marker="o", linewidth=2, label="run: value, 95% interval")]
     handles.append(Line2D([], [], color=BEST_COLOUR, marker="D", linewidth=2, label="best point estimate (compare)"))
     handles += [
-        Line2D([], [], color=REFERENCE_COLOUR, linestyle=style, label=f"baseline: {name}")
-        for style, name in zip(BASELINE_STYLES, baselines)
+        Line2D([], [], color=REFERENCE_COLOUR, linestyle=BASELINE_STYLES.get(name, "-"), label=f"baseline: {name}")
+        for name in baselines
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)

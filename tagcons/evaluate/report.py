@@ -113,7 +113,7 @@ def group_section(group: ReportGroup, config: ReportConfig, thumbnail) -> dict:
         "names": [run.name for run in group.runs],
         "n": len(group.runs[0].predictions),
         "test_hash": group.runs[0].test_hash[:12],
-        "forest": forest_uri(group, marks, baselines),
+        "forest": forest_uri(group, marks),
         "baselines": baselines,
         "marks": marks,
         "disagree": {

@@ -16,6 +16,7 @@ from tagcons.evaluate.report_tables import baseline_values
 
 RELIABILITY_FILE = "reliability.png"
 CURVES_FILE = "training_curves.png"
+SAME_BASELINE = 1e-9  # baseline values this close are one reference line
 
 
 def distribution_png(run: RunView) -> str:
@@ -57,9 +58,9 @@ def reliability_png(run: RunView) -> str | None:
     return data_uri(saved, "image/png") if saved is not None else None
 
 
-def forest_uri(group, marks: dict[str, dict[str, str]], baselines: list[dict]) -> str:
+def forest_uri(group, marks: dict[str, dict[str, str]]) -> str:
     """The group's forest plot: every headline metric of its runs with their intervals; the baselines drawn
-    as reference lines when the group's runs share one set of them (else the caption says they differ)."""
+    as reference lines where every run of the group has the same value."""
     from tagcons.evaluate.forest import ForestRow, forest_png
 
     metrics = [m for m in compare.METRIC_COLUMNS if any(run.metrics.get(m) is not None for run in group.runs)]
@@ -67,7 +68,7 @@ def forest_uri(group, marks: dict[str, dict[str, str]], baselines: list[dict]) -
         ForestRow(run.name, {m: _value_and_interval(run.metrics, m) for m in metrics}, set(marks.get(run.name, {})))
         for run in group.runs
     ]
-    references = _reference_lines(group, baselines, metrics)
+    references = _reference_lines(group, metrics)
     first = group.runs[0]
     title = f"group {group.label}: {len(first.predictions)} test pairs, test rows {first.test_hash[:12]}"
     return data_uri(forest_png(rows, metrics, references, title), "image/png")
@@ -78,10 +79,22 @@ def _value_and_interval(metrics: dict, metric: str) -> tuple[float | None, list 
     return (None if value is None else float(value)), (metrics.get("ci95") or {}).get(metric)
 
 
-def _reference_lines(group, baselines: list[dict], metrics) -> dict[str, dict[str, float]]:
-    if len(baselines) != 1:
-        return {}
-    return {
-        name: {m: float(values[m]) for m in metrics if isinstance(values.get(m), (int, float))}
-        for name, values in baseline_values(group.runs[0]).items()
-    }
+def _reference_lines(group, metrics) -> dict[str, dict[str, float]]:
+    """Baseline -> metric -> value, for the values every run of the group shares (a baseline fitted on a
+    different training side, e.g. a fine-tune's fit part, differs: that value is left out)."""
+    sets = [baseline_values(run) for run in group.runs]
+    lines: dict[str, dict[str, float]] = {}
+    for name in sets[0]:
+        values = [[_number(s.get(name, {}).get(m)) for s in sets] for m in metrics]
+        shared = {m: v[0] for m, v in zip(metrics, values) if v[0] is not None and _same(v)}
+        if shared:
+            lines[name] = shared
+    return lines
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+def _same(values: list) -> bool:
+    return all(v is not None and abs(v - values[0]) <= SAME_BASELINE for v in values)
