@@ -230,6 +230,7 @@ class ReportConfig(PathFields):
     worst: int = 12  # pairs per gallery
     columns: PairColumns = field(default_factory=PairColumns)
     overwrite: bool = False  # replace an existing --out page
+    audit: Path | None = None  # a `tagcons audit --out` folder to show (run folders holding one are shown anyway)
 
 
 @dataclass

@@ -38,6 +38,34 @@ PROBE_SCRIPT = """<script>
     original.apply(console, arguments);
   };
   function top(element) { return Math.round(element.getBoundingClientRect().top + window.scrollY); }
+  function visible(element) {  // the element's box, clipped to the scrolling container it sits in
+    var r = element.getBoundingClientRect(), box = {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    var scroller = element.closest(".scroll");
+    if (scroller) {
+      var c = scroller.getBoundingClientRect();
+      box = {left: Math.max(box.left, c.left), right: Math.min(box.right, c.right),
+             top: Math.max(box.top, c.top), bottom: Math.min(box.bottom, c.bottom)};
+    }
+    return box;
+  }
+  function overlaps() {  // pairs of text boxes (neither inside the other) that overlap by more than TOLERANCE px
+    var found = [], items = Array.prototype.slice.call(document.querySelectorAll(TEXT_BOXES))
+      .map(function (e) { return {element: e, box: visible(e)}; })
+      .filter(function (i) { return i.box.right - i.box.left > 0 && i.box.bottom - i.box.top > 0; });
+    for (var i = 0; i < items.length; i++) {
+      for (var j = i + 1; j < items.length; j++) {
+        var a = items[i], b = items[j];
+        if (a.element.contains(b.element) || b.element.contains(a.element)) continue;
+        var w = Math.min(a.box.right, b.box.right) - Math.max(a.box.left, b.box.left);
+        var h = Math.min(a.box.bottom, b.box.bottom) - Math.max(a.box.top, b.box.top);
+        if (w > TOLERANCE && h > TOLERANCE) {
+          found.push([a.element.tagName + ": " + a.element.textContent.slice(0, 40),
+                      b.element.tagName + ": " + b.element.textContent.slice(0, 40)]);
+        }
+      }
+    }
+    return found.slice(0, 20);
+  }
   window.addEventListener("load", function () {
     var images = Array.prototype.slice.call(document.images);
     var sections = Array.prototype.slice.call(document.querySelectorAll("section[id]"));
@@ -48,7 +76,14 @@ PROBE_SCRIPT = """<script>
       errors: errors,
       height: Math.ceil(document.documentElement.scrollHeight),
       text: document.body.innerText.length,
-      sections: Object.fromEntries(sections.map(function (s) { return [s.id, top(s)]; }))
+      sections: Object.fromEntries(sections.map(function (s) { return [s.id, top(s)]; })),
+      forests: images.filter(function (i) { return i.classList.contains("forest"); })
+                     .map(function (i) { return [i.alt, i.complete && i.naturalWidth > 0]; }),
+      viewport: window.innerWidth,
+      page_width: document.documentElement.scrollWidth,
+      scrollers: Array.prototype.slice.call(document.querySelectorAll(".scroll"))
+                      .map(function (s) { return [s.scrollWidth, s.clientWidth]; }),
+      overlaps: overlaps()
     };
     var out = document.createElement("pre");
     out.id = "PROBE_ID";
@@ -57,7 +92,27 @@ PROBE_SCRIPT = """<script>
   });
 })();
 </script>""".replace("PROBE_ID", PROBE_ID)
+# Boxes that hold text (and images): no two may overlap beyond collapsed table borders.
+TEXT_BOXES = "h1, h2, h3, h4, p, figcaption, th, td, dt, dd, nav a, .card > div, img"
+OVERLAP_TOLERANCE_PX = 2
+PROBE_SCRIPT = PROBE_SCRIPT.replace("TEXT_BOXES", json.dumps(TEXT_BOXES)).replace(
+    "TOLERANCE", str(OVERLAP_TOLERANCE_PX)
+)
 CONSOLE_LINE = re.compile(r":CONSOLE[(:]")
+MIN_WINDOW_WIDTH = 500  # headless Chromium widens a narrower --window-size to this
+FRAME_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"></head><body style="margin: 0">
+<script>
+window.addEventListener("load", function () {
+  var inner = document.getElementById("frame").contentDocument.getElementById("PROBE_ID");
+  var out = document.createElement("pre");
+  out.id = "PROBE_ID";
+  out.textContent = inner ? inner.textContent : "";
+  document.body.appendChild(out);
+});
+</script>
+<iframe id="frame" width="WIDTH" height="900" style="border: 0" srcdoc="SRCDOC"></iframe>
+</body></html>""".replace("PROBE_ID", PROBE_ID)
 
 
 @dataclass
@@ -68,6 +123,11 @@ class ProbeResult:
     height: int
     text: int
     sections: dict[str, int]  # section id -> its top, in CSS pixels
+    forests: list[tuple[str, bool]]  # forest plots: (alt, decoded)
+    viewport: int  # the window's width in CSS pixels
+    page_width: int  # the page's scroll width: above viewport, the page itself overflows sideways
+    scrollers: list[tuple[int, int]]  # each table container's (scrollWidth, clientWidth)
+    overlaps: list[tuple[str, str]]  # text boxes that overlap (at most 20)
 
 
 def find_chromium() -> str | None:
@@ -104,14 +164,29 @@ def probed_copy(html: Path, folder: Path) -> Path:
     return copy
 
 
-def probe(chromium: str, html: Path) -> ProbeResult:
+def framed_copy(page: Path, width: int) -> Path:
+    """A page holding ``page`` in an iframe ``width`` CSS pixels wide (headless Chromium's window is at least
+    MIN_WINDOW_WIDTH wide; an iframe is a real viewport of its own), which copies the probe's result out."""
+    from html import escape
+
+    frame = page.with_name("framed.html")
+    frame.write_text(
+        FRAME_PAGE.replace("WIDTH", str(width)).replace("SRCDOC", escape(page.read_text(encoding="utf-8"))),
+        encoding="utf-8",
+    )
+    return frame
+
+
+def probe(chromium: str, html: Path, width: int = WINDOW_WIDTH) -> ProbeResult:
+    """Load the page in a window ``width`` CSS pixels wide (narrower than Chromium allows: in an iframe)."""
     with tempfile.TemporaryDirectory() as folder:
+        page = probed_copy(html, Path(folder))
         done = _run(
             chromium,
-            probed_copy(html, Path(folder)),
+            page if width >= MIN_WINDOW_WIDTH else framed_copy(page, width),
             "--dump-dom",
             "--virtual-time-budget=5000",
-            f"--window-size={WINDOW_WIDTH},900",
+            f"--window-size={width},900",
         )
     match = re.search(rf'<pre id="{PROBE_ID}">(.*?)</pre>', done.stdout, re.S)
     assert match, f"the probe did not run (exit {done.returncode}): {done.stderr[-2000:]}"
@@ -124,6 +199,11 @@ def probe(chromium: str, html: Path) -> ProbeResult:
         result["height"],
         result["text"],
         result["sections"],
+        [tuple(f) for f in result["forests"]],
+        result["viewport"],
+        result["page_width"],
+        [tuple(s) for s in result["scrollers"]],
+        [tuple(o) for o in result["overlaps"]],
     )
 
 

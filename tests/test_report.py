@@ -7,6 +7,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,7 +85,7 @@ def _decoded(uri: str) -> Image.Image:
 def test_report_parses_and_holds_every_section(study):
     html, page = _render(study["runs"], images=study["images"], category_from=CATEGORY_REGEX)
     assert page.problems == []
-    assert {"summary", "runs", "categories", "worst", "disagree"} <= page.ids
+    assert {"summary", "groups", "runs", "categories", "worst", "disagree", "glossary"} <= page.ids
     for shown in ("Baselines", "Paired differences", "Per category", "Worst errors", "Disagreements: alpha vs beta"):
         assert shown in page.text
 
@@ -231,3 +232,127 @@ def test_paired_differences_are_the_numbers_compare_computes(study):
         frame = compare.compare_runs(study["runs"]).set_index("run")
         assert f"{frame.loc['beta', 'macro_f1'] - frame.loc['alpha', 'macro_f1']:+.3f}" in differences
         assert "paired intervals are not available" in differences
+
+
+# --- issue 27 item 4: what people look at first, and what a real browser showed broken ---------------------
+
+
+def _forests(page: Page) -> list[dict]:
+    return [img for img in page.images if img["alt"].startswith("forest plot of group")]
+
+
+def test_one_forest_plot_per_test_row_group(study, real):
+    _, page = _render(study["runs"] + real["runs"])  # two groups: the hand-written runs and the fit-head runs
+    forests = _forests(page)
+    assert [img["alt"] for img in forests] == ["forest plot of group A", "forest plot of group B"]
+    assert all(_decoded(img["src"]).size[0] > 400 for img in forests)
+    assert page.text.count("Baselines, group") == 2
+
+
+def test_baselines_once_per_group_and_why_text_only_differs(study, tmp_path):
+    _, page = _render(study["runs"])
+    groups = page.text.split("Test-row groups", 2)[2].split("Per run")[0]
+    assert groups.count("image_prior0.300") == 1  # one table for alpha and beta, not one per run
+    assert "shared by every run of the group" in groups and "text-only head at its default settings" in groups
+    other = contract_run(tmp_path, "gamma", 0.45, 3, baselines={"majority": {"accuracy": 0.15, "macro_f1": 0.1}})
+    _, page = _render([*study["runs"], other])  # a run whose baselines differ: its own set, and no reference lines
+    groups = page.text.split("Test-row groups", 2)[2].split("Per run")[0]
+    assert "the baselines of alpha, beta" in groups and "the baselines of gamma" in groups
+    assert "a line is drawn only where every run's baseline has the same value" in groups
+
+
+def test_forest_reference_lines_are_the_baseline_values_every_run_shares(study, tmp_path):
+    from tagcons.evaluate.report_figures import _reference_lines
+    from tagcons.evaluate.report_groups import test_row_groups
+    from tagcons.evaluate.report_runs import load_runs
+
+    (group,) = test_row_groups(load_runs(study["runs"]))
+    lines = _reference_lines(group, ["accuracy", "qwk"])
+    assert lines == {
+        name: {"accuracy": v, "qwk": v} for name, v in (("majority", 0.1), ("text_only", 0.2), ("image_prior", 0.3))
+    }
+    other = contract_run(tmp_path, "gamma", 0.45, 3, baselines={"majority": {"accuracy": 0.15, "qwk": 0.1}})
+    (group,) = test_row_groups(load_runs([*study["runs"], other]))
+    assert _reference_lines(group, ["accuracy", "qwk"]) == {
+        "majority": {"qwk": 0.1}
+    }  # accuracy differs; gamma lacks the rest
+
+
+def test_disagreements_are_between_the_two_best_runs_of_a_group(tmp_path):
+    runs = [
+        contract_run(tmp_path, name, value, seed)
+        for name, value, seed in (("low", 0.3, 1), ("high", 0.6, 2), ("mid", 0.5, 3))
+    ]
+    _, page = _render(runs)
+    assert "Disagreements: high vs mid (group A)" in page.text
+    assert "Disagreements: low vs" not in page.text
+
+
+def test_best_marks_are_compares_best_and_clear_only_where_its_intervals_say_so(study):
+    from tagcons.evaluate import compare
+
+    _, page = _render(study["runs"])
+    summary = page.text.split("Summary", 2)[2].split("Paired differences")[0]
+    (group,) = compare.paired_differences(study["runs"])
+    best = group.frame.loc[min(group.best["macro_f1"]), "run"]
+    assert best == "alpha" and "alpha" in summary.split("best")[0]
+    clear = all(d.significant for d in group.differences["macro_f1"]["runs"].values())
+    assert ("best, clear" in summary.split("Group: runs tested")[0]) == clear  # the table, not the note
+    assert "it is not a claim that the run is better" in summary
+
+
+def test_categories_carry_intervals_and_flag_few_test_images(study):
+    _, page = _render(study["runs"][:1], category_from=CATEGORY_REGEX)
+    table = _category_table(page)
+    predictions = pd.read_csv(study["runs"][0] / "predictions.csv", keep_default_na=False)
+    food = predictions[predictions["image"].str.startswith("food_")]
+    from tagcons.evaluate.intervals import bootstrap_intervals
+
+    low, high = bootstrap_intervals(food["true"], food["pred"], food["image"], resamples=1000, seed=7)["ci95"]["qwk"]
+    assert f"[{low:.3f}, {high:.3f}]" in table  # the run's own bootstrap (1000 resamples, seed 7) on food's images
+    assert f"few test images ({food['image'].nunique()} < 20)" in table
+
+
+def test_an_audit_in_a_run_folder_gets_its_section(study, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(study["runs"][0], tmp_path / "audited"))
+    summary = {"n_pairs": 120, "n_flagged": 9, "flagged_share": 0.075, "oof_macro_f1": 0.41, "rows": "out-of-fold"}
+    (run / "audit.json").write_text(json.dumps({**summary, "noise_rate": {"1": 0.1, "2": 0.25}, "head": "lgbm"}))
+    columns = "rank,image,hashtag,given_score,suggested_score,p_given,expected_distance"
+    (run / "audit.csv").write_text(f"{columns}\n1,food_00.png,{HOSTILE_TAGS[0]},5,1,0.02,1.9\n", encoding="utf-8")
+    html, page = _render([run])
+    assert "audit" in page.ids and "Audit from run audited" in page.text
+    assert "9 pairs flagged (7.5%" in page.text and "0.410" in page.text and "not a run's test rows" in page.text
+    assert HOSTILE_TAGS[0] in page.text.split("Audit from", 1)[1] and "<script>alert" not in html
+    _, page = _render(study["runs"])
+    assert "audit" not in page.ids  # no audit anywhere: no section
+
+
+def test_a_symlinked_audit_is_left_out(study, tmp_path, caplog):
+    import shutil
+
+    run = Path(shutil.copytree(study["runs"][0], tmp_path / "linked"))
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"n_pairs": 424242, "n_flagged": 1}))
+    (run / "audit.json").symlink_to(secret)
+    _, page = _render([run])
+    assert "424242" not in page.text and "audit" not in page.ids
+    assert "left out of the report" in caplog.text
+
+
+def test_audit_option_needs_an_audit_folder(study, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["report", str(study["runs"][0]), "--out", str(study["root"] / "bad.html"), "--audit", str(study["images"])]
+        )
+    assert exit_info.value.code == 2 and "holds no audit.json" in capsys.readouterr().err
+
+
+def test_glossary_and_tables_that_scroll_on_a_phone(study):
+    html, page = _render(study["runs"], category_from=CATEGORY_REGEX)
+    glossary = page.text.split("Glossary", 2)[2]
+    for term in ("QWK", "MAE", "adjacent accuracy", "ECE", "Brier", "temperature", "p(true)"):
+        assert term in glossary
+    assert html.count("<table>") == html.count('<div class="scroll">\n<table>') > 5  # every table in a scroller
+    assert re.search(r"\.scroll \{[^}]*overflow-x: auto", html)

@@ -1,5 +1,6 @@
 """The report in a real browser: headless Chromium loads it with no console error, decodes every
-image, and a full-page screenshot is not blank.
+image (one forest plot per test-row group among them), a full-page screenshot is not blank, no two text
+boxes overlap, and on a 390-px phone the tables scroll sideways while the page itself does not.
 
 Needs Debian's `chromium` (`.ci/run` installs it). Skipped only outside CI when it is missing; in CI
 (CI=true) a missing browser fails the test.
@@ -17,6 +18,7 @@ from report_helpers import CATEGORY_REGEX, contract_run, fit_runs
 from tagcons.evaluate.report import ReportConfig, write_report
 
 MIN_GREY_STDDEV = 10.0  # a blank (one-colour) page has 0
+PHONE_PX = 390
 MIN_COLOURS = 50
 
 
@@ -64,3 +66,32 @@ def test_the_probe_catches_a_broken_image_and_a_console_error(chromium, report, 
     result = probe(chromium, broken)
     assert "broken" in result.broken and "remote" in result.broken
     assert result.errors  # the CSP refuses the remote image and says so on the console
+
+
+def test_one_forest_plot_per_test_row_group_loads(chromium, report):
+    result = probe(chromium, report)
+    # the fit-head run and the two hand-written runs were tested on different rows: two groups
+    assert result.forests == [("forest plot of group A", True), ("forest plot of group B", True)]
+    assert result.overlaps == []
+
+
+def test_on_a_phone_the_tables_scroll_and_the_page_does_not(chromium, report):
+    result = probe(chromium, report, width=PHONE_PX)
+    assert result.viewport == PHONE_PX
+    assert result.page_width <= result.viewport  # nothing pushes the page sideways
+    summary_width, summary_box = result.scrollers[0]
+    assert summary_width > summary_box  # the summary's 14+ columns scroll inside their container
+    assert result.overlaps == []
+    assert result.broken == [] and result.errors == []
+
+
+def test_the_probe_catches_overlapping_text_and_a_page_wider_than_the_phone(chromium, report, tmp_path):
+    """The layout checks above can fail: text laid over the title, and tables no longer scrolling."""
+    planted = tmp_path / "planted.html"
+    page = report.read_text(encoding="utf-8")
+    page = page.replace("<body>", '<body><p style="position: absolute; top: 8px; left: 20px">over the title</p>', 1)
+    page = page.replace(".scroll { overflow-x: auto;", ".scroll { overflow-x: visible;", 1)
+    planted.write_text(page, encoding="utf-8")
+    result = probe(chromium, planted, width=PHONE_PX)
+    assert any("over the title" in " ".join(pair) for pair in result.overlaps)
+    assert result.page_width > result.viewport

@@ -40,12 +40,10 @@ from tagcons.errors import BadInputError
 from tagcons.evaluate.calibration import columns_of
 from tagcons.evaluate.metrics import compute_metrics
 from tagcons.evaluate.provenance import check_reuse, table_keys
-from tagcons.evaluate.rundir import staged_run_dir, write_json
+from tagcons.evaluate.rundir import AUDIT_CSV, AUDIT_JSON, staged_run_dir, write_json
 from tagcons.outputs import refuse_filled_folder
 
 log = logging.getLogger(__name__)
-AUDIT_CSV = "audit.csv"
-AUDIT_JSON = "audit.json"
 SHOWN = 10
 MAX_STEPS = 2  # the ordinal distance counts a disagreement of more steps as this many (see the module doc)
 CACHE_REUSE = {

@@ -111,9 +111,15 @@ def compare_command(run_dirs, out, overwrite):
     type=click.IntRange(min=1),
     help="Pairs per gallery.",
 )
+@click.option(
+    "--audit",
+    default=field_default(ReportConfig, "audit"),
+    type=click.Path(path_type=Path),
+    help="Folder written by `tagcons audit`: its summary in the report.",
+)
 @pair_columns
 def report_command(
-    run_dirs, out, overwrite, images, data, category_col, category_from, worst, image_col, text_col, label_col
+    run_dirs, out, overwrite, images, data, category_col, category_from, worst, audit, image_col, text_col, label_col
 ):
     """One self-contained HTML page of runs: metrics, plots, categories, worst errors."""
     from tagcons.evaluate.report import write_report
@@ -128,5 +134,6 @@ def report_command(
         worst=worst,
         columns=_columns(image_col, text_col, label_col),
         overwrite=overwrite,
+        audit=audit,
     )
     click.echo(f"report: {write_report(config)}")

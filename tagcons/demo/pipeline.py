@@ -84,7 +84,14 @@ def run_demo(config: DemoRunConfig) -> DemoReport:
     table_path, _ = write_comparison(groups, out / "compare.md")
     audit_line = _audit(cache, demo_set, out, config.progress)
     report_path = write_report(
-        ReportConfig(run_dirs, out / "report.html", demo_set.images_dir, category_from=DEMO_CATEGORY, overwrite=True)
+        ReportConfig(
+            run_dirs,
+            out / "report.html",
+            demo_set.images_dir,
+            category_from=DEMO_CATEGORY,
+            overwrite=True,
+            audit=out / "audit",
+        )
     )
     posts_lines = score_and_suggest(demo_set.pairs_csv, cache, run_dirs, out)
     return DemoReport(

@@ -1,15 +1,25 @@
 """Confusion matrix and reliability diagram (Pillow), training curves (matplotlib's Agg backend, imported when
-drawn: no display needed)."""
+drawn: no display needed); both in the one style of `plot_style` (font, sizes, colours, frame)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from sklearn.metrics import confusion_matrix
 
+from tagcons.evaluate.plot_style import (
+    COLOURS,
+    FRAME_COLOUR,
+    LABEL_PX,
+    LEGEND_PX,
+    REFERENCE_COLOUR,
+    TICK_PX,
+    TITLE_PX,
+    styled_pyplot,
+)
+from tagcons.evaluate.plot_style import font as _font
 from tagcons.labels import LABELS
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "val_qwk")
@@ -64,14 +74,6 @@ def blues(shares) -> np.ndarray:
     )
 
 
-@functools.cache
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _matrix_box(k: int) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of the square matrix, room left for labels and the colour bar."""
     left, top, right, bottom = 70, 40, 390, 375
@@ -87,8 +89,8 @@ def _draw_cells(draw, box, counts: np.ndarray, share: np.ndarray) -> None:
             x, y = box[0] + j * cell, box[1] + i * cell
             draw.rectangle((x, y, x + cell, y + cell), fill=tuple(blues([share[i, j]])[0].tolist()))
             colour = "white" if share[i, j] > 0.5 else "black"
-            _centred(draw, (x + cell / 2, y + cell / 2), str(counts[i, j]), _font(12), colour)
-    draw.rectangle(box, outline="black")
+            _centred(draw, (x + cell / 2, y + cell / 2), str(counts[i, j]), _font(LABEL_PX), colour)
+    draw.rectangle(box, outline=FRAME_COLOUR)
 
 
 def _draw_ticks(draw, box, names: list[str]) -> None:
@@ -96,7 +98,7 @@ def _draw_ticks(draw, box, names: list[str]) -> None:
     for index, name in enumerate(names):
         x, y = box[0] + (index + 0.5) * cell, box[1] + (index + 0.5) * cell
         _tick_marks(draw, box, (x, y), name)
-        _centred(draw, (box[0] - 14, y), name, _font(11))
+        _centred(draw, (box[0] - 14, y), name, _font(TICK_PX))
 
 
 def _tick_marks(draw, box, at: tuple[float, float], x_label: str) -> None:
@@ -104,7 +106,7 @@ def _tick_marks(draw, box, at: tuple[float, float], x_label: str) -> None:
     x, y = at
     draw.line((x, box[3], x, box[3] + 4), fill="black")
     draw.line((box[0] - 4, y, box[0], y), fill="black")
-    _centred(draw, (x, box[3] + 14), x_label, _font(11))
+    _centred(draw, (x, box[3] + 14), x_label, _font(TICK_PX))
 
 
 def _draw_colour_bar(canvas, draw, box) -> None:
@@ -116,8 +118,8 @@ def _draw_colour_bar(canvas, draw, box) -> None:
     for tick in BAR_TICKS:
         y = bottom - tick * (bottom - top)
         draw.line((left + 18, y, left + 22, y), fill="black")
-        draw.text((left + 25, y), f"{tick:.1f}", fill="black", font=_font(11), anchor="lm")
-    _paste_vertical(canvas, "share of true score", (left + 68, (top + bottom) / 2), _font(12))
+        draw.text((left + 25, y), f"{tick:.1f}", fill="black", font=_font(TICK_PX), anchor="lm")
+    _paste_vertical(canvas, "share of true score", (left + 68, (top + bottom) / 2), _font(LABEL_PX))
 
 
 def _centred(draw, xy, text: str, font, colour="black") -> None:
@@ -135,20 +137,24 @@ def _paste_vertical(canvas, text: str, centre, font) -> None:
 
 def plot_training_curves(history: dict, path: str | Path, title: str = "") -> Path:
     """Losses on the left axis, validation metrics on the right; any subset of CURVE_KEYS."""
-    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(9, 3.6))
-    for key in ("train_loss", "val_loss"):
-        if history.get(key):
-            left.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
-    for key in ("val_accuracy", "val_macro_f1", "val_qwk"):
-        if history.get(key):
-            right.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
-    # Both losses are computed alike (eval mode, after each epoch), so their gap is over-fitting, not dropout.
-    left.set(xlabel="epoch", ylabel="loss (eval mode, after the epoch)", title=title or "training curves")
-    right.set(xlabel="epoch", ylabel="validation metric")
-    for ax in (left, right):
-        if ax.lines:
-            ax.legend()
-    return _save(fig, path)
+    with styled_pyplot() as plt:
+        from matplotlib.ticker import MaxNLocator
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 3.4))
+        for key in ("train_loss", "val_loss"):
+            if history.get(key):
+                left.plot(np.arange(1, len(history[key]) + 1), history[key], label=key, marker="o", markersize=3)
+        for key in ("val_accuracy", "val_macro_f1", "val_qwk"):
+            if history.get(key):
+                right.plot(np.arange(1, len(history[key]) + 1), history[key], label=key, marker="o", markersize=3)
+        # Both losses are computed alike (eval mode, after each epoch), so their gap is over-fitting, not dropout.
+        left.set(xlabel="epoch", ylabel="loss (eval mode, after the epoch)", title=title or "training curves")
+        right.set(xlabel="epoch", ylabel="validation metric")
+        for ax in (left, right):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+            if ax.lines:
+                ax.legend(loc="best")
+        return save_figure(plt, fig, path)
 
 
 def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
@@ -161,14 +167,14 @@ def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str
     draw = ImageDraw.Draw(canvas)
     box = RELIABILITY_BOX
     _draw_unit_axes(draw, box)
-    _dashed(draw, [_at(box, 0, 0), _at(box, 1, 1)], "grey")
+    _dashed(draw, [_at(box, 0, 0), _at(box, 1, 1)], REFERENCE_COLOUR)
     for colour, bins in zip(CURVE_COLOURS, curves.values()):
         points = [_at(box, b["confidence"], b["accuracy"]) for b in bins]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         for x, y in points:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-    _draw_legend(draw, box, [("perfect calibration", "grey"), *zip(curves, CURVE_COLOURS)])
+    _draw_legend(draw, box, [("perfect calibration", REFERENCE_COLOUR), *zip(curves, CURVE_COLOURS)])
     texts = (title or "reliability", "confidence (top score probability)", "accuracy")
     return _labelled_png(canvas, draw, box, texts, path)
 
@@ -176,9 +182,9 @@ def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str
 def _labelled_png(canvas, draw, box, texts: tuple[str, str, str], path: str | Path) -> Path:
     """Saves ``canvas`` as PNG with ``texts`` (title, x label, y label) above, below and left of ``box``."""
     title, x_label, y_label = texts
-    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title, _font(14))
-    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 36), x_label, _font(12))
-    _paste_vertical(canvas, y_label, (box[0] - 48, (box[1] + box[3]) / 2), _font(12))
+    _centred(draw, ((box[0] + box[2]) / 2, box[1] - 16), title, _font(TITLE_PX))
+    _centred(draw, ((box[0] + box[2]) / 2, box[3] + 36), x_label, _font(LABEL_PX))
+    _paste_vertical(canvas, y_label, (box[0] - 48, (box[1] + box[3]) / 2), _font(LABEL_PX))
     path = Path(path)
     canvas.save(path, format="PNG")
     return path
@@ -188,7 +194,7 @@ def _labelled_png(canvas, draw, box, texts: tuple[str, str, str], path: str | Pa
 
 RELIABILITY_SIZE = (480, 440)  # matplotlib's 4.8 x 4.4 inches at 100 dpi
 RELIABILITY_BOX = (70, 40, 450, 380)  # (left, top, right, bottom) of the unit square
-CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")  # matplotlib's first colours
+CURVE_COLOURS = COLOURS  # plot_style's, as in the matplotlib figures
 UNIT_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
@@ -198,11 +204,11 @@ def _at(box, x: float, y: float) -> tuple[float, float]:
 
 
 def _draw_unit_axes(draw, box) -> None:
-    draw.rectangle(box, outline="black")
+    draw.rectangle(box, outline=FRAME_COLOUR)
     for tick in UNIT_TICKS:
         x, y = _at(box, tick, tick)
         _tick_marks(draw, box, (x, y), f"{tick:.1f}")
-        draw.text((box[0] - 7, y), f"{tick:.1f}", fill="black", font=_font(11), anchor="rm")
+        draw.text((box[0] - 7, y), f"{tick:.1f}", fill="black", font=_font(TICK_PX), anchor="rm")
 
 
 def _dashed(draw, ends, colour, dash: float = 6.0) -> None:
@@ -216,27 +222,17 @@ def _dashed(draw, ends, colour, dash: float = 6.0) -> None:
 def _draw_legend(draw, box, entries: list[tuple[str, str]]) -> None:
     """One line per (label, colour) in the upper left corner, in a framed white box."""
     left, top, row = box[0] + 8, box[1] + 8, 16
-    width = max(draw.textlength(label, font=_font(10)) for label, _ in entries) + 34
+    width = max(draw.textlength(label, font=_font(LEGEND_PX)) for label, _ in entries) + 34
     draw.rectangle((left, top, left + width, top + row * len(entries) + 6), fill="white", outline="lightgrey")
     for index, (label, colour) in enumerate(entries):
         y = top + 11 + index * row
         draw.line((left + 6, y, left + 24, y), fill=colour, width=2)
-        draw.text((left + 30, y), label, fill="black", font=_font(10), anchor="lm")
+        draw.text((left + 30, y), label, fill="black", font=_font(LEGEND_PX), anchor="lm")
 
 
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
+def save_figure(plt, fig, path) -> Path:
+    """Saves a matplotlib figure as PNG (``path``: a file path or a binary buffer) and closes it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
-    return path
-
-
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (it costs ~0.5 s)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return Path(path) if isinstance(path, (str, Path)) else path

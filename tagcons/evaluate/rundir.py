@@ -33,6 +33,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
+AUDIT_CSV, AUDIT_JSON = "audit.csv", "audit.json"  # what `tagcons audit` writes (the report reads them too)
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "xgboost", "numpy")
 
