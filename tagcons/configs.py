@@ -162,6 +162,9 @@ class FitHeadConfig(PathFields):
     allow_split_images: bool = False  # accept given folds that put one image's pairs in two folds
 
 
+PAIR_CHUNK_ROWS = 100_000  # predict's --chunk-rows: pairs read, joined, scored and written at a time
+
+
 @dataclass
 class PredictConfig(PathFields):
     run: Path
@@ -173,6 +176,7 @@ class PredictConfig(PathFields):
     images: Path | None = None  # the images folder, only to spell out the embed command
     progress: bool = False
     overwrite: bool = False  # replace an existing --out file
+    chunk_rows: int = PAIR_CHUNK_ROWS  # memory depends on it, not on the number of pairs
 
 
 AUDIT_RANKINGS = ("ordinal-distance", "self-confidence")  # `tagcons audit --rank-by`; docs/audit.md

@@ -20,6 +20,7 @@ from tagcons.cli.common import (
 )
 from tagcons.configs import (
     FitHeadConfig,
+    PredictConfig,
     field_default,
 )
 from tagcons.heads.registry import head_names
@@ -221,7 +222,7 @@ def _echo_comparison(run_dirs: list[Path]) -> None:
     help="Cache holding the pairs' embeddings, embedded with the run's settings.",
 )
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Pairs to score (scores optional).")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions CSV to write.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions to write: .parquet, else CSV.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option(
     "--images",
@@ -229,10 +230,16 @@ def _echo_comparison(run_dirs: list[Path]) -> None:
     type=click.Path(path_type=Path),
     help="Images folder (only used to spell out the embed command for missing pairs).",
 )
+@click.option(
+    "--chunk-rows",
+    default=field_default(PredictConfig, "chunk_rows"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Pairs read, scored and written at a time (memory depends on it, not on the file).",
+)
 @pair_columns
-def predict_command(run_dir, cache_path, data, out, overwrite, images, image_col, text_col, label_col):
+def predict_command(run_dir, cache_path, data, out, overwrite, images, chunk_rows, image_col, text_col, label_col):
     """Score a pairs file with a saved run."""
-    from tagcons.configs import PredictConfig
     from tagcons.heads import predict
 
     result = predict(
@@ -245,6 +252,7 @@ def predict_command(run_dir, cache_path, data, out, overwrite, images, image_col
             columns=_columns(image_col, text_col, label_col),
             progress=_progress(),
             overwrite=overwrite,
+            chunk_rows=chunk_rows,
         )
     )
     click.echo(f"{result.out}: {result.n_scored} pairs scored, {result.n_missing} missing from the cache")

@@ -114,10 +114,18 @@ def load_pairs(
     """
     path = Path(path)
     raw = _read_table(path, columns)
-    _check_columns(raw, path, columns, require_labels)
+    check_columns(raw, path, columns, require_labels)
+    table = pairs_from_raw(raw, _Where(path, row_lines(raw, path)), columns, strip_hash, parse_scale(scale))
+    report_duplicates(table)
+    report_invisible_variants(table)
+    return table
+
+
+def pairs_from_raw(
+    raw: pa.Table, where: _Where, columns: PairColumns, strip_hash: bool = False, scale=DEFAULT_SCALE
+) -> PairTable:
+    """The checked, normalised pairs of rows read from ``where.path`` (its columns already checked)."""
     has_labels = columns.label in raw.column_names
-    scale = parse_scale(scale)
-    where = _Where(path, row_lines(raw, path))
     images = _required_strings(raw, columns.image, where)
     _check_no_nul(images, columns.image, where)
     frame = pd.DataFrame(
@@ -133,10 +141,7 @@ def load_pairs(
     _check_not_blank_after_normalising(frame, where, columns)
     if scale == AUTO:
         scale = _auto_scale(frame["label"].to_numpy(), where) if has_labels else DEFAULT_SCALE
-    table = PairTable(frame, str(path), has_labels, scale)
-    report_duplicates(table)
-    report_invisible_variants(table)
-    return table
+    return PairTable(frame, str(where.path), has_labels, scale)
 
 
 def _auto_scale(labels: np.ndarray, where: _Where) -> ScoreScale:
@@ -213,7 +218,7 @@ def resolve_columns(path: str | Path, columns: PairColumns) -> PairColumns:
     return published
 
 
-def _check_columns(raw: pa.Table, path: Path, columns: PairColumns, require_labels: bool) -> None:
+def check_columns(raw: pa.Table, path: Path, columns: PairColumns, require_labels: bool) -> None:
     wanted = {"--image-col": columns.image, "--text-col": columns.text}
     if require_labels:
         wanted["--label-col"] = columns.label

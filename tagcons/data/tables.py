@@ -23,6 +23,9 @@ from tagcons.errors import BadInputError, first_line
 MAX_LINES_IN_MESSAGE = 5
 
 
+READ_ERRORS = (pa.ArrowInvalid, UnicodeDecodeError, OSError)  # what a parser raises on a file it cannot read
+
+
 def read_table(path: str | Path, text_columns=(), what: str = "pairs file", flag: str = "--data") -> pa.Table:
     """Any table tagcons reads (CSV/TSV/parquet) as Arrow, header names trimmed; ``text_columns`` of a CSV/TSV
     stay text. BadInputError (naming ``what`` and its ``flag``) when it is missing, unreadable or empty."""
@@ -31,14 +34,32 @@ def read_table(path: str | Path, text_columns=(), what: str = "pairs file", flag
         raise BadInputError(f"{path}: {what} not found; check the {flag} path")
     try:
         table = pq.read_table(path) if path.suffix.lower() == ".parquet" else _read_delimited(path, text_columns)
-    except (pa.ArrowInvalid, UnicodeDecodeError, OSError) as e:
-        raise BadInputError(
-            f"{path}: cannot be read as a {what.removesuffix(' file')} table ({_unreadable_reason(path, e)}); "
-            "save it as UTF-8 CSV, TSV or parquet"
-        ) from e
+    except READ_ERRORS as e:
+        raise unreadable(path, e, what) from e
     if table.num_rows == 0:
-        raise BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
+        raise no_rows(path)
+    return trimmed_names(table)
+
+
+def unreadable(path: Path, error: Exception, what: str = "pairs file") -> BadInputError:
+    """The one-line refusal of a file its parser could not read."""
+    return BadInputError(
+        f"{path}: cannot be read as a {what.removesuffix(' file')} table ({_unreadable_reason(path, error)}); "
+        "save it as UTF-8 CSV, TSV or parquet"
+    )
+
+
+def no_rows(path: Path) -> BadInputError:
+    return BadInputError(f"{path}: the table has no rows; it needs one row per image-hashtag pair")
+
+
+def trimmed_names(table: pa.Table) -> pa.Table:
+    """The table with its header names stripped of surrounding spaces."""
     return table.rename_columns([str(name).strip() for name in table.column_names])
+
+
+def delimiter_of(path: Path) -> str:
+    return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
 def read_header(path: str | Path) -> list[str]:
@@ -49,9 +70,8 @@ def read_header(path: str | Path) -> list[str]:
             return list(pq.read_schema(path).names)
         with path.open(encoding="utf-8-sig", newline="") as f:
             first = f.readline()
-        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        return [name.strip() for name in next(csv.reader([first], delimiter=delimiter), [])]
-    except (OSError, UnicodeDecodeError, pa.ArrowInvalid):
+        return [name.strip() for name in next(csv.reader([first], delimiter=delimiter_of(path)), [])]
+    except READ_ERRORS:
         return []
 
 
@@ -59,15 +79,18 @@ def _read_delimited(path: Path, text_columns) -> pa.Table:
     """CSV/TSV with every wanted column read as text: 'NA' or 'nan' are hashtags, not missing values.
 
     Arrow skips a UTF-8 byte-order mark (Excel and the study's CSV write one)."""
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    return pacsv.read_csv(path, **csv_options(path, text_columns))
+
+
+def csv_options(path: Path, text_columns) -> dict:
+    """Arrow's parse and convert options for a CSV/TSV whose ``text_columns`` are read as text."""
     as_text = {name: pa.string() for name in text_columns if name}
-    return pacsv.read_csv(
-        path,
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
+    return {
+        "parse_options": pacsv.ParseOptions(delimiter=delimiter_of(path), newlines_in_values=True),
+        "convert_options": pacsv.ConvertOptions(
             column_types=as_text, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
         ),
-    )
+    }
 
 
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -104,15 +127,22 @@ class _Where:
 
 def row_lines(raw: pa.Table, path: Path) -> np.ndarray:
     """The physical line each row starts on: a quoted cell holding line breaks pushes later rows down."""
-    first = _first_data_line(path)
-    if first == 0:
-        return np.arange(raw.num_rows)
+    return line_starts(raw, path)[:-1]
+
+
+def line_starts(raw: pa.Table, path: Path, first: int | None = None) -> np.ndarray:
+    """The line (parquet: row) each of the table's rows starts on, and after them the line the next row
+    would start on; ``first`` is the first row's (None: the file's first data line)."""
+    first = _first_data_line(path) if first is None else first
+    positions = np.arange(raw.num_rows + 1)
+    if path.suffix.lower() == ".parquet":
+        return first + positions
     breaks = np.zeros(raw.num_rows, np.int64)
     for column in raw.columns:
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             counts = pc.count_substring(column.combine_chunks(), "\n").fill_null(0)
             breaks += counts.to_numpy(zero_copy_only=False).astype(np.int64)
-    return first + np.arange(raw.num_rows) + np.concatenate([[0], np.cumsum(breaks)[:-1]])
+    return first + positions + np.concatenate([[0], np.cumsum(breaks)])
 
 
 Where = _Where  # the public name, for other modules that name lines of a file they read

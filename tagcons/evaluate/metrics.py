@@ -144,9 +144,10 @@ def _per_class(confusion: Confusion, labels) -> dict:
     }
 
 
-def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
-    """Headline metrics of integer predictions on the scale ``labels``; with ``proba`` [n, K] also the
-    expected-score MAE."""
+def compute_metrics(y_true, y_pred, proba=None, labels=LABELS, expected=None) -> dict:
+    """Headline metrics of integer predictions on the scale ``labels``; with ``proba`` [n, K] (or the
+    expected scores ``proba @ labels`` themselves, as a streamed predict keeps them) also the expected-score
+    MAE."""
     y_true = np.asarray(y_true).astype(int)
     y_pred = np.asarray(y_pred).astype(int)
     if not len(y_true):
@@ -167,6 +168,7 @@ def compute_metrics(y_true, y_pred, proba=None, labels=LABELS) -> dict:
     }
     if proba is not None:
         expected = np.asarray(proba) @ np.asarray(labels, dtype=float)
+    if expected is not None:
         metrics["mae_expected"] = float(np.mean(np.abs(expected - y_true)))
     return metrics
 

@@ -6,7 +6,6 @@ Both fit-head and finetune use these, so `tagcons compare` reads any run the sam
 
 from __future__ import annotations
 
-import errno
 import importlib.metadata
 import json
 import math
@@ -28,13 +27,13 @@ from tagcons.evaluate.plots import plot_confusion_matrix
 from tagcons.evaluate.provenance import keys_hash, table_keys
 from tagcons.labels import LABELS
 from tagcons.outputs import refuse_filled_folder
+from tagcons.table_out import WRITE_ERRORS
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FILE = "confusion_matrix.png"
 AUDIT_CSV, AUDIT_JSON = "audit.csv", "audit.json"  # what `tagcons audit` writes (the report reads them too)
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 VERSIONED = ("tagcons", "torch", "transformers", "scikit-learn", "lightgbm", "xgboost", "numpy")
 
 
@@ -172,7 +171,8 @@ def predictions_frame(table: PairTable, y_pred, proba=None, y_true=None, labels=
     frame["pred"] = np.asarray(y_pred).astype(int)
     if proba is not None:
         proba = np.asarray(proba, dtype=float)
-        frame["expected"] = proba @ np.asarray(labels, dtype=float)
+        frame["expected"] = (proba * np.asarray(labels, dtype=float)).sum(axis=1)  # row by row: the same bits
+        # for a row whatever rows come with it (a matrix product of one row takes another BLAS path)
         for i, k in enumerate(labels):
             frame[f"p{k}"] = proba[:, i]
     return frame

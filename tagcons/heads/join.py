@@ -5,7 +5,7 @@ report of pairs left out for lack of embeddings (fit-head and predict).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tagcons.cache.join import JoinedRows, join_rows
 from tagcons.data.pairs import PairTable
@@ -39,6 +39,29 @@ class JoinedPairs:
     missing_texts = property(lambda self: self.rows.missing_texts)
     failed_images = property(lambda self: self.rows.failed_images)
     n_missing = property(lambda self: self.rows.n_missing)
+    n_present = property(lambda self: int(self.rows.present.sum()))
+
+
+@dataclass
+class MissingPairs:
+    """The pairs left out of a table read in chunks, added up chunk by chunk: counts, and the unique keys
+    missing or failed in first-seen order (they are what the report names; the pairs themselves are not held)."""
+
+    images: dict = field(default_factory=dict)  # image key -> None
+    texts: dict = field(default_factory=dict)  # hashtag -> None
+    failed_images: dict = field(default_factory=dict)  # image key -> the cache's reason
+    n_missing: int = 0
+    n_present: int = 0
+
+    def add(self, joined: JoinedPairs) -> None:
+        self.images.update(dict.fromkeys(joined.missing_images))
+        self.texts.update(dict.fromkeys(joined.missing_texts))
+        self.failed_images.update(joined.failed_images)
+        self.n_missing += joined.n_missing
+        self.n_present += joined.n_present
+
+    missing_images = property(lambda self: list(self.images))
+    missing_texts = property(lambda self: list(self.texts))
 
 
 def join_pairs(cache, table: PairTable, kind: str = "concat") -> JoinedPairs:
@@ -68,12 +91,17 @@ def _first(keys: list[str]) -> str:
 def report_missing(joined: JoinedPairs, table: PairTable, hint: str = "") -> None:
     """Warn about pairs without embeddings; raise when no pair is left at all. ``hint`` (how to add pairs
     missing from the cache) is given only when some are missing: re-embedding cannot mend a failed image."""
-    if not joined.n_missing:
+    report_missing_rows(joined, len(table), table.source, hint)
+
+
+def report_missing_rows(missing: JoinedPairs | MissingPairs, n_rows: int, source: str, hint: str = "") -> None:
+    """`report_missing` of ``n_rows`` pairs of ``source`` joined at once or added up chunk by chunk."""
+    if not missing.n_missing:
         return
-    message = describe_missing(joined, len(table)) + (hint if adds_pairs(joined) else "")
-    if not joined.present.any():
-        raise BadInputError(f"{table.source}: none of the {len(table)} pairs has embeddings in the cache; {message}")
-    log.warning("%s: %s", table.source, message)
+    message = describe_missing(missing, n_rows) + (hint if adds_pairs(missing) else "")
+    if not missing.n_present:
+        raise BadInputError(f"{source}: none of the {n_rows} pairs has embeddings in the cache; {message}")
+    log.warning("%s: %s", source, message)
 
 
 def adds_pairs(joined: JoinedPairs) -> bool:

@@ -171,7 +171,8 @@ class LogregHead(Head):
 
     def _side_logits(self, embeds: np.ndarray, columns: slice) -> np.ndarray:
         mean, scale = self.mean_[columns].astype(np.float32), self.scale_[columns].astype(np.float32)
-        return ((embeds.astype(np.float32) - mean) / scale) @ self.coef_[:, columns].T.astype(np.float32)
+        weights = self.coef_[:, columns].T.astype(np.float32)
+        return in_fixed_blocks(lambda rows: ((rows.astype(np.float32) - mean) / scale) @ weights, embeds)
 
     def _proba_block(self, block: np.ndarray) -> np.ndarray:
         block = (block - self.mean_.astype(np.float32)) / self.scale_.astype(np.float32)
@@ -245,3 +246,18 @@ def _fittable(folds: list, y: np.ndarray) -> list:
 
 def _nbytes(X) -> int:
     return X.dense_nbytes if hasattr(X, "dense_nbytes") else np.asarray(X).nbytes
+
+
+SIDE_BLOCK = 256
+
+
+def in_fixed_blocks(product, rows: np.ndarray, block: int = SIDE_BLOCK) -> np.ndarray:
+    """``product`` (a row-wise matrix product) over ``rows`` in blocks of exactly ``block`` rows, the last one
+    zero-padded: BLAS picks other kernels (other rounding) for other shapes, so a row's result would depend on
+    how many rows came with it, and a streamed predict's output on its chunk size."""
+    parts = []
+    for lo in range(0, len(rows), block):
+        part = rows[lo : lo + block]
+        padded = np.concatenate([part, np.zeros((block - len(part), *part.shape[1:]), part.dtype)])
+        parts.append(product(padded)[: len(part)])
+    return np.concatenate(parts) if parts else product(rows[:0])

@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from tagcons.cache.schema import describe_settings_difference, recorded_settings
 from tagcons.configs import PredictConfig
-from tagcons.data.pairs import PairColumns, load_pairs
+from tagcons.data.pair_chunks import PairChunk, read_pair_chunks
+from tagcons.data.pairs import PairColumns
 from tagcons.errors import BadInputError, FingerprintMismatchError
 from tagcons.evaluate.metrics import compute_metrics
-from tagcons.evaluate.provenance import overlap_count, read_side_keys, table_keys, trained_keys
-from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json, write_text_staged
+from tagcons.evaluate.provenance import read_side_keys, table_keys, trained_keys
+from tagcons.evaluate.rundir import CONFIG_FILE, predictions_frame, read_json
 from tagcons.heads.base import HEAD_FILE, load_head
 from tagcons.heads.features import FEATURE_KINDS
-from tagcons.heads.join import cache_strip_hash, join_pairs, open_cache, report_missing
+from tagcons.heads.join import MissingPairs, cache_strip_hash, join_pairs, open_cache, report_missing_rows
 from tagcons.labels import scale_from_config
 from tagcons.outputs import refuse_existing_file
+from tagcons.progress import chunk_progress
+from tagcons.table_out import table_writer, with_carried
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,12 @@ class PredictResult:
     n_missing: int
     metrics: dict | None  # when the pairs file has labels
     n_trained_on: int = 0  # scored pairs that were in the head's fit or validation part
+    renamed: dict = field(default_factory=dict)  # carried input column -> its name in the output (a clash)
 
 
 def predict(config: PredictConfig) -> PredictResult:
+    """Stream the pairs file through the run's head: `chunk_rows` pairs read, joined, scored and written at a
+    time (parquet row groups for a .parquet --out, else CSV), so memory does not grow with the file."""
     run_dir = Path(config.run)
     check_output(Path(config.out), config.overwrite)
     run_config = read_json(run_dir / CONFIG_FILE)
@@ -51,21 +58,76 @@ def predict(config: PredictConfig) -> PredictResult:
         check_fingerprint(cache, run_config, config.cache, run_dir)
         # The fingerprint matched, so the cache's --strip-hash is the one the run was fitted with.
         strip_hash = cache_strip_hash(cache) if config.strip_hash is None else config.strip_hash
-        scale = scale_from_config(run_config)
-        table = load_pairs(config.data, columns, strip_hash, require_labels=False, scale=scale)
-        joined = join_pairs(cache, table, run_feature_kind(run_config, run_dir))
-    check_input_width(head, joined.features.shape[1], run_dir)
-    report_missing(joined, table, f"; add them with: {embed_command(config, run_config, strip_hash)}")
-    present = np.flatnonzero(joined.present)
-    table = table.subset(present)
-    X = joined.features if getattr(head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
-    pred, proba = head.predict_scores(X, scale.labels)  # calibrated probabilities on the scale, the run's decoding
-    y_true = table.labels if table.has_labels else None
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_staged(out, predictions_frame(table, pred, proba, y_true, scale.labels).to_csv(index=False))
-    metrics = compute_metrics(y_true, pred, proba, scale.labels) if y_true is not None else None
-    return PredictResult(out, len(present), joined.n_missing, metrics, _count_trained_on(run_dir, table))
+        scorer = ChunkScorer(head, cache, scale_from_config(run_config), run_config, run_dir)
+        chunks = read_pair_chunks(config.data, columns, strip_hash, scorer.scale, config.chunk_rows)
+        with table_writer(config.out) as writer:
+            for chunk in chunk_progress(chunks, config.progress, "predict", " pairs"):
+                writer.write(scorer.score(chunk))
+            report_missing_rows(
+                scorer.missing, scorer.n_rows, str(config.data), _embed_hint(config, run_config, strip_hash)
+            )
+    return scorer.result(Path(config.out))
+
+
+def _embed_hint(config: PredictConfig, run_config: dict, strip_hash: bool) -> str:
+    return f"; add them with: {embed_command(config, run_config, strip_hash)}"
+
+
+class ChunkScorer:
+    """Scores chunks of a pairs table with a saved head, adding up what the result reports: the pairs left
+    out, the labelled pairs' true, predicted and expected scores (for the metrics: 10 bytes a labelled pair,
+    the only thing kept per row) and the scored pairs that trained the head."""
+
+    def __init__(self, head, cache, scale, run_config: dict, run_dir: Path):
+        self.head, self.cache, self.scale, self.run_dir = head, cache, scale, run_dir
+        self.kind = run_feature_kind(run_config, run_dir)
+        self.missing = MissingPairs()
+        self.trained = TrainedOverlap(run_dir)
+        self.n_rows = 0
+        self.renamed: dict = {}
+        self._labelled: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def score(self, chunk: PairChunk) -> pd.DataFrame:
+        """The chunk's scored pairs (those with embeddings), its carried columns beside them."""
+        joined = join_pairs(self.cache, chunk.table, self.kind)
+        check_input_width(self.head, joined.features.shape[1], self.run_dir)
+        self.missing.add(joined)
+        self.n_rows += len(chunk)
+        present = np.flatnonzero(joined.present)
+        table = chunk.table.subset(present)
+        pred, proba = self._predict(joined.features, table)
+        frame = predictions_frame(table, pred, proba, table.labels if table.has_labels else None, self.scale.labels)
+        if table.has_labels:
+            self._labelled.append((table.labels.astype(np.int8), pred.astype(np.int8), frame["expected"].to_numpy()))
+        self.trained.add(table)
+        frame, renamed = with_carried(frame, chunk.carried.iloc[present])
+        self._note_renamed(renamed, chunk.table.source)
+        return frame
+
+    def _predict(self, features, table) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and calibrated probabilities under the run's decoding (none for a chunk without a pair)."""
+        if not len(table):
+            return np.empty(0, np.int64), np.empty((0, len(self.scale.labels)))
+        X = features if getattr(self.head, "NEEDS_FEATURES", True) else table  # baselines read the pairs themselves
+        return self.head.predict_scores(X, self.scale.labels)
+
+    def _note_renamed(self, renamed: dict, source: str) -> None:
+        for name, new in renamed.items():
+            if name not in self.renamed:
+                log.warning("%s: column '%s' is also an output column of predict; carried as '%s'", source, name, new)
+        self.renamed.update(renamed)
+
+    def metrics(self) -> dict | None:
+        if not self._labelled:
+            return None
+        y_true, pred, expected = (np.concatenate(parts) for parts in zip(*self._labelled))
+        return compute_metrics(y_true, pred, labels=self.scale.labels, expected=expected)
+
+    def result(self, out: Path) -> PredictResult:
+        n_trained_on = self.trained.report(self.missing.n_present)
+        return PredictResult(
+            out, self.missing.n_present, self.missing.n_missing, self.metrics(), n_trained_on, self.renamed
+        )
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -77,21 +139,32 @@ def check_output(out: Path, overwrite: bool) -> None:
     refuse_existing_file(out, overwrite)
 
 
-def _count_trained_on(run_dir: Path, table) -> int:
-    """How many scored pairs trained the head (its part_keys.json); warns when any did."""
-    sides = read_side_keys(run_dir)
-    if sides is None:
-        return 0
-    n = overlap_count(trained_keys(sides), table_keys(table))
-    if n:
-        log.warning(
-            "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not predicted; "
-            "metrics on this file are not a test",
-            n,
-            len(table),
-            run_dir,
-        )
-    return n
+class TrainedOverlap:
+    """Which scored pairs trained the head (its part_keys.json), gathered chunk by chunk: at most the
+    head's own trained keys are held."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        sides = read_side_keys(run_dir)
+        self._trained = None if sides is None else trained_keys(sides)
+        self._seen: set[str] = set()
+
+    def add(self, table) -> None:
+        if self._trained:
+            self._seen.update(key for key in table_keys(table) if key in self._trained)
+
+    def report(self, n_scored: int) -> int:
+        """How many scored pairs trained the head (each pair once); warns when any did."""
+        n = len(self._seen)
+        if n:
+            log.warning(
+                "%d of the %d scored pairs trained this head (run %s): scores on them are memorised, not "
+                "predicted; metrics on this file are not a test",
+                n,
+                n_scored,
+                self.run_dir,
+            )
+        return n
 
 
 def run_feature_kind(run_config: dict, run_dir: Path) -> str:

@@ -25,7 +25,8 @@ from tagcons.errors import BadInputError
 from tagcons.heads.features import PairFeatures
 from tagcons.heads.join import cache_strip_hash
 from tagcons.posts.keys import CacheKeys
-from tagcons.posts.parquet_out import RowGroupWriter, check_output
+from tagcons.progress import chunk_progress
+from tagcons.table_out import RowGroupWriter, check_output
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ def score_posts(config: ScoreConfig) -> ScoreSummary:
     with open_cache(config.cache) as cache:
         scorer = PostScorer(cache, config.run, config.misfit_score, config.misfit_p)
         with RowGroupWriter(config.out) as pairs_writer, RowGroupWriter(posts_out) as posts_writer:
-            for chunk in _progress(read_posts(config.posts, config.columns, config.chunk_posts), config.progress):
+            chunks = read_posts(config.posts, config.columns, config.chunk_posts)
+            for chunk in chunk_progress(chunks, config.progress, "score", " posts", lambda chunk: len(chunk.frame)):
                 exploded = explode_posts(chunk, config.columns, config.posts, scorer.strip_hash)
                 pairs, posts = score_chunk(scorer, exploded)
                 pairs_writer.write(pairs)
@@ -230,15 +232,3 @@ def _tally(summary: ScoreSummary, pairs: pd.DataFrame, posts: pd.DataFrame) -> N
     for status, n in pairs.loc[~ok, "status"].value_counts().items():
         summary.unscored[status] = summary.unscored.get(status, 0) + int(n)
     summary.posts_without_image += int((posts["image_status"] != OK).sum())
-
-
-def _progress(chunks, enabled: bool):
-    if not enabled:
-        yield from chunks
-        return
-    from tqdm import tqdm
-
-    with tqdm(unit=" posts", desc="score") as bar:
-        for chunk in chunks:
-            yield chunk
-            bar.update(len(chunk.frame))

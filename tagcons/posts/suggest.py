@@ -21,8 +21,8 @@ from tagcons.data.post_tags import normalise_tag
 from tagcons.data.posts import ExplodeStats, explode_posts, read_posts
 from tagcons.errors import BadInputError
 from tagcons.posts.keys import OK
-from tagcons.posts.parquet_out import RowGroupWriter, check_output
 from tagcons.posts.score import PostScorer
+from tagcons.table_out import RowGroupWriter, check_output
 
 log = logging.getLogger(__name__)
 
