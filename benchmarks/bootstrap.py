@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tagcons.evaluate.intervals import bootstrap_intervals, image_counts, paired_difference
+from tagcons.evaluate.image_metrics import image_counts
+from tagcons.evaluate.intervals import bootstrap_intervals, paired_difference
 
 HERE = Path(__file__).resolve().parent
 SHARES = np.array([78, 205, 315, 551, 873]) / 2022  # the study's score distribution

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagcons.evaluate import intervals
+from tagcons.evaluate import image_metrics, intervals
 from tagcons.evaluate.simulation import Population, draw, draw_counts, population_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -42,8 +42,8 @@ def coverage(population: Population, truth: dict, n_images: int, sets: int, seed
     for trial in range(sets):
         y_true, preds, images, proba = draw(population, n_images, rng)
         block = intervals.bootstrap_intervals(y_true, preds[0], images, proba[0], RESAMPLES, seed=trial)
-        counts = intervals.image_counts(y_true, preds[0], images, proba[0])
-        before = intervals.resampled_metrics(counts, intervals.image_weights(counts.n_images, RESAMPLES, trial))
+        counts = image_metrics.image_counts(y_true, preds[0], images, proba[0])
+        before = image_metrics.resampled_metrics(counts, image_metrics.image_weights(counts.n_images, RESAMPLES, trial))
         for name in METRICS:
             undefined[name] += block["bootstrap"]["undefined"][name]
             for method, bounds in (

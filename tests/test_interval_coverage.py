@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 
-from tagcons.evaluate import intervals
+from tagcons.evaluate import image_metrics, intervals
 from tagcons.evaluate.simulation import Population, draw, population_metrics
 
 METRICS = ("accuracy", "macro_f1", "mae", "qwk", "mae_expected")
@@ -26,8 +26,8 @@ def coverage():
     for trial in range(400):
         y_true, preds, images, proba = draw(population, 20, rng)
         block = intervals.bootstrap_intervals(y_true, preds[0], images, proba[0], resamples=400, seed=trial)
-        counts = intervals.image_counts(y_true, preds[0], images, proba[0])
-        before = intervals.resampled_metrics(counts, intervals.image_weights(counts.n_images, 400, trial))
+        counts = image_metrics.image_counts(y_true, preds[0], images, proba[0])
+        before = image_metrics.resampled_metrics(counts, image_metrics.image_weights(counts.n_images, 400, trial))
         for name in METRICS:
             hits["studentised"].append((name, _covers(block["ci95"][name], truth[name])))
             hits["percentile"].append((name, _covers(intervals.percentile_interval(before[name]), truth[name])))

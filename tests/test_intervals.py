@@ -8,13 +8,11 @@ import pytest
 
 from tagcons.data.pairs import PairTable
 from tagcons.evaluate.compare import compare_runs, paired_differences, render_markdown
+from tagcons.evaluate.image_metrics import image_counts, image_weights, metrics_from_confusion
 from tagcons.evaluate.intervals import (
     METHOD,
     aligned_counts,
     bootstrap_intervals,
-    image_counts,
-    image_weights,
-    metrics_from_confusion,
     paired_difference,
     repeat_summary,
     resample,

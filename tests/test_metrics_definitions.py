@@ -19,7 +19,8 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from tagcons.evaluate.intervals import INTERVAL_METRICS, metrics_from_confusion
+from tagcons.evaluate.image_metrics import metrics_from_confusion
+from tagcons.evaluate.intervals import INTERVAL_METRICS
 from tagcons.evaluate.metrics import (
     Confusion,
     compute_metrics,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagcons.evaluate.intervals import ImageCounts, image_counts, metrics_from_confusion
+from tagcons.evaluate.image_metrics import ImageCounts, image_counts, metrics_from_confusion
 from tagcons.labels import LABELS
 
 STUDY_SHARES = (78 / 2022, 205 / 2022, 315 / 2022, 551 / 2022, 873 / 2022)
