@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -311,3 +312,52 @@ def test_the_notebook_api_returns_what_the_commands_write(scored_world):
     best = suggest_hashtags(["cat_005.png"], scored_world["cache"], run=scored_world["run"], k=5, candidates=12)
     by_command = pd.read_parquet(_suggest(scored_world, "api_suggest", run=scored_world["run"], k=5, candidates=12).out)
     assert list(best["hashtag"]) == list(by_command.loc[by_command["image"] == "cat_005.png", "hashtag"])
+
+
+SEED_TABLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "combined_data.csv"
+
+
+@pytest.mark.skipif(not SEED_TABLE.is_file(), reason="the study's seed table is not present (../shared/data)")
+def test_posts_built_from_the_studys_table_are_scored_whole_from_a_tag_list_and_from_captions(tmp_path):
+    """The study's 2,022 pairs as one post per image (its images were never published: random embeddings)."""
+    from test_heads_support import Synthetic
+
+    from tagcons.data.post_tags import TAG_PATTERN
+    from tagcons.heads import fit_head
+
+    table = pd.read_csv(SEED_TABLE, encoding="utf-8-sig")
+    table["Hashtag"] = table["Hashtag"].astype(str).str.normalize("NFC").str.strip().str.lstrip("#")  # as embed keys
+    table = table.drop_duplicates(["Image Filename", "Hashtag"])
+    rng = np.random.default_rng(0)
+    data = Synthetic(
+        table["Image Filename"].to_numpy(),
+        table["Hashtag"].to_numpy(),
+        table["Score"].to_numpy(),
+        {key: rng.normal(size=8) for key in table["Image Filename"].unique()},
+        {key: rng.normal(size=8) for key in table["Hashtag"].unique()},
+    )
+    cache = write_cache(data, tmp_path / "study.h5", settings={"strip_hash": True})
+    config = FitHeadConfig(
+        data=write_pairs(data, tmp_path / "pairs.csv"), cache=cache, head="logreg", out=tmp_path / "run"
+    )
+    run = fit_head(config).run_dir
+    posts = table.groupby("Image Filename", sort=False)["Hashtag"].apply(list).reset_index()
+    posts.columns = ["image", "tags"]
+    posts["hashtags"] = posts["tags"].map(json.dumps)
+    posts["caption"] = posts["tags"].map(lambda tags: "today " + " ".join(f"#{tag}" for tag in tags) + " 🌅")
+    posts.insert(0, "post_id", range(len(posts)))
+    posts.drop(columns="tags").to_csv(tmp_path / "posts.csv", index=False)
+    listed = score_posts(ScoreConfig(cache=cache, posts=tmp_path / "posts.csv", out=tmp_path / "l.parquet", run=run))
+    scored = pd.read_parquet(listed.out)
+    assert listed.n_scored == len(table) == len(scored) and (scored["status"] == "ok").all()
+    assert scored.groupby("post_id")["rank"].max().sum() == len(table)  # ranks 1..n in every post
+    captions = PostColumns(caption="caption", hashtags="none")  # no such column: the tags come from the captions
+    from_captions = ScoreConfig(
+        cache=cache, posts=tmp_path / "posts.csv", out=tmp_path / "c.parquet", run=run, columns=captions
+    )
+    captioned = pd.read_parquet(score_posts(from_captions).out)
+    whole = table["Hashtag"].map(lambda tag: TAG_PATTERN.fullmatch(f"#{tag}") is not None)  # tags a caption can carry
+    assert set(zip(captioned["image"], captioned["hashtag"])) >= set(
+        zip(table.loc[whole, "Image Filename"], table.loc[whole, "Hashtag"])
+    )
+    assert (captioned["status"] == "ok").mean() >= whole.mean() - 0.01

@@ -49,7 +49,8 @@ def parse_tag_list(cell) -> list[str]:
     if isinstance(cell, str):
         return _parse_string_list(cell)
     if isinstance(cell, Iterable):
-        return [_tag_string(item) for item in cell]
+        items = list(cell)
+        return items if all(type(item) is str for item in items) else [_tag_string(item) for item in items]
     raise ValueError(f"a tag list must be a list or a string, got {type(cell).__name__}")
 
 

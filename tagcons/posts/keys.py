@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 OK = "ok"
+HELD_TEXTS_BYTES = 1 << 30  # the hashtags' float32 embeddings are read once and held up to this size
 IMAGE_MISSING = "image not in cache"
 TEXT_MISSING = "hashtag not in cache"
 
@@ -33,6 +34,7 @@ class CacheKeys:
         self.cache = cache
         self._keys = {group: pa.array(cache.keys(group), pa.string()) for group in ("images", "texts")}
         self._failed = {key: f"image failed: {reason}" for key, reason in cache.failed.items()}
+        self._held_texts = None
 
     def positions(self, group: str, values) -> np.ndarray:
         found = pc.index_in(pa.array(values, pa.string()), value_set=self._keys[group])
@@ -55,3 +57,16 @@ class CacheKeys:
     def read(self, group: str, rows: np.ndarray) -> np.ndarray:
         """L2-normalised float32 embeddings of `rows` (sorted unique rows read fastest)."""
         return self.cache.read_rows(group, rows, normalise=True)
+
+    def text_side(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, index into them) of the hashtags at cache `rows`: every chunk of posts touches most of
+        a vocabulary, so one that fits HELD_TEXTS_BYTES is read once and held; a larger one chunk by chunk."""
+        if self._held_texts is None and self._texts_fit():
+            self._held_texts = self.cache.text_embeddings(normalise=True)
+        if self._held_texts is not None:
+            return self._held_texts, rows
+        unique, index = np.unique(rows, return_inverse=True)
+        return self.read("texts", unique), index
+
+    def _texts_fit(self) -> bool:
+        return len(self._keys["texts"]) * self.cache.projection_dim * 4 <= HELD_TEXTS_BYTES

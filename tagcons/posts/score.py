@@ -78,11 +78,9 @@ class PostScorer:
 
     def _features(self, rows, ok: np.ndarray) -> PairFeatures:
         image_rows, image_index = np.unique(rows.image[ok], return_inverse=True)
-        text_rows, text_index = np.unique(rows.text[ok], return_inverse=True)
+        text_embeds, text_index = self.keys.text_side(rows.text[ok])
         kind = self.run.kind if self.run is not None else "concat"
-        return PairFeatures(
-            self.keys.read("images", image_rows), self.keys.read("texts", text_rows), image_index, text_index, kind
-        )
+        return PairFeatures(self.keys.read("images", image_rows), text_embeds, image_index, text_index, kind)
 
     def _cosine_columns(self, out: pd.DataFrame, rows, ok: np.ndarray) -> pd.DataFrame:
         cosine = np.full(len(out), np.nan)
