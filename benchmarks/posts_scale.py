@@ -116,11 +116,23 @@ def measure(task: dict) -> dict:
     seconds = time.perf_counter() - started
     result |= {
         "seconds": round(seconds, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": peak_rss_mib(),
     }
     if "scored" in result:
         result["pairs_per_second"] = round(result["scored"] / seconds)
     return result
+
+
+def peak_rss_mib() -> int:
+    """This process's own peak resident memory: VmHWM, which starts afresh at exec. ru_maxrss does not:
+    Linux carries the parent's peak over into a child started by fork/vfork and exec, so every child
+    reported the parent's peak (the parent builds the caches and posts tables)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def score_task(cache: Path, posts: Path, out: Path, run: Path | None) -> dict:

@@ -1,7 +1,10 @@
 """Cache rows of posts' images and hashtags, looked up a chunk at a time.
 
-The keys are held once as Arrow string arrays (no Python object per key) and each chunk is matched
-with Arrow's hash lookup, so the lookup's memory is the keys' bytes, whatever the number of posts.
+The keys are held once as Arrow string arrays (no Python object per key) beside their sorted 64-bit
+hashes: a chunk's values are hashed, found by binary search and each hit checked against the key itself,
+so a lookup costs the chunk's size, not the cache's (Arrow's `index_in` rebuilt its hash table of every
+key on each call: half a second a chunk against a million images), and the index holds 16 bytes a key
+besides the keys, whatever the number of posts.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,16 +33,49 @@ class RowLookup:
         return self.status == OK
 
 
+def _hashes(values: np.ndarray) -> np.ndarray:
+    return pd.util.hash_array(values, categorize=False)
+
+
+class KeyIndex:
+    """Row of each of a list of distinct keys, or -1; by sorted hashes, each hit checked against the key."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = pa.array(keys, pa.string())
+        hashes = _hashes(np.asarray(keys, dtype=object))
+        self.order = np.argsort(hashes, kind="stable")
+        self.sorted = hashes[self.order]
+        self.collides = bool(np.any(self.sorted[1:] == self.sorted[:-1]))  # two keys, one hash: Arrow's lookup
+
+    def positions(self, values) -> np.ndarray:
+        values = np.asarray(values, dtype=object)
+        if self.collides or not len(self.sorted) or not len(values):
+            return self._looked_up(values)
+        hashes = _hashes(values)
+        at = np.minimum(np.searchsorted(self.sorted, hashes), len(self.sorted) - 1)
+        rows = np.where(self.sorted[at] == hashes, self.order[at], -1)
+        hit = np.flatnonzero(rows >= 0)
+        same = pc.equal(self.keys.take(pa.array(rows[hit])), pa.array(values[hit], pa.string()))
+        rows[hit[~same.to_numpy(zero_copy_only=False)]] = -1
+        return rows.astype(np.int64)
+
+    def _looked_up(self, values: np.ndarray) -> np.ndarray:
+        found = pc.index_in(pa.array(values, pa.string()), value_set=self.keys)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 class CacheKeys:
     def __init__(self, cache):
         self.cache = cache
-        self._keys = {group: pa.array(cache.keys(group), pa.string()) for group in ("images", "texts")}
+        self._keys = {group: KeyIndex(cache.keys(group)) for group in ("images", "texts")}
         self._failed = {key: f"image failed: {reason}" for key, reason in cache.failed.items()}
         self._held_texts = None
 
     def positions(self, group: str, values) -> np.ndarray:
-        found = pc.index_in(pa.array(values, pa.string()), value_set=self._keys[group])
-        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        return self._keys[group].positions(values)
 
     def image_status(self, images) -> np.ndarray:
         rows = self.positions("images", images)
