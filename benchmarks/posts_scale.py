@@ -3,7 +3,7 @@
 Synthetic caches of N images and 100k hashtags (random unit vectors, float16 as embed stores them;
 speed does not depend on the values), a posts parquet of N posts with 10 hashtags each, and a logreg
 run fitted on 5,000 random labelled pairs. Each measurement runs in a fresh process, so its peak
-resident memory (ru_maxrss) is its own:
+resident memory (VmHWM) is its own:
   - score: 100k and 1M posts (1M and 10M scored pairs); target: peak memory within 1.2x between the
     sizes, >= 200k pairs/s on 2 cores for logreg;
   - suggest: 100k images against 100k hashtags, K = 20, exact and HNSW, recall@20 of HNSW against exact.
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from heads import _status_mb  # noqa: E402
 
 TAGS_PER_POST = 10
 
@@ -124,15 +126,10 @@ def measure(task: dict) -> dict:
 
 
 def peak_rss_mib() -> int:
-    """This process's own peak resident memory: VmHWM, which starts afresh at exec. ru_maxrss does not:
-    Linux carries the parent's peak over into a child started by fork/vfork and exec, so every child
-    reported the parent's peak (the parent builds the caches and posts tables)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    """This process's own peak resident memory (VmHWM, which starts afresh at exec). Not ru_maxrss: Linux
+    carries the parent's peak into a child started by fork/vfork and exec, so every child reported the
+    parent's peak (the parent builds the caches and posts tables)."""
+    return round(_status_mb("VmHWM"))
 
 
 def score_task(cache: Path, posts: Path, out: Path, run: Path | None) -> dict:

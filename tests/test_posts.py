@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -314,18 +313,14 @@ def test_the_notebook_api_returns_what_the_commands_write(scored_world):
     assert list(best["hashtag"]) == list(by_command.loc[by_command["image"] == "cat_005.png", "hashtag"])
 
 
-SEED_TABLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "combined_data.csv"
-
-
-@pytest.mark.skipif(not SEED_TABLE.is_file(), reason="the study's seed table is not present (../shared/data)")
-def test_posts_built_from_the_studys_table_are_scored_whole_from_a_tag_list_and_from_captions(tmp_path):
+def test_posts_built_from_the_studys_table_are_scored_whole_from_a_tag_list_and_from_captions(tmp_path, reference_csv):
     """The study's 2,022 pairs as one post per image (its images were never published: random embeddings)."""
     from test_heads_support import Synthetic
 
     from tagcons.data.post_tags import TAG_PATTERN
     from tagcons.heads import fit_head
 
-    table = pd.read_csv(SEED_TABLE, encoding="utf-8-sig")
+    table = pd.read_csv(reference_csv, encoding="utf-8-sig")
     table["Hashtag"] = table["Hashtag"].astype(str).str.normalize("NFC").str.strip().str.lstrip("#")  # as embed keys
     table = table.drop_duplicates(["Image Filename", "Hashtag"])
     rng = np.random.default_rng(0)
